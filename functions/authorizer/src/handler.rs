@@ -1,0 +1,73 @@
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ApiGatewayCustomAuthorizerResponse,
+};
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use stockroom::auth::{Decision, authorize, stage_wide_resource};
+use stockroom::clock;
+use stockroom::error::error_chain;
+use stockroom::ports::ApiKeyStore;
+use tracing::Instrument;
+
+/// The exact message API Gateway turns into a 401.
+const UNAUTHORIZED: &str = "Unauthorized";
+
+pub async fn handle(
+    event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>,
+    store: &dyn ApiKeyStore,
+    function: &str,
+) -> Result<ApiGatewayCustomAuthorizerResponse, Error> {
+    let request = event.payload;
+    let request_id = request
+        .request_context
+        .request_id
+        .clone()
+        .unwrap_or_else(|| event.context.request_id.clone());
+    let span = tracing::info_span!("authorize", request_id = %request_id, tenant = tracing::field::Empty, function = %function);
+    async move {
+        // Never log the header: it carries the key.
+        let header = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let decision = authorize(store, header, clock::now()).await.map_err(|e| {
+            tracing::error!(error = %error_chain(&e), "key lookup failed");
+            Error::from("authorizer store failure")
+        })?;
+        match decision {
+            Decision::Allow(ctx) => {
+                tracing::Span::current().record("tenant", ctx.tenant_id.as_str());
+                let method_arn = request.method_arn.unwrap_or_default();
+                let resource = stage_wide_resource(&method_arn).ok_or_else(|| {
+                    tracing::error!(method_arn = %method_arn, "unexpected methodArn");
+                    Error::from("unexpected methodArn")
+                })?;
+                tracing::info!(key_id = %ctx.key_id, "allowed");
+                let mut response = ApiGatewayCustomAuthorizerResponse::<Value>::default();
+                response.principal_id = Some(ctx.key_id.clone());
+                response.policy_document = allow(resource);
+                response.context = serde_json::to_value(ctx.to_context_fields())?;
+                Ok(response)
+            }
+            Decision::Unauthorized(reason) => {
+                tracing::info!(reason, "denied");
+                Err(Error::from(UNAUTHORIZED))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn allow(resource: String) -> ApiGatewayCustomAuthorizerPolicy {
+    let mut statement = IamPolicyStatement::default();
+    statement.action = vec!["execute-api:Invoke".into()];
+    statement.effect = IamPolicyEffect::Allow;
+    statement.resource = vec![resource];
+    let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+    policy.version = Some("2012-10-17".into());
+    policy.statement = vec![statement];
+    policy
+}

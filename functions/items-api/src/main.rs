@@ -1,0 +1,23 @@
+//! Items API Lambda: API Gateway REST proxy events -> the shared axum router.
+
+use lambda_http::{Error, run};
+use std::sync::Arc;
+use stockroom::adapters::dynamodb::DynamoItemStore;
+use stockroom::cursor::CursorCodec;
+use stockroom::http::{AppState, router};
+use stockroom::service::ItemsService;
+use stockroom::{config, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let cfg = config::ItemsApiConfig::from_env()?;
+    let sdk = config::aws_sdk_config().await;
+    let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
+    let state = AppState {
+        items: ItemsService::new(Arc::new(store)),
+        cursors: CursorCodec::new(cfg.cursor_signing_key),
+        function: config::function_name("items-api"),
+    };
+    run(router(state)).await
+}

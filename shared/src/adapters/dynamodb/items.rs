@@ -1,0 +1,342 @@
+use super::error::{build_error, classify};
+use super::records::*;
+use super::{Attrs, from_attrs, n, s, to_attrs};
+use crate::domain::{Item, Movement, Sku, TenantId};
+use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+
+const ITEMS_INDEX: &str = "gsi1";
+
+/// [`ItemStore`] on one DynamoDB table (see the module docs for the layout).
+#[derive(Clone, Debug)]
+pub struct DynamoItemStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoItemStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Builds the client from shared SDK configuration (no network call).
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    fn put(&self, item: Attrs, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn movement_put(&self, tenant: &TenantId, m: &Movement) -> Result<TransactWriteItem, StoreError> {
+        // A movement id is never reused; the condition guards against a replayed write.
+        self.put(
+            to_attrs(&MovementRecord::new(tenant, m))?,
+            Some("attribute_not_exists(pk)"),
+        )
+    }
+
+    fn key(pk: String, sk: &str) -> Attrs {
+        Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(TransactFailure::from_sdk)
+    }
+}
+
+/// Which action of a transaction failed its condition (by position).
+enum TransactFailure {
+    Condition(Vec<bool>),
+    /// Another transaction touched the same items concurrently: retryable.
+    Conflict,
+    Store(StoreError),
+}
+
+impl TransactFailure {
+    fn from_sdk<R>(err: SdkError<TransactWriteItemsError, R>) -> Self
+    where
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        if let SdkError::ServiceError(se) = &err
+            && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
+        {
+            let codes: Vec<&str> = tc
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect();
+            if codes.contains(&"ConditionalCheckFailed") {
+                return Self::Condition(codes.iter().map(|c| *c == "ConditionalCheckFailed").collect());
+            }
+            if codes.contains(&"TransactionConflict") {
+                return Self::Conflict;
+            }
+        }
+        Self::Store(classify(err))
+    }
+
+    fn failed(flags: &[bool], index: usize) -> bool {
+        flags.get(index).copied().unwrap_or(false)
+    }
+}
+
+fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
+    attrs.map(|m| {
+        m.iter()
+            .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), s.clone())))
+            .collect()
+    })
+}
+
+fn start_key(key: Option<PageKey>) -> Option<Attrs> {
+    key.map(|k| k.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+#[async_trait]
+impl ItemStore for DynamoItemStore {
+    async fn get_item(&self, tenant: &TenantId, sku: &Sku) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item
+            .map(|attrs| from_attrs::<ItemRecord>(attrs).map(Item::from))
+            .transpose()
+    }
+
+    async fn create_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        opening: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        let mut actions = vec![self.put(
+            to_attrs(&ItemRecord::new(tenant, item))?,
+            Some("attribute_not_exists(pk)"),
+        )?];
+        if let Some(m) = opening {
+            actions.push(self.movement_put(tenant, m)?);
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, 0) => {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn replace_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&ItemRecord::new(tenant, item))?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn delete_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        expected_version: u64,
+        closing: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(build_error)?;
+        let mut actions = vec![TransactWriteItem::builder().delete(delete).build()];
+        if let Some(m) = closing {
+            actions.push(self.movement_put(tenant, m)?);
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ITEMS_INDEX)
+            .key_condition_expression("gsi1pk = :t")
+            .expression_attribute_values(":t", s(tenant_items_pk(tenant)))
+            .limit(limit as i32)
+            .set_exclusive_start_key(start_key(start))
+            .send()
+            .await
+            .map_err(classify)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| from_attrs::<ItemRecord>(a).map(Item::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            next: page_key(out.last_evaluated_key.as_ref()),
+        })
+    }
+
+    async fn record_adjustment(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, &item.sku), ITEM_SK)))
+            .update_expression("SET quantity = :q, version = :nv, updated_at = :u")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":q", n(item.quantity))
+            .expression_attribute_values(":nv", n(item.version))
+            .expression_attribute_values(":u", s(&item.updated_at))
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(build_error)?;
+        let mut actions = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.movement_put(tenant, movement)?,
+        ];
+        if let Some(rec) = idempotency {
+            // An expired record may linger until TTL removes it: it may be overwritten.
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_attrs(&IdempotencyStored::new(tenant, rec))?))
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                .expression_attribute_values(":now", n(crate::clock::now().unix_timestamp()))
+                .build()
+                .map_err(build_error)?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, 2) => {
+                Err(StoreError::IdempotencyKeyTaken)
+            }
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn list_movements(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<Movement>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
+            .expression_attribute_values(":m", s(MOVEMENT_PREFIX))
+            .scan_index_forward(false)
+            .limit(limit as i32)
+            .set_exclusive_start_key(start_key(start))
+            .send()
+            .await
+            .map_err(classify)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| from_attrs::<MovementRecord>(a).map(Movement::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            next: page_key(out.last_evaluated_key.as_ref()),
+        })
+    }
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(idempotency_pk(tenant, key), IDEM_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        let now = crate::clock::now().unix_timestamp();
+        Ok(out
+            .item
+            .map(from_attrs::<IdempotencyStored>)
+            .transpose()?
+            .map(IdempotencyRecord::from)
+            .filter(|r| r.expires_at >= now))
+    }
+}
+

@@ -1,0 +1,39 @@
+//! DynamoDB adapter. Key layout (single table, every key namespaced by tenant):
+//!
+//! | record      | pk                       | sk          | gsi1pk   | gsi1sk |
+//! |-------------|--------------------------|-------------|----------|--------|
+//! | item        | `T#<tenant>#I#<sku>`     | `ITEM`      | `T#<tenant>` | sku |
+//! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
+//! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
+//!
+//! API keys live in their own table keyed by `key_hash`.
+
+mod error;
+mod items;
+mod keys;
+mod records;
+
+pub use items::DynamoItemStore;
+pub use keys::DynamoApiKeyStore;
+
+use crate::ports::StoreError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+pub(crate) type Attrs = HashMap<String, AttributeValue>;
+
+pub(crate) fn to_attrs<T: serde::Serialize>(value: &T) -> Result<Attrs, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_attrs<T: serde::de::DeserializeOwned>(attrs: Attrs) -> Result<T, StoreError> {
+    serde_dynamo::from_item(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}

@@ -1,0 +1,174 @@
+//! Stored shapes of the domain records and their conversions.
+
+use crate::domain::{Item, Movement, TenantId};
+use crate::ports::IdempotencyRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub(crate) const ITEM_SK: &str = "ITEM";
+pub(crate) const IDEM_SK: &str = "IDEM";
+pub(crate) const MOVEMENT_PREFIX: &str = "M#";
+
+pub(crate) fn item_pk(tenant: &TenantId, sku: &str) -> String {
+    format!("T#{tenant}#I#{sku}")
+}
+
+pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+pub(crate) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
+    format!("T#{tenant}#K#{key}")
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ItemRecord {
+    pub pk: String,
+    pub sk: String,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+    pub tenant_id: String,
+    pub sku: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub quantity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<i64>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl ItemRecord {
+    pub fn new(tenant: &TenantId, item: &Item) -> Self {
+        Self {
+            pk: item_pk(tenant, &item.sku),
+            sk: ITEM_SK.into(),
+            gsi1pk: tenant_items_pk(tenant),
+            gsi1sk: item.sku.clone(),
+            tenant_id: tenant.to_string(),
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            description: item.description.clone(),
+            quantity: item.quantity,
+            low_stock_threshold: item.low_stock_threshold,
+            attributes: item.attributes.clone(),
+            version: item.version,
+            created_at: item.created_at.clone(),
+            updated_at: item.updated_at.clone(),
+        }
+    }
+}
+
+impl From<ItemRecord> for Item {
+    fn from(r: ItemRecord) -> Self {
+        Item {
+            sku: r.sku,
+            name: r.name,
+            description: r.description,
+            quantity: r.quantity,
+            low_stock_threshold: r.low_stock_threshold,
+            attributes: r.attributes,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MovementRecord {
+    pub pk: String,
+    pub sk: String,
+    pub tenant_id: String,
+    pub movement_id: String,
+    pub sku: String,
+    pub delta: i64,
+    pub quantity_after: i64,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub created_at: String,
+}
+
+impl MovementRecord {
+    pub fn new(tenant: &TenantId, m: &Movement) -> Self {
+        Self {
+            pk: item_pk(tenant, &m.sku),
+            sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
+            tenant_id: tenant.to_string(),
+            movement_id: m.movement_id.clone(),
+            sku: m.sku.clone(),
+            delta: m.delta,
+            quantity_after: m.quantity_after,
+            reason: m.reason.clone(),
+            reference: m.reference.clone(),
+            request_id: m.request_id.clone(),
+            key_id: m.key_id.clone(),
+            created_at: m.created_at.clone(),
+        }
+    }
+}
+
+impl From<MovementRecord> for Movement {
+    fn from(r: MovementRecord) -> Self {
+        Movement {
+            movement_id: r.movement_id,
+            sku: r.sku,
+            delta: r.delta,
+            quantity_after: r.quantity_after,
+            reason: r.reason,
+            reference: r.reference,
+            request_id: r.request_id,
+            key_id: r.key_id,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct IdempotencyStored {
+    pub pk: String,
+    pub sk: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: String,
+    /// TTL attribute of the table (Unix seconds).
+    pub expires_at: i64,
+}
+
+impl IdempotencyStored {
+    pub fn new(tenant: &TenantId, r: &IdempotencyRecord) -> Self {
+        Self {
+            pk: idempotency_pk(tenant, &r.key),
+            sk: IDEM_SK.into(),
+            key: r.key.clone(),
+            request_hash: r.request_hash.clone(),
+            status: r.status,
+            body: r.body.clone(),
+            created_at: r.created_at.clone(),
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<IdempotencyStored> for IdempotencyRecord {
+    fn from(r: IdempotencyStored) -> Self {
+        IdempotencyRecord {
+            key: r.key,
+            request_hash: r.request_hash,
+            status: r.status,
+            body: r.body,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Adapters from the ports to AWS services.
+
+pub mod dynamodb;

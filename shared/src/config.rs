@@ -1,0 +1,81 @@
+//! Configuration from the environment variables `template.yaml` sets, read and
+//! checked once at cold start: a missing variable fails the init with a clear
+//! message instead of failing requests later.
+
+use std::env;
+
+#[derive(Debug, thiserror::Error)]
+#[error("missing or empty environment variable(s): {}", .0.join(", "))]
+pub struct ConfigError(pub Vec<&'static str>);
+
+struct Reader {
+    missing: Vec<&'static str>,
+}
+
+impl Reader {
+    fn get(&mut self, name: &'static str) -> String {
+        match env::var(name) {
+            Ok(v) if !v.trim().is_empty() => v,
+            _ => {
+                self.missing.push(name);
+                String::new()
+            }
+        }
+    }
+    fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.missing.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError(self.missing))
+        }
+    }
+}
+
+/// `aws` when deployed, anything else (`local`) on a developer machine.
+pub fn environment() -> String {
+    env::var("STOCKROOM_ENV").unwrap_or_else(|_| "local".into())
+}
+
+pub fn function_name(default: &str) -> String {
+    env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| default.to_owned())
+}
+
+#[derive(Clone)]
+pub struct ItemsApiConfig {
+    pub stock_table: String,
+    pub cursor_signing_key: Vec<u8>,
+}
+
+impl ItemsApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let key = r.get("CURSOR_SIGNING_KEY");
+        r.finish(Self {
+            stock_table,
+            cursor_signing_key: key.into_bytes(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthorizerConfig {
+    pub api_keys_table: String,
+}
+
+impl AuthorizerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let api_keys_table = r.get("API_KEYS_TABLE");
+        r.finish(Self { api_keys_table })
+    }
+}
+
+/// The shared AWS SDK configuration. Makes no network call: region and
+/// credentials come from the Lambda environment, and `AWS_ENDPOINT_URL`
+/// (the standard variable) points the clients at the local emulator.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}

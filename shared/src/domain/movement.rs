@@ -1,0 +1,123 @@
+use super::MAX_QUANTITY;
+use super::validation::{FieldErrors, ObjectReader};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const MAX_REASON: usize = 100;
+pub const MAX_REFERENCE: usize = 200;
+
+/// A validated `POST /v1/items/{sku}/adjustments` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adjustment {
+    pub delta: i64,
+    pub reason: String,
+    pub reference: Option<String>,
+}
+
+impl Adjustment {
+    pub fn from_json(body: &Value) -> Result<Self, FieldErrors> {
+        let mut r = ObjectReader::new(body)?;
+        r.deny_unknown(&["delta", "reason", "reference"]);
+        let delta = r.int("delta", true, -MAX_QUANTITY, MAX_QUANTITY);
+        if delta == Some(0) {
+            r.errors.push("delta", "must not be zero");
+        }
+        let reason = r.string("reason", true, MAX_REASON);
+        let reference = r.string("reference", false, MAX_REFERENCE);
+        match (delta, reason) {
+            (Some(delta), Some(reason)) if r.errors.is_empty() => Ok(Self {
+                delta,
+                reason,
+                reference,
+            }),
+            _ => Err(r.errors),
+        }
+    }
+}
+
+/// Identifier of one stock movement; sorts by creation time (ULID).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MovementId(String);
+
+impl MovementId {
+    pub fn generate() -> Self {
+        Self(format!("mv_{}", ulid::Ulid::new()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who and what caused a movement (for the audit ledger).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MovementContext {
+    pub request_id: String,
+    pub key_id: Option<String>,
+}
+
+/// One entry of an item's stock ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Movement {
+    #[schema(example = "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R")]
+    pub movement_id: String,
+    pub sku: String,
+    /// Signed change of the quantity.
+    pub delta: i64,
+    /// Quantity right after this movement.
+    pub quantity_after: i64,
+    #[schema(example = "sale")]
+    pub reason: String,
+    pub reference: Option<String>,
+    pub request_id: String,
+    /// Id of the API key that made the change.
+    pub key_id: Option<String>,
+    pub created_at: String,
+}
+
+impl Movement {
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        sku: &str,
+        delta: i64,
+        quantity_after: i64,
+        reason: &str,
+        reference: Option<String>,
+        ctx: &MovementContext,
+        now: &str,
+    ) -> Self {
+        Movement {
+            movement_id: MovementId::generate().0,
+            sku: sku.to_owned(),
+            delta,
+            quantity_after,
+            reason: reason.to_owned(),
+            reference,
+            request_id: ctx.request_id.clone(),
+            key_id: ctx.key_id.clone(),
+            created_at: now.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn adjustment_needs_non_zero_delta_and_reason() {
+        assert!(Adjustment::from_json(&json!({"delta": -2, "reason": "sale"})).is_ok());
+        let err = Adjustment::from_json(&json!({"delta": 0})).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["delta", "reason"]);
+    }
+
+    #[test]
+    fn movement_ids_sort_by_time() {
+        let a = MovementId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = MovementId::generate();
+        assert!(a < b);
+        assert!(a.as_str().starts_with("mv_"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Field-level validation of JSON request bodies: every problem is collected
+//! (not just the first) so a client can fix a request in one round trip.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// JSON path of the offending field, e.g. `attributes.colour` or `records[3].delta`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn into_result<T>(self, value: T) -> Result<T, FieldErrors> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// Reads typed fields out of a JSON object, recording every violation.
+pub(crate) struct ObjectReader<'a> {
+    obj: &'a Map<String, Value>,
+    pub errors: FieldErrors,
+}
+
+pub(crate) const MAX_ATTRIBUTES: usize = 50;
+pub(crate) const MAX_ATTRIBUTE_KEY: usize = 64;
+pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 500;
+
+impl<'a> ObjectReader<'a> {
+    /// Fails (as a field error on the root) when the body is not a JSON object.
+    pub fn new(value: &'a Value) -> Result<Self, FieldErrors> {
+        match value.as_object() {
+            Some(obj) => Ok(Self {
+                obj,
+                errors: FieldErrors::default(),
+            }),
+            None => {
+                let mut errors = FieldErrors::default();
+                errors.push("$", "the request body must be a JSON object");
+                Err(errors)
+            }
+        }
+    }
+
+    /// Rejects fields the schema does not know, so typos are not silently ignored.
+    pub fn deny_unknown(&mut self, known: &[&str]) {
+        for key in self.obj.keys() {
+            if !known.contains(&key.as_str()) {
+                self.errors.push(key.clone(), "unknown field");
+            }
+        }
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.obj.get(field).is_some_and(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, field: &str, required: bool, max_chars: usize) -> Option<String> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.errors.push(field, "is required");
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                let chars = s.chars().count();
+                if chars == 0 {
+                    self.errors.push(field, "must not be empty");
+                    None
+                } else if chars > max_chars {
+                    self.errors
+                        .push(field, format!("must be at most {max_chars} characters"));
+                    None
+                } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                    self.errors.push(field, "must not contain control characters");
+                    None
+                } else {
+                    Some(s.clone())
+                }
+            }
+            Some(_) => {
+                self.errors.push(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, field: &str, required: bool, min: i64, max: i64) -> Option<i64> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.errors.push(field, "is required");
+                }
+                None
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) if (min..=max).contains(&v) => Some(v),
+                Some(_) => {
+                    self.errors
+                        .push(field, format!("must be between {min} and {max}"));
+                    None
+                }
+                None => {
+                    self.errors.push(field, "must be an integer");
+                    None
+                }
+            },
+            Some(_) => {
+                self.errors.push(field, "must be an integer");
+                None
+            }
+        }
+    }
+
+    pub fn string_map(&mut self, field: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match self.obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                if map.len() > MAX_ATTRIBUTES {
+                    self.errors.push(
+                        field,
+                        format!("must have at most {MAX_ATTRIBUTES} entries"),
+                    );
+                    return out;
+                }
+                for (k, v) in map {
+                    let path = format!("{field}.{k}");
+                    if k.is_empty() || k.chars().count() > MAX_ATTRIBUTE_KEY {
+                        self.errors.push(
+                            path,
+                            format!("keys must be 1 to {MAX_ATTRIBUTE_KEY} characters"),
+                        );
+                        continue;
+                    }
+                    match v {
+                        Value::String(s) if s.chars().count() <= MAX_ATTRIBUTE_VALUE => {
+                            out.insert(k.clone(), s.clone());
+                        }
+                        Value::String(_) => self.errors.push(
+                            path,
+                            format!("must be at most {MAX_ATTRIBUTE_VALUE} characters"),
+                        ),
+                        _ => self.errors.push(path, "must be a string"),
+                    }
+                }
+            }
+            Some(_) => self
+                .errors
+                .push(field, "must be an object of string values"),
+        }
+        out
+    }
+}

@@ -1,0 +1,77 @@
+//! Every error a request can end in. The one mapping to HTTP problems lives
+//! in `http::problem`; the `Display` text here is for logs, never for clients.
+
+use crate::cursor::CursorError;
+use crate::domain::FieldErrors;
+use crate::ports::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("invalid request parameters")]
+    InvalidParameters(FieldErrors),
+    #[error(transparent)]
+    InvalidCursor(#[from] CursorError),
+    #[error("unsupported content type {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("request body of {size} bytes exceeds the {limit}-byte limit")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("request body failed validation")]
+    Validation(FieldErrors),
+    #[error("no valid API key in the request context")]
+    Unauthorized,
+    #[error("missing scope {0}")]
+    InsufficientScope(&'static str),
+    #[error("item not found")]
+    ItemNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("an item with this sku already exists")]
+    SkuExists,
+    #[error("insufficient stock: {available} available, delta {delta}")]
+    InsufficientStock { available: i64, delta: i64 },
+    #[error("the resulting quantity would exceed the maximum")]
+    QuantityOverflow,
+    #[error("If-Match precondition failed")]
+    PreconditionFailed,
+    #[error("Idempotency-Key reused with a different request")]
+    IdempotencyKeyReused,
+    #[error("gave up after repeated concurrent updates")]
+    ConcurrentUpdate,
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable(e),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn invalid_parameter(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.push(field, message);
+        ApiError::InvalidParameters(errors)
+    }
+}
+
+/// Renders an error with its whole `source()` chain, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

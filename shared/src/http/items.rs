@@ -1,0 +1,409 @@
+//! Handlers of the items routes: parse, call the service, map the result.
+
+use super::AppState;
+use super::extract::{Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str};
+use super::problem::{Problem, current_request_id};
+use crate::auth::{ITEMS_READ, ITEMS_WRITE};
+use crate::domain::{Adjustment, FieldErrors, ITEM_FIELDS, Item, ItemFields, Movement, MovementContext, NewItem};
+use crate::error::ApiError;
+use crate::service::{AdjustOutcome, AdjustmentResult, IdempotencyRequest, IfMatch, Replaced};
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+const DEFAULT_PAGE: u32 = 20;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ItemPage {
+    pub items: Vec<Item>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MovementPage {
+    pub movements: Vec<Movement>,
+    pub next_cursor: Option<String>,
+}
+
+/// Request body of `POST /v1/items`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CreateItemRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "SKU-1001")]
+    sku: String,
+    #[schema(min_length = 1, max_length = 200, example = "Blue mug")]
+    name: String,
+    #[schema(max_length = 2000)]
+    description: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64, default = 0)]
+    quantity: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    low_stock_threshold: Option<i64>,
+    /// At most 50 entries; keys 1..64 characters, values up to 500.
+    attributes: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Request body of `PUT /v1/items/{sku}`: the descriptive fields (absent optional fields are cleared).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ReplaceItemRequest {
+    /// Optional; must equal the sku in the path.
+    sku: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    #[schema(max_length = 2000)]
+    description: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    low_stock_threshold: Option<i64>,
+    attributes: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Request body of `POST /v1/items/{sku}/adjustments`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AdjustmentRequest {
+    /// Signed, non-zero change of the quantity.
+    #[schema(example = -2, minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
+    delta: i64,
+    #[schema(min_length = 1, max_length = 100, example = "sale")]
+    reason: String,
+    #[schema(max_length = 200, example = "order-7731")]
+    reference: Option<String>,
+}
+
+fn movement_context(auth: &Auth) -> MovementContext {
+    MovementContext {
+        request_id: current_request_id(),
+        key_id: Some(auth.0.key_id.clone()),
+    }
+}
+
+fn etag_header(item: &Item) -> HeaderValue {
+    HeaderValue::from_str(&item.etag()).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
+    Ok(header_str(headers, "if-match")?.map(|v| match entity_tags(v) {
+        None => IfMatch::Any,
+        Some(tags) => IfMatch::Tags(tags),
+    }))
+}
+
+/// Service health (no authentication).
+#[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
+    responses((status = 200, description = "The service is up", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Create an item.
+#[utoipa::path(post, path = "/v1/items", tag = "items",
+    request_body(content = CreateItemRequest, content_type = "application/json"),
+    security(("api_key" = ["items:write"])),
+    responses(
+        (status = 201, description = "Created", body = Item,
+            headers(("Location" = String, description = "URL of the new item"), ("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`sku_exists`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` with field errors", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_item(
+    State(app): State<AppState>,
+    auth: Auth,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(ITEMS_WRITE)?;
+    let new = NewItem::from_json(&body.value).map_err(ApiError::Validation)?;
+    let item = app.items.create(&caller.tenant_id, new, &movement_context(&auth)).await?;
+    let location = HeaderValue::from_str(&format!("/v1/items/{}", item.sku))
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::ETAG, etag_header(&item))],
+        Json(item),
+    )
+        .into_response())
+}
+
+/// Get an item.
+#[utoipa::path(get, path = "/v1/items/{sku}", tag = "items",
+    params(
+        ("sku" = String, Path, description = "The item's sku"),
+        ("fields" = Option<String>, Query, description = "Comma-separated fields to return, e.g. `sku,quantity`"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds"),
+    ),
+    security(("api_key" = ["items:read"])),
+    responses(
+        (status = 200, description = "The item", body = Item, headers(("ETag" = String))),
+        (status = 304, description = "Not modified (If-None-Match matched)"),
+        (status = 400, description = "Invalid sku or fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_item(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+    query: QueryParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(ITEMS_READ)?;
+    query.only(&["fields"])?;
+    let fields = parse_fields(query.get("fields"))?;
+    let item = app.items.get(&caller.tenant_id, &sku).await?;
+    let etag = etag_header(&item);
+    if let Some(inm) = header_str(&headers, "if-none-match")? {
+        // Weak comparison, as RFC 9110 prescribes for If-None-Match.
+        let current = item.etag();
+        let matched = match entity_tags(inm) {
+            None => true,
+            Some(tags) => tags.iter().any(|t| t.trim_start_matches("W/") == current),
+        };
+        if matched {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
+    }
+    let mut value = serde_json::to_value(&item).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    if let (Some(fields), Some(obj)) = (fields, value.as_object_mut()) {
+        obj.retain(|k, _| fields.iter().any(|f| f == k));
+    }
+    Ok(([(header::ETAG, etag)], Json(value)).into_response())
+}
+
+fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut errors = FieldErrors::default();
+    let fields: Vec<String> = raw.split(',').map(|f| f.trim().to_owned()).collect();
+    for f in &fields {
+        if !ITEM_FIELDS.contains(&f.as_str()) {
+            errors.push("fields", format!("unknown field {f:?}; known: {}", ITEM_FIELDS.join(",")));
+        }
+    }
+    errors.into_result(Some(fields)).map_err(ApiError::InvalidParameters)
+}
+
+/// List the tenant's items, ordered by sku.
+#[utoipa::path(get, path = "/v1/items", tag = "items",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    security(("api_key" = ["items:read"])),
+    responses(
+        (status = 200, description = "A page of items", body = ItemPage),
+        (status = 400, description = "`invalid_parameter` or `invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:read", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_items(
+    State(app): State<AppState>,
+    auth: Auth,
+    query: QueryParams,
+) -> Result<Json<ItemPage>, ApiError> {
+    let caller = auth.require(ITEMS_READ)?;
+    query.only(&["limit", "cursor"])?;
+    let limit = query.limit(DEFAULT_PAGE)?;
+    let start = query
+        .get("cursor")
+        .map(|c| app.cursors.decode("items", &caller.tenant_id, c))
+        .transpose()?;
+    let page = app.items.list(&caller.tenant_id, limit, start).await?;
+    Ok(Json(ItemPage {
+        items: page.items,
+        next_cursor: page.next.map(|k| app.cursors.encode("items", &caller.tenant_id, &k)),
+    }))
+}
+
+/// Replace an item's descriptive fields (stock changes go through adjustments).
+#[utoipa::path(put, path = "/v1/items/{sku}", tag = "items",
+    params(
+        ("sku" = String, Path, description = "The item's sku"),
+        ("If-Match" = Option<String>, Header, description = "Only replace if the item's ETag matches"),
+    ),
+    request_body(content = ReplaceItemRequest, content_type = "application/json"),
+    security(("api_key" = ["items:write"])),
+    responses(
+        (status = 200, description = "Replaced; the new item", body = Item, headers(("ETag" = String))),
+        (status = 204, description = "The request changes nothing", headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON or invalid sku", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`: If-Match is stale", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn replace_item(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(ITEMS_WRITE)?;
+    let cond = if_match(&headers)?;
+    let fields = ItemFields::from_put_json(&body.value, &sku).map_err(ApiError::Validation)?;
+    match app.items.replace(&caller.tenant_id, &sku, fields, cond.as_ref()).await? {
+        Replaced::Changed(item) => Ok(([(header::ETAG, etag_header(&item))], Json(item)).into_response()),
+        Replaced::Unchanged(item) => {
+            Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag_header(&item))]).into_response())
+        }
+    }
+}
+
+/// Delete an item (its ledger is kept; the closing stock is recorded as a movement).
+#[utoipa::path(delete, path = "/v1/items/{sku}", tag = "items",
+    params(
+        ("sku" = String, Path, description = "The item's sku"),
+        ("If-Match" = Option<String>, Header, description = "Only delete if the item's ETag matches"),
+    ),
+    security(("api_key" = ["items:write"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid sku", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_item(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let caller = auth.require(ITEMS_WRITE)?;
+    let cond = if_match(&headers)?;
+    app.items
+        .delete(&caller.tenant_id, &sku, cond.as_ref(), &movement_context(&auth))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adjust an item's stock by a signed delta (never below zero).
+#[utoipa::path(post, path = "/v1/items/{sku}/adjustments", tag = "stock",
+    params(
+        ("sku" = String, Path, description = "The item's sku"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response for 24 h"),
+    ),
+    request_body(content = AdjustmentRequest, content_type = "application/json"),
+    security(("api_key" = ["items:write"])),
+    responses(
+        (status = 200, description = "Applied (or replayed: header Idempotent-Replayed: true)", body = AdjustmentResult),
+        (status = 400, description = "Malformed JSON, invalid sku or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, `quantity_overflow` or `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn adjust_stock(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(ITEMS_WRITE)?;
+    let idempotency = match header_str(&headers, "idempotency-key")? {
+        None => None,
+        Some(key) if (1..=255).contains(&key.len()) => {
+            let mut h = Sha256::new();
+            h.update(sku.as_str().as_bytes());
+            h.update([0]);
+            h.update(&body.raw);
+            Some(IdempotencyRequest {
+                key: key.to_owned(),
+                request_hash: hex::encode(h.finalize()),
+            })
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_parameter("Idempotency-Key", "must be 1 to 255 characters"));
+        }
+    };
+    let adjustment = Adjustment::from_json(&body.value).map_err(ApiError::Validation)?;
+    let outcome = app
+        .items
+        .adjust(&caller.tenant_id, &sku, &adjustment, &movement_context(&auth), idempotency.as_ref())
+        .await?;
+    Ok(match outcome {
+        AdjustOutcome::Applied(result) => Json(result).into_response(),
+        AdjustOutcome::Replayed { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (header::HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true")),
+            ],
+            body,
+        )
+            .into_response(),
+    })
+}
+
+/// The item's stock ledger, newest first.
+#[utoipa::path(get, path = "/v1/items/{sku}/movements", tag = "stock",
+    params(
+        ("sku" = String, Path, description = "The item's sku"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    security(("api_key" = ["items:read"])),
+    responses(
+        (status = 200, description = "A page of movements", body = MovementPage),
+        (status = 400, description = "`invalid_parameter` or `invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`: no item and no ledger for this sku", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_movements(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+    query: QueryParams,
+) -> Result<Json<MovementPage>, ApiError> {
+    let caller = auth.require(ITEMS_READ)?;
+    query.only(&["limit", "cursor"])?;
+    let limit = query.limit(DEFAULT_PAGE)?;
+    let listing = format!("movements:{sku}");
+    let start = query
+        .get("cursor")
+        .map(|c| app.cursors.decode(&listing, &caller.tenant_id, c))
+        .transpose()?;
+    let first_page = start.is_none();
+    let page = app.items.movements(&caller.tenant_id, &sku, limit, start).await?;
+    // A deleted item keeps its ledger; a sku that never existed is a 404.
+    if first_page && page.items.is_empty() {
+        app.items.get(&caller.tenant_id, &sku).await?;
+    }
+    Ok(Json(MovementPage {
+        movements: page.items,
+        next_cursor: page.next.map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
+    }))
+}

@@ -1,0 +1,136 @@
+//! HTTP surface of the items API: an axum router that `lambda_http` runs
+//! behind API Gateway, plus the request-context middleware.
+
+mod extract;
+mod items;
+mod openapi;
+pub mod problem;
+
+pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
+pub use openapi::ApiDoc;
+pub use problem::{PROBLEM_JSON, Problem};
+
+use crate::cursor::CursorCodec;
+use crate::error::ApiError;
+use crate::service::ItemsService;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, header};
+use lambda_http::request::RequestContext;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Everything the handlers share, built once per Lambda instance.
+#[derive(Clone)]
+pub struct AppState {
+    pub items: ItemsService,
+    pub cursors: CursorCodec,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
+    pub function: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    let function = state.function.clone();
+    Router::new()
+        .route("/v1/health", get(items::health))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/v1/items", get(items::list_items).post(items::create_item))
+        .route(
+            "/v1/items/{sku}",
+            get(items::get_item)
+                .put(items::replace_item)
+                .delete(items::delete_item),
+        )
+        .route(
+            "/v1/items/{sku}/adjustments",
+            axum::routing::post(items::adjust_stock),
+        )
+        .route("/v1/items/{sku}/movements", get(items::list_movements))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(middleware::from_fn(move |req, next| {
+            request_context(function.clone(), req, next)
+        }))
+}
+
+/// A client-supplied `x-request-id` is kept when it is well formed.
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn request_id_of(req: &Request) -> String {
+    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+        && valid_request_id(v)
+    {
+        return v.to_owned();
+    }
+    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.extensions().get::<RequestContext>()
+        && let Some(id) = ctx.request_id.as_deref()
+    {
+        return id.to_owned();
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Request id, tracing span (request id, tenant, function), security headers
+/// and one access-log line per request.
+async fn request_context(function: String, req: Request, next: Next) -> Response {
+    let request_id = request_id_of(&req);
+    let tenant = auth_context(req.extensions())
+        .map(|a| a.tenant_id.to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        tenant = %tenant,
+        function = %function,
+    );
+    let started = Instant::now();
+    let mut resp = problem::REQUEST_ID
+        .scope(request_id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+    );
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            http.method = %method,
+            http.path = %path,
+            http.status = status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request completed"
+        )
+    });
+    resp.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids() {
+        assert!(super::valid_request_id("abc-123_x.y:z"));
+        assert!(!super::valid_request_id(""));
+        assert!(!super::valid_request_id("a b"));
+        assert!(!super::valid_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,71 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use super::items;
+use super::problem::Problem;
+use crate::domain::{FieldError, Item, Movement};
+use crate::service::AdjustmentResult;
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stockroom API",
+        description = "Real-time and batch inventory API. Errors are `application/problem+json` \
+with a stable `code`: malformed_json, invalid_parameter, invalid_cursor, unsupported_media_type, \
+payload_too_large, validation_failed, unauthorized, forbidden, insufficient_scope, item_not_found, \
+route_not_found, method_not_allowed, sku_exists, insufficient_stock, concurrent_update, \
+quantity_overflow, precondition_failed, idempotency_key_reused, rate_limited, service_unavailable, internal. \
+Every response carries `x-request-id`.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        items::health,
+        items::create_item,
+        items::list_items,
+        items::get_item,
+        items::replace_item,
+        items::delete_item,
+        items::adjust_stock,
+        items::list_movements,
+        serve,
+    ),
+    components(schemas(
+        Item, Movement, Problem, FieldError, AdjustmentResult,
+        items::ItemPage, items::MovementPage, items::Health,
+        items::CreateItemRequest, items::ReplaceItemRequest, items::AdjustmentRequest,
+    )),
+    modifiers(&BearerKey),
+    security(("api_key" = [])),
+    tags(
+        (name = "items", description = "Items and their descriptive fields"),
+        (name = "stock", description = "Stock adjustments and the movement ledger"),
+        (name = "meta", description = "Health and API description"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Stockroom API key: `Authorization: Bearer sk_...`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// This document (no authentication).
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,14 @@
+//! Stockroom's shared library: the domain, its ports and AWS adapters, the
+//! HTTP mapping, configuration and telemetry. Lambda binaries stay thin.
+
+pub mod adapters;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod cursor;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ports;
+pub mod service;
+pub mod telemetry;
