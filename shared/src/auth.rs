@@ -86,9 +86,7 @@ impl AuthContext {
         ])
     }
 
-    pub fn from_context_fields(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, &'static str> {
+    pub fn from_context_fields(get: impl Fn(&str) -> Option<String>) -> Result<Self, &'static str> {
         let tenant = get("tenant_id").ok_or("no tenant_id in authorizer context")?;
         let tenant_id = TenantId::parse(&tenant).map_err(|_| "bad tenant_id in context")?;
         let key_id = get("key_id").ok_or("no key_id in authorizer context")?;
@@ -170,7 +168,9 @@ pub async fn authorize(
 pub fn stage_wide_resource(method_arn: &str) -> Option<String> {
     // arn:aws:execute-api:<region>:<account>:<api-id>/<stage>/<METHOD>/<path...>
     let mut parts = method_arn.splitn(3, '/');
-    let api = parts.next().filter(|a| a.starts_with("arn:") && a.contains(":execute-api:"))?;
+    let api = parts
+        .next()
+        .filter(|a| a.starts_with("arn:") && a.contains(":execute-api:"))?;
     let stage = parts.next().filter(|s| !s.is_empty())?;
     Some(format!("{api}/{stage}/*/*"))
 }
@@ -187,7 +187,13 @@ mod tests {
     #[async_trait]
     impl ApiKeyStore for MemKeys {
         async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-            Ok(self.0.lock().unwrap().iter().find(|r| r.key_hash == key_hash).cloned())
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.key_hash == key_hash)
+                .cloned())
         }
         async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
             self.0.lock().unwrap().push(record.clone());
@@ -241,12 +247,19 @@ mod tests {
         let store = MemKeys::default();
         store.put_key(&record("sk_test_good")).await.unwrap();
         let now = crate::clock::now();
-        let d = authorize(&store, Some("Bearer sk_test_good"), now).await.unwrap();
-        let Decision::Allow(ctx) = d else { panic!("{d:?}") };
+        let d = authorize(&store, Some("Bearer sk_test_good"), now)
+            .await
+            .unwrap();
+        let Decision::Allow(ctx) = d else {
+            panic!("{d:?}")
+        };
         assert_eq!(ctx.tenant_id.as_str(), "acme");
         assert!(ctx.has_scope(ITEMS_READ) && !ctx.has_scope(ITEMS_WRITE));
         for h in [None, Some("Bearer sk_test_bad"), Some("sk_test_good")] {
-            assert!(matches!(authorize(&store, h, now).await.unwrap(), Decision::Unauthorized(_)));
+            assert!(matches!(
+                authorize(&store, h, now).await.unwrap(),
+                Decision::Unauthorized(_)
+            ));
         }
     }
 
@@ -261,7 +274,10 @@ mod tests {
         store.put_key(&expired).await.unwrap();
         let now = crate::clock::now();
         for h in ["Bearer k1", "Bearer k2"] {
-            assert!(matches!(authorize(&store, Some(h), now).await.unwrap(), Decision::Unauthorized(_)));
+            assert!(matches!(
+                authorize(&store, Some(h), now).await.unwrap(),
+                Decision::Unauthorized(_)
+            ));
         }
     }
 

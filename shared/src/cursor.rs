@@ -76,8 +76,8 @@ impl CursorCodec {
             return Err(CursorError("too short"));
         }
         let (data, tag) = raw.split_at(raw.len() - TAG_LEN);
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .map_err(|_| CursorError("bad key"))?;
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).map_err(|_| CursorError("bad key"))?;
         mac.update(data);
         mac.verify_truncated_left(tag)
             .map_err(|_| CursorError("signature mismatch"))?;
@@ -95,7 +95,10 @@ mod tests {
     use super::*;
 
     fn key() -> PageKey {
-        PageKey::from([("pk".into(), "T#a#I#x".into()), ("sk".into(), "ITEM".into())])
+        PageKey::from([
+            ("pk".into(), "T#a#I#x".into()),
+            ("sk".into(), "ITEM".into()),
+        ])
     }
 
     #[test]
@@ -114,10 +117,17 @@ mod tests {
         let s = c.encode("items", &a, &key());
         assert!(c.decode("items", &b, &s).is_err());
         assert!(c.decode("movements:x", &a, &s).is_err());
-        assert!(CursorCodec::new(b"other".to_vec()).decode("items", &a, &s).is_err());
+        assert!(
+            CursorCodec::new(b"other".to_vec())
+                .decode("items", &a, &s)
+                .is_err()
+        );
         let mut bytes = s.clone().into_bytes();
         bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
-        assert!(c.decode("items", &a, &String::from_utf8(bytes).unwrap()).is_err());
+        assert!(
+            c.decode("items", &a, &String::from_utf8(bytes).unwrap())
+                .is_err()
+        );
         for junk in ["", "!!!", "abc", &"A".repeat(5000), &s[..s.len() - 2]] {
             assert!(c.decode("items", &a, junk).is_err(), "{junk}");
         }

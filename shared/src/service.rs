@@ -48,7 +48,10 @@ pub struct AdjustmentResult {
 pub enum AdjustOutcome {
     Applied(AdjustmentResult),
     /// The same `Idempotency-Key` and request were seen before: the stored response.
-    Replayed { status: u16, body: String },
+    Replayed {
+        status: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,9 +87,21 @@ impl ItemsService {
         let item = Item::new(new, &now);
         // Opening stock is a movement too, so the ledger always sums to the quantity.
         let opening = (item.quantity > 0).then(|| {
-            Movement::record(&item.sku, item.quantity, item.quantity, "initial_stock", None, ctx, &now)
+            Movement::record(
+                &item.sku,
+                item.quantity,
+                item.quantity,
+                "initial_stock",
+                None,
+                ctx,
+                &now,
+            )
         });
-        match self.store.create_item(tenant, &item, opening.as_ref()).await {
+        match self
+            .store
+            .create_item(tenant, &item, opening.as_ref())
+            .await
+        {
             Ok(()) => Ok(item),
             Err(StoreError::AlreadyExists) => Err(ApiError::SkuExists),
             Err(e) => Err(e.into()),
@@ -117,7 +132,11 @@ impl ItemsService {
             let Some(next) = current.replaced(fields.clone(), &clock::now_rfc3339()) else {
                 return Ok(Replaced::Unchanged(current));
             };
-            match self.store.replace_item(tenant, &next, current.version).await {
+            match self
+                .store
+                .replace_item(tenant, &next, current.version)
+                .await
+            {
                 Ok(()) => return Ok(Replaced::Changed(next)),
                 // With an explicit If-Match the client's version is gone: 412.
                 Err(StoreError::ConditionFailed) if if_match.is_some() => {
@@ -278,10 +297,12 @@ impl ItemsService {
     ) -> Result<Option<AdjustOutcome>, ApiError> {
         match self.store.get_idempotency(tenant, &idem.key).await? {
             None => Ok(None),
-            Some(rec) if rec.request_hash == idem.request_hash => Ok(Some(AdjustOutcome::Replayed {
-                status: rec.status,
-                body: rec.body,
-            })),
+            Some(rec) if rec.request_hash == idem.request_hash => {
+                Ok(Some(AdjustOutcome::Replayed {
+                    status: rec.status,
+                    body: rec.body,
+                }))
+            }
             Some(_) => Err(ApiError::IdempotencyKeyReused),
         }
     }

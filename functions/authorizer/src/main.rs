@@ -16,5 +16,8 @@ async fn main() -> Result<(), Error> {
     let function = config::function_name("authorizer");
     let store = &store;
     let function = function.as_str();
-    run(service_fn(move |event| handler::handle(event, store, function))).await
+    run(service_fn(move |event| {
+        handler::handle(event, store, function)
+    }))
+    .await
 }

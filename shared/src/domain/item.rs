@@ -85,11 +85,9 @@ impl NewItem {
             "low_stock_threshold",
             "attributes",
         ]);
-        let sku = r.string("sku", true, Sku::MAX_LEN + 1).and_then(|s| {
-            Sku::parse(&s)
-                .map_err(|m| r.errors.push("sku", m))
-                .ok()
-        });
+        let sku = r
+            .string("sku", true, Sku::MAX_LEN + 1)
+            .and_then(|s| Sku::parse(&s).map_err(|m| r.errors.push("sku", m)).ok());
         let quantity = r.int("quantity", false, 0, MAX_QUANTITY).unwrap_or(0);
         let fields = read_fields(&mut r);
         match (sku, fields) {
@@ -217,7 +215,8 @@ mod tests {
         assert!(NewItem::from_json(&json!([1, 2])).is_err());
         let err = NewItem::from_json(&json!({"sku": 5, "name": "x", "quantity": "3"})).unwrap_err();
         assert_eq!(err.0.len(), 2);
-        let err = NewItem::from_json(&json!({"sku": "a", "name": "x", "quantity": 1.5})).unwrap_err();
+        let err =
+            NewItem::from_json(&json!({"sku": "a", "name": "x", "quantity": 1.5})).unwrap_err();
         assert_eq!(err.0[0].message, "must be an integer");
     }
 
@@ -240,8 +239,9 @@ mod tests {
 
     #[test]
     fn replacing_with_identical_fields_changes_nothing() {
-        let new = NewItem::from_json(&json!({"sku": "A", "name": "Mug", "attributes": {"c": "red"}}))
-            .unwrap();
+        let new =
+            NewItem::from_json(&json!({"sku": "A", "name": "Mug", "attributes": {"c": "red"}}))
+                .unwrap();
         let item = Item::new(new, "2026-01-01T00:00:00Z");
         assert!(item.replaced(item.fields(), "later").is_none());
         let mut f = item.fields();

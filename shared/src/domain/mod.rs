@@ -5,7 +5,7 @@ mod item;
 mod movement;
 mod validation;
 
-pub use item::{Item, ItemFields, ItemPatch, NewItem, ITEM_FIELDS};
+pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
 pub use movement::{Adjustment, Movement, MovementContext, MovementId};
 pub use validation::{FieldError, FieldErrors};
 
@@ -77,7 +77,9 @@ impl fmt::Display for Sku {
 pub enum StockCheck {
     Ok(i64),
     /// The result would be negative: stock never goes below zero.
-    Insufficient { available: i64 },
+    Insufficient {
+        available: i64,
+    },
     /// The result would exceed [`MAX_QUANTITY`].
     Overflow,
 }
@@ -123,7 +125,10 @@ mod tests {
     #[test]
     fn stock_never_goes_negative_nor_overflows() {
         assert_eq!(apply_delta(5, -5), StockCheck::Ok(0));
-        assert_eq!(apply_delta(5, -6), StockCheck::Insufficient { available: 5 });
+        assert_eq!(
+            apply_delta(5, -6),
+            StockCheck::Insufficient { available: 5 }
+        );
         assert_eq!(apply_delta(MAX_QUANTITY, 1), StockCheck::Overflow);
         assert_eq!(apply_delta(1, i64::MAX), StockCheck::Overflow);
         assert_eq!(apply_delta(0, 7), StockCheck::Ok(7));

@@ -91,7 +91,8 @@ impl<'a> ObjectReader<'a> {
                         .push(field, format!("must be at most {max_chars} characters"));
                     None
                 } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-                    self.errors.push(field, "must not contain control characters");
+                    self.errors
+                        .push(field, "must not contain control characters");
                     None
                 } else {
                     Some(s.clone())
@@ -137,10 +138,8 @@ impl<'a> ObjectReader<'a> {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 if map.len() > MAX_ATTRIBUTES {
-                    self.errors.push(
-                        field,
-                        format!("must have at most {MAX_ATTRIBUTES} entries"),
-                    );
+                    self.errors
+                        .push(field, format!("must have at most {MAX_ATTRIBUTES} entries"));
                     return out;
                 }
                 for (k, v) in map {

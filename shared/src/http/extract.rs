@@ -63,7 +63,8 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
@@ -72,7 +73,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default();
             if !is_json(ct) {
-                return Err(ApiError::UnsupportedMediaType(ct.chars().take(100).collect()));
+                return Err(ApiError::UnsupportedMediaType(
+                    ct.chars().take(100).collect(),
+                ));
             }
         }
         let raw = axum::body::to_bytes(req.into_body(), usize::MAX)
@@ -87,7 +90,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::MalformedJson("the body is empty".into()));
         }
-        let value = serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value =
+            serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         Ok(Self { value, raw })
     }
 }
@@ -98,9 +102,10 @@ pub struct SkuPath(pub Sku);
 impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::invalid_parameter("sku", "is not a valid path segment"))?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::invalid_parameter("sku", "is not a valid path segment"))?;
         Sku::parse(&raw)
             .map(SkuPath)
             .map_err(|m| ApiError::invalid_parameter("sku", m))
@@ -125,7 +130,10 @@ impl QueryParams {
         let mut errors = FieldErrors::default();
         for (k, _) in &self.0 {
             if !allowed.contains(&k.as_str()) {
-                errors.push(k.clone(), format!("unknown query parameter; allowed: {}", allowed.join(", ")));
+                errors.push(
+                    k.clone(),
+                    format!("unknown query parameter; allowed: {}", allowed.join(", ")),
+                );
             }
         }
         for name in allowed {
@@ -137,7 +145,10 @@ impl QueryParams {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `limit` within 1..=100 (default `default`).
@@ -148,7 +159,9 @@ impl QueryParams {
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| ApiError::invalid_parameter("limit", "must be an integer from 1 to 100")),
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter("limit", "must be an integer from 1 to 100")
+                }),
         }
     }
 }
@@ -196,6 +209,9 @@ mod tests {
     #[test]
     fn entity_tag_lists() {
         assert_eq!(entity_tags("*"), None);
-        assert_eq!(entity_tags("\"a\", W/\"b\"").unwrap(), vec!["\"a\"", "W/\"b\""]);
+        assert_eq!(
+            entity_tags("\"a\", W/\"b\"").unwrap(),
+            vec!["\"a\"", "W/\"b\""]
+        );
     }
 }

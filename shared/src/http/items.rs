@@ -4,7 +4,9 @@ use super::AppState;
 use super::extract::{Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str};
 use super::problem::{Problem, current_request_id};
 use crate::auth::{ITEMS_READ, ITEMS_WRITE};
-use crate::domain::{Adjustment, FieldErrors, ITEM_FIELDS, Item, ItemFields, Movement, MovementContext, NewItem};
+use crate::domain::{
+    Adjustment, FieldErrors, ITEM_FIELDS, Item, ItemFields, Movement, MovementContext, NewItem,
+};
 use crate::error::ApiError;
 use crate::service::{AdjustOutcome, AdjustmentResult, IdempotencyRequest, IfMatch, Replaced};
 use axum::Json;
@@ -93,10 +95,12 @@ fn etag_header(item: &Item) -> HeaderValue {
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
-    Ok(header_str(headers, "if-match")?.map(|v| match entity_tags(v) {
-        None => IfMatch::Any,
-        Some(tags) => IfMatch::Tags(tags),
-    }))
+    Ok(
+        header_str(headers, "if-match")?.map(|v| match entity_tags(v) {
+            None => IfMatch::Any,
+            Some(tags) => IfMatch::Tags(tags),
+        }),
+    )
 }
 
 /// Service health (no authentication).
@@ -129,12 +133,18 @@ pub async fn create_item(
 ) -> Result<Response, ApiError> {
     let caller = auth.require(ITEMS_WRITE)?;
     let new = NewItem::from_json(&body.value).map_err(ApiError::Validation)?;
-    let item = app.items.create(&caller.tenant_id, new, &movement_context(&auth)).await?;
+    let item = app
+        .items
+        .create(&caller.tenant_id, new, &movement_context(&auth))
+        .await?;
     let location = HeaderValue::from_str(&format!("/v1/items/{}", item.sku))
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location), (header::ETAG, etag_header(&item))],
+        [
+            (header::LOCATION, location),
+            (header::ETAG, etag_header(&item)),
+        ],
         Json(item),
     )
         .into_response())
@@ -193,10 +203,15 @@ fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
     let fields: Vec<String> = raw.split(',').map(|f| f.trim().to_owned()).collect();
     for f in &fields {
         if !ITEM_FIELDS.contains(&f.as_str()) {
-            errors.push("fields", format!("unknown field {f:?}; known: {}", ITEM_FIELDS.join(",")));
+            errors.push(
+                "fields",
+                format!("unknown field {f:?}; known: {}", ITEM_FIELDS.join(",")),
+            );
         }
     }
-    errors.into_result(Some(fields)).map_err(ApiError::InvalidParameters)
+    errors
+        .into_result(Some(fields))
+        .map_err(ApiError::InvalidParameters)
 }
 
 /// List the tenant's items, ordered by sku.
@@ -228,7 +243,9 @@ pub async fn list_items(
     let page = app.items.list(&caller.tenant_id, limit, start).await?;
     Ok(Json(ItemPage {
         items: page.items,
-        next_cursor: page.next.map(|k| app.cursors.encode("items", &caller.tenant_id, &k)),
+        next_cursor: page
+            .next
+            .map(|k| app.cursors.encode("items", &caller.tenant_id, &k)),
     }))
 }
 
@@ -264,8 +281,14 @@ pub async fn replace_item(
     let caller = auth.require(ITEMS_WRITE)?;
     let cond = if_match(&headers)?;
     let fields = ItemFields::from_put_json(&body.value, &sku).map_err(ApiError::Validation)?;
-    match app.items.replace(&caller.tenant_id, &sku, fields, cond.as_ref()).await? {
-        Replaced::Changed(item) => Ok(([(header::ETAG, etag_header(&item))], Json(item)).into_response()),
+    match app
+        .items
+        .replace(&caller.tenant_id, &sku, fields, cond.as_ref())
+        .await?
+    {
+        Replaced::Changed(item) => {
+            Ok(([(header::ETAG, etag_header(&item))], Json(item)).into_response())
+        }
         Replaced::Unchanged(item) => {
             Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag_header(&item))]).into_response())
         }
@@ -298,7 +321,12 @@ pub async fn delete_item(
     let caller = auth.require(ITEMS_WRITE)?;
     let cond = if_match(&headers)?;
     app.items
-        .delete(&caller.tenant_id, &sku, cond.as_ref(), &movement_context(&auth))
+        .delete(
+            &caller.tenant_id,
+            &sku,
+            cond.as_ref(),
+            &movement_context(&auth),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -344,21 +372,36 @@ pub async fn adjust_stock(
             })
         }
         Some(_) => {
-            return Err(ApiError::invalid_parameter("Idempotency-Key", "must be 1 to 255 characters"));
+            return Err(ApiError::invalid_parameter(
+                "Idempotency-Key",
+                "must be 1 to 255 characters",
+            ));
         }
     };
     let adjustment = Adjustment::from_json(&body.value).map_err(ApiError::Validation)?;
     let outcome = app
         .items
-        .adjust(&caller.tenant_id, &sku, &adjustment, &movement_context(&auth), idempotency.as_ref())
+        .adjust(
+            &caller.tenant_id,
+            &sku,
+            &adjustment,
+            &movement_context(&auth),
+            idempotency.as_ref(),
+        )
         .await?;
     Ok(match outcome {
         AdjustOutcome::Applied(result) => Json(result).into_response(),
         AdjustOutcome::Replayed { status, body } => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                (header::HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    header::HeaderName::from_static("idempotent-replayed"),
+                    HeaderValue::from_static("true"),
+                ),
             ],
             body,
         )
@@ -397,13 +440,18 @@ pub async fn list_movements(
         .map(|c| app.cursors.decode(&listing, &caller.tenant_id, c))
         .transpose()?;
     let first_page = start.is_none();
-    let page = app.items.movements(&caller.tenant_id, &sku, limit, start).await?;
+    let page = app
+        .items
+        .movements(&caller.tenant_id, &sku, limit, start)
+        .await?;
     // A deleted item keeps its ledger; a sku that never existed is a 404.
     if first_page && page.items.is_empty() {
         app.items.get(&caller.tenant_id, &sku).await?;
     }
     Ok(Json(MovementPage {
         movements: page.items,
-        next_cursor: page.next.map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
+        next_cursor: page
+            .next
+            .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
     }))
 }

@@ -60,13 +60,15 @@ pub fn router(state: AppState) -> Router {
 /// A client-supplied `x-request-id` is kept when it is well formed.
 fn valid_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn request_id_of(req: &Request) -> String {
-    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(v) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
         && valid_request_id(v)
     {
         return v.to_owned();

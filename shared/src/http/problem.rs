@@ -44,32 +44,76 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
     use ApiError::*;
     match e {
         MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
-        InvalidParameters(_) => (StatusCode::BAD_REQUEST, "invalid_parameter", "Invalid parameter"),
+        InvalidParameters(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "Invalid parameter",
+        ),
         InvalidCursor(_) => (StatusCode::BAD_REQUEST, "invalid_cursor", "Invalid cursor"),
         UnsupportedMediaType(_) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Unsupported media type",
         ),
-        PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
-        Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
+        PayloadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+        ),
+        Validation(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "Validation failed",
+        ),
         Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-        InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient scope"),
+        InsufficientScope(_) => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "Insufficient scope",
+        ),
         ItemNotFound => (StatusCode::NOT_FOUND, "item_not_found", "Item not found"),
         RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "Not found"),
-        MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+        MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+        ),
         SkuExists => (StatusCode::CONFLICT, "sku_exists", "SKU already exists"),
-        InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock", "Insufficient stock"),
-        QuantityOverflow => (StatusCode::UNPROCESSABLE_ENTITY, "quantity_overflow", "Quantity too large"),
-        PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition_failed", "Precondition failed"),
+        InsufficientStock { .. } => (
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+            "Insufficient stock",
+        ),
+        QuantityOverflow => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity_overflow",
+            "Quantity too large",
+        ),
+        PreconditionFailed => (
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "Precondition failed",
+        ),
         IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
             "Idempotency key reused",
         ),
-        ConcurrentUpdate => (StatusCode::CONFLICT, "concurrent_update", "Concurrent update"),
-        Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
-        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        ConcurrentUpdate => (
+            StatusCode::CONFLICT,
+            "concurrent_update",
+            "Concurrent update",
+        ),
+        Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Service unavailable",
+        ),
+        Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+        ),
     }
 }
 
@@ -78,12 +122,21 @@ fn detail(e: &ApiError) -> String {
     match e {
         MalformedJson(why) => format!("The request body is not valid JSON: {why}."),
         InvalidParameters(_) => "One or more request parameters are invalid; see errors.".into(),
-        InvalidCursor(_) => "The cursor is not one this API issued for this listing; start again without a cursor.".into(),
-        UnsupportedMediaType(ct) => format!("Content-Type {ct:?} is not supported; send application/json."),
-        PayloadTooLarge { limit, .. } => format!("The request body exceeds the limit of {limit} bytes."),
+        InvalidCursor(_) => {
+            "The cursor is not one this API issued for this listing; start again without a cursor."
+                .into()
+        }
+        UnsupportedMediaType(ct) => {
+            format!("Content-Type {ct:?} is not supported; send application/json.")
+        }
+        PayloadTooLarge { limit, .. } => {
+            format!("The request body exceeds the limit of {limit} bytes.")
+        }
         Validation(_) => "The request body has invalid fields; see errors.".into(),
         Unauthorized => "A valid API key is required: send Authorization: Bearer <key>.".into(),
-        InsufficientScope(scope) => format!("This API key lacks the scope {scope} required by this route."),
+        InsufficientScope(scope) => {
+            format!("This API key lacks the scope {scope} required by this route.")
+        }
         ItemNotFound => "No item with this sku exists.".into(),
         RouteNotFound => "No such route.".into(),
         MethodNotAllowed => "This route does not support this method.".into(),
@@ -92,11 +145,19 @@ fn detail(e: &ApiError) -> String {
             "Adjusting by {delta} would take the quantity below zero: {available} available."
         ),
         QuantityOverflow => format!("The quantity would exceed {}.", crate::domain::MAX_QUANTITY),
-        PreconditionFailed => "The item changed since the ETag you sent (If-Match); fetch it again.".into(),
-        IdempotencyKeyReused => "This Idempotency-Key was already used with a different request.".into(),
+        PreconditionFailed => {
+            "The item changed since the ETag you sent (If-Match); fetch it again.".into()
+        }
+        IdempotencyKeyReused => {
+            "This Idempotency-Key was already used with a different request.".into()
+        }
         ConcurrentUpdate => "The item is being changed concurrently; retry the request.".into(),
-        Unavailable(_) => "The service is temporarily unavailable; retry after the Retry-After delay.".into(),
-        Internal(_) => "Something went wrong on our side; quote the request id when reporting it.".into(),
+        Unavailable(_) => {
+            "The service is temporarily unavailable; retry after the Retry-After delay.".into()
+        }
+        Internal(_) => {
+            "Something went wrong on our side; quote the request id when reporting it.".into()
+        }
     }
 }
 

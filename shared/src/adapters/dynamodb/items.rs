@@ -41,7 +41,11 @@ impl DynamoItemStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn movement_put(&self, tenant: &TenantId, m: &Movement) -> Result<TransactWriteItem, StoreError> {
+    fn movement_put(
+        &self,
+        tenant: &TenantId,
+        m: &Movement,
+    ) -> Result<TransactWriteItem, StoreError> {
         // A movement id is never reused; the condition guards against a replayed write.
         self.put(
             to_attrs(&MovementRecord::new(tenant, m))?,
@@ -86,7 +90,12 @@ impl TransactFailure {
                 .map(|r| r.code().unwrap_or("None"))
                 .collect();
             if codes.contains(&"ConditionalCheckFailed") {
-                return Self::Condition(codes.iter().map(|c| *c == "ConditionalCheckFailed").collect());
+                return Self::Condition(
+                    codes
+                        .iter()
+                        .map(|c| *c == "ConditionalCheckFailed")
+                        .collect(),
+                );
             }
             if codes.contains(&"TransactionConflict") {
                 return Self::Conflict;
@@ -339,4 +348,3 @@ impl ItemStore for DynamoItemStore {
             .filter(|r| r.expires_at >= now))
     }
 }
-

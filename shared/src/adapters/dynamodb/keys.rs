@@ -48,7 +48,15 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .condition_expression("attribute_not_exists(key_hash)")
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception())
+                {
+                    StoreError::AlreadyExists
+                } else {
+                    classify(e)
+                }
+            })?;
         Ok(())
     }
 }

@@ -1,0 +1,158 @@
+//! `stockroom-admin create-tenant --name NAME [--api-key KEY] [--scopes a,b]`
+//!
+//! Creates a tenant's first API key directly in the API keys table (named by
+//! `API_KEYS_TABLE`; the AWS endpoint and credentials come from the standard
+//! AWS environment, e.g. `AWS_ENDPOINT_URL` for the local stack). Prints
+//! `{"tenant_id":..,"api_key":..,"key_id":..}` as its last line. The key is
+//! shown only here: only its SHA-256 is stored.
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key, key_prefix};
+use stockroom::domain::TenantId;
+use stockroom::ports::ApiKeyStore;
+use stockroom::{adapters::dynamodb::DynamoApiKeyStore, clock, config};
+
+const USAGE: &str = "usage: stockroom-admin create-tenant --name NAME [--tenant-id ID] [--api-key KEY] [--scopes s1,s2]";
+
+struct Args {
+    name: String,
+    tenant_id: Option<String>,
+    api_key: Option<String>,
+    scopes: Vec<String>,
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    match argv.next().as_deref() {
+        Some("create-tenant") => {}
+        _ => bail!(USAGE),
+    }
+    let mut args = Args {
+        name: String::new(),
+        tenant_id: None,
+        api_key: None,
+        scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+    };
+    while let Some(flag) = argv.next() {
+        let value = argv
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--name" => args.name = value,
+            "--tenant-id" => args.tenant_id = Some(value),
+            "--api-key" if !value.is_empty() => args.api_key = Some(value),
+            "--api-key" => {}
+            "--scopes" => args.scopes = value.split(',').map(|s| s.trim().to_owned()).collect(),
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    if args.name.is_empty() {
+        bail!("--name is required\n{USAGE}");
+    }
+    for s in &args.scopes {
+        if !ALL_SCOPES.contains(&s.as_str()) {
+            bail!("unknown scope {s}; known: {}", ALL_SCOPES.join(", "));
+        }
+    }
+    Ok(args)
+}
+
+/// A tenant id from the display name: a lowercase slug plus a random suffix.
+fn tenant_id_for(name: &str) -> String {
+    let slug: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .chars()
+        .take(40)
+        .collect();
+    let suffix: u32 = rand::rng().random_range(0..0xffffff);
+    if slug.is_empty() {
+        format!("t-{suffix:06x}")
+    } else {
+        format!("{slug}-{suffix:06x}")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let table = std::env::var("API_KEYS_TABLE").context("API_KEYS_TABLE is not set")?;
+    let tenant_id = args.tenant_id.unwrap_or_else(|| tenant_id_for(&args.name));
+    TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
+    let environment = config::environment();
+    let api_key = args
+        .api_key
+        .unwrap_or_else(|| generate_api_key(key_prefix(&environment)));
+    if api_key.len() < 24 {
+        bail!("--api-key must be at least 24 characters");
+    }
+    let record = ApiKeyRecord {
+        key_hash: hash_api_key(&api_key),
+        key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+        tenant_id: tenant_id.clone(),
+        name: format!("{} admin key", args.name),
+        scopes: args.scopes,
+        created_at: clock::now_rfc3339(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    let sdk = config::aws_sdk_config().await;
+    let store = DynamoApiKeyStore::from_sdk_config(&sdk, table);
+    match store.put_key(&record).await {
+        Ok(()) => {}
+        // The same key given again (e.g. a fixed demo key on a second run): reuse it.
+        Err(stockroom::ports::StoreError::AlreadyExists) => {
+            let existing = store
+                .find_key(&record.key_hash)
+                .await?
+                .context("key exists but cannot be read")?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": existing.tenant_id, "api_key": api_key, "key_id": existing.key_id})
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("storing the API key")),
+    }
+    println!(
+        "{}",
+        serde_json::json!({"tenant_id": tenant_id, "api_key": api_key, "key_id": record.key_id})
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_valid_slugs() {
+        for name in ["Acme Corp", "", "ÉÉ", "a".repeat(100).as_str()] {
+            let id = tenant_id_for(name);
+            assert!(TenantId::parse(&id).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn args() {
+        let a = parse_args(
+            ["create-tenant", "--name", "x"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(a.scopes.len(), ALL_SCOPES.len());
+        assert!(parse_args(["create-tenant"].map(String::from).into_iter()).is_err());
+        assert!(
+            parse_args(
+                ["create-tenant", "--name", "x", "--scopes", "nope"]
+                    .map(String::from)
+                    .into_iter()
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! `.local/stack.json`: the normalised view of template.yaml written by
+//! `devtools/stack.py` (functions, routes, authorizers, gateway responses).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stack {
+    pub stack_name: String,
+    pub region: String,
+    pub account_id: String,
+    /// AWS emulator endpoint (moto server) the functions talk to.
+    pub endpoint: String,
+    pub functions: BTreeMap<String, FunctionSpec>,
+    pub api: Option<ApiSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionSpec {
+    /// Physical function name (AWS_LAMBDA_FUNCTION_NAME).
+    pub name: String,
+    pub arn: String,
+    /// Cargo binary (Metadata.BuildProperties.Binary).
+    pub binary: String,
+    #[serde(default = "default_handler")]
+    pub handler: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds.
+    pub timeout: u64,
+    /// MB.
+    pub memory: u64,
+}
+
+fn default_handler() -> String {
+    "bootstrap".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSpec {
+    pub logical_id: String,
+    pub api_id: String,
+    pub stage: String,
+    #[serde(default)]
+    pub stage_variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub throttling: Option<BTreeMap<String, Throttle>>,
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub authorizers: BTreeMap<String, AuthorizerSpec>,
+    #[serde(default)]
+    pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
+    #[serde(default)]
+    pub binary_media_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Throttle {
+    pub rate_limit: Option<f64>,
+    pub burst_limit: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RouteSpec {
+    pub method: String,
+    pub path: String,
+    pub function: String,
+    pub authorizer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthorizerSpec {
+    /// `request` or `token`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: String,
+    pub identity_source: Vec<IdentitySource>,
+    #[serde(default)]
+    pub identity_validation_expression: Option<String>,
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentitySource {
+    /// header | querystring | multivalueheader | multivaluequerystring | stageVariables | context
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GatewayResponseSpec {
+    pub status_code: Option<u16>,
+    /// header name -> mapping expression (`'literal'`, `context.requestId`, ...)
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// content type -> template
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+}
+
+impl Stack {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading {} (run `python3 devtools/stack.py render` first)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Find a function by logical id, binary name, physical name or ARN.
+    pub fn find_function(&self, name: &str) -> Option<&str> {
+        let name = name.strip_suffix(":$LATEST").unwrap_or(name);
+        self.functions
+            .iter()
+            .find(|(id, f)| *id == name || f.binary == name || f.name == name || f.arn == name)
+            .map(|(id, _)| id.as_str())
+    }
+}

@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# Stockroom's Docker-free local stack: moto server (DynamoDB & co) + the
+# template-driven API Gateway / Lambda emulator (target/debug/stockroom-local).
+#
+#   devtools/local.sh deps                 install requirements-dev.txt if needed
+#   devtools/local.sh start [--foreground] moto + provision + gateway (+ demo tenant)
+#   devtools/local.sh stop                 stop what `start` started (and nothing else)
+#   devtools/local.sh status
+#   devtools/local.sh render               only rewrite .local/stack.json and .local/env
+#
+# Environment: MOTO_PORT (5000), STOCKROOM_API_PORT (3000), STOCKROOM_INVOKE_PORT
+# (9000), STOCKROOM_BIN_DIR (target/debug), STOCKROOM_DEMO_API_KEY (optional
+# fixed key for the demo tenant), STOCKROOM_ECHO_LOGS=1 (function output on the
+# console; the default in --foreground), STOCKROOM_LOCAL_ARGS (extra
+# stockroom-local flags, e.g. "--env RUST_LOG=debug").
+#
+# The function binaries must already be built (the Makefile does that); this
+# script builds nothing but stockroom-local itself when it is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STATE="$ROOT/.local"
+LOGS="$STATE/logs"
+PIDS="$STATE/pids"
+MOTO_PORT="${MOTO_PORT:-5000}"
+API_PORT="${STOCKROOM_API_PORT:-3000}"
+INVOKE_PORT="${STOCKROOM_INVOKE_PORT:-9000}"
+BIN_DIR="${STOCKROOM_BIN_DIR:-$ROOT/target/debug}"
+ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+API_URL="http://127.0.0.1:$API_PORT"
+PYTHON="${PYTHON:-python3}"
+
+log() { printf '\033[1m[local]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------ pid records
+# .local/pids: "<name> <pid> <cmdline marker>" per line. A pid only counts as
+# ours while its command line still contains the marker (pids get reused).
+record_pid() { # name pid marker
+    mkdir -p "$STATE"
+    forget_pid "$1"
+    echo "$1 $2 $3" >>"$PIDS"
+}
+
+forget_pid() { # name
+    [[ -f "$PIDS" ]] || return 0
+    local tmp="$PIDS.tmp"
+    grep -v "^$1 " "$PIDS" >"$tmp" || true
+    mv "$tmp" "$PIDS"
+}
+
+is_ours() { # pid marker
+    [[ -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$2"
+}
+
+pid_of() { # name -> pid if recorded and still ours
+    [[ -f "$PIDS" ]] || return 1
+    local name pid marker
+    while read -r name pid marker; do
+        if [[ "$name" == "$1" ]] && is_ours "$pid" "$marker"; then
+            echo "$pid"
+            return 0
+        fi
+    done <"$PIDS"
+    return 1
+}
+
+stop_one() { # name
+    local pid
+    if pid="$(pid_of "$1")"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$1 (pid $pid) did not stop on SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        log "stopped $1 (pid $pid)"
+    fi
+    forget_pid "$1"
+}
+
+# ------------------------------------------------------------------ helpers
+http_ok() { # url -> 0 if it answers 2xx
+    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+}
+
+wait_for() { # url seconds pid-to-watch name
+    local deadline=$((SECONDS + $2))
+    while ((SECONDS < deadline)); do
+        http_ok "$1" && return 0
+        if [[ -n "${3:-}" ]] && ! kill -0 "$3" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+port_busy() { # port
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# ------------------------------------------------------------------ deps
+cmd_deps() {
+    local req="$ROOT/requirements-dev.txt"
+    [[ -f "$req" ]] || die "missing $req"
+    if "$PYTHON" - "$req" <<'PY'
+import re, sys
+from importlib.metadata import version, PackageNotFoundError
+missing = []
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;]+)", line)
+    if not m:
+        continue
+    name, extras, want = m.groups()
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        missing.append(f"{name} (have {have}, want {want})")
+    if name == "moto" and extras and "server" in extras:
+        for dep in ("flask", "flask-cors", "py-partiql-parser", "jsonpath-ng", "joserfc"):
+            try:
+                version(dep)
+            except PackageNotFoundError:
+                missing.append(f"{dep} (moto[server])")
+if missing:
+    print("missing or wrong version: " + ", ".join(missing), file=sys.stderr)
+    sys.exit(1)
+PY
+    then
+        log "dev dependencies already installed (requirements-dev.txt)"
+    else
+        log "installing requirements-dev.txt"
+        "$PYTHON" -m pip install --disable-pip-version-check -q -r "$req"
+    fi
+}
+
+# ------------------------------------------------------------------ start
+start_moto() {
+    local pid
+    if pid="$(pid_of moto)" && http_ok "$ENDPOINT/moto-api/"; then
+        log "moto server already running (pid $pid) on $ENDPOINT"
+        return 0
+    fi
+    forget_pid moto
+    if http_ok "$ENDPOINT/moto-api/"; then
+        log "warning: a moto server we did not start answers on $ENDPOINT; using it (stop will leave it alone)"
+        return 0
+    fi
+    port_busy "$MOTO_PORT" && die "port $MOTO_PORT is in use by something else (set MOTO_PORT)"
+    "$PYTHON" -c 'import moto.server, flask_cors' 2>/dev/null || die "moto[server] is not installed: run devtools/local.sh deps"
+    log "starting moto server on $ENDPOINT (log: .local/logs/moto.log)"
+    # devtools/moto_server.py = moto_server with DynamoDB calls serialised (see there).
+    nohup "$PYTHON" "$ROOT/devtools/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >>"$LOGS/moto.log" 2>&1 </dev/null &
+    pid=$!
+    record_pid moto "$pid" "moto_server.py"
+    wait_for "$ENDPOINT/moto-api/" 30 "$pid" || {
+        tail -n 20 "$LOGS/moto.log" >&2 || true
+        die "moto server did not come up"
+    }
+}
+
+start_gateway() {
+    local bin="$ROOT/target/debug/stockroom-local" echo_flag=()
+    if [[ ! -x "$bin" ]]; then
+        log "building stockroom-local (cargo build -p stockroom-local)"
+        cargo build -q -p stockroom-local
+    fi
+    stop_one gateway
+    port_busy "$API_PORT" && die "port $API_PORT is in use (set STOCKROOM_API_PORT)"
+    port_busy "$INVOKE_PORT" && die "port $INVOKE_PORT is in use (set STOCKROOM_INVOKE_PORT)"
+    [[ "${STOCKROOM_ECHO_LOGS:-0}" == 1 ]] && echo_flag=(--echo-logs)
+    for b in $("$PYTHON" -c 'import json,sys; print(" ".join(sorted({f["binary"] for f in json.load(open(sys.argv[1]))["functions"].values()})))' "$STATE/stack.json"); do
+        [[ -x "$BIN_DIR/$b" ]] || log "warning: $BIN_DIR/$b is not built; its routes answer 502"
+    done
+    log "starting stockroom-local: API $API_URL, Invoke API http://127.0.0.1:$INVOKE_PORT (log: .local/logs/stockroom-local.log)"
+    nohup "$bin" \
+        --stack "$STATE/stack.json" \
+        --bin-dir "$BIN_DIR" \
+        --log-dir "$LOGS" \
+        --api-addr "127.0.0.1:$API_PORT" \
+        --invoke-addr "127.0.0.1:$INVOKE_PORT" \
+        --env STOCKROOM_ENV=local \
+        "${echo_flag[@]}" ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
+    local pid=$!
+    record_pid gateway "$pid" "stockroom-local"
+    if ! wait_for "$API_URL/_local/health" 30 "$pid"; then
+        tail -n 20 "$LOGS/stockroom-local.log" >&2 || true
+        die "stockroom-local did not come up"
+    fi
+    if [[ -x "$BIN_DIR/items-api" ]]; then
+        wait_for "$API_URL/v1/health" 30 "$pid" ||
+            log "warning: GET /v1/health does not answer 2xx yet (see .local/logs/items-api.log)"
+    fi
+}
+
+seed_demo() {
+    local admin="$BIN_DIR/stockroom-admin" out key args=(create-tenant --name demo --tenant-id demo)
+    if [[ ! -x "$admin" ]]; then
+        log "stockroom-admin not built: no demo tenant seeded"
+        return 0
+    fi
+    # Same moto process and a key on record: the tenant is still there.
+    if [[ -f "$STATE/demo.json" && "${1:-}" == reused ]]; then
+        return 0
+    fi
+    [[ -n "${STOCKROOM_DEMO_API_KEY:-}" ]] && args+=(--api-key "$STOCKROOM_DEMO_API_KEY")
+    if out="$(set -a && source "$STATE/env" && set +a && "$admin" "${args[@]}" 2>>"$LOGS/stockroom-admin.log")"; then
+        printf '%s\n' "$out" | tail -n 1 >"$STATE/demo.json"
+    else
+        log "warning: stockroom-admin create-tenant failed (see .local/logs/stockroom-admin.log)"
+        rm -f "$STATE/demo.json"
+    fi
+}
+
+print_summary() {
+    local key=""
+    if [[ -f "$STATE/demo.json" ]]; then
+        key="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("api_key",""))' "$STATE/demo.json" 2>/dev/null || true)"
+    fi
+    echo
+    echo "  Stockroom API   $API_URL   (e.g. curl $API_URL/v1/health)"
+    echo "  Lambda invoke   cargo lambda invoke items-api -A 127.0.0.1 -P $INVOKE_PORT --data-file events/<x>.json"
+    echo "  AWS emulator    $ENDPOINT   (source .local/env for scripts/tests)"
+    echo "  Logs            .local/logs/"
+    if [[ -n "$key" ]]; then
+        echo "  Demo API key    $key"
+        echo "                  curl -H 'Authorization: Bearer $key' $API_URL/v1/items"
+    fi
+    echo
+}
+
+cmd_start() {
+    local foreground=0
+    for a in "$@"; do
+        case "$a" in
+        --foreground | -f) foreground=1 ;;
+        *) die "unknown option $a" ;;
+        esac
+    done
+    mkdir -p "$STATE" "$LOGS"
+    command -v curl >/dev/null || die "curl is required"
+    ((foreground)) && export STOCKROOM_ECHO_LOGS="${STOCKROOM_ECHO_LOGS:-1}"
+
+    local moto_state=fresh
+    pid_of moto >/dev/null && http_ok "$ENDPOINT/moto-api/" && moto_state=reused
+    start_moto
+    "$PYTHON" devtools/stack.py provision --endpoint "$ENDPOINT" --api-url "$API_URL"
+    start_gateway
+    seed_demo "$moto_state"
+    print_summary
+
+    if ((foreground)); then
+        local gw
+        gw="$(pid_of gateway)"
+        log "running in the foreground; Ctrl-C stops everything"
+        tail -n 0 -F "$LOGS/stockroom-local.log" &
+        TAIL_PID=$!
+        trap 'echo; kill "$TAIL_PID" 2>/dev/null || true; cmd_stop; exit 0' INT TERM
+        while kill -0 "$gw" 2>/dev/null; do sleep 1; done
+        kill "$TAIL_PID" 2>/dev/null || true
+        log "stockroom-local exited"
+        cmd_stop
+        exit 1
+    fi
+}
+
+cmd_stop() {
+    stop_one gateway
+    stop_one moto
+    [[ -f "$PIDS" && ! -s "$PIDS" ]] && rm -f "$PIDS"
+    return 0
+}
+
+cmd_status() {
+    local rc=0 pid
+    for name in moto gateway; do
+        if pid="$(pid_of "$name")"; then
+            echo "$name: running (pid $pid)"
+        else
+            echo "$name: not running"
+            rc=3
+        fi
+    done
+    http_ok "$ENDPOINT/moto-api/" && echo "AWS emulator: $ENDPOINT answers" || echo "AWS emulator: $ENDPOINT does not answer"
+    if http_ok "$API_URL/v1/health"; then
+        echo "API: $API_URL/v1/health answers"
+    elif http_ok "$API_URL/_local/health"; then
+        echo "API: gateway up at $API_URL, /v1/health does not answer"
+    else
+        echo "API: $API_URL does not answer"
+    fi
+    return $rc
+}
+
+case "${1:-}" in
+deps) cmd_deps ;;
+start) shift && cmd_start "$@" ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+render) "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" ;;
+*)
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

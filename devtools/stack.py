@@ -1,0 +1,845 @@
+#!/usr/bin/env python3
+"""Stockroom local stack: template.yaml -> plain CloudFormation -> local resources.
+
+The SAM template is translated with aws-sam-translator exactly as the
+CloudFormation transform does on AWS (the same code `sam validate` runs), then
+the few intrinsic functions the local stack needs are resolved against local
+physical names. Nothing here keeps a second list of routes, tables or
+functions: everything comes from the translated template.
+
+Subcommands:
+  render     write .local/stack.json (read by the Rust gateway) and .local/env
+  provision  render, then create the template's tables/queues/topics/buckets
+             in the AWS emulator (moto server); idempotent
+  show       print the translated CloudFormation template
+
+Python 3.11, boto3, aws-sam-translator 1.110 (pinned in requirements-dev.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import string
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+STACK_NAME = "stockroom-local"
+PARTITION = "aws"
+URL_SUFFIX = "amazonaws.com"
+DEFAULT_ENDPOINT = "http://127.0.0.1:5000"
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = ROOT / "template.yaml"
+DEFAULT_STATE_DIR = ROOT / ".local"
+
+# samtranslator builds ARNs from the boto session region; fix it before import.
+os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+
+
+class StackError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- translate
+
+
+class _NoNetworkPolicyLoader:
+    """Managed policy loader that never calls IAM (like `sam validate` offline).
+
+    Only AWS-managed policy *names* in Policies need the map; ARNs and inline
+    statements translate without it.
+    """
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def translate(template_path: Path) -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    sam = yaml_parse(template_path.read_text())
+    for res in sam.get("Resources", {}).values():
+        props = res.get("Properties") or {}
+        if res.get("Type") in ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion"):
+            for key in ("CodeUri", "ContentUri"):
+                if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                    props[key] = "s3://bucket/key"
+        if res.get("Type") == "AWS::Serverless::Api" and isinstance(props.get("DefinitionUri"), str):
+            raise StackError("DefinitionUri (external OpenAPI file) is not supported locally")
+    return transform(sam, {}, _NoNetworkPolicyLoader(), passthrough_metadata=True)
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def _rand_id(seed: str, n: int = 10) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    h = hashlib.sha256(seed.encode()).digest()
+    return "".join(alphabet[b % len(alphabet)] for b in h[:n])
+
+
+class Resolver:
+    """Resolves the intrinsic functions a local run needs, with local names."""
+
+    def __init__(self, cfn: dict[str, Any], endpoint: str, state_dir: Path):
+        self.cfn = cfn
+        self.resources: dict[str, Any] = cfn.get("Resources", {})
+        self.endpoint = endpoint.rstrip("/")
+        self.state_dir = state_dir
+        self.params = {
+            name: p.get("Default") for name, p in (cfn.get("Parameters") or {}).items()
+        }
+        self.pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::StackName": STACK_NAME,
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+            "AWS::Partition": PARTITION,
+            "AWS::URLSuffix": URL_SUFFIX,
+            "AWS::NoValue": None,
+            "AWS::NotificationARNs": [],
+        }
+        self._secrets = self._load_secrets()
+
+    # ---- secrets
+    def _secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    def _load_secrets(self) -> dict[str, str]:
+        f = self._secrets_file()
+        if f.exists():
+            return json.loads(f.read_text())
+        return {}
+
+    def secret_value(self, logical_id: str) -> str:
+        if logical_id not in self._secrets:
+            props = self.resources[logical_id].get("Properties") or {}
+            if "SecretString" in props:
+                value = self.resolve(props["SecretString"])
+            else:
+                gen = props.get("GenerateSecretString") or {}
+                length = int(gen.get("PasswordLength", 32))
+                alphabet = string.ascii_letters + string.digits
+                if not gen.get("ExcludePunctuation") and "ExcludePunctuation" in gen:
+                    alphabet += "!#$%&()*+,-.:;<=>?[]^_{|}~"
+                for ch in gen.get("ExcludeCharacters", ""):
+                    alphabet = alphabet.replace(ch, "")
+                value = "".join(secrets.choice(alphabet) for _ in range(length))
+            self._secrets[logical_id] = value
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            f = self._secrets_file()
+            f.write_text(json.dumps(self._secrets, indent=2) + "\n")
+            f.chmod(0o600)
+        return self._secrets[logical_id]
+
+    # ---- names
+    def physical_name(self, logical_id: str) -> str:
+        res = self.resources[logical_id]
+        props = res.get("Properties") or {}
+        name_prop = {
+            "AWS::DynamoDB::Table": "TableName",
+            "AWS::SQS::Queue": "QueueName",
+            "AWS::SNS::Topic": "TopicName",
+            "AWS::S3::Bucket": "BucketName",
+            "AWS::Lambda::Function": "FunctionName",
+            "AWS::SecretsManager::Secret": "Name",
+        }.get(res["Type"])
+        if name_prop and props.get(name_prop) is not None:
+            return str(self.resolve(props[name_prop]))
+        name = f"{STACK_NAME}-{logical_id}"
+        if res["Type"] == "AWS::S3::Bucket":
+            name = name.lower()
+        if res["Type"] == "AWS::SQS::Queue" and props.get("FifoQueue"):
+            name += ".fifo"
+        if res["Type"] == "AWS::SNS::Topic" and props.get("FifoTopic"):
+            name += ".fifo"
+        return name
+
+    def arn(self, logical_id: str) -> str:
+        t = self.resources[logical_id]["Type"]
+        name = self.physical_name(logical_id)
+        if t == "AWS::DynamoDB::Table":
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+        if t == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+        if t == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{name}"
+        if t == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{name}"
+        if t == "AWS::Lambda::Function":
+            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+        if t == "AWS::SecretsManager::Secret":
+            return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{logical_id}"
+        if t == "AWS::IAM::Role":
+            return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
+        return f"arn:aws:local:{REGION}:{ACCOUNT_ID}:{logical_id}"
+
+    def ref(self, name: str) -> Any:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        if name not in self.resources:
+            raise StackError(f"Ref to unknown name {name!r}")
+        t = self.resources[name]["Type"]
+        if t == "AWS::SQS::Queue":
+            return f"{self.endpoint}/{ACCOUNT_ID}/{self.physical_name(name)}"
+        if t in ("AWS::SNS::Topic",):
+            return self.arn(name)
+        if t == "AWS::SecretsManager::Secret":
+            # An ARN on AWS; locally the logical id, which dynamic references resolve.
+            return name
+        if t == "AWS::ApiGateway::RestApi":
+            return _rand_id(f"{STACK_NAME}/{name}")
+        return self.physical_name(name)
+
+    def get_att(self, logical_id: str, attr: str) -> Any:
+        if logical_id not in self.resources:
+            raise StackError(f"Fn::GetAtt on unknown resource {logical_id!r}")
+        t = self.resources[logical_id]["Type"]
+        if attr == "Arn":
+            return self.arn(logical_id)
+        if t == "AWS::SQS::Queue" and attr == "QueueName":
+            return self.physical_name(logical_id)
+        if t == "AWS::SQS::Queue" and attr == "QueueUrl":
+            return self.ref(logical_id)
+        if t == "AWS::SNS::Topic" and attr == "TopicName":
+            return self.physical_name(logical_id)
+        if t == "AWS::DynamoDB::Table" and attr == "StreamArn":
+            return f"{self.arn(logical_id)}/stream/local"
+        if t == "AWS::ApiGateway::RestApi" and attr == "RootResourceId":
+            return "root"
+        if t == "AWS::S3::Bucket" and attr in ("DomainName", "RegionalDomainName"):
+            return f"{self.physical_name(logical_id)}.s3.{REGION}.amazonaws.com"
+        raise StackError(f"Fn::GetAtt {logical_id}.{attr} is not supported locally")
+
+    # ---- intrinsic functions
+    _SUB_RE = re.compile(r"\$\{([^}!][^}]*)\}")
+    _DYNREF_RE = re.compile(r"\{\{resolve:secretsmanager:([^:}]+)(?::SecretString)?(?::([^:}]*))?[^}]*\}\}")
+
+    def _sub(self, text: str, extra: dict[str, Any]) -> str:
+        def repl(m: re.Match[str]) -> str:
+            key = m.group(1).strip()
+            if key in extra:
+                return str(self.resolve(extra[key]))
+            if "." in key and key.split(".", 1)[0] in self.resources:
+                lid, attr = key.split(".", 1)
+                return str(self.get_att(lid, attr))
+            return str(self.ref(key))
+
+        out = self._SUB_RE.sub(repl, text)
+        return out.replace("${!", "${")
+
+    def _dynamic_refs(self, text: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            sid = m.group(1)
+            if sid.startswith("arn:"):
+                sid = sid.rsplit(":", 1)[-1]
+            match = next(
+                (lid for lid in self.resources if lid == sid or self.physical_name(lid) == sid),
+                None,
+            )
+            if match is None or self.resources[match]["Type"] != "AWS::SecretsManager::Secret":
+                raise StackError(f"dynamic reference to unknown secret {sid!r}")
+            value = self.secret_value(match)
+            key = m.group(2)
+            if key:
+                return str(json.loads(value)[key])
+            return value
+
+        return self._DYNREF_RE.sub(repl, text)
+
+    def resolve(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return self._dynamic_refs(v) if "{{resolve:" in v else v
+        if isinstance(v, list):
+            return [self.resolve(x) for x in v]
+        if not isinstance(v, dict):
+            return v
+        if len(v) == 1:
+            (k, arg), = v.items()
+            if k == "Ref":
+                return self.resolve(self.ref(arg))
+            if k == "Fn::GetAtt":
+                lid, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(lid, attr)
+            if k == "Fn::Sub":
+                if isinstance(arg, list):
+                    text, extra = arg
+                else:
+                    text, extra = arg, {}
+                return self.resolve(self._sub(text, extra))
+            if k == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(x) for x in self.resolve(items))
+            if k == "Fn::Select":
+                idx, items = arg
+                return self.resolve(items)[int(self.resolve(idx))]
+            if k == "Fn::Split":
+                sep, text = arg
+                return str(self.resolve(text)).split(sep)
+            if k == "Fn::ToJsonString":
+                return json.dumps(self.resolve(arg), separators=(",", ":"))
+            if k == "Fn::If":
+                raise StackError("Conditions (Fn::If) are not supported by the local stack yet")
+        return {k: self.resolve(x) for k, x in v.items()}
+
+
+# --------------------------------------------------------------------------- describe
+
+_FN_FROM_URI_RE = re.compile(r"functions/\$\{([A-Za-z0-9]+)\.Arn\}/invocations")
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def _function_from_uri(uri: Any, resolver: Resolver) -> str:
+    """Logical id of the Lambda function an integration/authorizer uri points to."""
+    if isinstance(uri, dict) and "Fn::Sub" in uri:
+        arg = uri["Fn::Sub"]
+        text, extra = (arg if isinstance(arg, list) else (arg, {}))
+        m = _FN_FROM_URI_RE.search(text)
+        if m:
+            return m.group(1)
+        m = re.search(r"functions/\$\{([^}]+)\}/invocations", text)
+        if m and m.group(1) in extra:
+            target = extra[m.group(1)]
+            if isinstance(target, dict) and "Fn::GetAtt" in target:
+                ga = target["Fn::GetAtt"]
+                return ga[0] if isinstance(ga, list) else ga.split(".")[0]
+    resolved = str(resolver.resolve(uri))
+    m = re.search(r"function:([^/:]+)", resolved)
+    if m:
+        for lid, res in resolver.resources.items():
+            if res["Type"] == "AWS::Lambda::Function" and resolver.physical_name(lid) == m.group(1):
+                return lid
+    raise StackError(f"cannot tell which function this integration calls: {uri!r}")
+
+
+def _identity_sources(text: str) -> list[dict[str, str]]:
+    out = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.match(r"method\.request\.(header|querystring|multivalueheader|multivaluequerystring)\.(.+)", part)
+        if m:
+            out.append({"kind": m.group(1), "name": m.group(2)})
+        elif m := re.match(r"(stageVariables|context)\.(.+)", part):
+            out.append({"kind": m.group(1), "name": m.group(2)})
+        else:
+            raise StackError(f"unsupported authorizer identity source {part!r}")
+    return out
+
+
+def _gateway_response(raw: dict[str, Any]) -> dict[str, Any]:
+    headers = {}
+    for key, expr in (raw.get("responseParameters") or {}).items():
+        if key.startswith("gatewayresponse.header."):
+            headers[key[len("gatewayresponse.header."):]] = expr
+    status = raw.get("statusCode")
+    return {
+        "status_code": int(status) if status is not None else None,
+        "headers": headers,
+        "templates": dict(raw.get("responseTemplates") or {}),
+    }
+
+
+def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
+    resources = cfn.get("Resources", {})
+    functions: dict[str, Any] = {}
+    for lid, res in resources.items():
+        if res["Type"] != "AWS::Lambda::Function":
+            continue
+        props = res.get("Properties") or {}
+        binary = ((res.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+        if not binary:
+            raise StackError(f"{lid}: Metadata.BuildProperties.Binary is required locally")
+        env = resolver.resolve(((props.get("Environment") or {}).get("Variables")) or {})
+        functions[lid] = {
+            "name": resolver.physical_name(lid),
+            "arn": resolver.arn(lid),
+            "binary": binary,
+            "handler": props.get("Handler", "bootstrap"),
+            "runtime": props.get("Runtime"),
+            "env": {k: "" if v is None else str(v) for k, v in env.items()},
+            "timeout": int(resolver.resolve(props.get("Timeout", 3))),
+            "memory": int(resolver.resolve(props.get("MemorySize", 128))),
+        }
+
+    apis = []
+    for lid, res in resources.items():
+        if res["Type"] != "AWS::ApiGateway::RestApi":
+            continue
+        props = res.get("Properties") or {}
+        body = props.get("Body")
+        if body is None:
+            raise StackError(f"{lid}: only REST APIs with an inline Body are supported locally")
+        api_id = resolver.ref(lid)
+
+        authorizers = {}
+        for name, sd in (body.get("securityDefinitions") or {}).items():
+            ext = sd.get("x-amazon-apigateway-authorizer")
+            if not ext:
+                continue
+            atype = ext.get("type", "token").lower()
+            if atype not in ("request", "token"):
+                raise StackError(f"authorizer {name}: type {atype} not supported locally")
+            ttl = ext.get("authorizerResultTtlInSeconds", 300)
+            authorizers[name] = {
+                "type": atype,
+                "function": _function_from_uri(ext.get("authorizerUri"), resolver),
+                "identity_source": _identity_sources(
+                    resolver.resolve(ext.get("identitySource", "method.request.header.Authorization"))
+                ),
+                "identity_validation_expression": ext.get("identityValidationExpression"),
+                "ttl_seconds": int(resolver.resolve(ttl)),
+            }
+
+        default_security = body.get("security")
+        routes = []
+        for path, ops in (body.get("paths") or {}).items():
+            for method, op in ops.items():
+                m = method.lower()
+                if m == "x-amazon-apigateway-any-method":
+                    m = "ANY"
+                elif m in _HTTP_METHODS:
+                    m = m.upper()
+                else:
+                    continue
+                integ = op.get("x-amazon-apigateway-integration") or {}
+                if integ.get("type") != "aws_proxy":
+                    raise StackError(f"{m} {path}: only Lambda proxy integrations are supported locally")
+                authorizer = None
+                for req in op.get("security", default_security) or []:
+                    for sec_name in req:
+                        if sec_name in authorizers:
+                            authorizer = sec_name
+                routes.append({
+                    "method": m,
+                    "path": path,
+                    "function": _function_from_uri(integ.get("uri"), resolver),
+                    "authorizer": authorizer,
+                })
+        routes.sort(key=lambda r: (r["path"], r["method"]))
+
+        gateway_responses = {
+            rtype: _gateway_response(raw)
+            for rtype, raw in (body.get("x-amazon-apigateway-gateway-responses") or {}).items()
+        }
+        for gr in resources.values():
+            if gr["Type"] != "AWS::ApiGateway::GatewayResponse":
+                continue
+            gp = gr.get("Properties") or {}
+            if gp.get("RestApiId") != {"Ref": lid}:
+                continue
+            gateway_responses[gp["ResponseType"]] = _gateway_response({
+                "statusCode": gp.get("StatusCode"),
+                "responseParameters": gp.get("ResponseParameters"),
+                "responseTemplates": gp.get("ResponseTemplates"),
+            })
+
+        stage_name, throttling, variables = "Stage", None, {}
+        for st in resources.values():
+            if st["Type"] != "AWS::ApiGateway::Stage":
+                continue
+            sp = st.get("Properties") or {}
+            if sp.get("RestApiId") != {"Ref": lid}:
+                continue
+            stage_name = str(resolver.resolve(sp.get("StageName")))
+            variables = resolver.resolve(sp.get("Variables") or {})
+            for ms in sp.get("MethodSettings") or []:
+                if "ThrottlingRateLimit" in ms or "ThrottlingBurstLimit" in ms:
+                    throttling = throttling or {}
+                    throttling[f'{ms.get("HttpMethod", "*")} {ms.get("ResourcePath", "/*")}'] = {
+                        "rate_limit": resolver.resolve(ms.get("ThrottlingRateLimit")),
+                        "burst_limit": resolver.resolve(ms.get("ThrottlingBurstLimit")),
+                    }
+        apis.append({
+            "logical_id": lid,
+            "api_id": api_id,
+            "name": resolver.resolve(props.get("Name", lid)),
+            "stage": stage_name,
+            "stage_variables": variables,
+            "throttling": throttling,
+            "routes": routes,
+            "authorizers": authorizers,
+            "gateway_responses": gateway_responses,
+            "binary_media_types": [
+                str(t).replace("~1", "/") for t in body.get("x-amazon-apigateway-binary-media-types") or []
+            ],
+        })
+
+    event_sources = []
+    for lid, res in resources.items():
+        if res["Type"] == "AWS::Lambda::EventSourceMapping":
+            p = res.get("Properties") or {}
+            event_sources.append({
+                "logical_id": lid,
+                "function": p["FunctionName"].get("Ref") if isinstance(p.get("FunctionName"), dict) else p.get("FunctionName"),
+                "source_arn": resolver.resolve(p.get("EventSourceArn")),
+                "batch_size": p.get("BatchSize"),
+                "function_response_types": p.get("FunctionResponseTypes", []),
+            })
+
+    tables = {
+        lid: resolver.physical_name(lid)
+        for lid, res in resources.items()
+        if res["Type"] == "AWS::DynamoDB::Table"
+    }
+    if len(apis) > 1:
+        print(f"warning: {len(apis)} REST APIs; the local gateway serves the first ({apis[0]['logical_id']})",
+              file=sys.stderr)
+    return {
+        "stack_name": STACK_NAME,
+        "region": REGION,
+        "account_id": ACCOUNT_ID,
+        "endpoint": resolver.endpoint,
+        "functions": functions,
+        "api": apis[0] if apis else None,
+        "tables": tables,
+        "event_sources": event_sources,
+    }
+
+
+def env_exports(desc: dict[str, Any], api_url: str | None = None) -> str:
+    """Shell lines that point scripts/tests at the emulator and the stack's resources."""
+    env = {
+        "AWS_ENDPOINT_URL": desc["endpoint"],
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+    # Every function variable that names a stack resource (or a secret), as the
+    # functions see it; same value in every function, or it is left out.
+    seen: dict[str, set[str]] = {}
+    for fn in desc["functions"].values():
+        for k, v in fn["env"].items():
+            seen.setdefault(k, set()).add(v)
+    for k, vals in sorted(seen.items()):
+        if len(vals) == 1 and not k.startswith(("AWS_", "RUST_", "STOCKROOM_ENV")):
+            env[k] = next(iter(vals))
+    api = desc.get("api")
+    if api:
+        env["STOCKROOM_API_STAGE"] = api["stage"]
+    if api_url:
+        env["STOCKROOM_API_URL"] = api_url
+    lines = ["# generated by devtools/stack.py from template.yaml; do not edit"]
+    lines += [f"export {k}={_shquote(v)}" for k, v in env.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _shquote(v: str) -> str:
+    return "'" + str(v).replace("'", "'\"'\"'") + "'"
+
+
+# --------------------------------------------------------------------------- provision
+
+
+class Provisioner:
+    """Creates the template's resources in the emulator. Idempotent."""
+
+    def __init__(self, cfn: dict[str, Any], resolver: Resolver, endpoint: str):
+        import boto3
+
+        self.cfn = cfn
+        self.resolver = resolver
+        self.session = boto3.session.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
+        )
+        self.endpoint = endpoint
+        self.done: set[str] = set()
+        # resource type -> provisioner; each returns "created" or "exists".
+        self.handlers: dict[str, Callable[[str, dict[str, Any]], str]] = {
+            "AWS::DynamoDB::Table": self.table,
+            "AWS::SQS::Queue": self.queue,
+            "AWS::SNS::Topic": self.topic,
+            "AWS::SNS::Subscription": self.subscription,
+            "AWS::S3::Bucket": self.bucket,
+        }
+
+    def client(self, service: str):
+        return self.session.client(service, endpoint_url=self.endpoint)
+
+    def run(self) -> list[str]:
+        created = []
+        for lid in self._ordered():
+            res = self.cfn["Resources"][lid]
+            handler = self.handlers.get(res["Type"])
+            if handler and lid not in self.done:
+                status = handler(lid, res.get("Properties") or {})
+                self.done.add(lid)
+                name = self.resolver.physical_name(lid) if res["Type"] != "AWS::SNS::Subscription" else ""
+                created.append(f"{res['Type']} {lid} {('-> ' + name) if name else ''} ({status})")
+        return created
+
+    def _ordered(self) -> list[str]:
+        """Resources in dependency order (a DLQ before the queue naming it, ...)."""
+        resources = self.cfn["Resources"]
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def deps(v: Any) -> set[str]:
+            out: set[str] = set()
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    if k == "Ref" and isinstance(x, str) and x in resources:
+                        out.add(x)
+                    elif k == "Fn::GetAtt":
+                        out.add(x[0] if isinstance(x, list) else x.split(".")[0])
+                    elif k == "Fn::Sub":
+                        text = x[0] if isinstance(x, list) else x
+                        for name in re.findall(r"\$\{([^}!.]+)", text):
+                            if name in resources:
+                                out.add(name)
+                        out |= deps(x[1] if isinstance(x, list) else None)
+                    else:
+                        out |= deps(x)
+            elif isinstance(v, list):
+                for x in v:
+                    out |= deps(x)
+            return out
+
+        def visit(lid: str) -> None:
+            if state.get(lid) == 2:
+                return
+            if state.get(lid) == 1:
+                raise StackError(f"dependency cycle at {lid}")
+            state[lid] = 1
+            res = resources[lid]
+            for d in sorted(deps(res.get("Properties")) | set(_as_list(res.get("DependsOn")))):
+                if d in resources:
+                    visit(d)
+            state[lid] = 2
+            order.append(lid)
+
+        for lid in sorted(resources):
+            if resources[lid]["Type"] in self.handlers:
+                visit(lid)
+        return order
+
+    # ---- DynamoDB
+    def table(self, lid: str, props: dict[str, Any]) -> str:
+        ddb = self.client("dynamodb")
+        name = self.resolver.physical_name(lid)
+        p = self.resolver.resolve(props)
+        existing = set(_paginate(ddb, "list_tables", "TableNames"))
+        status = "exists"
+        while True:
+            if name in existing:
+                break
+            status = "created"
+            kwargs: dict[str, Any] = {
+                "TableName": name,
+                "AttributeDefinitions": p["AttributeDefinitions"],
+                "KeySchema": p["KeySchema"],
+                "BillingMode": p.get("BillingMode", "PROVISIONED"),
+            }
+            if kwargs["BillingMode"] == "PROVISIONED":
+                kwargs["ProvisionedThroughput"] = _throughput(p.get("ProvisionedThroughput"))
+            for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+                if p.get(key):
+                    idx = []
+                    for i in p[key]:
+                        i = dict(i)
+                        if key == "GlobalSecondaryIndexes" and kwargs["BillingMode"] == "PROVISIONED":
+                            i["ProvisionedThroughput"] = _throughput(i.get("ProvisionedThroughput"))
+                        else:
+                            i.pop("ProvisionedThroughput", None)
+                        i.pop("ContributorInsightsSpecification", None)
+                        idx.append(i)
+                    kwargs[key] = idx
+            stream = p.get("StreamSpecification")
+            if stream:
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+            if p.get("Tags"):
+                kwargs["Tags"] = p["Tags"]
+            ddb.create_table(**kwargs)
+            ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+            break
+        ttl = p.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            cur = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if cur.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+        return status
+
+    # ---- SQS
+    _QUEUE_ATTRS = {
+        "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod",
+        "ReceiveMessageWaitTimeSeconds", "VisibilityTimeout", "FifoQueue",
+        "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit",
+        "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled",
+    }
+
+    def queue(self, lid: str, props: dict[str, Any]) -> str:
+        sqs = self.client("sqs")
+        name = self.resolver.physical_name(lid)
+        try:
+            sqs.get_queue_url(QueueName=name)
+            return "exists"
+        except sqs.exceptions.QueueDoesNotExist:
+            pass
+        p = self.resolver.resolve(props)
+        attrs = {k: _attr(v) for k, v in p.items() if k in self._QUEUE_ATTRS}
+        for k in ("RedrivePolicy", "RedriveAllowPolicy"):
+            if k in p:
+                attrs[k] = p[k] if isinstance(p[k], str) else json.dumps(p[k])
+        sqs.create_queue(QueueName=name, Attributes=attrs)
+        return "created"
+
+    # ---- SNS
+    def topic(self, lid: str, props: dict[str, Any]) -> str:
+        sns = self.client("sns")
+        p = self.resolver.resolve(props)
+        arn_wanted = self.resolver.arn(lid)
+        exists = arn_wanted in {t["TopicArn"] for t in _paginate(sns, "list_topics", "Topics")}
+        attrs = {}
+        for k in ("FifoTopic", "ContentBasedDeduplication", "DisplayName", "KmsMasterKeyId"):
+            if k in p:
+                attrs[k] = _attr(p[k])
+        arn = sns.create_topic(Name=self.resolver.physical_name(lid), Attributes=attrs)["TopicArn"]
+        for sub in p.get("Subscription") or []:
+            self._subscribe(arn, sub["Protocol"], sub["Endpoint"], {})
+        return "exists" if exists else "created"
+
+    def subscription(self, lid: str, props: dict[str, Any]) -> str:
+        p = self.resolver.resolve(props)
+        attrs = {}
+        for k in ("FilterPolicy", "FilterPolicyScope", "RawMessageDelivery", "RedrivePolicy", "DeliveryPolicy"):
+            if k in p:
+                attrs[k] = p[k] if isinstance(p[k], str) else (
+                    json.dumps(p[k]) if isinstance(p[k], (dict, list)) else _attr(p[k])
+                )
+        return self._subscribe(p["TopicArn"], p["Protocol"], p["Endpoint"], attrs)
+
+    def _subscribe(self, topic_arn: str, protocol: str, endpoint: str, attrs: dict[str, str]) -> str:
+        sns = self.client("sns")
+        for s in _paginate(sns, "list_subscriptions_by_topic", "Subscriptions", TopicArn=topic_arn):
+            if s["Protocol"] == protocol and s["Endpoint"] == endpoint:
+                return "exists"
+        sns.subscribe(TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint,
+                      Attributes=attrs, ReturnSubscriptionArn=True)
+        return "created"
+
+    # ---- S3
+    def bucket(self, lid: str, props: dict[str, Any]) -> str:
+        s3 = self.client("s3")
+        name = self.resolver.physical_name(lid)
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if name in existing:
+            return "exists"
+        s3.create_bucket(Bucket=name)
+        return "created"
+
+
+def _paginate(client: Any, op: str, key: str, **kwargs: Any) -> list[Any]:
+    out: list[Any] = []
+    for page in client.get_paginator(op).paginate(**kwargs):
+        out.extend(page.get(key, []))
+    return out
+
+
+def _as_list(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+def _attr(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _throughput(tp: dict[str, Any] | None) -> dict[str, int]:
+    tp = tp or {}
+    return {
+        "ReadCapacityUnits": int(tp.get("ReadCapacityUnits", 5)),
+        "WriteCapacityUnits": int(tp.get("WriteCapacityUnits", 5)),
+    }
+
+
+def wait_for_endpoint(endpoint: str, timeout: float = 20.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(endpoint.rstrip("/") + "/moto-api/", timeout=2).read(1)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not up yet"
+            if time.monotonic() > deadline:
+                raise StackError(f"AWS emulator at {endpoint} does not answer: {exc}") from exc
+            time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def render(args: argparse.Namespace) -> tuple[dict[str, Any], Resolver]:
+    cfn = translate(Path(args.template))
+    resolver = Resolver(cfn, args.endpoint, Path(args.state_dir))
+    desc = describe(cfn, resolver)
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    _write_atomic(state / "stack.json", json.dumps(desc, indent=2) + "\n")
+    _write_atomic(state / "env", env_exports(desc, args.api_url))
+    _write_atomic(state / "cloudformation.json", json.dumps(cfn, indent=1, default=str) + "\n")
+    return cfn, resolver
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["render", "provision", "show"])
+    ap.add_argument("--template", default=str(DEFAULT_TEMPLATE))
+    ap.add_argument("--state-dir", default=os.environ.get("STOCKROOM_LOCAL_DIR", str(DEFAULT_STATE_DIR)))
+    ap.add_argument("--endpoint", default=os.environ.get("STOCKROOM_AWS_ENDPOINT", DEFAULT_ENDPOINT),
+                    help="AWS emulator endpoint (moto server)")
+    ap.add_argument("--api-url", default=os.environ.get("STOCKROOM_API_URL", "http://127.0.0.1:3000"),
+                    help="where the local gateway serves the API (written to .local/env)")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "show":
+            print(json.dumps(translate(Path(args.template)), indent=1, default=str))
+            return 0
+        cfn, resolver = render(args)
+        print(f"rendered {Path(args.state_dir) / 'stack.json'} and {Path(args.state_dir) / 'env'}")
+        if args.command == "provision":
+            wait_for_endpoint(args.endpoint)
+            for line in Provisioner(cfn, resolver, args.endpoint).run():
+                print(f"  {line}")
+        return 0
+    except StackError as exc:
+        print(f"stack.py: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # samtranslator reports template errors as exceptions
+        from samtranslator.model.exceptions import InvalidDocumentException
+
+        if isinstance(exc, InvalidDocumentException):
+            for cause in exc.causes:
+                print(f"stack.py: template error: {cause.message}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

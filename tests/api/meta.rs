@@ -1,0 +1,107 @@
+use reqwest::Method;
+use serde_json::Value;
+use stockroom_tests::{Tenant, anonymous, expect_problem};
+
+#[tokio::test]
+async fn health_needs_no_key_and_carries_a_request_id() -> anyhow::Result<()> {
+    let resp = anonymous(Method::GET, "/v1/health").send().await?;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await?;
+    assert_eq!(body["status"], "ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_well_formed_incoming_request_id_is_kept_and_a_bad_one_replaced() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let resp = t
+        .get("/v1/items/nope")
+        .header("x-request-id", "trace-abc_123")
+        .send()
+        .await?;
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc_123");
+    let body = expect_problem(resp, 404, "item_not_found").await?;
+    assert_eq!(body["request_id"], "trace-abc_123");
+
+    let resp = t
+        .get("/v1/items/nope")
+        .header("x-request-id", "has spaces!")
+        .send()
+        .await?;
+    let id = resp.headers()["x-request-id"].to_str()?.to_owned();
+    assert!(!id.is_empty() && id != "has spaces!");
+    Ok(())
+}
+
+/// The OpenAPI document is generated from the code and covers exactly the
+/// routes the template declares for the API.
+#[tokio::test]
+async fn openapi_document_covers_every_template_route() -> anyhow::Result<()> {
+    let resp = anonymous(Method::GET, "/openapi.json").send().await?;
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await?;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1")
+    );
+    let mut documented: Vec<String> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                !responses.is_empty(),
+                "{method} {path} documents no responses"
+            );
+        }
+    }
+    documented.sort();
+    let template = stockroom_tests::template_routes()?;
+    assert_eq!(
+        documented, template,
+        "OpenAPI paths vs template.yaml routes"
+    );
+    // Open routes in the template are the ones the document marks as needing no key.
+    for route in stockroom_tests::stack_routes()? {
+        let (method, path) = (
+            route["method"].as_str().unwrap_or_default(),
+            route["path"].as_str().unwrap_or_default(),
+        );
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let open_in_doc = op["security"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+        });
+        assert_eq!(
+            route["authorizer"].is_null(),
+            open_in_doc,
+            "{method} {path}: auth differs between template and OpenAPI"
+        );
+    }
+    for schema in [
+        "Item",
+        "Movement",
+        "Problem",
+        "FieldError",
+        "AdjustmentResult",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_routes_are_problem_404s() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let resp = t.get("/v1/nothing-here").send().await?;
+    expect_problem(resp, 404, "route_not_found").await?;
+    let resp = t.request(Method::PATCH, "/v1/items").send().await?;
+    expect_problem(resp, 404, "route_not_found").await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Test support: each test gets its own tenant (its own isolated world) on the
+//! running local stack, and an HTTP client pointed at the local gateway.
+//!
+//! The stack is started by `make test` (or `devtools/local.sh start`); the
+//! tests read its address and AWS settings from the environment that
+//! `.local/env` provides.
+
+use anyhow::{Context, Result};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use stockroom::adapters::dynamodb::DynamoApiKeyStore;
+use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key};
+use stockroom::ports::ApiKeyStore;
+use tokio::sync::OnceCell;
+
+pub fn base_url() -> String {
+    std::env::var("STOCKROOM_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
+}
+
+static KEYS: OnceCell<DynamoApiKeyStore> = OnceCell::const_new();
+
+async fn keys() -> Result<&'static DynamoApiKeyStore> {
+    KEYS.get_or_try_init(|| async {
+        let table = std::env::var("API_KEYS_TABLE").context(
+            "API_KEYS_TABLE is not set: run the tests through `make test`, \
+             or `source .local/env` after `devtools/local.sh start`",
+        )?;
+        let sdk = stockroom::config::aws_sdk_config().await;
+        Ok(DynamoApiKeyStore::from_sdk_config(&sdk, table))
+    })
+    .await
+}
+
+/// A tenant with one API key, created directly in the keys table.
+pub struct Tenant {
+    pub tenant_id: String,
+    pub api_key: String,
+    pub key_id: String,
+    pub client: reqwest::Client,
+}
+
+impl Tenant {
+    pub async fn new() -> Result<Self> {
+        Self::with_scopes(ALL_SCOPES).await
+    }
+
+    pub async fn with_scopes(scopes: &[&str]) -> Result<Self> {
+        let tenant_id = format!("t-{}", uuid::Uuid::new_v4().simple());
+        Self::key_for(&tenant_id, scopes).await
+    }
+
+    /// Another key of the same tenant.
+    pub async fn key_for(tenant_id: &str, scopes: &[&str]) -> Result<Self> {
+        let api_key = generate_api_key("sk_test_");
+        let key_id = format!("key_{}", uuid::Uuid::new_v4().simple());
+        keys()
+            .await?
+            .put_key(&ApiKeyRecord {
+                key_hash: hash_api_key(&api_key),
+                key_id: key_id.clone(),
+                tenant_id: tenant_id.to_owned(),
+                name: "test".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                created_at: stockroom::clock::now_rfc3339(),
+                expires_at: None,
+                revoked_at: None,
+            })
+            .await?;
+        Ok(Self {
+            tenant_id: tenant_id.to_owned(),
+            api_key,
+            key_id,
+            client: client(),
+        })
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", base_url()))
+            .bearer_auth(&self.api_key)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> RequestBuilder {
+        self.request(Method::POST, path).json(body)
+    }
+
+    pub fn put_json(&self, path: &str, body: &Value) -> RequestBuilder {
+        self.request(Method::PUT, path).json(body)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Creates an item and returns its JSON, failing the test on any other status.
+    pub async fn create_item(&self, sku: &str, quantity: i64) -> Result<Value> {
+        let resp = self
+            .post_json("/v1/items", &serde_json::json!({"sku": sku, "name": format!("Item {sku}"), "quantity": quantity}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 201, "create {sku}: {}", resp.status());
+        Ok(resp.json().await?)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// An unauthenticated request.
+pub fn anonymous(method: Method, path: &str) -> RequestBuilder {
+    client().request(method, format!("{}{path}", base_url()))
+}
+
+/// Asserts an `application/problem+json` response with this status and code,
+/// and returns its body.
+pub async fn expect_problem(resp: Response, status: u16, code: &str) -> Result<Value> {
+    let got = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = resp.json().await.context("problem body is not JSON")?;
+    anyhow::ensure!(got == status, "expected {status} {code}, got {got}: {body}");
+    anyhow::ensure!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct:?} for {body}"
+    );
+    anyhow::ensure!(body["code"] == code, "expected code {code}: {body}");
+    anyhow::ensure!(body["status"] == status, "status field: {body}");
+    for field in ["type", "title", "detail", "request_id"] {
+        anyhow::ensure!(body[field].is_string(), "{field} missing: {body}");
+    }
+    anyhow::ensure!(
+        body["request_id"] == request_id.as_str(),
+        "request_id {} != header {request_id}",
+        body["request_id"]
+    );
+    Ok(body)
+}
+
+pub fn unique_sku(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// `METHOD /path` of every API route in template.yaml, as the local stack
+/// rendered them (`.local/stack.json`, written from the translated template).
+pub fn template_routes() -> Result<Vec<String>> {
+    let mut routes: Vec<String> = stack_routes()?
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or_default(),
+                r["path"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    routes.sort();
+    Ok(routes)
+}
+
+/// The rendered routes with their authorizer (null for open routes).
+pub fn stack_routes() -> Result<Vec<Value>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.json");
+    let stack: Value = serde_json::from_slice(
+        &std::fs::read(&path)
+            .with_context(|| format!("reading {} (is the local stack up?)", path.display()))?,
+    )?;
+    stack["api"]["routes"]
+        .as_array()
+        .cloned()
+        .context("stack.json has no api.routes")
+}
