@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Binaries the local stack runs (debug builds: fast to build, same code).
-LOCAL_BINS := -p items-api -p authorizer -p stockroom-local -p stockroom-admin
+LOCAL_BINS := -p items-api -p authorizer -p batches-api -p batch-worker -p stockroom-local -p stockroom-admin
 
 .PHONY: help deps build run stop status tenant test test-unit lint fmt validate sam-build deploy clean-local
 

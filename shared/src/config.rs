@@ -58,6 +58,49 @@ impl ItemsApiConfig {
     }
 }
 
+#[derive(Clone)]
+pub struct BatchesApiConfig {
+    pub stock_table: String,
+    pub batch_queue_url: String,
+    pub cursor_signing_key: Vec<u8>,
+}
+
+impl BatchesApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let batch_queue_url = r.get("BATCH_QUEUE_URL");
+        let key = r.get("CURSOR_SIGNING_KEY");
+        r.finish(Self {
+            stock_table,
+            batch_queue_url,
+            cursor_signing_key: key.into_bytes(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchWorkerConfig {
+    pub stock_table: String,
+    pub batch_queue_url: String,
+    /// Messages from this queue are chunks that exhausted their deliveries.
+    pub batch_dlq_arn: String,
+}
+
+impl BatchWorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let batch_queue_url = r.get("BATCH_QUEUE_URL");
+        let batch_dlq_arn = r.get("BATCH_DLQ_ARN");
+        r.finish(Self {
+            stock_table,
+            batch_queue_url,
+            batch_dlq_arn,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AuthorizerConfig {
     pub api_keys_table: String,

@@ -25,6 +25,14 @@ pub enum ApiError {
     InsufficientScope(&'static str),
     #[error("item not found")]
     ItemNotFound,
+    #[error("batch not found")]
+    BatchNotFound,
+    #[error("malformed batch")]
+    MalformedBatch(FieldErrors),
+    #[error("batch has invalid records")]
+    InvalidRecords(FieldErrors),
+    #[error("batch has more than {limit} records")]
+    TooManyRecords { limit: usize, atomic: bool },
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]

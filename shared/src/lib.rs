@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod auth;
+pub mod batches;
 pub mod clock;
 pub mod config;
 pub mod cursor;

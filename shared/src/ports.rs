@@ -117,3 +117,111 @@ pub trait ApiKeyStore: Send + Sync {
     async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
 }
+
+use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};
+
+/// How a chunk is being processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkDisposition {
+    /// Apply the records.
+    Apply,
+    /// The chunk exhausted its deliveries (dead-letter queue): report every
+    /// record without an outcome as failed so the batch still ends.
+    DeadLettered,
+}
+
+/// Batch headers, per-record outcomes and chunk application.
+#[async_trait]
+pub trait BatchStore: Send + Sync {
+    /// Stores the header and, atomically with it, the idempotent response.
+    async fn create_batch(
+        &self,
+        tenant: &TenantId,
+        batch: &Batch,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Records outcomes decided at submission (records that failed validation).
+    async fn record_failures(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        failures: &[RecordFailure],
+    ) -> Result<(), StoreError>;
+
+    /// Marks a batch failed before any chunk ran (e.g. it could not be enqueued).
+    async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<Option<Batch>, StoreError>;
+
+    /// Newest first, optionally only those with `status`.
+    async fn list_batches(
+        &self,
+        tenant: &TenantId,
+        status: Option<BatchStatus>,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<Batch>, StoreError>;
+
+    /// Failed records in record order.
+    async fn list_failures(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<RecordFailure>, StoreError>;
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Applies (or reports as dead-lettered) one chunk exactly once, however
+    /// often it is delivered, and counts it into the batch header.
+    async fn process_chunk(
+        &self,
+        chunk: &ChunkMessage,
+        disposition: ChunkDisposition,
+    ) -> Result<(), StoreError>;
+
+    /// A dead-lettered chunk whose body cannot be read: count its records as
+    /// failed under one synthetic failure entry.
+    async fn fail_unreadable_chunk(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        chunk: u32,
+        record_count: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Moves the batch to its terminal status once every chunk is counted.
+    /// Returns the status when this call made the transition (exactly once).
+    async fn finalize(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<Option<BatchStatus>, StoreError>;
+}
+
+/// A chunk ready to send: its body and the attributes that travel with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkEnvelope {
+    pub body: String,
+    pub tenant_id: String,
+    pub batch_id: String,
+    pub request_id: String,
+    pub chunk: u32,
+    pub record_count: usize,
+}
+
+#[async_trait]
+pub trait ChunkQueue: Send + Sync {
+    /// Sends every chunk (batched, with retries of the entries SQS refused).
+    async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError>;
+}

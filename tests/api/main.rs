@@ -2,6 +2,7 @@
 //! authorizer and function binaries, and the DynamoDB emulator.
 
 mod auth;
+mod events;
 mod items;
 mod meta;
 mod stock;

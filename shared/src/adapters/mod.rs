@@ -1,3 +1,4 @@
 //! Adapters from the ports to AWS services.
 
 pub mod dynamodb;
+pub mod sqs;

@@ -1,6 +1,7 @@
 //! Pure domain: value types that cannot hold invalid data, and the stock rules.
 //! No AWS, Lambda or HTTP types here.
 
+pub mod batch;
 mod item;
 mod movement;
 mod validation;

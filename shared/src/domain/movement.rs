@@ -71,6 +71,11 @@ pub struct Movement {
     pub request_id: String,
     /// Id of the API key that made the change.
     pub key_id: Option<String>,
+    /// Set when the movement was made by a batch record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
     pub created_at: String,
 }
 
@@ -94,8 +99,17 @@ impl Movement {
             reference,
             request_id: ctx.request_id.clone(),
             key_id: ctx.key_id.clone(),
+            batch_id: None,
+            record_id: None,
             created_at: now.to_owned(),
         }
+    }
+
+    /// Marks the movement as made by record `record_id` of batch `batch_id`.
+    pub fn in_batch(mut self, batch_id: &str, record_id: &str) -> Self {
+        self.batch_id = Some(batch_id.to_owned());
+        self.record_id = Some(record_id.to_owned());
+        self
     }
 }
 

@@ -10,6 +10,9 @@ pub struct FieldError {
     /// JSON path of the offending field, e.g. `attributes.colour` or `records[3].delta`.
     pub field: String,
     pub message: String,
+    /// The batch record concerned, for batch record errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +23,7 @@ impl FieldErrors {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
+            record_id: None,
         });
     }
     pub fn is_empty(&self) -> bool {

@@ -51,7 +51,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 
 /// A JSON body: content type checked, size bounded, syntax checked. Field
 /// validation is the domain's job (422); this layer answers 400/413/415.
-pub struct JsonBody {
+pub struct JsonBody<const LIMIT: usize = MAX_BODY_BYTES> {
     pub value: Value,
     pub raw: Bytes,
 }
@@ -67,7 +67,7 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<LIMIT> {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
@@ -81,10 +81,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let raw = axum::body::to_bytes(req.into_body(), usize::MAX)
             .await
             .map_err(|e| ApiError::MalformedJson(format!("unreadable body ({e})")))?;
-        if raw.len() > MAX_BODY_BYTES {
+        if raw.len() > LIMIT {
             return Err(ApiError::PayloadTooLarge {
                 size: raw.len(),
-                limit: MAX_BODY_BYTES,
+                limit: LIMIT,
             });
         }
         if raw.iter().all(u8::is_ascii_whitespace) {
@@ -109,6 +109,29 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
         Sku::parse(&raw)
             .map(SkuPath)
             .map_err(|m| ApiError::invalid_parameter("sku", m))
+    }
+}
+
+/// The `{batch_id}` path segment. An id that cannot exist is simply not found.
+pub struct BatchIdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BatchIdPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::BatchNotFound)?;
+        let ok = raw.len() == 28
+            && raw.starts_with("b_")
+            && raw[2..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(BatchIdPath(raw))
+        } else {
+            Err(ApiError::BatchNotFound)
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! HTTP surface of the items API: an axum router that `lambda_http` runs
 //! behind API Gateway, plus the request-context middleware.
 
+mod batches;
 mod extract;
 mod items;
 mod openapi;
 pub mod problem;
 
+pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_JSON, Problem};
@@ -32,9 +34,10 @@ pub struct AppState {
     pub function: String,
 }
 
+/// Routes of the items-api function (plus health and the OpenAPI document).
 pub fn router(state: AppState) -> Router {
     let function = state.function.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/v1/health", get(items::health))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/items", get(items::list_items).post(items::create_item))
@@ -49,9 +52,30 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(items::adjust_stock),
         )
         .route("/v1/items/{sku}/movements", get(items::list_movements))
+        .with_state(state);
+    with_common_layers(routes, function)
+}
+
+/// Routes of the batches-api function.
+pub fn batches_router(state: BatchesState, function: String) -> Router {
+    let routes = Router::new()
+        .route(
+            "/v1/batches",
+            get(batches::list_batches).post(batches::create_batch),
+        )
+        .route("/v1/batches/{batch_id}", get(batches::get_batch))
+        .route(
+            "/v1/batches/{batch_id}/failures",
+            get(batches::list_failures),
+        )
+        .with_state(state);
+    with_common_layers(routes, function)
+}
+
+fn with_common_layers(routes: Router, function: String) -> Router {
+    routes
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
         .layer(middleware::from_fn(move |req, next| {
             request_context(function.clone(), req, next)
         }))

@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::items;
 use super::problem::Problem;
+use super::{batches, items};
+use crate::batches::BatchAccepted;
+use crate::domain::batch::{Batch, BatchMode, BatchStatus, RecordFailure};
 use crate::domain::{FieldError, Item, Movement};
 use crate::service::AdjustmentResult;
 use axum::Json;
@@ -15,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         description = "Real-time and batch inventory API. Errors are `application/problem+json` \
 with a stable `code`: malformed_json, invalid_parameter, invalid_cursor, unsupported_media_type, \
 payload_too_large, validation_failed, unauthorized, forbidden, insufficient_scope, item_not_found, \
-route_not_found, method_not_allowed, sku_exists, insufficient_stock, concurrent_update, \
+route_not_found, method_not_allowed, sku_exists, insufficient_stock, batch_not_found, malformed_batch, invalid_records, too_many_records, concurrent_update, \
 quantity_overflow, precondition_failed, idempotency_key_reused, rate_limited, service_unavailable, internal. \
 Every response carries `x-request-id`.",
         license(name = "Apache-2.0"),
@@ -29,18 +31,25 @@ Every response carries `x-request-id`.",
         items::delete_item,
         items::adjust_stock,
         items::list_movements,
+        batches::create_batch,
+        batches::list_batches,
+        batches::get_batch,
+        batches::list_failures,
         serve,
     ),
     components(schemas(
         Item, Movement, Problem, FieldError, AdjustmentResult,
         items::ItemPage, items::MovementPage, items::Health,
         items::CreateItemRequest, items::ReplaceItemRequest, items::AdjustmentRequest,
+        Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,
+        batches::BatchPage, batches::FailurePage, batches::BatchRequestBody, batches::BatchRecordRequest,
     )),
     modifiers(&BearerKey),
     security(("api_key" = [])),
     tags(
         (name = "items", description = "Items and their descriptive fields"),
         (name = "stock", description = "Stock adjustments and the movement ledger"),
+        (name = "batches", description = "Batch updates applied asynchronously, with per-record failure reports"),
         (name = "meta", description = "Health and API description"),
     )
 )]

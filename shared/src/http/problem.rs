@@ -72,6 +72,22 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "Insufficient scope",
         ),
         ItemNotFound => (StatusCode::NOT_FOUND, "item_not_found", "Item not found"),
+        BatchNotFound => (StatusCode::NOT_FOUND, "batch_not_found", "Batch not found"),
+        MalformedBatch(_) => (
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            "Malformed batch",
+        ),
+        InvalidRecords(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_records",
+            "Invalid records",
+        ),
+        TooManyRecords { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            "Too many records",
+        ),
         RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "Not found"),
         MethodNotAllowed => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -138,6 +154,11 @@ fn detail(e: &ApiError) -> String {
             format!("This API key lacks the scope {scope} required by this route.")
         }
         ItemNotFound => "No item with this sku exists.".into(),
+        BatchNotFound => "No batch with this id exists.".into(),
+        MalformedBatch(_) => "The batch is not well formed (records must be objects with an id and an op of upsert, adjust or delete); see errors.".into(),
+        InvalidRecords(_) => "An atomic batch is applied whole or not at all, and these records are invalid; nothing was accepted. See errors.".into(),
+        TooManyRecords { limit, atomic: true } => format!("An atomic batch may hold at most {limit} records (one DynamoDB transaction); split it or use isolated mode."),
+        TooManyRecords { limit, .. } => format!("A batch may hold at most {limit} records."),
         RouteNotFound => "No such route.".into(),
         MethodNotAllowed => "This route does not support this method.".into(),
         SkuExists => "An item with this sku already exists; use PUT to change it.".into(),
@@ -172,7 +193,10 @@ impl ApiError {
     pub fn to_problem(&self, request_id: String) -> Problem {
         let (status, code, title) = classify(self);
         let errors = match self {
-            ApiError::Validation(e) | ApiError::InvalidParameters(e) => e.0.clone(),
+            ApiError::Validation(e)
+            | ApiError::InvalidParameters(e)
+            | ApiError::MalformedBatch(e)
+            | ApiError::InvalidRecords(e) => e.0.clone(),
             _ => Vec::new(),
         };
         Problem {

@@ -1,12 +1,11 @@
 use super::error::{build_error, classify};
 use super::records::*;
+use super::tx::{TransactFailure, transact};
 use super::{Attrs, from_attrs, n, s, to_attrs};
 use crate::domain::{Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 
 const ITEMS_INDEX: &str = "gsi1";
@@ -58,58 +57,11 @@ impl DynamoItemStore {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(TransactFailure::from_sdk)
+        transact(&self.client, items).await
     }
 }
 
-/// Which action of a transaction failed its condition (by position).
-enum TransactFailure {
-    Condition(Vec<bool>),
-    /// Another transaction touched the same items concurrently: retryable.
-    Conflict,
-    Store(StoreError),
-}
-
-impl TransactFailure {
-    fn from_sdk<R>(err: SdkError<TransactWriteItemsError, R>) -> Self
-    where
-        R: std::fmt::Debug + Send + Sync + 'static,
-    {
-        if let SdkError::ServiceError(se) = &err
-            && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
-        {
-            let codes: Vec<&str> = tc
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None"))
-                .collect();
-            if codes.contains(&"ConditionalCheckFailed") {
-                return Self::Condition(
-                    codes
-                        .iter()
-                        .map(|c| *c == "ConditionalCheckFailed")
-                        .collect(),
-                );
-            }
-            if codes.contains(&"TransactionConflict") {
-                return Self::Conflict;
-            }
-        }
-        Self::Store(classify(err))
-    }
-
-    fn failed(flags: &[bool], index: usize) -> bool {
-        flags.get(index).copied().unwrap_or(false)
-    }
-}
-
-fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
+pub(crate) fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
     attrs.map(|m| {
         m.iter()
             .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), s.clone())))
@@ -117,7 +69,7 @@ fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
     })
 }
 
-fn start_key(key: Option<PageKey>) -> Option<Attrs> {
+pub(crate) fn start_key(key: Option<PageKey>) -> Option<Attrs> {
     key.map(|k| k.into_iter().map(|(k, v)| (k, s(v))).collect())
 }
 
@@ -330,21 +282,33 @@ impl ItemStore for DynamoItemStore {
         tenant: &TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(idempotency_pk(tenant, key), IDEM_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let now = crate::clock::now().unix_timestamp();
-        Ok(out
-            .item
-            .map(from_attrs::<IdempotencyStored>)
-            .transpose()?
-            .map(IdempotencyRecord::from)
-            .filter(|r| r.expires_at >= now))
+        read_idempotency(&self.client, &self.table, tenant, key).await
     }
+}
+
+/// A stored idempotent response, unless absent or expired (TTL deletes lazily).
+pub(crate) async fn read_idempotency(
+    client: &Client,
+    table: &str,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(DynamoItemStore::key(
+            idempotency_pk(tenant, key),
+            IDEM_SK,
+        )))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(classify)?;
+    let now = crate::clock::now().unix_timestamp();
+    Ok(out
+        .item
+        .map(from_attrs::<IdempotencyStored>)
+        .transpose()?
+        .map(IdempotencyRecord::from)
+        .filter(|r| r.expires_at >= now))
 }

@@ -8,11 +8,15 @@
 //!
 //! API keys live in their own table keyed by `key_hash`.
 
+mod batches;
+mod chunks;
 mod error;
 mod items;
 mod keys;
 mod records;
+mod tx;
 
+pub use batches::DynamoBatchStore;
 pub use items::DynamoItemStore;
 pub use keys::DynamoApiKeyStore;
 

@@ -94,6 +94,10 @@ pub(crate) struct MovementRecord {
     pub request_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
     pub created_at: String,
 }
 
@@ -111,6 +115,8 @@ impl MovementRecord {
             reference: m.reference.clone(),
             request_id: m.request_id.clone(),
             key_id: m.key_id.clone(),
+            batch_id: m.batch_id.clone(),
+            record_id: m.record_id.clone(),
             created_at: m.created_at.clone(),
         }
     }
@@ -127,6 +133,8 @@ impl From<MovementRecord> for Movement {
             reference: r.reference,
             request_id: r.request_id,
             key_id: r.key_id,
+            batch_id: r.batch_id,
+            record_id: r.record_id,
             created_at: r.created_at,
         }
     }
@@ -169,6 +177,158 @@ impl From<IdempotencyStored> for IdempotencyRecord {
             body: r.body,
             created_at: r.created_at,
             expires_at: r.expires_at,
+        }
+    }
+}
+
+pub(crate) const BATCH_SK: &str = "BATCH";
+/// Per-record outcome marker: exactly one per record, written with the
+/// record's effect in one transaction (the exactly-once guard).
+pub(crate) const OUTCOME_PREFIX: &str = "R#";
+/// Failure report entries (what `GET /v1/batches/{id}/failures` lists).
+pub(crate) const FAILURE_PREFIX: &str = "F#";
+/// Chunk-counted marker: the chunk's outcomes are in the header's counters.
+pub(crate) const CHUNK_PREFIX: &str = "C#";
+
+pub(crate) fn batch_pk(tenant: &TenantId, batch_id: &str) -> String {
+    format!("T#{tenant}#B#{batch_id}")
+}
+
+pub(crate) fn tenant_batches_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#BATCHES")
+}
+
+pub(crate) fn outcome_sk(index: u32) -> String {
+    format!("{OUTCOME_PREFIX}{index:07}")
+}
+
+pub(crate) fn failure_sk(index: u32) -> String {
+    format!("{FAILURE_PREFIX}{index:07}")
+}
+
+pub(crate) fn chunk_sk(chunk: u32) -> String {
+    format!("{CHUNK_PREFIX}{chunk:06}")
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BatchStored {
+    pub pk: String,
+    pub sk: String,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+    pub tenant_id: String,
+    pub batch_id: String,
+    pub mode: crate::domain::batch::BatchMode,
+    pub status: crate::domain::batch::BatchStatus,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    pub request_id: String,
+    /// Atomic batches: the movements to write once the transaction committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomic_plan: Option<String>,
+    /// Atomic batches that could not be applied: their failure report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomic_failures: Option<String>,
+    #[serde(default)]
+    pub ledger_written: bool,
+}
+
+impl BatchStored {
+    pub fn new(tenant: &TenantId, b: &crate::domain::batch::Batch) -> Self {
+        Self {
+            pk: batch_pk(tenant, &b.batch_id),
+            sk: BATCH_SK.into(),
+            gsi1pk: tenant_batches_pk(tenant),
+            gsi1sk: format!("{}#{}", b.created_at, b.batch_id),
+            tenant_id: tenant.to_string(),
+            batch_id: b.batch_id.clone(),
+            mode: b.mode,
+            status: b.status,
+            total: b.total,
+            succeeded: b.succeeded,
+            failed: b.failed,
+            chunks_total: b.chunks_total,
+            chunks_done: b.chunks_done,
+            created_at: b.created_at.clone(),
+            updated_at: b.updated_at.clone(),
+            completed_at: b.completed_at.clone(),
+            request_id: b.request_id.clone(),
+            atomic_plan: None,
+            atomic_failures: None,
+            ledger_written: false,
+        }
+    }
+}
+
+impl From<BatchStored> for crate::domain::batch::Batch {
+    fn from(r: BatchStored) -> Self {
+        Self {
+            batch_id: r.batch_id,
+            mode: r.mode,
+            status: r.status,
+            total: r.total,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            completed_at: r.completed_at,
+            request_id: r.request_id,
+            chunks_total: r.chunks_total,
+            chunks_done: r.chunks_done,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct OutcomeStored {
+    pub pk: String,
+    pub sk: String,
+    /// `applied` or `failed`.
+    pub outcome: String,
+    pub record_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct FailureStored {
+    pub pk: String,
+    pub sk: String,
+    pub record_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub index: u32,
+}
+
+impl FailureStored {
+    pub fn new(tenant: &TenantId, batch_id: &str, f: &crate::domain::batch::RecordFailure) -> Self {
+        Self {
+            pk: batch_pk(tenant, batch_id),
+            sk: failure_sk(f.index),
+            record_id: f.record_id.clone(),
+            sku: f.sku.clone(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            index: f.index,
+        }
+    }
+}
+
+impl From<FailureStored> for crate::domain::batch::RecordFailure {
+    fn from(r: FailureStored) -> Self {
+        Self {
+            index: r.index,
+            record_id: r.record_id,
+            sku: r.sku,
+            code: r.code,
+            message: r.message,
         }
     }
 }

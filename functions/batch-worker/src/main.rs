@@ -1,0 +1,29 @@
+//! Batch worker Lambda: SQS chunk messages -> exactly-once application, with
+//! partial batch failures (`ReportBatchItemFailures`).
+
+mod handler;
+
+use lambda_runtime::{Error, run, service_fn};
+use std::sync::Arc;
+use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::adapters::sqs::SqsChunkQueue;
+use stockroom::batches::BatchWorker;
+use stockroom::{config, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let cfg = config::BatchWorkerConfig::from_env()?;
+    let sdk = config::aws_sdk_config().await;
+    let app = handler::App {
+        worker: BatchWorker::new(Arc::new(DynamoBatchStore::from_sdk_config(
+            &sdk,
+            cfg.stock_table,
+        ))),
+        queue: SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url),
+        dlq_arn: cfg.batch_dlq_arn,
+        function: config::function_name("batch-worker"),
+    };
+    let app = &app;
+    run(service_fn(move |event| handler::handle(event, app))).await
+}

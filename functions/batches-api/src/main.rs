@@ -1,0 +1,24 @@
+//! Batches API Lambda: API Gateway REST proxy events -> the batches router.
+
+use lambda_http::{Error, run};
+use std::sync::Arc;
+use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::adapters::sqs::SqsChunkQueue;
+use stockroom::batches::BatchesService;
+use stockroom::cursor::CursorCodec;
+use stockroom::http::{BatchesState, batches_router};
+use stockroom::{config, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let cfg = config::BatchesApiConfig::from_env()?;
+    let sdk = config::aws_sdk_config().await;
+    let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
+    let queue = SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url);
+    let state = BatchesState {
+        batches: BatchesService::new(Arc::new(store), Arc::new(queue)),
+        cursors: CursorCodec::new(cfg.cursor_signing_key),
+    };
+    run(batches_router(state, config::function_name("batches-api"))).await
+}

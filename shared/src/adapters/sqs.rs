@@ -1,0 +1,194 @@
+//! SQS adapter: sends batch chunks with `SendMessageBatch`.
+
+use crate::ports::{ChunkEnvelope, ChunkQueue, StoreError};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use std::time::Duration;
+
+/// SendMessageBatch limits: 10 entries and 256 KiB of payload per call.
+const MAX_ENTRIES: usize = 10;
+const MAX_CALL_BYTES: usize = 256 * 1024;
+const MAX_ROUNDS: u32 = 6;
+
+#[derive(Clone, Debug)]
+pub struct SqsChunkQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsChunkQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), queue_url)
+    }
+}
+
+fn string_attr(v: &str) -> Result<MessageAttributeValue, StoreError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+fn number_attr(v: impl ToString) -> Result<MessageAttributeValue, StoreError> {
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(v.to_string())
+        .build()
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// Payload size SQS counts for a message: body plus attribute names, types and values.
+fn message_bytes(c: &ChunkEnvelope) -> usize {
+    c.body.len() + c.tenant_id.len() + c.batch_id.len() + c.request_id.len() + 160
+}
+
+/// Groups envelopes into SendMessageBatch calls within both limits.
+pub(crate) fn plan_calls(chunks: &[ChunkEnvelope]) -> Vec<Vec<usize>> {
+    let mut calls = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        let len = message_bytes(c);
+        if !current.is_empty() && (current.len() == MAX_ENTRIES || bytes + len > MAX_CALL_BYTES) {
+            calls.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push(i);
+    }
+    if !current.is_empty() {
+        calls.push(current);
+    }
+    calls
+}
+
+#[async_trait]
+impl ChunkQueue for SqsChunkQueue {
+    async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError> {
+        for call in plan_calls(chunks) {
+            let mut pending = call;
+            let mut round = 0;
+            while !pending.is_empty() {
+                let mut entries = Vec::with_capacity(pending.len());
+                for &i in &pending {
+                    let c = &chunks[i];
+                    entries.push(
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(&c.body)
+                            .message_attributes("tenant_id", string_attr(&c.tenant_id)?)
+                            .message_attributes("batch_id", string_attr(&c.batch_id)?)
+                            .message_attributes("request_id", string_attr(&c.request_id)?)
+                            .message_attributes("chunk", number_attr(c.chunk)?)
+                            .message_attributes("record_count", number_attr(c.record_count)?)
+                            .build()
+                            .map_err(|e| StoreError::Backend(Box::new(e)))?,
+                    );
+                }
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+                let failed = out.failed();
+                if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
+                    return Err(StoreError::Backend(
+                        format!(
+                            "SQS refused a chunk: {} {}",
+                            f.code(),
+                            f.message().unwrap_or_default()
+                        )
+                        .into(),
+                    ));
+                }
+                pending = failed.iter().filter_map(|f| f.id().parse().ok()).collect();
+                if !pending.is_empty() {
+                    round += 1;
+                    if round > MAX_ROUNDS {
+                        return Err(StoreError::Unavailable(
+                            "SQS kept failing to accept chunks".into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20 << round)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delays the next delivery of a failed message: exponential backoff by
+/// receive count (1, 2, 4, ... s, capped), instead of waiting out the whole
+/// visibility timeout, so a poison message reaches the DLQ in seconds.
+pub fn retry_delay_seconds(receive_count: u32) -> i32 {
+    1i32 << receive_count.saturating_sub(1).min(7)
+}
+
+impl SqsChunkQueue {
+    pub async fn delay_retry(
+        &self,
+        receipt_handle: &str,
+        receive_count: u32,
+    ) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(retry_delay_seconds(receive_count))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        let d: Vec<i32> = (1..=10).map(super::retry_delay_seconds).collect();
+        assert_eq!(&d[..5], &[1, 2, 4, 8, 16]);
+        assert_eq!(d[9], 128);
+    }
+
+    use super::*;
+
+    fn env(bytes: usize) -> ChunkEnvelope {
+        ChunkEnvelope {
+            body: "x".repeat(bytes),
+            tenant_id: "t".into(),
+            batch_id: "b".into(),
+            request_id: "r".into(),
+            chunk: 0,
+            record_count: 1,
+        }
+    }
+
+    #[test]
+    fn calls_hold_at_most_ten_messages_and_256_kib() {
+        let small: Vec<_> = (0..25).map(|_| env(100)).collect();
+        let calls = plan_calls(&small);
+        assert_eq!(
+            calls.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
+        let big: Vec<_> = (0..9).map(|_| env(60_000)).collect();
+        let calls = plan_calls(&big);
+        assert_eq!(
+            calls.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 1]
+        );
+    }
+}

@@ -1,0 +1,717 @@
+//! Batches: request parsing and record validation, chunking, and the pure
+//! decision of what one record does to one item.
+
+use super::item::{ItemFields, MAX_DESCRIPTION, MAX_NAME};
+use super::validation::{FieldErrors, ObjectReader};
+use super::{Adjustment, Item, MAX_QUANTITY, Sku, StockCheck, apply_delta};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+/// Most records one inline batch may carry.
+pub const MAX_BATCH_RECORDS: usize = 50_000;
+/// Most records an atomic batch may carry: they are applied in one DynamoDB
+/// transaction (at most 100 actions: one per record plus the batch header).
+pub const MAX_ATOMIC_RECORDS: usize = 99;
+pub const MAX_RECORD_ID: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMode {
+    /// Only the bad records fail.
+    Isolated,
+    /// One bad record rejects the whole batch; nothing is applied.
+    Atomic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    Accepted,
+    Processing,
+    Completed,
+    CompletedWithErrors,
+    Failed,
+}
+
+impl BatchStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::CompletedWithErrors | Self::Failed
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::CompletedWithErrors => "completed_with_errors",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Accepted,
+            Self::Processing,
+            Self::Completed,
+            Self::CompletedWithErrors,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+    /// Terminal status of an isolated batch from its final counts.
+    pub fn from_counts(succeeded: u64, failed: u64) -> Self {
+        match (succeeded, failed) {
+            (_, 0) => Self::Completed,
+            (0, _) => Self::Failed,
+            _ => Self::CompletedWithErrors,
+        }
+    }
+}
+
+/// A batch as reported by the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Batch {
+    #[schema(example = "b_01jd8x3b6q5w3z2y1x0v9t8s7r")]
+    pub batch_id: String,
+    pub mode: BatchMode,
+    pub status: BatchStatus,
+    pub total: u64,
+    /// Records applied so far (exact once the status is terminal).
+    pub succeeded: u64,
+    /// Records failed so far, including those that failed validation at submission.
+    pub failed: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Request id of the POST that created the batch.
+    pub request_id: String,
+    /// Chunks the valid records were split into, and how many are done.
+    #[serde(skip)]
+    pub chunks_total: u64,
+    #[serde(skip)]
+    pub chunks_done: u64,
+}
+
+/// One SQS message: a chunk of a batch's valid records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMessage {
+    pub v: u8,
+    pub tenant_id: String,
+    pub batch_id: String,
+    pub mode: BatchMode,
+    pub chunk: u32,
+    pub request_id: String,
+    pub records: Vec<BatchRecord>,
+}
+
+/// What a record does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RecordOp {
+    /// Create or replace the item, with an absolute quantity (a stock count).
+    Upsert {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        quantity: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        low_stock_threshold: Option<i64>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<String, String>,
+    },
+    Adjust {
+        delta: i64,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    Delete,
+}
+
+/// A valid record, as carried in a chunk message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// Position in the submitted batch (0-based).
+    #[serde(rename = "i")]
+    pub index: u32,
+    pub id: String,
+    pub sku: String,
+    #[serde(flatten)]
+    pub op: RecordOp,
+}
+
+/// A record that failed, with an actionable business code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordFailure {
+    #[serde(skip)]
+    pub index: u32,
+    pub record_id: String,
+    pub sku: Option<String>,
+    /// `invalid_record`, `item_not_found`, `insufficient_stock`, `quantity_overflow`,
+    /// `atomic_batch_aborted`, `chunk_dead_lettered`.
+    pub code: String,
+    pub message: String,
+}
+
+impl RecordFailure {
+    pub fn new(
+        index: u32,
+        record_id: &str,
+        sku: Option<&str>,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            index,
+            record_id: record_id.to_owned(),
+            sku: sku.map(str::to_owned),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a whole batch request is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchRejection {
+    /// The body's shape is wrong (400): not an object, records not an array,
+    /// records that are not objects, unknown or missing `op`.
+    Malformed(FieldErrors),
+    /// 422: bad mode, no records, bad or duplicate record ids.
+    Invalid(FieldErrors),
+    /// 422 in atomic mode: every invalid record with its reason.
+    InvalidRecords(Vec<RecordFailure>),
+    /// 413/422: more records than the mode allows.
+    TooManyRecords { limit: usize },
+}
+
+/// A parsed batch request: the valid records and, in isolated mode, the
+/// records that already failed validation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    pub mode: BatchMode,
+    pub total: usize,
+    pub valid: Vec<BatchRecord>,
+    pub invalid: Vec<RecordFailure>,
+}
+
+const OPS: &[&str] = &["upsert", "adjust", "delete"];
+
+pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
+    let Some(obj) = body.as_object() else {
+        let mut e = FieldErrors::default();
+        e.push("$", "the request body must be a JSON object");
+        return Err(BatchRejection::Malformed(e));
+    };
+    let mut errors = FieldErrors::default();
+    for k in obj.keys() {
+        if !["mode", "records"].contains(&k.as_str()) {
+            errors.push(k.clone(), "unknown field");
+        }
+    }
+    let mode = match obj.get("mode").and_then(Value::as_str) {
+        Some("isolated") => Some(BatchMode::Isolated),
+        Some("atomic") => Some(BatchMode::Atomic),
+        _ => {
+            errors.push("mode", "must be \"isolated\" or \"atomic\"");
+            None
+        }
+    };
+    let Some(records) = obj.get("records").and_then(Value::as_array) else {
+        let mut e = FieldErrors::default();
+        e.push("records", "must be an array of records");
+        return Err(BatchRejection::Malformed(e));
+    };
+    if records.is_empty() {
+        errors.push("records", "must contain at least one record");
+    }
+    let limit = match mode {
+        Some(BatchMode::Atomic) => MAX_ATOMIC_RECORDS,
+        _ => MAX_BATCH_RECORDS,
+    };
+    if records.len() > limit {
+        return Err(BatchRejection::TooManyRecords { limit });
+    }
+    // Shape problems first: a record without a usable id or op cannot even be reported.
+    let mut malformed = FieldErrors::default();
+    let mut seen = HashSet::new();
+    let mut duplicates = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
+        let Some(r) = rec.as_object() else {
+            malformed.push(format!("records[{i}]"), "must be an object");
+            continue;
+        };
+        match r.get("op").and_then(Value::as_str) {
+            Some(op) if OPS.contains(&op) => {}
+            Some(op) => malformed.push(
+                format!("records[{i}].op"),
+                format!("unknown op {op:?}; expected upsert, adjust or delete"),
+            ),
+            None => malformed.push(
+                format!("records[{i}].op"),
+                "is required (upsert, adjust or delete)",
+            ),
+        }
+        match r.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() && id.chars().count() <= MAX_RECORD_ID => {
+                if !seen.insert(id) {
+                    duplicates.push(id.to_owned());
+                }
+            }
+            _ => errors.push(
+                format!("records[{i}].id"),
+                format!("must be a string of 1 to {MAX_RECORD_ID} characters"),
+            ),
+        }
+    }
+    if !malformed.is_empty() {
+        return Err(BatchRejection::Malformed(malformed));
+    }
+    if !duplicates.is_empty() {
+        duplicates.sort();
+        duplicates.dedup();
+        for d in duplicates {
+            errors.push("records", format!("duplicate record id {d:?}"));
+        }
+    }
+    let (Some(mode), true) = (mode, errors.is_empty()) else {
+        return Err(BatchRejection::Invalid(errors));
+    };
+    let mut valid = Vec::with_capacity(records.len());
+    let mut invalid = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
+        match parse_record(i as u32, rec) {
+            Ok(r) => valid.push(r),
+            Err(f) => invalid.push(f),
+        }
+    }
+    if mode == BatchMode::Atomic && !invalid.is_empty() {
+        return Err(BatchRejection::InvalidRecords(invalid));
+    }
+    Ok(BatchRequest {
+        mode,
+        total: records.len(),
+        valid,
+        invalid,
+    })
+}
+
+/// Validates one record whose `id` and `op` are known to be well formed.
+fn parse_record(index: u32, rec: &Value) -> Result<BatchRecord, RecordFailure> {
+    let id = rec["id"].as_str().unwrap_or_default().to_owned();
+    let op = rec["op"].as_str().unwrap_or_default();
+    let raw_sku = rec.get("sku").and_then(Value::as_str);
+    let fail = |errors: FieldErrors| {
+        let message = errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        RecordFailure::new(index, &id, raw_sku, "invalid_record", message)
+    };
+    let mut r = ObjectReader::new(rec).map_err(fail)?;
+    let sku = r
+        .string("sku", true, Sku::MAX_LEN + 1)
+        .and_then(|s| Sku::parse(&s).map_err(|m| r.errors.push("sku", m)).ok());
+    let op = match op {
+        "upsert" => {
+            r.deny_unknown(&[
+                "id",
+                "op",
+                "sku",
+                "name",
+                "description",
+                "quantity",
+                "low_stock_threshold",
+                "attributes",
+            ]);
+            let name = r.string("name", true, MAX_NAME);
+            let description = r.string("description", false, MAX_DESCRIPTION);
+            let quantity = r.int("quantity", true, 0, MAX_QUANTITY);
+            let low_stock_threshold = r.int("low_stock_threshold", false, 0, MAX_QUANTITY);
+            let attributes = r.string_map("attributes");
+            match (name, quantity) {
+                (Some(name), Some(quantity)) => Some(RecordOp::Upsert {
+                    name,
+                    description,
+                    quantity,
+                    low_stock_threshold,
+                    attributes,
+                }),
+                _ => None,
+            }
+        }
+        "adjust" => {
+            r.deny_unknown(&["id", "op", "sku", "delta", "reason", "reference"]);
+            let delta = r.int("delta", true, -MAX_QUANTITY, MAX_QUANTITY);
+            if delta == Some(0) {
+                r.errors.push("delta", "must not be zero");
+            }
+            let reason = r.string("reason", true, super::movement::MAX_REASON);
+            let reference = r.string("reference", false, super::movement::MAX_REFERENCE);
+            match (delta, reason) {
+                (Some(delta), Some(reason)) => Some(RecordOp::Adjust {
+                    delta,
+                    reason,
+                    reference,
+                }),
+                _ => None,
+            }
+        }
+        _ => {
+            r.deny_unknown(&["id", "op", "sku"]);
+            Some(RecordOp::Delete)
+        }
+    };
+    match (sku, op) {
+        (Some(sku), Some(op)) if r.errors.is_empty() => Ok(BatchRecord {
+            index,
+            id,
+            sku: sku.as_str().to_owned(),
+            op,
+        }),
+        _ => Err(fail(r.errors)),
+    }
+}
+
+/// The effect of one record on one item, decided from the item's current state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordEffect {
+    /// Write this item (new or replaced); `delta` is the quantity change (a movement when non-zero).
+    Put {
+        item: Item,
+        delta: i64,
+        created: bool,
+    },
+    /// Delete the item; `delta` is minus its quantity.
+    Delete {
+        delta: i64,
+    },
+    Fail {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl BatchRecord {
+    /// What this record does to `current` (None: the item does not exist).
+    pub fn effect(&self, current: Option<&Item>, now: &str) -> RecordEffect {
+        match (&self.op, current) {
+            (
+                RecordOp::Upsert {
+                    name,
+                    description,
+                    quantity,
+                    low_stock_threshold,
+                    attributes,
+                },
+                current,
+            ) => {
+                let fields = ItemFields {
+                    name: name.clone(),
+                    description: description.clone(),
+                    low_stock_threshold: *low_stock_threshold,
+                    attributes: attributes.clone(),
+                };
+                match current {
+                    Some(cur) => RecordEffect::Put {
+                        item: Item {
+                            name: fields.name,
+                            description: fields.description,
+                            low_stock_threshold: fields.low_stock_threshold,
+                            attributes: fields.attributes,
+                            quantity: *quantity,
+                            version: cur.version + 1,
+                            updated_at: now.to_owned(),
+                            ..cur.clone()
+                        },
+                        delta: quantity - cur.quantity,
+                        created: false,
+                    },
+                    None => {
+                        let sku = Sku::parse(&self.sku)
+                            .unwrap_or_else(|_| unreachable!("validated at parse"));
+                        RecordEffect::Put {
+                            item: Item::new(
+                                super::NewItem {
+                                    sku,
+                                    fields,
+                                    quantity: *quantity,
+                                },
+                                now,
+                            ),
+                            delta: *quantity,
+                            created: true,
+                        }
+                    }
+                }
+            }
+            (RecordOp::Adjust { .. }, None) | (RecordOp::Delete, None) => RecordEffect::Fail {
+                code: "item_not_found",
+                message: format!("no item with sku {}", self.sku),
+            },
+            (RecordOp::Adjust { delta, .. }, Some(cur)) => {
+                match apply_delta(cur.quantity, *delta) {
+                    StockCheck::Ok(q) => RecordEffect::Put {
+                        item: Item {
+                            quantity: q,
+                            version: cur.version + 1,
+                            updated_at: now.to_owned(),
+                            ..cur.clone()
+                        },
+                        delta: *delta,
+                        created: false,
+                    },
+                    StockCheck::Insufficient { available } => RecordEffect::Fail {
+                        code: "insufficient_stock",
+                        message: format!(
+                            "adjusting by {delta} would take the quantity below zero: {available} available"
+                        ),
+                    },
+                    StockCheck::Overflow => RecordEffect::Fail {
+                        code: "quantity_overflow",
+                        message: format!("the quantity would exceed {MAX_QUANTITY}"),
+                    },
+                }
+            }
+            (RecordOp::Delete, Some(cur)) => RecordEffect::Delete {
+                delta: -cur.quantity,
+            },
+        }
+    }
+
+    /// Reason and reference of the movement this record produces.
+    pub fn movement_reason(&self) -> (&str, Option<String>) {
+        match &self.op {
+            RecordOp::Upsert { .. } => ("stock_count", None),
+            RecordOp::Adjust {
+                reason, reference, ..
+            } => (reason, reference.clone()),
+            RecordOp::Delete => ("item_deleted", None),
+        }
+    }
+
+    pub fn as_adjustment(&self) -> Option<Adjustment> {
+        match &self.op {
+            RecordOp::Adjust {
+                delta,
+                reason,
+                reference,
+            } => Some(Adjustment {
+                delta: *delta,
+                reason: reason.clone(),
+                reference: reference.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Splits records into chunks whose JSON stays under `max_bytes` (and at
+/// most `max_records` each). See the README for how the size is chosen.
+pub fn chunk_records(
+    records: Vec<BatchRecord>,
+    max_bytes: usize,
+    max_records: usize,
+) -> Vec<Vec<BatchRecord>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for rec in records {
+        let len = serde_json::to_vec(&rec).map(|v| v.len() + 1).unwrap_or(512);
+        if !current.is_empty() && (size + len > max_bytes || current.len() >= max_records) {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(rec);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn batch(records: Value) -> Value {
+        json!({"mode": "isolated", "records": records})
+    }
+
+    #[test]
+    fn parses_every_op() {
+        let req = parse_batch(&batch(json!([
+            {"id": "1", "op": "upsert", "sku": "A", "name": "Mug", "quantity": 5},
+            {"id": "2", "op": "adjust", "sku": "A", "delta": -2, "reason": "sale"},
+            {"id": "3", "op": "delete", "sku": "B"},
+        ])))
+        .unwrap();
+        assert_eq!(req.total, 3);
+        assert_eq!(req.valid.len(), 3);
+        assert!(req.invalid.is_empty());
+        assert_eq!(req.valid[1].index, 1);
+    }
+
+    #[test]
+    fn isolated_mode_reports_invalid_records_without_rejecting() {
+        let req = parse_batch(&batch(json!([
+            {"id": "ok", "op": "delete", "sku": "A"},
+            {"id": "bad-sku", "op": "delete", "sku": "a b"},
+            {"id": "zero", "op": "adjust", "sku": "A", "delta": 0, "reason": "x"},
+            {"id": "missing", "op": "upsert", "sku": "A", "name": "x"},
+        ])))
+        .unwrap();
+        assert_eq!(req.valid.len(), 1);
+        let codes: Vec<_> = req
+            .invalid
+            .iter()
+            .map(|f| (f.record_id.as_str(), f.code.as_str()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("bad-sku", "invalid_record"),
+                ("zero", "invalid_record"),
+                ("missing", "invalid_record")
+            ]
+        );
+        assert!(req.invalid[2].message.contains("quantity"));
+    }
+
+    #[test]
+    fn atomic_mode_rejects_any_invalid_record() {
+        let err = parse_batch(&json!({"mode": "atomic", "records": [
+            {"id": "1", "op": "delete", "sku": "A"},
+            {"id": "2", "op": "adjust", "sku": "A", "delta": 0, "reason": "x"},
+        ]}))
+        .unwrap_err();
+        let BatchRejection::InvalidRecords(f) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].record_id, "2");
+    }
+
+    #[test]
+    fn shape_errors_reject_the_batch() {
+        assert!(matches!(
+            parse_batch(&json!([1])),
+            Err(BatchRejection::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_batch(&json!({"mode": "isolated"})),
+            Err(BatchRejection::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_batch(&batch(json!([{"id": "1", "op": "explode", "sku": "A"}]))),
+            Err(BatchRejection::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_batch(&batch(json!([]))),
+            Err(BatchRejection::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_batch(
+                &json!({"mode": "sometimes", "records": [{"id": "1", "op": "delete", "sku": "A"}]})
+            ),
+            Err(BatchRejection::Invalid(_))
+        ));
+        let dup = parse_batch(&batch(json!([
+            {"id": "1", "op": "delete", "sku": "A"}, {"id": "1", "op": "delete", "sku": "B"}
+        ])));
+        let Err(BatchRejection::Invalid(e)) = dup else {
+            panic!()
+        };
+        assert!(e.0[0].message.contains("duplicate"));
+    }
+
+    #[test]
+    fn atomic_batches_are_bounded() {
+        let records: Vec<Value> = (0..=MAX_ATOMIC_RECORDS)
+            .map(|i| json!({"id": i.to_string(), "op": "delete", "sku": "A"}))
+            .collect();
+        let err = parse_batch(&json!({"mode": "atomic", "records": records})).unwrap_err();
+        assert_eq!(
+            err,
+            BatchRejection::TooManyRecords {
+                limit: MAX_ATOMIC_RECORDS
+            }
+        );
+    }
+
+    #[test]
+    fn effects_follow_the_stock_rules() {
+        let item = Item::new(
+            super::super::NewItem::from_json(&json!({"sku": "A", "name": "x", "quantity": 3}))
+                .unwrap(),
+            "t0",
+        );
+        let rec = |op: Value| parse_batch(&batch(json!([op]))).unwrap().valid.remove(0);
+        let adjust =
+            rec(json!({"id": "1", "op": "adjust", "sku": "A", "delta": -4, "reason": "sale"}));
+        assert!(matches!(
+            adjust.effect(Some(&item), "t1"),
+            RecordEffect::Fail {
+                code: "insufficient_stock",
+                ..
+            }
+        ));
+        assert!(matches!(
+            adjust.effect(None, "t1"),
+            RecordEffect::Fail {
+                code: "item_not_found",
+                ..
+            }
+        ));
+        let count =
+            rec(json!({"id": "2", "op": "upsert", "sku": "A", "name": "y", "quantity": 10}));
+        let RecordEffect::Put {
+            item: next,
+            delta,
+            created,
+        } = count.effect(Some(&item), "t1")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (next.quantity, delta, created, next.version),
+            (10, 7, false, 2)
+        );
+        let RecordEffect::Put { delta, created, .. } = count.effect(None, "t1") else {
+            panic!()
+        };
+        assert_eq!((delta, created), (10, true));
+        let del = rec(json!({"id": "3", "op": "delete", "sku": "A"}));
+        assert_eq!(
+            del.effect(Some(&item), "t1"),
+            RecordEffect::Delete { delta: -3 }
+        );
+    }
+
+    #[test]
+    fn chunks_respect_bytes_and_counts() {
+        let records: Vec<BatchRecord> = (0..1000)
+            .map(|i| BatchRecord {
+                index: i,
+                id: format!("r{i}"),
+                sku: format!("SKU-{i}"),
+                op: RecordOp::Delete,
+            })
+            .collect();
+        let chunks = chunk_records(records.clone(), 4096, 10_000);
+        assert!(chunks.len() > 1);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
+        for c in &chunks {
+            assert!(serde_json::to_vec(c).unwrap().len() <= 4096 + 2);
+        }
+        assert_eq!(chunk_records(records, 1 << 20, 100).len(), 10);
+    }
+}

@@ -1,0 +1,269 @@
+//! Handlers of the batch routes.
+
+use super::extract::{Auth, BatchIdPath, JsonBody, QueryParams, header_str};
+use super::problem::{Problem, current_request_id};
+use crate::auth::{BATCHES_READ, BATCHES_WRITE};
+use crate::batches::{BatchAccepted, BatchesService, MAX_BATCH_BODY_BYTES, SubmitOutcome};
+use crate::cursor::CursorCodec;
+use crate::domain::batch::{Batch, BatchStatus, RecordFailure};
+use crate::error::ApiError;
+use crate::service::IdempotencyRequest;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+const DEFAULT_PAGE: u32 = 20;
+
+#[derive(Clone)]
+pub struct BatchesState {
+    pub batches: BatchesService,
+    pub cursors: CursorCodec,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchPage {
+    pub batches: Vec<Batch>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FailurePage {
+    pub failures: Vec<RecordFailure>,
+    pub next_cursor: Option<String>,
+}
+
+/// One record of `POST /v1/batches` (fields by `op`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchRecordRequest {
+    /// The client's record id, unique in the batch (1 to 128 characters).
+    #[schema(example = "row-17")]
+    id: String,
+    /// `upsert` (create or replace, absolute quantity), `adjust` (delta) or `delete`.
+    #[schema(example = "adjust")]
+    op: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    sku: String,
+    /// upsert: required.
+    name: Option<String>,
+    description: Option<String>,
+    /// upsert: the absolute quantity counted (required).
+    quantity: Option<i64>,
+    low_stock_threshold: Option<i64>,
+    attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// adjust: signed, non-zero.
+    delta: Option<i64>,
+    /// adjust: required.
+    reason: Option<String>,
+    reference: Option<String>,
+}
+
+/// Body of `POST /v1/batches`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchRequestBody {
+    /// `isolated`: only bad records fail. `atomic`: one bad record rejects the batch (at most 99 records).
+    #[schema(example = "isolated")]
+    mode: String,
+    /// 1 to 50,000 records (body at most 5 MiB).
+    records: Vec<BatchRecordRequest>,
+}
+
+/// Submit a batch of stock updates; applied asynchronously.
+#[utoipa::path(post, path = "/v1/batches", tag = "batches",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key and body returns the first batch for 24 h")),
+    request_body(content = BatchRequestBody, content_type = "application/json"),
+    security(("api_key" = ["batches:write"])),
+    responses(
+        (status = 202, description = "Accepted; poll the Location", body = BatchAccepted, headers(("Location" = String))),
+        (status = 400, description = "`malformed_json` or `malformed_batch` (unknown op, records not objects)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope batches:write", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large` (over 5 MiB) or `too_many_records`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (mode, empty or duplicate ids), `invalid_records` (atomic), `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store or queue unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_batch(
+    State(app): State<BatchesState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: JsonBody<MAX_BATCH_BODY_BYTES>,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(BATCHES_WRITE)?;
+    let idempotency = match header_str(&headers, "idempotency-key")? {
+        None => None,
+        Some(key) if (1..=255).contains(&key.len()) => Some(IdempotencyRequest {
+            key: key.to_owned(),
+            request_hash: hex::encode(
+                Sha256::new()
+                    .chain_update(b"batches\0")
+                    .chain_update(&body.raw)
+                    .finalize(),
+            ),
+        }),
+        Some(_) => {
+            return Err(ApiError::invalid_parameter(
+                "Idempotency-Key",
+                "must be 1 to 255 characters",
+            ));
+        }
+    };
+    let outcome = app
+        .batches
+        .submit(
+            &caller.tenant_id,
+            &body.value,
+            &current_request_id(),
+            idempotency.as_ref(),
+        )
+        .await?;
+    let (status, body, replayed) = match outcome {
+        SubmitOutcome::Accepted(a) => (
+            StatusCode::ACCEPTED,
+            serde_json::to_string(&a).unwrap_or_default(),
+            false,
+        ),
+        SubmitOutcome::Replayed { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
+            body,
+            true,
+        ),
+    };
+    let batch_id = serde_json::from_str::<BatchAccepted>(&body)
+        .map(|a| a.batch_id)
+        .unwrap_or_default();
+    let mut resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/batches/{batch_id}")) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// A batch's status and counts.
+#[utoipa::path(get, path = "/v1/batches/{batch_id}", tag = "batches",
+    params(("batch_id" = String, Path, description = "Id returned by POST /v1/batches")),
+    security(("api_key" = ["batches:read"])),
+    responses(
+        (status = 200, description = "The batch", body = Batch),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope batches:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`batch_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_batch(
+    State(app): State<BatchesState>,
+    auth: Auth,
+    BatchIdPath(id): BatchIdPath,
+) -> Result<Json<Batch>, ApiError> {
+    let caller = auth.require(BATCHES_READ)?;
+    Ok(Json(app.batches.get(&caller.tenant_id, &id).await?))
+}
+
+/// Every failed record of a batch, in record order.
+#[utoipa::path(get, path = "/v1/batches/{batch_id}/failures", tag = "batches",
+    params(
+        ("batch_id" = String, Path, description = "Id returned by POST /v1/batches"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    security(("api_key" = ["batches:read"])),
+    responses(
+        (status = 200, description = "A page of failures", body = FailurePage),
+        (status = 400, description = "`invalid_parameter` or `invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope batches:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`batch_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_failures(
+    State(app): State<BatchesState>,
+    auth: Auth,
+    BatchIdPath(id): BatchIdPath,
+    query: QueryParams,
+) -> Result<Json<FailurePage>, ApiError> {
+    let caller = auth.require(BATCHES_READ)?;
+    query.only(&["limit", "cursor"])?;
+    let limit = query.limit(DEFAULT_PAGE)?;
+    let listing = format!("failures:{id}");
+    let start = query
+        .get("cursor")
+        .map(|c| app.cursors.decode(&listing, &caller.tenant_id, c))
+        .transpose()?;
+    let page = app
+        .batches
+        .failures(&caller.tenant_id, &id, limit, start)
+        .await?;
+    Ok(Json(FailurePage {
+        failures: page.items,
+        next_cursor: page
+            .next
+            .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
+    }))
+}
+
+/// The tenant's batches, newest first.
+#[utoipa::path(get, path = "/v1/batches", tag = "batches",
+    params(
+        ("status" = Option<BatchStatus>, Query, description = "Only batches with this status"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    security(("api_key" = ["batches:read"])),
+    responses(
+        (status = 200, description = "A page of batches", body = BatchPage),
+        (status = 400, description = "`invalid_parameter` or `invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope batches:read", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_batches(
+    State(app): State<BatchesState>,
+    auth: Auth,
+    query: QueryParams,
+) -> Result<Json<BatchPage>, ApiError> {
+    let caller = auth.require(BATCHES_READ)?;
+    query.only(&["status", "limit", "cursor"])?;
+    let limit = query.limit(DEFAULT_PAGE)?;
+    let status = query
+        .get("status")
+        .map(|s| {
+            BatchStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "status",
+                    "must be accepted, processing, completed, completed_with_errors or failed",
+                )
+            })
+        })
+        .transpose()?;
+    let listing = format!("batches:{}", status.map(BatchStatus::as_str).unwrap_or("*"));
+    let start = query
+        .get("cursor")
+        .map(|c| app.cursors.decode(&listing, &caller.tenant_id, c))
+        .transpose()?;
+    let page = app
+        .batches
+        .list(&caller.tenant_id, status, limit, start)
+        .await?;
+    Ok(Json(BatchPage {
+        batches: page.items,
+        next_cursor: page
+            .next
+            .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
+    }))
+}
