@@ -38,6 +38,64 @@ class SerialiseDynamoDB:
             return list(self.app(environ, start_response))
 
 
+def _cheap_transaction_rollback() -> None:
+    """Make TransactWriteItems cost what the transaction touches.
+
+    moto backs up every table a transaction names with a deepcopy of the whole
+    table, so each transaction gets slower as the table grows (seconds per
+    call at tens of thousands of items). Back up only the items the actions
+    address instead, and restore those on failure: the same all-or-nothing
+    outcome (DynamoDB calls are serialised above, so nothing interleaves).
+    """
+    import copy
+
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.table import Table
+
+    class _KeepTables:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy, name)
+
+        @staticmethod
+        def deepcopy(obj: Any, memo: Any = None) -> Any:
+            return obj if isinstance(obj, Table) else copy.deepcopy(obj, memo)
+
+    models.copy = _KeepTables()  # type: ignore[attr-defined]
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        backups = []
+        for entry in transact_items:
+            try:
+                op_type, op = next(iter(entry.items()))
+                table = self.get_table(op["TableName"])
+                if op_type == "Put":
+                    key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                    if table.range_key_attr is not None:
+                        key[table.range_key_attr] = op["Item"][table.range_key_attr]
+                else:
+                    key = op["Key"]
+                current = self.get_item(op["TableName"], key)
+            except Exception:  # invalid action: moto itself will reject it
+                continue
+            attrs = copy.deepcopy(current.to_json()["Attributes"]) if current else None
+            backups.append((op["TableName"], key, attrs))
+        try:
+            return original(self, transact_items)
+        except Exception:
+            for table_name, key, attrs in reversed(backups):
+                if attrs is None:
+                    try:
+                        self.delete_item(table_name, key)
+                    except Exception:
+                        pass
+                else:
+                    self.put_item(table_name, attrs)
+            raise
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
@@ -48,6 +106,7 @@ def main() -> None:
     # keep-alive connections.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    _cheap_transaction_rollback()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialiseDynamoDB(app), threaded=True)
 

@@ -353,6 +353,54 @@ def _gateway_response(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
+    """An AWS::Lambda::EventSourceMapping, as stockroom-local runs it (SQS only)."""
+    fn = p.get("FunctionName")
+    if isinstance(fn, dict) and "Ref" in fn:
+        function = fn["Ref"]
+    elif isinstance(fn, dict) and "Fn::GetAtt" in fn:
+        arg = fn["Fn::GetAtt"]
+        function = (arg if isinstance(arg, list) else arg.split(".", 1))[0]
+    else:
+        function = resolver.resolve(fn)  # name or ARN; stockroom-local resolves both
+    source_arn = resolver.resolve(p.get("EventSourceArn"))
+    queue_url = None
+    if isinstance(source_arn, str) and source_arn.startswith("arn:aws:sqs:"):
+        queue_lid = next(
+            (q for q, r in resources.items()
+             if r["Type"] == "AWS::SQS::Queue" and resolver.arn(q) == source_arn),
+            None,
+        )
+        if queue_lid is not None:
+            queue_url = resolver.ref(queue_lid)
+        else:  # a queue outside the template: the emulator's URL scheme
+            queue_url = f"{resolver.endpoint}/{source_arn.split(':')[4]}/{source_arn.split(':')[5]}"
+    filters = []
+    for f in (resolver.resolve(p.get("FilterCriteria")) or {}).get("Filters") or []:
+        pattern = f.get("Pattern")
+        if isinstance(pattern, str):
+            try:
+                pattern = json.loads(pattern)
+            except json.JSONDecodeError as exc:
+                raise StackError(f"{lid}: FilterCriteria pattern is not JSON: {exc}") from exc
+        filters.append(pattern)
+    enabled = resolver.resolve(p.get("Enabled", True))
+    scaling = resolver.resolve(p.get("ScalingConfig")) or {}
+    window = resolver.resolve(p.get("MaximumBatchingWindowInSeconds"))
+    return {
+        "logical_id": lid,
+        "function": function,
+        "source_arn": source_arn,
+        "queue_url": queue_url,
+        "batch_size": resolver.resolve(p.get("BatchSize")),
+        "maximum_batching_window_seconds": int(window) if window is not None else None,
+        "maximum_concurrency": int(scaling["MaximumConcurrency"]) if "MaximumConcurrency" in scaling else None,
+        "function_response_types": resolver.resolve(p.get("FunctionResponseTypes", [])),
+        "enabled": enabled not in (False, "false", "False"),
+        "filter_criteria": filters,
+    }
+
+
 def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
     resources = cfn.get("Resources", {})
     functions: dict[str, Any] = {}
@@ -481,14 +529,7 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
     event_sources = []
     for lid, res in resources.items():
         if res["Type"] == "AWS::Lambda::EventSourceMapping":
-            p = res.get("Properties") or {}
-            event_sources.append({
-                "logical_id": lid,
-                "function": p["FunctionName"].get("Ref") if isinstance(p.get("FunctionName"), dict) else p.get("FunctionName"),
-                "source_arn": resolver.resolve(p.get("EventSourceArn")),
-                "batch_size": p.get("BatchSize"),
-                "function_response_types": p.get("FunctionResponseTypes", []),
-            })
+            event_sources.append(_event_source(lid, res.get("Properties") or {}, resources, resolver))
 
     tables = {
         lid: resolver.physical_name(lid)

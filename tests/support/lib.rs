@@ -190,3 +190,77 @@ pub fn stack_routes() -> Result<Vec<Value>> {
         .cloned()
         .context("stack.json has no api.routes")
 }
+
+/// An environment variable of a function as the local stack runs it
+/// (resolved from template.yaml into `.local/stack.json`).
+pub fn function_env(function: &str, name: &str) -> Result<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.json");
+    let stack: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    stack["functions"][function]["env"][name]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{function} has no env {name}"))
+}
+
+/// Polls `GET /v1/batches/{id}` until the batch reaches a terminal status.
+pub async fn wait_for_batch(
+    tenant: &Tenant,
+    batch_id: &str,
+    timeout: std::time::Duration,
+) -> Result<Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last_succeeded = 0;
+    let mut last_failed = 0;
+    loop {
+        let batch: Value = tenant
+            .get(&format!("/v1/batches/{batch_id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let (s, f) = (
+            batch["succeeded"].as_u64().unwrap_or(0),
+            batch["failed"].as_u64().unwrap_or(0),
+        );
+        anyhow::ensure!(
+            s >= last_succeeded && f >= last_failed,
+            "counts went backwards: {batch}"
+        );
+        (last_succeeded, last_failed) = (s, f);
+        if ["completed", "completed_with_errors", "failed"]
+            .contains(&batch["status"].as_str().unwrap_or_default())
+        {
+            return Ok(batch);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "batch {batch_id} not finished in {timeout:?}: {batch}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Every failure of a batch (all pages), as (record_id, code).
+pub async fn all_failures(tenant: &Tenant, batch_id: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/batches/{batch_id}/failures?limit=100&cursor={c}"),
+            None => format!("/v1/batches/{batch_id}/failures?limit=100"),
+        };
+        let resp = tenant.get(&path).send().await?;
+        anyhow::ensure!(resp.status() == 200, "failures: {}", resp.status());
+        let page: Value = resp.json().await?;
+        for f in page["failures"].as_array().context("failures")? {
+            out.push((
+                f["record_id"].as_str().unwrap_or_default().to_owned(),
+                f["code"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(out),
+        }
+    }
+}

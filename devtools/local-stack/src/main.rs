@@ -4,10 +4,13 @@
 //! * the REST API (API Gateway emulation, Lambda proxy + authorizers) on
 //!   127.0.0.1:3000,
 //! * the Lambda Invoke API (`cargo lambda invoke`) on 127.0.0.1:9000 (and [::1]:9000),
+//! * the SQS event source mappings (a poller per mapping, see `esm`),
 //!
 //! running every function as its pre-built binary under a Lambda Runtime API
 //! emulator.
 
+mod esm;
+mod filter;
 mod gateway;
 mod gwresponse;
 mod invoke_api;
@@ -127,6 +130,15 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let mut stack = spec::Stack::load(&args.stack)?;
     if let Some(ep) = &args.endpoint {
+        // Queue URLs were rendered against stack.json's endpoint.
+        let old = stack.endpoint.trim_end_matches('/').to_string();
+        for es in &mut stack.event_sources {
+            if let Some(url) = es.queue_url.as_mut()
+                && let Some(rest) = url.strip_prefix(&old)
+            {
+                *url = format!("{}{rest}", ep.trim_end_matches('/'));
+            }
+        }
         stack.endpoint = ep.clone();
     }
     for f in stack.functions.values_mut() {
@@ -155,6 +167,14 @@ async fn main() -> anyhow::Result<()> {
     let children = lambda.children();
 
     let gw = Arc::new(gateway::Gateway::new(lambda.clone())?);
+    let event_sources = Arc::new(esm::EventSources::new(&stack));
+    let debug_routes = axum::Router::new().route(
+        "/_local/event-sources",
+        axum::routing::get({
+            let es = event_sources.clone();
+            move || async move { axum::Json(es.status()) }
+        }),
+    );
     let api_listener = TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding the API on {}", args.api_addr))?;
@@ -175,15 +195,16 @@ async fn main() -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let api_app = gw
-        .router()
+    let api_app = debug_routes
+        .clone()
+        .merge(gw.router())
         .into_make_service_with_connect_info::<SocketAddr>();
     let api = tokio::spawn(
         axum::serve(api_listener, api_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let invoke_app = invoke_api::router(lambda.clone());
+    let invoke_app = invoke_api::router(lambda.clone()).merge(debug_routes);
     let inv = tokio::spawn(
         axum::serve(invoke_listener, invoke_app.clone())
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -196,6 +217,12 @@ async fn main() -> anyhow::Result<()> {
                 .into_future(),
         )
     });
+
+    let pollers = event_sources.start(
+        lambda.clone(),
+        esm::Sqs::new(&stack.endpoint, &stack.region),
+        stop_rx.clone(),
+    );
 
     let api_spec = stack.api.as_ref().expect("checked by Gateway::new");
     tracing::info!(
@@ -214,9 +241,21 @@ async fn main() -> anyhow::Result<()> {
     );
 
     shutdown_signal().await;
-    tracing::info!("shutting down: stopping function processes");
-    children.kill_all();
+    tracing::info!("shutting down: stopping pollers and function processes");
+    // Pollers first: no new batch is received once the functions are going.
     let _ = stop_tx.send(true);
+    // A poller finishes its receive in flight (a short long poll) and hands
+    // the messages back before it stops.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(esm::LONG_POLL_SECONDS + 4),
+        async {
+            for p in pollers {
+                let _ = p.await;
+            }
+        },
+    )
+    .await;
+    children.kill_all();
     // Long-polling runtime clients and keep-alive connections must not hold
     // the exit up.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {

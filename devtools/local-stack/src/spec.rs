@@ -16,6 +16,38 @@ pub struct Stack {
     pub endpoint: String,
     pub functions: BTreeMap<String, FunctionSpec>,
     pub api: Option<ApiSpec>,
+    #[serde(default)]
+    pub event_sources: Vec<EventSourceSpec>,
+}
+
+/// An `AWS::Lambda::EventSourceMapping` (SAM `Type: SQS` events).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSourceSpec {
+    pub logical_id: String,
+    /// Logical id (or name/ARN) of the function.
+    pub function: String,
+    pub source_arn: String,
+    /// Queue URL on the emulator (SQS sources).
+    #[serde(default)]
+    pub queue_url: Option<String>,
+    #[serde(default)]
+    pub batch_size: Option<u64>,
+    #[serde(default)]
+    pub maximum_batching_window_seconds: Option<u64>,
+    /// ScalingConfig.MaximumConcurrency.
+    #[serde(default)]
+    pub maximum_concurrency: Option<u64>,
+    #[serde(default)]
+    pub function_response_types: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// FilterCriteria.Filters[].Pattern, parsed.
+    #[serde(default)]
+    pub filter_criteria: Vec<serde_json::Value>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,10 +1,17 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stockroom::adapters::sqs::SqsChunkQueue;
 use stockroom::batches::{BatchWorker, ChunkAttributes};
 use stockroom::error::error_chain;
 use stockroom::ports::ChunkDisposition;
+use tokio::task::JoinSet;
 use tracing::Instrument;
+
+/// Time kept back before the invocation deadline to report unfinished
+/// messages as failures (their partial work is safe: records are applied
+/// exactly once, so a retry finishes them).
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 pub struct App {
     pub worker: BatchWorker,
@@ -28,66 +35,85 @@ fn attributes(msg: &SqsMessage) -> ChunkAttributes {
     }
 }
 
-/// Applies each message; failed ones are reported individually so SQS
-/// redelivers only those (after a backoff delay), and the rest are deleted.
-pub async fn handle(event: LambdaEvent<SqsEvent>, app: &App) -> Result<SqsBatchResponse, Error> {
-    let mut failures = Vec::new();
-    for msg in &event.payload.records {
-        let message_id = msg.message_id.clone().unwrap_or_default();
-        let attrs = attributes(msg);
-        let disposition = if msg.event_source_arn.as_deref() == Some(app.dlq_arn.as_str()) {
-            ChunkDisposition::DeadLettered
-        } else {
-            ChunkDisposition::Apply
-        };
-        let receive_count: u32 = msg
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let span = tracing::info_span!(
-            "chunk",
-            request_id = %attr(msg, "request_id").unwrap_or_default(),
-            tenant = %attrs.tenant_id.clone().unwrap_or_default(),
-            function = %app.function,
-            batch_id = %attrs.batch_id.clone().unwrap_or_default(),
-            chunk = attrs.chunk.unwrap_or_default(),
-            message_id = %message_id,
-            receive_count,
-            dead_lettered = disposition == ChunkDisposition::DeadLettered,
-        );
+fn time_left(deadline_ms: u64) -> Duration {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(DEADLINE_MARGIN)
+}
+
+/// Processes one message; `Err(message_id)` when it must be retried.
+async fn process(app: &'static App, msg: SqsMessage, budget: Duration) -> Result<(), String> {
+    let message_id = msg.message_id.clone().unwrap_or_default();
+    let attrs = attributes(&msg);
+    let disposition = if msg.event_source_arn.as_deref() == Some(app.dlq_arn.as_str()) {
+        ChunkDisposition::DeadLettered
+    } else {
+        ChunkDisposition::Apply
+    };
+    let receive_count: u32 = msg
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let span = tracing::info_span!(
+        "chunk",
+        request_id = %attr(&msg, "request_id").unwrap_or_default(),
+        tenant = %attrs.tenant_id.clone().unwrap_or_default(),
+        function = %app.function,
+        batch_id = %attrs.batch_id.clone().unwrap_or_default(),
+        chunk = attrs.chunk.unwrap_or_default(),
+        message_id = %message_id,
+        receive_count,
+        dead_lettered = disposition == ChunkDisposition::DeadLettered,
+    );
+    async move {
         let body = msg.body.as_deref().unwrap_or_default();
-        let result = app
-            .worker
-            .handle(body, &attrs, disposition)
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
-        match result {
-            Ok(Some((batch_id, status))) => {
-                tracing::info!(batch_id = %batch_id, status = status.as_str(), "chunk applied; batch finished")
+        let outcome = tokio::time::timeout(budget, app.worker.handle(body, &attrs, disposition)).await;
+        let error = match outcome {
+            Ok(Ok(Some((batch_id, status)))) => {
+                tracing::info!(batch_id = %batch_id, status = status.as_str(), "chunk applied; batch finished");
+                return Ok(());
             }
-            Ok(None) => tracing::info!("chunk applied"),
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "chunk failed; it will be retried");
-                failures.push(message_id.clone());
-                if disposition == ChunkDisposition::Apply
-                    && let Some(handle) = msg.receipt_handle.as_deref()
-                    && let Err(e) = app.queue.delay_retry(handle, receive_count).await
-                {
-                    tracing::warn!(error = %error_chain(&e), "could not delay the retry");
-                }
+            Ok(Ok(None)) => {
+                tracing::info!("chunk applied");
+                return Ok(());
             }
+            Ok(Err(e)) => error_chain(&e),
+            Err(_) => "the invocation ran out of time".to_owned(),
+        };
+        tracing::error!(error = %error, "chunk failed; it will be retried");
+        if disposition == ChunkDisposition::Apply
+            && let Some(handle) = msg.receipt_handle.as_deref()
+            && let Err(e) = app.queue.delay_retry(handle, receive_count).await
+        {
+            tracing::warn!(error = %error_chain(&e), "could not delay the retry");
         }
+        Err(message_id)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Applies the messages concurrently; failed ones are reported individually
+/// so SQS redelivers only those (after a backoff delay) and deletes the rest.
+pub async fn handle(
+    event: LambdaEvent<SqsEvent>,
+    app: &'static App,
+) -> Result<SqsBatchResponse, Error> {
+    let budget = time_left(event.context.deadline);
+    let mut tasks = JoinSet::new();
+    for msg in event.payload.records {
+        tasks.spawn(process(app, msg, budget));
     }
     let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures
-        .into_iter()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(message_id)) | Err(message_id) = joined.map_err(|e| e.to_string()) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
     Ok(response)
 }

@@ -24,6 +24,7 @@ async fn main() -> Result<(), Error> {
         dlq_arn: cfg.batch_dlq_arn,
         function: config::function_name("batch-worker"),
     };
-    let app = &app;
+    // Lives as long as the process; spawned per-message tasks borrow it.
+    let app: &'static handler::App = Box::leak(Box::new(app));
     run(service_fn(move |event| handler::handle(event, app))).await
 }

@@ -1,0 +1,253 @@
+//! Delivery semantics of the batch pipeline, driven at the queue and store
+//! level against the local stack: redelivered chunks, concurrent deliveries,
+//! poison messages.
+
+use aws_sdk_sqs::types::MessageAttributeValue;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::domain::TenantId;
+use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, ChunkMessage, parse_batch};
+use stockroom::ports::{BatchStore, ChunkDisposition};
+use stockroom_tests::{Tenant, all_failures, function_env, unique_sku, wait_for_batch};
+
+async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&stockroom::config::aws_sdk_config().await)
+}
+
+async fn store() -> anyhow::Result<Arc<DynamoBatchStore>> {
+    let table = std::env::var("STOCK_TABLE")?;
+    Ok(Arc::new(DynamoBatchStore::from_sdk_config(
+        &stockroom::config::aws_sdk_config().await,
+        table,
+    )))
+}
+
+fn attr(v: &str, number: bool) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(if number { "Number" } else { "String" })
+        .string_value(v)
+        .build()
+        .expect("attribute")
+}
+
+async fn send(body: &str, tenant: &str, batch_id: &str, records: usize) -> anyhow::Result<()> {
+    sqs()
+        .await
+        .send_message()
+        .queue_url(function_env("BatchesApiFunction", "BATCH_QUEUE_URL")?)
+        .message_body(body)
+        .message_attributes("tenant_id", attr(tenant, false))
+        .message_attributes("batch_id", attr(batch_id, false))
+        .message_attributes("request_id", attr("test-redelivery", false))
+        .message_attributes("chunk", attr("0", true))
+        .message_attributes("record_count", attr(&records.to_string(), true))
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// A header like the API writes, for a batch whose chunks the test delivers itself.
+fn header(batch_id: &str, total: u64) -> Batch {
+    let now = stockroom::clock::now_rfc3339();
+    Batch {
+        batch_id: batch_id.to_owned(),
+        mode: BatchMode::Isolated,
+        status: BatchStatus::Accepted,
+        total,
+        succeeded: 0,
+        failed: 0,
+        created_at: now.clone(),
+        updated_at: now,
+        completed_at: None,
+        request_id: "test".into(),
+        chunks_total: 1,
+        chunks_done: 0,
+    }
+}
+
+fn new_batch_id() -> String {
+    format!("b_{}", ulid_like())
+}
+
+fn ulid_like() -> String {
+    let s = uuid::Uuid::new_v4().simple().to_string();
+    s[..26].to_owned()
+}
+
+async fn quantity(t: &Tenant, sku: &str) -> anyhow::Result<i64> {
+    Ok(t.get(&format!("/v1/items/{sku}"))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["quantity"]
+        .as_i64()
+        .unwrap_or(-1))
+}
+
+#[tokio::test]
+async fn a_chunk_delivered_again_after_completion_changes_nothing() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("redeliver");
+    t.create_item(&sku, 10).await?;
+    let body = json!({"mode": "isolated", "records": [
+        {"id": "r1", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"},
+        {"id": "r2", "op": "adjust", "sku": sku, "delta": 5, "reason": "receipt"},
+    ]});
+    let resp = t.post_json("/v1/batches", &body).send().await?;
+    let batch_id = resp.json::<Value>().await?["batch_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for_batch(&t, &batch_id, Duration::from_secs(60)).await?;
+    assert_eq!(quantity(&t, &sku).await?, 14);
+
+    // The very chunk the API sent, delivered twice more.
+    let message = ChunkMessage {
+        v: 1,
+        tenant_id: t.tenant_id.clone(),
+        batch_id: batch_id.clone(),
+        mode: BatchMode::Isolated,
+        chunk: 0,
+        request_id: "replayed".into(),
+        records: parse_batch(&body)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .valid,
+    };
+    let text = serde_json::to_string(&message)?;
+    send(&text, &t.tenant_id, &batch_id, 2).await?;
+    send(&text, &t.tenant_id, &batch_id, 2).await?;
+    // Wait until the worker has consumed both.
+    let queue = function_env("BatchesApiFunction", "BATCH_QUEUE_URL")?;
+    for _ in 0..120 {
+        let attrs = sqs()
+            .await
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await?;
+        let a = attrs.attributes().cloned().unwrap_or_default();
+        let n = |k: aws_sdk_sqs::types::QueueAttributeName| {
+            a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        if n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(quantity(&t, &sku).await?, 14);
+    let batch: Value = t
+        .get(&format!("/v1/batches/{batch_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{batch}"
+    );
+    let ledger: Value = t
+        .get(&format!("/v1/items/{sku}/movements"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(ledger["movements"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let skus: Vec<String> = (0..5).map(|i| unique_sku(&format!("conc{i}"))).collect();
+    for s in &skus {
+        t.create_item(s, 100).await?;
+    }
+    let mut records = Vec::new();
+    for i in 0..60 {
+        records.push(json!({"id": format!("r{i}"), "op": "adjust", "sku": skus[i % 5], "delta": -1, "reason": "sale"}));
+    }
+    let body = json!({"mode": "isolated", "records": records});
+    let batch_id = new_batch_id();
+    let store = store().await?;
+    store
+        .create_batch(&tenant, &header(&batch_id, 60), None)
+        .await?;
+    let message = ChunkMessage {
+        v: 1,
+        tenant_id: t.tenant_id.clone(),
+        batch_id: batch_id.clone(),
+        mode: BatchMode::Isolated,
+        chunk: 0,
+        request_id: "concurrent".into(),
+        records: parse_batch(&body)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .valid,
+    };
+    let (a, b, c) = tokio::join!(
+        store.process_chunk(&message, ChunkDisposition::Apply),
+        store.process_chunk(&message, ChunkDisposition::Apply),
+        store.process_chunk(&message, ChunkDisposition::Apply),
+    );
+    a?;
+    b?;
+    c?;
+    store
+        .process_chunk(&message, ChunkDisposition::Apply)
+        .await?;
+    assert_eq!(
+        store.finalize(&tenant, &batch_id).await?,
+        Some(BatchStatus::Completed)
+    );
+    assert_eq!(
+        store.finalize(&tenant, &batch_id).await?,
+        None,
+        "the terminal transition happens once"
+    );
+    let batch = store.get_batch(&tenant, &batch_id).await?.expect("batch");
+    assert_eq!(
+        (batch.succeeded, batch.failed, batch.chunks_done),
+        (60, 0, 1)
+    );
+    for s in &skus {
+        assert_eq!(quantity(&t, s).await?, 88, "{s}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_batch_still_ends() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let batch_id = new_batch_id();
+    store()
+        .await?
+        .create_batch(&tenant, &header(&batch_id, 3), None)
+        .await?;
+    send(
+        "{\"v\":1,\"this is\":\"not a chunk",
+        &t.tenant_id,
+        &batch_id,
+        3,
+    )
+    .await?;
+    let batch = wait_for_batch(&t, &batch_id, Duration::from_secs(150)).await?;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    assert_eq!(
+        (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(
+        all_failures(&t, &batch_id).await?,
+        vec![("chunk:0".to_owned(), "chunk_dead_lettered".to_owned())]
+    );
+    Ok(())
+}
