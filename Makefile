@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# Binaries the local stack runs (debug builds: fast to build, same code).
-LOCAL_BINS := -p items-api -p authorizer -p batches-api -p batch-worker -p stockroom-local -p stockroom-admin
+# One package selection for every build, so Cargo resolves the same features
+# each time and `make run` / `make test` reuse each other's artifacts.
+CARGO_SELECTION := --workspace
 
 .PHONY: help deps build run stop status tenant test test-unit lint fmt validate sam-build deploy clean-local
 
@@ -16,7 +17,7 @@ deps: ## Install the pinned dev tools (moto server, cfn-lint, sam translator, ca
 	@devtools/local.sh deps
 
 build: ## Build the function binaries and the local stack (debug)
-	cargo build $(LOCAL_BINS)
+	cargo build $(CARGO_SELECTION) --bins
 
 run: deps build ## Start the whole API locally on http://127.0.0.1:3000 (Ctrl-C stops it)
 	@devtools/local.sh start --foreground
@@ -29,16 +30,16 @@ status: ## Show what the local stack is running
 
 tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@test -n "$(NAME)" || { echo "usage: make tenant NAME=<name>"; exit 2; }
-	@test -f .local/env || { echo "the local stack is not running: make run"; exit 1; }
+	@test -f .local/env && curl -sf -o /dev/null http://127.0.0.1:$${STOCKROOM_API_PORT:-3000}/_local/health || { echo "the local stack is not running: start it with make run"; exit 1; }
 	@source .local/env && target/debug/stockroom-admin create-tenant --name "$(NAME)"
 
 test: deps ## Unit + integration tests (starts and stops the local stack)
-	cargo build --workspace --all-targets
+	cargo build $(CARGO_SELECTION) --all-targets
 	@set -euo pipefail; \
 	  devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
-	  cargo test --workspace --no-fail-fast
+	  cargo test $(CARGO_SELECTION) --no-fail-fast
 
 test-unit: ## Unit tests only (no local stack)
 	cargo test --workspace --lib --bins

@@ -266,9 +266,13 @@ cmd_start() {
         TAIL_PID=$!
         trap 'echo; kill "$TAIL_PID" 2>/dev/null || true; cmd_stop; exit 0' INT TERM
         while kill -0 "$gw" 2>/dev/null; do sleep 1; done
+        local status=0
+        wait "$gw" 2>/dev/null || status=$?
         kill "$TAIL_PID" 2>/dev/null || true
-        log "stockroom-local exited"
+        log "stockroom-local exited (status $status)"
         cmd_stop
+        # Ctrl-C reaches the gateway too: a clean shutdown is not an error.
+        ((status == 0 || status == 130)) && exit 0
         exit 1
     fi
 }

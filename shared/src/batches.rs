@@ -3,7 +3,7 @@
 
 use crate::clock;
 use crate::domain::batch::{
-    Batch, BatchMode, BatchRejection, BatchStatus, ChunkMessage, RecordFailure, chunk_records,
+    Batch, BatchRejection, BatchStatus, ChunkMessage, RecordFailure, chunk_records,
     parse_batch,
 };
 use crate::domain::{FieldError, FieldErrors, TenantId};
@@ -308,12 +308,5 @@ impl BatchWorker {
             .await?;
         let done = self.store.finalize(&tenant, batch_id).await?;
         Ok(done.map(|s| (batch_id.clone(), s)))
-    }
-}
-
-pub fn mode_name(mode: BatchMode) -> &'static str {
-    match mode {
-        BatchMode::Isolated => "isolated",
-        BatchMode::Atomic => "atomic",
     }
 }

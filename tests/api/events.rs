@@ -65,3 +65,34 @@ async fn authorizer_sample_with_an_unknown_key_is_unauthorized() -> anyhow::Resu
     assert_eq!(out["errorMessage"], "Unauthorized");
     Ok(())
 }
+
+#[tokio::test]
+async fn batches_api_sample_events_answer() -> anyhow::Result<()> {
+    for (file, statuses) in [
+        ("batches-api/create-batch.json", &[202][..]),
+        ("batches-api/list-batches.json", &[200][..]),
+        // The sample id names no batch of the demo tenant.
+        ("batches-api/get-batch.json", &[404][..]),
+    ] {
+        let (error, out) = invoke("batches-api", file).await?;
+        assert_eq!(error, None, "{file}: {out}");
+        let status = out["statusCode"].as_u64().unwrap_or_default() as u16;
+        assert!(statuses.contains(&status), "{file}: {status} {out}");
+    }
+    Ok(())
+}
+
+/// The worker samples name a batch that does not exist, so the worker
+/// reports the message as a partial batch failure (it is retried, never lost)
+/// rather than failing the invocation.
+#[tokio::test]
+async fn batch_worker_sample_events_report_partial_failures() -> anyhow::Result<()> {
+    for file in ["batch-worker/chunk.json", "batch-worker/poison-message.json"] {
+        let (error, out) = invoke("batch-worker", file).await?;
+        assert_eq!(error, None, "{file}: {out}");
+        let failures = out["batchItemFailures"].as_array().cloned().unwrap_or_default();
+        assert_eq!(failures.len(), 1, "{file}: {out}");
+        assert_eq!(failures[0]["itemIdentifier"], "059f36b4-87a3-44ab-83d2-661975830a7d");
+    }
+    Ok(())
+}

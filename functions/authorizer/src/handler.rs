@@ -3,7 +3,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
-use lambda_runtime::{Error, LambdaEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use stockroom::auth::{Decision, authorize, stage_wide_resource};
 use stockroom::clock;
@@ -11,14 +11,37 @@ use stockroom::error::error_chain;
 use stockroom::ports::ApiKeyStore;
 use tracing::Instrument;
 
-/// The exact message API Gateway turns into a 401.
-const UNAUTHORIZED: &str = "Unauthorized";
+/// How an authorization ends without a policy. API Gateway answers 401 for
+/// the exact message "Unauthorized" and AUTHORIZER_FAILURE (503 here) otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizerError {
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("the API key store is unavailable")]
+    StoreUnavailable,
+    #[error("unexpected methodArn")]
+    UnexpectedMethodArn,
+}
+
+impl From<AuthorizerError> for Diagnostic {
+    fn from(e: AuthorizerError) -> Self {
+        let error_type = match e {
+            AuthorizerError::Unauthorized => "Unauthorized",
+            AuthorizerError::StoreUnavailable => "StoreUnavailable",
+            AuthorizerError::UnexpectedMethodArn => "UnexpectedMethodArn",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
 
 pub async fn handle(
     event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>,
     store: &dyn ApiKeyStore,
     function: &str,
-) -> Result<ApiGatewayCustomAuthorizerResponse, Error> {
+) -> Result<ApiGatewayCustomAuthorizerResponse, AuthorizerError> {
     let request = event.payload;
     let request_id = request
         .request_context
@@ -34,7 +57,7 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok());
         let decision = authorize(store, header, clock::now()).await.map_err(|e| {
             tracing::error!(error = %error_chain(&e), "key lookup failed");
-            Error::from("authorizer store failure")
+            AuthorizerError::StoreUnavailable
         })?;
         match decision {
             Decision::Allow(ctx) => {
@@ -42,18 +65,18 @@ pub async fn handle(
                 let method_arn = request.method_arn.unwrap_or_default();
                 let resource = stage_wide_resource(&method_arn).ok_or_else(|| {
                     tracing::error!(method_arn = %method_arn, "unexpected methodArn");
-                    Error::from("unexpected methodArn")
+                    AuthorizerError::UnexpectedMethodArn
                 })?;
                 tracing::info!(key_id = %ctx.key_id, "allowed");
                 let mut response = ApiGatewayCustomAuthorizerResponse::<Value>::default();
                 response.principal_id = Some(ctx.key_id.clone());
                 response.policy_document = allow(resource);
-                response.context = serde_json::to_value(ctx.to_context_fields())?;
+                response.context = serde_json::to_value(ctx.to_context_fields()).unwrap_or_default();
                 Ok(response)
             }
             Decision::Unauthorized(reason) => {
                 tracing::info!(reason, "denied");
-                Err(Error::from(UNAUTHORIZED))
+                Err(AuthorizerError::Unauthorized)
             }
         }
     }

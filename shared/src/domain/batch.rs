@@ -3,7 +3,7 @@
 
 use super::item::{ItemFields, MAX_DESCRIPTION, MAX_NAME};
 use super::validation::{FieldErrors, ObjectReader};
-use super::{Adjustment, Item, MAX_QUANTITY, Sku, StockCheck, apply_delta};
+use super::{Item, MAX_QUANTITY, Sku, StockCheck, apply_delta};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -493,21 +493,6 @@ impl BatchRecord {
                 reason, reference, ..
             } => (reason, reference.clone()),
             RecordOp::Delete => ("item_deleted", None),
-        }
-    }
-
-    pub fn as_adjustment(&self) -> Option<Adjustment> {
-        match &self.op {
-            RecordOp::Adjust {
-                delta,
-                reason,
-                reference,
-            } => Some(Adjustment {
-                delta: *delta,
-                reason: reason.clone(),
-                reference: reference.clone(),
-            }),
-            _ => None,
         }
     }
 }
