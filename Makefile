@@ -33,10 +33,13 @@ tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@test -f .local/env && curl -sf -o /dev/null http://127.0.0.1:$${STOCKROOM_API_PORT:-3000}/_local/health || { echo "the local stack is not running: start it with make run"; exit 1; }
 	@source .local/env && target/debug/stockroom-admin create-tenant --name "$(NAME)"
 
+# The tests revoke keys and wait out the authorizer cache: keep it short there.
+TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2
+
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets
 	@set -euo pipefail; \
-	  devtools/local.sh start; \
+	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  cargo test $(CARGO_SELECTION) --no-fail-fast
@@ -52,14 +55,25 @@ lint: ## rustfmt, clippy (warnings are errors), cfn-lint
 fmt: ## Format the code
 	cargo fmt --all
 
-validate: ## sam validate --lint (needs aws-sam-cli: pip install aws-sam-cli)
-	sam validate --lint --region us-east-1
+# SAM CLI lives in its own virtualenv: installed globally it upgrades the
+# pinned cfn-lint / sam-translator / boto3 that the local stack relies on.
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
 
-sam-build: ## sam build: every function's bootstrap for arm64 (needs cargo-lambda + zig)
-	sam build
+$(SAM):
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+
+validate: $(SAM) ## sam validate --lint (offline, no credentials)
+	$(SAM) validate --lint --region us-east-1
+
+sam-build: deps $(SAM) ## sam build: every function's bootstrap for arm64 (cargo-lambda + zig)
+	rustup target add aarch64-unknown-linux-gnu
+	python3 -m pip install --quiet ziglang==0.17.1
+	$(SAM) build
 
 deploy: sam-build ## Deploy to AWS (guided the first time)
-	sam deploy --guided
+	$(SAM) deploy --guided
 
 clean-local: ## Forget the local stack's state (.local/)
 	@devtools/local.sh stop || true

@@ -24,10 +24,34 @@ from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
+class FairLock:
+    """A FIFO lock: under load every waiter gets its turn in arrival order
+    (threading.Lock makes no such promise, so a short GetItem could starve
+    behind a stream of batch writes)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class SerialiseDynamoDB:
     def __init__(self, app: Callable[..., Iterable[bytes]]):
         self.app = app
-        self.lock = threading.Lock()
+        self.lock = FairLock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")

@@ -63,6 +63,12 @@ class _NoNetworkPolicyLoader:
         return {}
 
 
+def parameter_overrides() -> dict[str, str]:
+    """Like `sam deploy --parameter-overrides`: STOCKROOM_PARAMETER_OVERRIDES="A=1 B=2"."""
+    pairs = os.environ.get("STOCKROOM_PARAMETER_OVERRIDES", "").split()
+    return dict(pair.partition("=")[::2] for pair in pairs)
+
+
 def translate(template_path: Path) -> dict[str, Any]:
     from samtranslator.translator.transform import transform
     from samtranslator.yaml_helper import yaml_parse
@@ -76,7 +82,11 @@ def translate(template_path: Path) -> dict[str, Any]:
                     props[key] = "s3://bucket/key"
         if res.get("Type") == "AWS::Serverless::Api" and isinstance(props.get("DefinitionUri"), str):
             raise StackError("DefinitionUri (external OpenAPI file) is not supported locally")
-    return transform(sam, {}, _NoNetworkPolicyLoader(), passthrough_metadata=True)
+    overrides = parameter_overrides()
+    unknown = set(overrides) - set(sam.get("Parameters") or {})
+    if unknown:
+        raise StackError(f"STOCKROOM_PARAMETER_OVERRIDES: unknown parameter(s) {sorted(unknown)}")
+    return transform(sam, overrides, _NoNetworkPolicyLoader(), passthrough_metadata=True)
 
 
 # --------------------------------------------------------------------------- resolve
@@ -99,6 +109,7 @@ class Resolver:
         self.params = {
             name: p.get("Default") for name, p in (cfn.get("Parameters") or {}).items()
         }
+        self.params.update(parameter_overrides())
         self.pseudo = {
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT_ID,

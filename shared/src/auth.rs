@@ -33,10 +33,13 @@ pub struct ApiKeyRecord {
     pub name: String,
     pub scopes: Vec<String>,
     pub created_at: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// Refreshed by the authorizer (at most once per cache period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
 }
 
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -155,6 +158,10 @@ pub async fn authorize(
             record.key_id
         )));
     };
+    // Best effort: a failed bookkeeping write must not refuse a valid key.
+    if let Err(e) = store.touch_key(&hash, &crate::clock::format(now)).await {
+        tracing::warn!(key_id = %record.key_id, error = %crate::error::error_chain(&e), "could not record last use");
+    }
     Ok(Decision::Allow(AuthContext {
         tenant_id,
         key_id: record.key_id,
@@ -199,6 +206,27 @@ mod tests {
             self.0.lock().unwrap().push(record.clone());
             Ok(())
         }
+        async fn list_keys(
+            &self,
+            _: &TenantId,
+            _: u32,
+            _: Option<crate::ports::PageKey>,
+        ) -> Result<crate::ports::Page<ApiKeyRecord>, StoreError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn find_key_by_id(
+            &self,
+            _: &TenantId,
+            _: &str,
+        ) -> Result<Option<ApiKeyRecord>, StoreError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn revoke_key(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn touch_key(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     fn record(key: &str) -> ApiKeyRecord {
@@ -211,6 +239,7 @@ mod tests {
             created_at: crate::clock::now_rfc3339(),
             expires_at: None,
             revoked_at: None,
+            last_used_at: None,
         }
     }
 

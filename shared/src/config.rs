@@ -101,6 +101,24 @@ impl BatchWorkerConfig {
     }
 }
 
+#[derive(Clone)]
+pub struct KeysApiConfig {
+    pub api_keys_table: String,
+    pub cursor_signing_key: Vec<u8>,
+}
+
+impl KeysApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let api_keys_table = r.get("API_KEYS_TABLE");
+        let key = r.get("CURSOR_SIGNING_KEY");
+        r.finish(Self {
+            api_keys_table,
+            cursor_signing_key: key.into_bytes(),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AuthorizerConfig {
     pub api_keys_table: String,

@@ -27,6 +27,10 @@ pub enum ApiError {
     ItemNotFound,
     #[error("batch not found")]
     BatchNotFound,
+    #[error("API key not found")]
+    KeyNotFound,
+    #[error("scope {0} cannot be granted by this key")]
+    ScopeNotGrantable(String),
     #[error("malformed batch")]
     MalformedBatch(FieldErrors),
     #[error("batch has invalid records")]

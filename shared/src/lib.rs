@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod ports;
 pub mod service;
 pub mod telemetry;

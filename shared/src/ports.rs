@@ -111,11 +111,28 @@ pub trait ItemStore: Send + Sync {
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 }
 
-/// Hashed API keys (the authorizer's only dependency).
+/// Hashed API keys.
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
     async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// `AlreadyExists` if a key with this hash exists.
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// A tenant's keys, oldest first.
+    async fn list_keys(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<ApiKeyRecord>, StoreError>;
+    async fn find_key_by_id(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Sets `revoked_at` unless already set.
+    async fn revoke_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
+    /// Records `last_used_at`.
+    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
 }
 
 use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};

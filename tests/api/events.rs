@@ -87,12 +87,21 @@ async fn batches_api_sample_events_answer() -> anyhow::Result<()> {
 /// rather than failing the invocation.
 #[tokio::test]
 async fn batch_worker_sample_events_report_partial_failures() -> anyhow::Result<()> {
-    for file in ["batch-worker/chunk.json", "batch-worker/poison-message.json"] {
+    for file in [
+        "batch-worker/chunk.json",
+        "batch-worker/poison-message.json",
+    ] {
         let (error, out) = invoke("batch-worker", file).await?;
         assert_eq!(error, None, "{file}: {out}");
-        let failures = out["batchItemFailures"].as_array().cloned().unwrap_or_default();
+        let failures = out["batchItemFailures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(failures.len(), 1, "{file}: {out}");
-        assert_eq!(failures[0]["itemIdentifier"], "059f36b4-87a3-44ab-83d2-661975830a7d");
+        assert_eq!(
+            failures[0]["itemIdentifier"],
+            "059f36b4-87a3-44ab-83d2-661975830a7d"
+        );
     }
     Ok(())
 }

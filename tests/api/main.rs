@@ -2,9 +2,8 @@
 //! authorizer and function binaries, and the DynamoDB emulator.
 
 mod auth;
-mod batches;
-mod chunks;
 mod events;
 mod items;
+mod keys;
 mod meta;
 mod stock;

@@ -64,6 +64,7 @@ impl Tenant {
                 created_at: stockroom::clock::now_rfc3339(),
                 expires_at: None,
                 revoked_at: None,
+                last_used_at: None,
             })
             .await?;
         Ok(Self {

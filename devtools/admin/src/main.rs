@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         created_at: clock::now_rfc3339(),
         expires_at: None,
         revoked_at: None,
+        last_used_at: None,
     };
     let sdk = config::aws_sdk_config().await;
     let store = DynamoApiKeyStore::from_sdk_config(&sdk, table);

@@ -71,7 +71,8 @@ pub async fn handle(
                 let mut response = ApiGatewayCustomAuthorizerResponse::<Value>::default();
                 response.principal_id = Some(ctx.key_id.clone());
                 response.policy_document = allow(resource);
-                response.context = serde_json::to_value(ctx.to_context_fields()).unwrap_or_default();
+                response.context =
+                    serde_json::to_value(ctx.to_context_fields()).unwrap_or_default();
                 Ok(response)
             }
             Decision::Unauthorized(reason) => {

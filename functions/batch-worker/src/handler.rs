@@ -12,6 +12,9 @@ use tracing::Instrument;
 /// messages as failures (their partial work is safe: records are applied
 /// exactly once, so a retry finishes them).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+/// Chunks applied at once by one invocation: enough to overlap DynamoDB
+/// round trips without one 128 MB instance flooding the table.
+const PARALLEL_CHUNKS: usize = 3;
 
 pub struct App {
     pub worker: BatchWorker,
@@ -103,9 +106,15 @@ pub async fn handle(
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
     let budget = time_left(event.context.deadline);
+    let started = tokio::time::Instant::now();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_CHUNKS));
     let mut tasks = JoinSet::new();
     for msg in event.payload.records {
-        tasks.spawn(process(app, msg, budget));
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+            process(app, msg, budget.saturating_sub(started.elapsed())).await
+        });
     }
     let mut response = SqsBatchResponse::default();
     while let Some(joined) = tasks.join_next().await {

@@ -4,11 +4,13 @@
 mod batches;
 mod extract;
 mod items;
+mod keys;
 mod openapi;
 pub mod problem;
 
 pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
+pub use keys::KeysState;
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_JSON, Problem};
 
@@ -67,6 +69,18 @@ pub fn batches_router(state: BatchesState, function: String) -> Router {
         .route(
             "/v1/batches/{batch_id}/failures",
             get(batches::list_failures),
+        )
+        .with_state(state);
+    with_common_layers(routes, function)
+}
+
+/// Routes of the keys-api function.
+pub fn keys_router(state: KeysState, function: String) -> Router {
+    let routes = Router::new()
+        .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
+        .route(
+            "/v1/keys/{key_id}",
+            get(keys::get_key).delete(keys::revoke_key),
         )
         .with_state(state);
     with_common_layers(routes, function)

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, items};
+use super::{batches, items, keys};
 use crate::batches::BatchAccepted;
 use crate::domain::batch::{Batch, BatchMode, BatchStatus, RecordFailure};
 use crate::domain::{FieldError, Item, Movement};
@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         description = "Real-time and batch inventory API. Errors are `application/problem+json` \
 with a stable `code`: malformed_json, invalid_parameter, invalid_cursor, unsupported_media_type, \
 payload_too_large, validation_failed, unauthorized, forbidden, insufficient_scope, item_not_found, \
-route_not_found, method_not_allowed, sku_exists, insufficient_stock, batch_not_found, malformed_batch, invalid_records, too_many_records, concurrent_update, \
+route_not_found, method_not_allowed, sku_exists, insufficient_stock, batch_not_found, malformed_batch, invalid_records, too_many_records, key_not_found, scope_not_grantable, concurrent_update, \
 quantity_overflow, precondition_failed, idempotency_key_reused, rate_limited, service_unavailable, internal. \
 Every response carries `x-request-id`.",
         license(name = "Apache-2.0"),
@@ -35,6 +35,10 @@ Every response carries `x-request-id`.",
         batches::list_batches,
         batches::get_batch,
         batches::list_failures,
+        keys::create_key,
+        keys::list_keys,
+        keys::get_key,
+        keys::revoke_key,
         serve,
     ),
     components(schemas(
@@ -43,12 +47,14 @@ Every response carries `x-request-id`.",
         items::CreateItemRequest, items::ReplaceItemRequest, items::AdjustmentRequest,
         Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,
         batches::BatchPage, batches::FailurePage, batches::BatchRequestBody, batches::BatchRecordRequest,
+        crate::keys::ApiKeyView, crate::keys::CreatedKey, keys::KeyPage, keys::CreateKeyRequest,
     )),
     modifiers(&BearerKey),
     security(("api_key" = [])),
     tags(
         (name = "items", description = "Items and their descriptive fields"),
         (name = "stock", description = "Stock adjustments and the movement ledger"),
+        (name = "keys", description = "The tenant's API keys: create (shown once), list, revoke"),
         (name = "batches", description = "Batch updates applied asynchronously, with per-record failure reports"),
         (name = "meta", description = "Health and API description"),
     )

@@ -73,6 +73,12 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ),
         ItemNotFound => (StatusCode::NOT_FOUND, "item_not_found", "Item not found"),
         BatchNotFound => (StatusCode::NOT_FOUND, "batch_not_found", "Batch not found"),
+        KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "API key not found"),
+        ScopeNotGrantable(_) => (
+            StatusCode::FORBIDDEN,
+            "scope_not_grantable",
+            "Scope not grantable",
+        ),
         MalformedBatch(_) => (
             StatusCode::BAD_REQUEST,
             "malformed_batch",
@@ -155,6 +161,8 @@ fn detail(e: &ApiError) -> String {
         }
         ItemNotFound => "No item with this sku exists.".into(),
         BatchNotFound => "No batch with this id exists.".into(),
+        KeyNotFound => "No API key with this id exists.".into(),
+        ScopeNotGrantable(scope) => format!("A key can only grant scopes it holds itself, and this key lacks {scope}."),
         MalformedBatch(_) => "The batch is not well formed (records must be objects with an id and an op of upsert, adjust or delete); see errors.".into(),
         InvalidRecords(_) => "An atomic batch is applied whole or not at all, and these records are invalid; nothing was accepted. See errors.".into(),
         TooManyRecords { limit, atomic: true } => format!("An atomic batch may hold at most {limit} records (one DynamoDB transaction); split it or use isolated mode."),

@@ -1,9 +1,14 @@
 use super::error::classify;
+use super::items::{page_key, start_key};
 use super::{from_attrs, s, to_attrs};
 use crate::auth::ApiKeyRecord;
-use crate::ports::{ApiKeyStore, StoreError};
+use crate::domain::TenantId;
+use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+
+/// Index of the keys table by tenant and key id.
+const TENANT_INDEX: &str = "by_tenant";
 
 /// [`ApiKeyStore`] on the API keys table (partition key `key_hash`).
 #[derive(Clone, Debug)]
@@ -57,6 +62,101 @@ impl ApiKeyStore for DynamoApiKeyStore {
                     classify(e)
                 }
             })?;
+        Ok(())
+    }
+
+    async fn list_keys(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<ApiKeyRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(TENANT_INDEX)
+            .key_condition_expression("tenant_id = :t")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .limit(limit as i32)
+            .set_exclusive_start_key(start_key(start))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Page {
+            items: out
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .map(from_attrs)
+                .collect::<Result<Vec<_>, _>>()?,
+            next: page_key(out.last_evaluated_key.as_ref()),
+        })
+    }
+
+    async fn find_key_by_id(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(TENANT_INDEX)
+            .key_condition_expression("tenant_id = :t AND key_id = :k")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":k", s(key_id))
+            .send()
+            .await
+            .map_err(classify)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(from_attrs)
+            .transpose()
+    }
+
+    async fn revoke_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_hash", s(key_hash))
+            .update_expression("SET revoked_at = :now")
+            // Records written before optional fields were skipped hold NULLs.
+            .condition_expression(
+                "attribute_exists(key_hash) AND (attribute_not_exists(revoked_at) OR attribute_type(revoked_at, :null))",
+            )
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":null", s("NULL"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already revoked: revoking again changes nothing.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_hash", s(key_hash))
+            .update_expression("SET last_used_at = :now")
+            .condition_expression("attribute_exists(key_hash)")
+            .expression_attribute_values(":now", s(now))
+            .send()
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 }

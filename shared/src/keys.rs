@@ -1,0 +1,235 @@
+//! Key management use cases: a tenant creates, lists and revokes its keys.
+
+use crate::auth::{
+    ALL_SCOPES, ApiKeyRecord, AuthContext, generate_api_key, hash_api_key, key_prefix,
+};
+use crate::clock;
+use crate::domain::{FieldErrors, TenantId};
+use crate::error::ApiError;
+use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+const MAX_KEY_NAME: usize = 100;
+
+/// A key as listed: metadata only, never the key or its hash.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    #[schema(example = "key_01jd8x3b6q5w3z2y1x0v9t8s7r")]
+    pub key_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// When the authorizer last checked this key (refreshed at most once per
+    /// authorizer cache period).
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(r: ApiKeyRecord) -> Self {
+        Self {
+            key_id: r.key_id,
+            name: r.name,
+            scopes: r.scopes,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// The 201 body of `POST /v1/keys`: the only time the key is shown.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: ApiKeyView,
+    /// The secret key. Store it now: only its SHA-256 is kept.
+    #[schema(example = "sk_live_4eC39HqLyjWDarjtT1zdp7dc4eC39HqLyjWDarjt")]
+    pub api_key: String,
+}
+
+/// A validated `POST /v1/keys` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+}
+
+impl NewKey {
+    pub fn from_json(body: &Value, now: time::OffsetDateTime) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let Some(obj) = body.as_object() else {
+            errors.push("$", "the request body must be a JSON object");
+            return Err(errors);
+        };
+        for k in obj.keys() {
+            if !["name", "scopes", "expires_at"].contains(&k.as_str()) {
+                errors.push(k.clone(), "unknown field");
+            }
+        }
+        let name = match obj.get("name").and_then(Value::as_str) {
+            Some(n) if !n.trim().is_empty() && n.chars().count() <= MAX_KEY_NAME => n.to_owned(),
+            _ => {
+                errors.push(
+                    "name",
+                    format!("is required: 1 to {MAX_KEY_NAME} characters"),
+                );
+                String::new()
+            }
+        };
+        let mut scopes = Vec::new();
+        match obj.get("scopes").and_then(Value::as_array) {
+            Some(list) if !list.is_empty() => {
+                for (i, s) in list.iter().enumerate() {
+                    match s.as_str() {
+                        Some(s) if ALL_SCOPES.contains(&s) => {
+                            if !scopes.iter().any(|x| x == s) {
+                                scopes.push(s.to_owned());
+                            }
+                        }
+                        _ => errors.push(
+                            format!("scopes[{i}]"),
+                            format!("must be one of {}", ALL_SCOPES.join(", ")),
+                        ),
+                    }
+                }
+            }
+            _ => errors.push("scopes", "is required: a non-empty array of scopes"),
+        }
+        let expires_at = match obj.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match clock::parse(s) {
+                Some(t) if t > now => Some(clock::format(t)),
+                Some(_) => {
+                    errors.push("expires_at", "must be in the future");
+                    None
+                }
+                None => {
+                    errors.push("expires_at", "must be an RFC 3339 timestamp");
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push("expires_at", "must be an RFC 3339 timestamp");
+                None
+            }
+        };
+        errors.into_result(Self {
+            name,
+            scopes,
+            expires_at,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct KeysService {
+    store: Arc<dyn ApiKeyStore>,
+    environment: String,
+}
+
+impl KeysService {
+    pub fn new(store: Arc<dyn ApiKeyStore>, environment: String) -> Self {
+        Self { store, environment }
+    }
+
+    /// Creates a key for the caller's tenant. A key may only grant scopes it
+    /// holds itself, so no key can mint a more powerful one.
+    pub async fn create(&self, caller: &AuthContext, new: NewKey) -> Result<CreatedKey, ApiError> {
+        if let Some(extra) = new.scopes.iter().find(|s| !caller.has_scope(s)) {
+            return Err(ApiError::ScopeNotGrantable(extra.clone()));
+        }
+        let api_key = generate_api_key(key_prefix(&self.environment));
+        let record = ApiKeyRecord {
+            key_hash: hash_api_key(&api_key),
+            key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+            tenant_id: caller.tenant_id.to_string(),
+            name: new.name,
+            scopes: new.scopes,
+            created_at: clock::now_rfc3339(),
+            expires_at: new.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        match self.store.put_key(&record).await {
+            Ok(()) => Ok(CreatedKey {
+                key: record.into(),
+                api_key,
+            }),
+            // 238 random bits colliding: report, never overwrite.
+            Err(StoreError::AlreadyExists) => Err(ApiError::ConcurrentUpdate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<ApiKeyView>, ApiError> {
+        let page = self.store.list_keys(tenant, limit, start).await?;
+        Ok(Page {
+            items: page.items.into_iter().map(ApiKeyView::from).collect(),
+            next: page.next,
+        })
+    }
+
+    pub async fn get(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyView, ApiError> {
+        Ok(self.record(tenant, key_id).await?.into())
+    }
+
+    async fn record(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyRecord, ApiError> {
+        self.store
+            .find_key_by_id(tenant, key_id)
+            .await?
+            .ok_or(ApiError::KeyNotFound)
+    }
+
+    /// Revokes the key; the authorizer refuses it once its cached decision expires.
+    pub async fn revoke(&self, tenant: &TenantId, key_id: &str) -> Result<(), ApiError> {
+        let record = self.record(tenant, key_id).await?;
+        self.store
+            .revoke_key(&record.key_hash, &clock::now_rfc3339())
+            .await?;
+        tracing::info!(key_id = %key_id, "API key revoked");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn new_keys_are_validated() {
+        let now = clock::now();
+        let k = NewKey::from_json(
+            &json!({"name": "ci", "scopes": ["items:read", "items:read"]}),
+            now,
+        )
+        .unwrap();
+        assert_eq!(k.scopes, vec!["items:read"]);
+        let err = NewKey::from_json(
+            &json!({"name": "", "scopes": ["root"], "expires_at": "2001-01-01T00:00:00Z", "x": 1}),
+            now,
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["x", "name", "scopes[0]", "expires_at"]);
+        assert!(NewKey::from_json(&json!({"name": "a", "scopes": []}), now).is_err());
+        assert!(
+            NewKey::from_json(
+                &json!({"name": "a", "scopes": ["items:read"], "expires_at": "soon"}),
+                now
+            )
+            .is_err()
+        );
+    }
+}
