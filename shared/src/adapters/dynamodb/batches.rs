@@ -5,7 +5,7 @@ use super::error::{build_error, classify};
 use super::items::{page_key, start_key};
 use super::records::*;
 use super::tx::{TransactFailure, batch_write, transact};
-use super::{Attrs, from_attrs, n, s, to_attrs};
+use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use crate::domain::TenantId;
 use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};
 use crate::ports::{BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, StoreError};
@@ -325,16 +325,7 @@ impl BatchStore for DynamoBatchStore {
             .send()
             .await
             .map_err(classify)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| from_attrs::<FailureStored>(a).map(RecordFailure::from))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            next: page_key(out.last_evaluated_key.as_ref()),
-        })
+        query_page::<FailureStored, RecordFailure>(out)
     }
 
     async fn get_idempotency(

@@ -1,7 +1,7 @@
 use super::error::{build_error, classify};
 use super::records::*;
 use super::tx::{TransactFailure, transact};
-use super::{Attrs, from_attrs, n, s, to_attrs};
+use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use crate::domain::{Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
@@ -187,16 +187,7 @@ impl ItemStore for DynamoItemStore {
             .send()
             .await
             .map_err(classify)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| from_attrs::<ItemRecord>(a).map(Item::from))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            next: page_key(out.last_evaluated_key.as_ref()),
-        })
+        query_page::<ItemRecord, Item>(out)
     }
 
     async fn record_adjustment(
@@ -265,16 +256,7 @@ impl ItemStore for DynamoItemStore {
             .send()
             .await
             .map_err(classify)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| from_attrs::<MovementRecord>(a).map(Movement::from))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            next: page_key(out.last_evaluated_key.as_ref()),
-        })
+        query_page::<MovementRecord, Movement>(out)
     }
 
     async fn get_idempotency(

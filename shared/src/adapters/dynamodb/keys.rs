@@ -1,6 +1,6 @@
 use super::error::classify;
-use super::items::{page_key, start_key};
-use super::{from_attrs, s, to_attrs};
+use super::items::start_key;
+use super::{from_attrs, query_page, s, to_attrs};
 use crate::auth::ApiKeyRecord;
 use crate::domain::TenantId;
 use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
@@ -83,15 +83,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .send()
             .await
             .map_err(classify)?;
-        Ok(Page {
-            items: out
-                .items
-                .unwrap_or_default()
-                .into_iter()
-                .map(from_attrs)
-                .collect::<Result<Vec<_>, _>>()?,
-            next: page_key(out.last_evaluated_key.as_ref()),
-        })
+        query_page::<ApiKeyRecord, ApiKeyRecord>(out)
     }
 
     async fn find_key_by_id(

@@ -41,3 +41,23 @@ pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
 pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
+
+/// A query's items converted through their stored shape `R`, plus the next page key.
+pub(crate) fn query_page<R, T>(
+    out: aws_sdk_dynamodb::operation::query::QueryOutput,
+) -> Result<crate::ports::Page<T>, StoreError>
+where
+    R: serde::de::DeserializeOwned,
+    T: From<R>,
+{
+    let items = out
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| from_attrs::<R>(a).map(T::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::ports::Page {
+        items,
+        next: items::page_key(out.last_evaluated_key.as_ref()),
+    })
+}
