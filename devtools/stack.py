@@ -193,6 +193,8 @@ class Resolver:
             return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{logical_id}"
         if t == "AWS::IAM::Role":
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
+        if t == "AWS::KMS::Key":
+            return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{self.ref(logical_id)}"
         return f"arn:aws:local:{REGION}:{ACCOUNT_ID}:{logical_id}"
 
     def ref(self, name: str) -> Any:
@@ -212,6 +214,11 @@ class Resolver:
             return name
         if t == "AWS::ApiGateway::RestApi":
             return _rand_id(f"{STACK_NAME}/{name}")
+        if t == "AWS::KMS::Key":
+            # A stable key id. Locally nothing encrypts with it: moto's tables
+            # and queues only record the setting.
+            h = hashlib.sha256(f"{STACK_NAME}/{name}".encode()).hexdigest()
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
         return self.physical_name(name)
 
     def get_att(self, logical_id: str, attr: str) -> Any:
