@@ -83,6 +83,20 @@ async fn malformed_json_is_400_and_wrong_content_type_415() -> anyhow::Result<()
             .await?;
         expect_problem(resp, 400, "malformed_json").await?;
     }
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let resp = t
+        .request(Method::POST, "/v1/items")
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await?;
+    let body = expect_problem(resp, 400, "malformed_json").await?;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested deeper")
+    );
     let resp = t
         .request(Method::POST, "/v1/items")
         .header("content-type", "text/plain")

@@ -13,6 +13,23 @@ use serde_json::Value;
 
 /// Largest accepted JSON body for the items routes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Deepest accepted JSON nesting (no request needs more than 3 levels).
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// Nesting depth of a JSON value, without recursion.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((v, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// The authenticated caller. The tenant comes only from the authorizer's
 /// context in the API Gateway event, never from the request itself.
@@ -90,8 +107,14 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<LIMIT> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::MalformedJson("the body is empty".into()));
         }
-        let value =
+        // serde_json itself stops at 128 levels; anything near that is abuse.
+        let value: Value =
             serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if json_depth(&value) > MAX_JSON_DEPTH {
+            return Err(ApiError::MalformedJson(format!(
+                "nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
         Ok(Self { value, raw })
     }
 }
@@ -227,6 +250,12 @@ mod tests {
         assert!(is_json("application/merge-patch+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn json_depth_counts_levels() {
+        assert_eq!(json_depth(&serde_json::json!(1)), 1);
+        assert_eq!(json_depth(&serde_json::json!({"a": [1, {"b": 2}]})), 4);
     }
 
     #[test]

@@ -19,7 +19,7 @@ with a stable `code`: malformed_json, invalid_parameter, invalid_cursor, unsuppo
 payload_too_large, validation_failed, unauthorized, forbidden, insufficient_scope, item_not_found, \
 route_not_found, method_not_allowed, sku_exists, insufficient_stock, batch_not_found, malformed_batch, invalid_records, too_many_records, key_not_found, scope_not_grantable, concurrent_update, \
 quantity_overflow, precondition_failed, idempotency_key_reused, rate_limited, service_unavailable, internal. \
-Every response carries `x-request-id`.",
+Every response carries `x-request-id`. Input limits: JSON bodies at most 256 KiB (batches 5 MiB, 50,000 records, atomic 99) and 16 levels deep; strings as documented per field.",
         license(name = "Apache-2.0"),
     ),
     paths(
