@@ -1,19 +1,17 @@
 //! Handlers of the batch routes.
 
-use super::extract::{Auth, BatchIdPath, JsonBody, QueryParams, header_str};
+use super::extract::{Auth, BatchIdPath, JsonBody, QueryParams, idempotency_request};
 use super::problem::{Problem, current_request_id};
 use crate::auth::{BATCHES_READ, BATCHES_WRITE};
 use crate::batches::{BatchAccepted, BatchesService, MAX_BATCH_BODY_BYTES, SubmitOutcome};
 use crate::cursor::CursorCodec;
 use crate::domain::batch::{Batch, BatchStatus, RecordFailure};
 use crate::error::ApiError;
-use crate::service::IdempotencyRequest;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 const DEFAULT_PAGE: u32 = 20;
 
@@ -94,24 +92,7 @@ pub async fn create_batch(
     body: JsonBody<MAX_BATCH_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     let caller = auth.require(BATCHES_WRITE)?;
-    let idempotency = match header_str(&headers, "idempotency-key")? {
-        None => None,
-        Some(key) if (1..=255).contains(&key.len()) => Some(IdempotencyRequest {
-            key: key.to_owned(),
-            request_hash: hex::encode(
-                Sha256::new()
-                    .chain_update(b"batches\0")
-                    .chain_update(&body.raw)
-                    .finalize(),
-            ),
-        }),
-        Some(_) => {
-            return Err(ApiError::invalid_parameter(
-                "Idempotency-Key",
-                "must be 1 to 255 characters",
-            ));
-        }
-    };
+    let idempotency = idempotency_request(&headers, "batches", &body.raw)?;
     let outcome = app
         .batches
         .submit(

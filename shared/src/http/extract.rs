@@ -223,6 +223,35 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a s
     }
 }
 
+/// The `Idempotency-Key` of a request, with the digest of what it guards:
+/// `scope` (which resource the request targets) and the raw body. The same key
+/// with another scope or body is a different request.
+pub fn idempotency_request(
+    headers: &HeaderMap,
+    scope: &str,
+    raw_body: &[u8],
+) -> Result<Option<crate::service::IdempotencyRequest>, ApiError> {
+    use sha2::{Digest, Sha256};
+    match header_str(headers, "idempotency-key")? {
+        None => Ok(None),
+        Some(key) if (1..=255).contains(&key.len()) => {
+            let digest = Sha256::new()
+                .chain_update(scope.as_bytes())
+                .chain_update([0])
+                .chain_update(raw_body)
+                .finalize();
+            Ok(Some(crate::service::IdempotencyRequest {
+                key: key.to_owned(),
+                request_hash: hex::encode(digest),
+            }))
+        }
+        Some(_) => Err(ApiError::invalid_parameter(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        )),
+    }
+}
+
 /// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
 pub fn entity_tags(value: &str) -> Option<Vec<String>> {
     let value = value.trim();

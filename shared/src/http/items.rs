@@ -1,20 +1,21 @@
 //! Handlers of the items routes: parse, call the service, map the result.
 
 use super::AppState;
-use super::extract::{Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str};
+use super::extract::{
+    Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str, idempotency_request,
+};
 use super::problem::{Problem, current_request_id};
 use crate::auth::{ITEMS_READ, ITEMS_WRITE};
 use crate::domain::{
     Adjustment, FieldErrors, ITEM_FIELDS, Item, ItemFields, Movement, MovementContext, NewItem,
 };
 use crate::error::ApiError;
-use crate::service::{AdjustOutcome, AdjustmentResult, IdempotencyRequest, IfMatch, Replaced};
+use crate::service::{AdjustOutcome, AdjustmentResult, IfMatch, Replaced};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 const DEFAULT_PAGE: u32 = 20;
 
@@ -359,25 +360,7 @@ pub async fn adjust_stock(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let caller = auth.require(ITEMS_WRITE)?;
-    let idempotency = match header_str(&headers, "idempotency-key")? {
-        None => None,
-        Some(key) if (1..=255).contains(&key.len()) => {
-            let mut h = Sha256::new();
-            h.update(sku.as_str().as_bytes());
-            h.update([0]);
-            h.update(&body.raw);
-            Some(IdempotencyRequest {
-                key: key.to_owned(),
-                request_hash: hex::encode(h.finalize()),
-            })
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_parameter(
-                "Idempotency-Key",
-                "must be 1 to 255 characters",
-            ));
-        }
-    };
+    let idempotency = idempotency_request(&headers, sku.as_str(), &body.raw)?;
     let adjustment = Adjustment::from_json(&body.value).map_err(ApiError::Validation)?;
     let outcome = app
         .items

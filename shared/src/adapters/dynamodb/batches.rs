@@ -118,15 +118,32 @@ impl DynamoBatchStore {
         tenant: &TenantId,
         batch_id: &str,
     ) -> Result<(), StoreError> {
+        self.leave_accepted(tenant, batch_id, BatchStatus::Processing)
+            .await
+    }
+
+    /// Moves a batch out of `accepted` (a no-op if another writer already
+    /// did); a terminal status also sets `completed_at`.
+    async fn leave_accepted(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        to: BatchStatus,
+    ) -> Result<(), StoreError> {
+        let update = if to.is_terminal() {
+            "SET #st = :to, updated_at = :now, completed_at = :now"
+        } else {
+            "SET #st = :to, updated_at = :now"
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
-            .update_expression("SET #st = :processing, updated_at = :now")
+            .update_expression(update)
             .condition_expression("#st = :accepted")
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":processing", s(BatchStatus::Processing.as_str()))
+            .expression_attribute_values(":to", s(to.as_str()))
             .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
             .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
             .send()
@@ -232,30 +249,8 @@ impl BatchStore for DynamoBatchStore {
     }
 
     async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
-        let now = crate::clock::now_rfc3339();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
-            .update_expression("SET #st = :failed, updated_at = :now, completed_at = :now")
-            .condition_expression("#st = :accepted")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":failed", s(BatchStatus::Failed.as_str()))
-            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
-            .expression_attribute_values(":now", s(now))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify(e)),
-        }
+        self.leave_accepted(tenant, batch_id, BatchStatus::Failed)
+            .await
     }
 
     async fn get_batch(
