@@ -31,7 +31,7 @@ status: ## Show what the local stack is running
 tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@test -n "$(NAME)" || { echo "usage: make tenant NAME=<name>"; exit 2; }
 	@test -f .local/env && curl -sf -o /dev/null http://127.0.0.1:$${STOCKROOM_API_PORT:-3000}/_local/health || { echo "the local stack is not running: start it with make run"; exit 1; }
-	@source .local/env && target/debug/stockroom-admin create-tenant --name "$(NAME)"
+	@source .local/env && $${CARGO_TARGET_DIR:-target}/debug/stockroom-admin create-tenant --name "$(NAME)"
 
 # The tests revoke keys and wait out the authorizer cache: keep it short there.
 TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2

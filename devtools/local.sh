@@ -27,7 +27,8 @@ PIDS="$STATE/pids"
 MOTO_PORT="${MOTO_PORT:-5000}"
 API_PORT="${STOCKROOM_API_PORT:-3000}"
 INVOKE_PORT="${STOCKROOM_INVOKE_PORT:-9000}"
-BIN_DIR="${STOCKROOM_BIN_DIR:-$ROOT/target/debug}"
+# Cargo puts binaries under CARGO_TARGET_DIR when it is set.
+BIN_DIR="${STOCKROOM_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 API_URL="http://127.0.0.1:$API_PORT"
 PYTHON="${PYTHON:-python3}"
@@ -169,7 +170,7 @@ start_moto() {
 }
 
 start_gateway() {
-    local bin="$ROOT/target/debug/stockroom-local" echo_flag=()
+    local bin="$BIN_DIR/stockroom-local" echo_flag=()
     if [[ ! -x "$bin" ]]; then
         log "building stockroom-local (cargo build -p stockroom-local)"
         cargo build -q -p stockroom-local
