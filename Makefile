@@ -33,8 +33,9 @@ tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@test -f .local/env && curl -sf -o /dev/null http://127.0.0.1:$${STOCKROOM_API_PORT:-3000}/_local/health || { echo "the local stack is not running: start it with make run"; exit 1; }
 	@source .local/env && $${CARGO_TARGET_DIR:-target}/debug/stockroom-admin create-tenant --name "$(NAME)"
 
-# The tests revoke keys and wait out the authorizer cache: keep it short there.
-TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2
+# The tests revoke keys and wait out the authorizer cache, and watch webhook
+# retries: keep both short there.
+TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1
 
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets

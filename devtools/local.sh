@@ -190,6 +190,7 @@ start_gateway() {
         --api-addr "127.0.0.1:$API_PORT" \
         --invoke-addr "127.0.0.1:$INVOKE_PORT" \
         --env STOCKROOM_ENV=local \
+        --env STOCKROOM_WEBHOOK_ALLOW_LOOPBACK=true \
         "${echo_flag[@]}" ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
     local pid=$!
     record_pid gateway "$pid" "stockroom-local"

@@ -5,11 +5,12 @@ use crate::clock;
 use crate::domain::batch::{
     Batch, BatchRejection, BatchStatus, ChunkMessage, RecordFailure, chunk_records, parse_batch,
 };
+use crate::domain::event::Event;
 use crate::domain::{FieldError, FieldErrors, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
-    BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, IdempotencyRecord, Page, PageKey,
-    StoreError,
+    BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, EventPublisher, IdempotencyRecord,
+    Page, PageKey, StoreError,
 };
 use crate::service::{IDEMPOTENCY_TTL_SECONDS, IdempotencyRequest};
 use serde::Serialize;
@@ -45,6 +46,22 @@ pub enum SubmitOutcome {
 pub struct BatchesService {
     store: Arc<dyn BatchStore>,
     queue: Arc<dyn ChunkQueue>,
+    events: Arc<dyn EventPublisher>,
+}
+
+/// Publishes a terminal batch's status event (same id every time) and
+/// clears its pending flag. A failure leaves the flag set, so whoever
+/// finalizes the batch next (a redelivered chunk) publishes it.
+async fn publish_finished(
+    store: &dyn BatchStore,
+    events: &dyn EventPublisher,
+    tenant: &TenantId,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    if let Some(event) = Event::batch_finished(tenant.as_str(), batch, &clock::now_rfc3339()) {
+        events.publish(&[event]).await?;
+    }
+    store.mark_notified(tenant, &batch.batch_id).await
 }
 
 fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
@@ -69,8 +86,31 @@ fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
 }
 
 impl BatchesService {
-    pub fn new(store: Arc<dyn BatchStore>, queue: Arc<dyn ChunkQueue>) -> Self {
-        Self { store, queue }
+    pub fn new(
+        store: Arc<dyn BatchStore>,
+        queue: Arc<dyn ChunkQueue>,
+        events: Arc<dyn EventPublisher>,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            events,
+        }
+    }
+
+    /// Publishes the event of a batch that ended at submission; the batch
+    /// stands either way (the event is logged as lost if SNS fails).
+    async fn announce(&self, tenant: &TenantId, batch_id: &str) {
+        let result = match self.store.get_batch(tenant, batch_id).await {
+            Ok(Some(batch)) if batch.status.is_terminal() => {
+                publish_finished(&*self.store, &*self.events, tenant, &batch).await
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
+        }
     }
 
     pub async fn submit(
@@ -148,6 +188,9 @@ impl BatchesService {
             }
             Err(e) => return Err(e.into()),
         }
+        if status.is_terminal() {
+            self.announce(tenant, &batch_id).await;
+        }
         let envelopes: Vec<ChunkEnvelope> = chunks
             .into_iter()
             .enumerate()
@@ -174,8 +217,11 @@ impl BatchesService {
             .collect();
         if let Err(e) = self.queue.send_chunks(&envelopes).await {
             tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "enqueueing the batch failed; aborting it");
-            if let Err(abort) = self.store.abort_batch(tenant, &batch_id).await {
-                tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&abort), "aborting the batch failed");
+            match self.store.abort_batch(tenant, &batch_id).await {
+                Ok(()) => self.announce(tenant, &batch_id).await,
+                Err(abort) => {
+                    tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&abort), "aborting the batch failed");
+                }
             }
             return Err(ApiError::Unavailable(e));
         }
@@ -256,21 +302,22 @@ pub struct ChunkAttributes {
 #[derive(Clone)]
 pub struct BatchWorker {
     store: Arc<dyn BatchStore>,
+    events: Arc<dyn EventPublisher>,
 }
 
 impl BatchWorker {
-    pub fn new(store: Arc<dyn BatchStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn BatchStore>, events: Arc<dyn EventPublisher>) -> Self {
+        Self { store, events }
     }
 
-    /// Processes one message; returns the batch's terminal status when this
-    /// message completed the batch (the hook for notifications).
+    /// Processes one message; returns the batch when this message finished
+    /// it (its status event is then published).
     pub async fn handle(
         &self,
         body: &str,
         attributes: &ChunkAttributes,
         disposition: ChunkDisposition,
-    ) -> Result<Option<(String, BatchStatus)>, ChunkError> {
+    ) -> Result<Option<Batch>, ChunkError> {
         let message: ChunkMessage = match serde_json::from_str(body) {
             Ok(m) => m,
             Err(e) if disposition == ChunkDisposition::DeadLettered => {
@@ -285,16 +332,30 @@ impl BatchWorker {
             )));
         }
         let tenant = TenantId::parse(&message.tenant_id).map_err(ChunkError::Unreadable)?;
-        self.store.process_chunk(&message, disposition).await?;
-        let done = self.store.finalize(&tenant, &message.batch_id).await?;
-        Ok(done.map(|s| (message.batch_id, s)))
+        let caused = self.store.process_chunk(&message, disposition).await?;
+        if !caused.is_empty()
+            && let Err(e) = self.events.publish(&caused).await
+        {
+            // The writes are committed and marked: retrying the chunk would
+            // not bring these events back, so they are reported, not retried.
+            tracing::error!(error = %crate::error::error_chain(&e), events = caused.len(), "publishing item events failed; they are lost");
+        }
+        self.finish(&tenant, &message.batch_id).await
+    }
+
+    async fn finish(&self, tenant: &TenantId, batch_id: &str) -> Result<Option<Batch>, ChunkError> {
+        let Some(batch) = self.store.finalize(tenant, batch_id).await? else {
+            return Ok(None);
+        };
+        publish_finished(&*self.store, &*self.events, tenant, &batch).await?;
+        Ok(Some(batch))
     }
 
     async fn fail_unreadable(
         &self,
         a: &ChunkAttributes,
         why: &str,
-    ) -> Result<Option<(String, BatchStatus)>, ChunkError> {
+    ) -> Result<Option<Batch>, ChunkError> {
         let (Some(tenant), Some(batch_id), Some(chunk), Some(count)) =
             (&a.tenant_id, &a.batch_id, a.chunk, a.record_count)
         else {
@@ -307,7 +368,6 @@ impl BatchWorker {
         self.store
             .fail_unreadable_chunk(&tenant, batch_id, chunk, count)
             .await?;
-        let done = self.store.finalize(&tenant, batch_id).await?;
-        Ok(done.map(|s| (batch_id.clone(), s)))
+        self.finish(&tenant, batch_id).await
     }
 }

@@ -44,6 +44,7 @@ pub fn function_name(default: &str) -> String {
 pub struct ItemsApiConfig {
     pub stock_table: String,
     pub cursor_signing_key: Vec<u8>,
+    pub events_topic_arn: String,
 }
 
 impl ItemsApiConfig {
@@ -51,9 +52,93 @@ impl ItemsApiConfig {
         let mut r = Reader { missing: vec![] };
         let stock_table = r.get("STOCK_TABLE");
         let key = r.get("CURSOR_SIGNING_KEY");
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             cursor_signing_key: key.into_bytes(),
+            events_topic_arn,
+        })
+    }
+}
+
+/// Local development only: lets webhooks target `http://127.0.0.1` (the
+/// template never sets it, and a deployed stack ignores it).
+pub fn allow_loopback_webhooks() -> bool {
+    environment() != "aws"
+        && env::var("STOCKROOM_WEBHOOK_ALLOW_LOOPBACK").is_ok_and(|v| v == "true")
+}
+
+#[derive(Clone)]
+pub struct WebhooksApiConfig {
+    pub stock_table: String,
+    pub cursor_signing_key: Vec<u8>,
+    pub secrets_key_id: String,
+    pub delivery_queue_url: String,
+}
+
+impl WebhooksApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let key = r.get("CURSOR_SIGNING_KEY");
+        let secrets_key_id = r.get("SECRETS_KEY_ID");
+        let delivery_queue_url = r.get("WEBHOOK_DELIVERY_QUEUE_URL");
+        r.finish(Self {
+            stock_table,
+            cursor_signing_key: key.into_bytes(),
+            secrets_key_id,
+            delivery_queue_url,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DispatcherConfig {
+    pub stock_table: String,
+    pub secrets_key_id: String,
+    pub delivery_queue_url: String,
+    pub dlq_url: String,
+    pub events_topic_arn: String,
+    pub retry_schedule: crate::domain::webhook::RetrySchedule,
+    pub disable_after: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherConfigError {
+    #[error(transparent)]
+    Missing(#[from] ConfigError),
+    #[error("WEBHOOK_RETRY_SCHEDULE: {0}")]
+    Schedule(String),
+    #[error("WEBHOOK_DISABLE_AFTER_SECONDS must be a number of seconds, got {0:?}")]
+    DisableAfter(String),
+}
+
+impl DispatcherConfig {
+    pub fn from_env() -> Result<Self, DispatcherConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let secrets_key_id = r.get("SECRETS_KEY_ID");
+        let delivery_queue_url = r.get("WEBHOOK_DELIVERY_QUEUE_URL");
+        let dlq_url = r.get("WEBHOOK_DLQ_URL");
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
+        let schedule = r.get("WEBHOOK_RETRY_SCHEDULE");
+        let disable_after = r.get("WEBHOOK_DISABLE_AFTER_SECONDS");
+        if !r.missing.is_empty() {
+            return Err(ConfigError(r.missing).into());
+        }
+        Ok(Self {
+            stock_table,
+            secrets_key_id,
+            delivery_queue_url,
+            dlq_url,
+            events_topic_arn,
+            retry_schedule: crate::domain::webhook::RetrySchedule::parse(&schedule)
+                .map_err(DispatcherConfigError::Schedule)?,
+            disable_after: disable_after
+                .trim()
+                .parse::<u64>()
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| DispatcherConfigError::DisableAfter(disable_after.clone()))?,
         })
     }
 }
@@ -63,6 +148,7 @@ pub struct BatchesApiConfig {
     pub stock_table: String,
     pub batch_queue_url: String,
     pub cursor_signing_key: Vec<u8>,
+    pub events_topic_arn: String,
 }
 
 impl BatchesApiConfig {
@@ -71,10 +157,12 @@ impl BatchesApiConfig {
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let key = r.get("CURSOR_SIGNING_KEY");
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             batch_queue_url,
             cursor_signing_key: key.into_bytes(),
+            events_topic_arn,
         })
     }
 }
@@ -85,6 +173,7 @@ pub struct BatchWorkerConfig {
     pub batch_queue_url: String,
     /// Messages from this queue are chunks that exhausted their deliveries.
     pub batch_dlq_arn: String,
+    pub events_topic_arn: String,
 }
 
 impl BatchWorkerConfig {
@@ -93,10 +182,12 @@ impl BatchWorkerConfig {
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let batch_dlq_arn = r.get("BATCH_DLQ_ARN");
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             batch_queue_url,
             batch_dlq_arn,
+            events_topic_arn,
         })
     }
 }

@@ -29,6 +29,16 @@ pub enum ApiError {
     BatchNotFound,
     #[error("API key not found")]
     KeyNotFound,
+    #[error("webhook not found")]
+    WebhookNotFound,
+    #[error("webhook delivery not found")]
+    DeliveryNotFound,
+    #[error("webhook URL refused ({code}): {message}")]
+    WebhookUrlRefused { code: &'static str, message: String },
+    #[error("the tenant has {limit} webhooks already")]
+    WebhookLimitReached { limit: usize },
+    #[error("the webhook is disabled")]
+    WebhookDisabled,
     #[error("scope {0} cannot be granted by this key")]
     ScopeNotGrantable(String),
     #[error("malformed batch")]

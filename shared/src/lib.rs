@@ -14,3 +14,4 @@ pub mod keys;
 pub mod ports;
 pub mod service;
 pub mod telemetry;
+pub mod webhooks;

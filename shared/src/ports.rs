@@ -200,12 +200,13 @@ pub trait BatchStore: Send + Sync {
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Applies (or reports as dead-lettered) one chunk exactly once, however
-    /// often it is delivered, and counts it into the batch header.
+    /// often it is delivered, and counts it into the batch header. Returns
+    /// the events caused by the writes this call committed.
     async fn process_chunk(
         &self,
         chunk: &ChunkMessage,
         disposition: ChunkDisposition,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<crate::domain::event::Event>, StoreError>;
 
     /// A dead-lettered chunk whose body cannot be read: count its records as
     /// failed under one synthetic failure entry.
@@ -218,12 +219,17 @@ pub trait BatchStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Moves the batch to its terminal status once every chunk is counted.
-    /// Returns the status when this call made the transition (exactly once).
+    /// Returns the terminal batch while its status event is still to be
+    /// published (from the call that made the transition, and again from
+    /// later calls until `mark_notified`).
     async fn finalize(
         &self,
         tenant: &TenantId,
         batch_id: &str,
-    ) -> Result<Option<BatchStatus>, StoreError>;
+    ) -> Result<Option<Batch>, StoreError>;
+
+    /// The batch's terminal event was published: stop offering it.
+    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
 }
 
 /// A chunk ready to send: its body and the attributes that travel with it.
@@ -241,4 +247,164 @@ pub struct ChunkEnvelope {
 pub trait ChunkQueue: Send + Sync {
     /// Sends every chunk (batched, with retries of the entries SQS refused).
     async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------- events
+
+use crate::domain::event::Event;
+
+/// Publishes status events (to the SNS topic when deployed).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes every event (batched, retrying the entries refused).
+    async fn publish(&self, events: &[Event]) -> Result<(), StoreError>;
+}
+
+/// Publishes nowhere: for functions and tests that do not emit events.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventPublisher for NoEvents {
+    async fn publish(&self, _events: &[Event]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- webhooks
+
+use crate::domain::webhook::{Attempt, Delivery, DeliveryStatus, StoredSecret, Webhook};
+
+/// A webhook with its encrypted signing secrets, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub webhook: Webhook,
+    /// Newest first; older ones carry the end of their 24 h overlap.
+    pub secrets: Vec<StoredSecret>,
+}
+
+/// A delivery with the exact bytes every attempt sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub payload: String,
+    pub request_id: String,
+}
+
+/// What a delivery attempt tells about the endpoint's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointHealth {
+    Succeeded,
+    Failing { now: String },
+    Disable { reason: String, now: String },
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        rec: &WebhookRecord,
+    ) -> Result<(), StoreError>;
+    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError>;
+    async fn get_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+    ) -> Result<Option<WebhookRecord>, StoreError>;
+    /// `ConditionFailed` when there is no such webhook.
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError>;
+    /// Replaces the secrets if the webhook still has `expected` (a rotation
+    /// racing another gets `ConditionFailed`).
+    async fn replace_secrets(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        expected: &[StoredSecret],
+        secrets: &[StoredSecret],
+        now: &str,
+    ) -> Result<(), StoreError>;
+    /// Records the endpoint's health; returns true when this call disabled it.
+    async fn set_health(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        health: &EndpointHealth,
+    ) -> Result<bool, StoreError>;
+
+    /// Creates the delivery unless it exists; returns whether it was created.
+    async fn create_delivery(
+        &self,
+        tenant: &TenantId,
+        rec: &DeliveryRecord,
+    ) -> Result<bool, StoreError>;
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    async fn record_attempt(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_retry_at: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Sets a delivery back to pending (for a replay).
+    async fn reopen_delivery(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: &str,
+    ) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<Delivery>, StoreError>;
+}
+
+/// Encrypts signing secrets (KMS), bound to the tenant and webhook they
+/// belong to through the encryption context.
+#[async_trait]
+pub trait SecretCipher: Send + Sync {
+    async fn encrypt(
+        &self,
+        plaintext: &str,
+        context: &[(&str, &str)],
+    ) -> Result<String, StoreError>;
+    async fn decrypt(
+        &self,
+        ciphertext: &str,
+        context: &[(&str, &str)],
+    ) -> Result<String, StoreError>;
+}
+
+/// One queued delivery attempt series: which delivery to (re)send.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryJob {
+    pub v: u8,
+    pub tenant_id: String,
+    pub webhook_id: String,
+    pub delivery_id: String,
+    pub request_id: String,
+}
+
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError>;
+    /// Hides a received job for `delay` before its next attempt.
+    async fn retry_in(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Moves an exhausted job to the dead-letter queue (for redrive).
+    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError>;
 }

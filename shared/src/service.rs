@@ -2,12 +2,13 @@
 //! can be exercised directly (and reused by the batch workers).
 
 use crate::clock;
+use crate::domain::event::{Event, crosses_low_stock};
 use crate::domain::{
     Adjustment, Item, ItemFields, Movement, MovementContext, NewItem, Sku, StockCheck, TenantId,
     apply_delta,
 };
 use crate::error::ApiError;
-use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::ports::{EventPublisher, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -70,11 +71,20 @@ pub struct IdempotencyRequest {
 #[derive(Clone)]
 pub struct ItemsService {
     store: Arc<dyn ItemStore>,
+    events: Arc<dyn EventPublisher>,
 }
 
 impl ItemsService {
-    pub fn new(store: Arc<dyn ItemStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn ItemStore>, events: Arc<dyn EventPublisher>) -> Self {
+        Self { store, events }
+    }
+
+    /// Publishes after the write committed; the write stands either way,
+    /// so a failure is logged (with the event id) rather than returned.
+    async fn announce(&self, event: Event) {
+        if let Err(e) = self.events.publish(std::slice::from_ref(&event)).await {
+            tracing::error!(event_id = %event.id, event_type = event.kind.as_str(), error = %crate::error::error_chain(&e), "publishing an event failed; it is lost");
+        }
     }
 
     pub async fn create(
@@ -179,7 +189,17 @@ impl ItemsService {
                 .delete_item(tenant, sku, current.version, closing.as_ref())
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.announce(Event::item_deleted(
+                        tenant.as_str(),
+                        sku.as_str(),
+                        &clock::now_rfc3339(),
+                        &ctx.request_id,
+                        None,
+                    ))
+                    .await;
+                    return Ok(());
+                }
                 Err(StoreError::ConditionFailed) if if_match.is_some() => {
                     return Err(ApiError::PreconditionFailed);
                 }
@@ -273,7 +293,20 @@ impl ItemsService {
                 .record_adjustment(tenant, &next, current.version, &movement, record.as_ref())
                 .await
             {
-                Ok(()) => return Ok(AdjustOutcome::Applied(result)),
+                Ok(()) => {
+                    // `current` is what the conditional write replaced, so
+                    // of racing writes only the one that crossed announces.
+                    if crosses_low_stock(Some(&current), &next) {
+                        self.announce(Event::low_stock(
+                            tenant.as_str(),
+                            &next,
+                            &ctx.request_id,
+                            None,
+                        ))
+                        .await;
+                    }
+                    return Ok(AdjustOutcome::Applied(result));
+                }
                 Err(StoreError::ConditionFailed) => backoff(attempt).await,
                 // A concurrent request with the same key won the race.
                 Err(StoreError::IdempotencyKeyTaken) => {

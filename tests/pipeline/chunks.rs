@@ -203,14 +203,16 @@ async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::
     store
         .process_chunk(&message, ChunkDisposition::Apply)
         .await?;
-    assert_eq!(
-        store.finalize(&tenant, &batch_id).await?,
-        Some(BatchStatus::Completed)
-    );
+    let finished = store.finalize(&tenant, &batch_id).await?;
+    assert_eq!(finished.map(|b| b.status), Some(BatchStatus::Completed));
+    // Until its event is marked published, the terminal batch is offered
+    // again (to whoever can publish it); afterwards never.
+    assert!(store.finalize(&tenant, &batch_id).await?.is_some());
+    store.mark_notified(&tenant, &batch_id).await?;
     assert_eq!(
         store.finalize(&tenant, &batch_id).await?,
         None,
-        "the terminal transition happens once"
+        "the terminal event is offered until published, then never"
     );
     let batch = store.get_batch(&tenant, &batch_id).await?.expect("batch");
     assert_eq!(

@@ -75,8 +75,8 @@ async fn process(app: &'static App, msg: SqsMessage, budget: Duration) -> Result
         let body = msg.body.as_deref().unwrap_or_default();
         let outcome = tokio::time::timeout(budget, app.worker.handle(body, &attrs, disposition)).await;
         let error = match outcome {
-            Ok(Ok(Some((batch_id, status)))) => {
-                tracing::info!(batch_id = %batch_id, status = status.as_str(), "chunk applied; batch finished");
+            Ok(Ok(Some(batch))) => {
+                tracing::info!(batch_id = %batch.batch_id, status = batch.status.as_str(), "chunk applied; batch finished and announced");
                 return Ok(());
             }
             Ok(Ok(None)) => {

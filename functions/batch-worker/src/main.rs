@@ -6,6 +6,7 @@ mod handler;
 use lambda_runtime::{Error, run, service_fn};
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::adapters::sns::SnsEventPublisher;
 use stockroom::adapters::sqs::SqsChunkQueue;
 use stockroom::batches::BatchWorker;
 use stockroom::{config, telemetry};
@@ -16,10 +17,13 @@ async fn main() -> Result<(), Error> {
     let cfg = config::BatchWorkerConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let app = handler::App {
-        worker: BatchWorker::new(Arc::new(DynamoBatchStore::from_sdk_config(
-            &sdk,
-            cfg.stock_table,
-        ))),
+        worker: BatchWorker::new(
+            Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
+            Arc::new(SnsEventPublisher::from_sdk_config(
+                &sdk,
+                cfg.events_topic_arn,
+            )),
+        ),
         queue: SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url),
         dlq_arn: cfg.batch_dlq_arn,
         function: config::function_name("batch-worker"),

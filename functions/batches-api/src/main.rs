@@ -3,6 +3,7 @@
 use lambda_http::{Error, run};
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::adapters::sns::SnsEventPublisher;
 use stockroom::adapters::sqs::SqsChunkQueue;
 use stockroom::batches::BatchesService;
 use stockroom::cursor::CursorCodec;
@@ -17,7 +18,14 @@ async fn main() -> Result<(), Error> {
     let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
     let queue = SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url);
     let state = BatchesState {
-        batches: BatchesService::new(Arc::new(store), Arc::new(queue)),
+        batches: BatchesService::new(
+            Arc::new(store),
+            Arc::new(queue),
+            Arc::new(SnsEventPublisher::from_sdk_config(
+                &sdk,
+                cfg.events_topic_arn,
+            )),
+        ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
     run(batches_router(state, config::function_name("batches-api"))).await

@@ -3,6 +3,7 @@
 use lambda_http::{Error, run};
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoItemStore;
+use stockroom::adapters::sns::SnsEventPublisher;
 use stockroom::cursor::CursorCodec;
 use stockroom::http::{AppState, router};
 use stockroom::service::ItemsService;
@@ -15,7 +16,13 @@ async fn main() -> Result<(), Error> {
     let sdk = config::aws_sdk_config().await;
     let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
     let state = AppState {
-        items: ItemsService::new(Arc::new(store)),
+        items: ItemsService::new(
+            Arc::new(store),
+            Arc::new(SnsEventPublisher::from_sdk_config(
+                &sdk,
+                cfg.events_topic_arn,
+            )),
+        ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

@@ -1,6 +1,7 @@
-//! SQS adapter: sends batch chunks with `SendMessageBatch`.
+//! SQS adapter: sends batch chunks with `SendMessageBatch`, and webhook
+//! delivery jobs.
 
-use crate::ports::{ChunkEnvelope, ChunkQueue, StoreError};
+use crate::ports::{ChunkEnvelope, ChunkQueue, DeliveryJob, DeliveryQueue, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
@@ -142,11 +143,129 @@ impl SqsChunkQueue {
         receipt_handle: &str,
         receive_count: u32,
     ) -> Result<(), StoreError> {
+        change_visibility(
+            &self.client,
+            &self.queue_url,
+            receipt_handle,
+            retry_delay_seconds(receive_count),
+        )
+        .await
+    }
+}
+
+async fn change_visibility(
+    client: &Client,
+    queue_url: &str,
+    receipt_handle: &str,
+    seconds: i32,
+) -> Result<(), StoreError> {
+    client
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt_handle)
+        .visibility_timeout(seconds)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))
+}
+
+/// Webhook delivery jobs: small messages, one per (event, webhook). Retries
+/// are scheduled by hiding the received message (visibility timeout, up to
+/// 12 h); exhausted jobs are moved to the dead-letter queue explicitly.
+#[derive(Clone, Debug)]
+pub struct SqsDeliveryQueue {
+    client: Client,
+    queue_url: String,
+    dlq_url: Option<String>,
+}
+
+impl SqsDeliveryQueue {
+    pub fn from_sdk_config(
+        sdk: &aws_config::SdkConfig,
+        queue_url: impl Into<String>,
+        dlq_url: Option<String>,
+    ) -> Self {
+        Self {
+            client: Client::new(sdk),
+            queue_url: queue_url.into(),
+            dlq_url,
+        }
+    }
+
+    fn entry(i: usize, job: &DeliveryJob) -> Result<SendMessageBatchRequestEntry, StoreError> {
+        let body = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(body)
+            .message_attributes("tenant_id", string_attr(&job.tenant_id)?)
+            .message_attributes("request_id", string_attr(&job.request_id)?)
+            .message_attributes("webhook_id", string_attr(&job.webhook_id)?)
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for SqsDeliveryQueue {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        for (n, group) in jobs.chunks(MAX_ENTRIES).enumerate() {
+            let offset = n * MAX_ENTRIES;
+            let mut pending: Vec<usize> = (0..group.len()).collect();
+            let mut round = 0;
+            while !pending.is_empty() {
+                let entries = pending
+                    .iter()
+                    .map(|&i| Self::entry(i, &group[i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+                pending = out
+                    .failed()
+                    .iter()
+                    .filter_map(|f| f.id().parse().ok())
+                    .collect();
+                if !pending.is_empty() {
+                    round += 1;
+                    if round > MAX_ROUNDS {
+                        return Err(StoreError::Unavailable(
+                            format!("SQS kept refusing delivery jobs from {offset}").into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20 << round)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hides the received job for `delay` before its next attempt.
+    async fn retry_in(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
+        let seconds = delay.as_secs().clamp(1, 43_200) as i32;
+        change_visibility(&self.client, &self.queue_url, receipt_handle, seconds).await
+    }
+
+    /// Moves an exhausted job to the dead-letter queue (for redrive).
+    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError> {
+        let Some(dlq) = &self.dlq_url else {
+            return Err(StoreError::Backend(
+                "no dead-letter queue configured".into(),
+            ));
+        };
+        let body = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(retry_delay_seconds(receive_count))
+            .send_message()
+            .queue_url(dlq)
+            .message_body(body)
+            .message_attributes("tenant_id", string_attr(&job.tenant_id)?)
+            .message_attributes("request_id", string_attr(&job.request_id)?)
+            .message_attributes("webhook_id", string_attr(&job.webhook_id)?)
             .send()
             .await
             .map(|_| ())

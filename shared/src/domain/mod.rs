@@ -2,9 +2,11 @@
 //! No AWS, Lambda or HTTP types here.
 
 pub mod batch;
+pub mod event;
 mod item;
 mod movement;
 mod validation;
+pub mod webhook;
 
 pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
 pub use movement::{Adjustment, Movement, MovementContext, MovementId};

@@ -7,12 +7,14 @@ mod items;
 mod keys;
 mod openapi;
 pub mod problem;
+mod webhooks;
 
 pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
 pub use keys::KeysState;
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_JSON, Problem};
+pub use webhooks::WebhooksState;
 
 use crate::cursor::CursorCodec;
 use crate::error::ApiError;
@@ -21,7 +23,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderValue, header};
 use lambda_http::request::RequestContext;
 use std::time::Instant;
@@ -69,6 +71,45 @@ pub fn batches_router(state: BatchesState, function: String) -> Router {
         .route(
             "/v1/batches/{batch_id}/failures",
             get(batches::list_failures),
+        )
+        .with_state(state);
+    with_common_layers(routes, function)
+}
+
+/// Routes of the webhooks-api function.
+pub fn webhooks_router(state: WebhooksState, function: String) -> Router {
+    let routes = Router::new()
+        .route(
+            "/v1/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}",
+            get(webhooks::get_webhook).delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/enable",
+            post(webhooks::enable_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/test",
+            post(webhooks::test_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}",
+            get(webhooks::get_delivery),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay_delivery),
         )
         .with_state(state);
     with_common_layers(routes, function)

@@ -8,10 +8,13 @@ use super::tx::{TransactFailure, batch_write, transact};
 use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use crate::domain::TenantId;
 use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};
+use crate::domain::event::Event;
 use crate::ports::{BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, PutRequest, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 
 /// [`BatchStore`] on the same table as the items (see `mod.rs` for keys).
 #[derive(Clone, Debug)]
@@ -131,7 +134,7 @@ impl DynamoBatchStore {
         to: BatchStatus,
     ) -> Result<(), StoreError> {
         let update = if to.is_terminal() {
-            "SET #st = :to, updated_at = :now, completed_at = :now"
+            "SET #st = :to, updated_at = :now, completed_at = :now, notify_pending = :true"
         } else {
             "SET #st = :to, updated_at = :now"
         };
@@ -143,9 +146,19 @@ impl DynamoBatchStore {
             .update_expression(update)
             .condition_expression("#st = :accepted")
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
-            .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
+            .set_expression_attribute_values(Some(
+                [
+                    (":to".to_owned(), s(to.as_str())),
+                    (":accepted".to_owned(), s(BatchStatus::Accepted.as_str())),
+                    (":now".to_owned(), s(crate::clock::now_rfc3339())),
+                ]
+                .into_iter()
+                .chain(
+                    to.is_terminal()
+                        .then(|| (":true".to_owned(), AttributeValue::Bool(true))),
+                )
+                .collect(),
+            ))
             .send()
             .await;
         match result {
@@ -335,7 +348,7 @@ impl BatchStore for DynamoBatchStore {
         &self,
         chunk: &ChunkMessage,
         disposition: ChunkDisposition,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Event>, StoreError> {
         super::chunks::process(self, chunk, disposition).await
     }
 
@@ -380,13 +393,16 @@ impl BatchStore for DynamoBatchStore {
         &self,
         tenant: &TenantId,
         batch_id: &str,
-    ) -> Result<Option<BatchStatus>, StoreError> {
+    ) -> Result<Option<Batch>, StoreError> {
         let Some(h) = self.header(tenant, batch_id).await? else {
             return Err(StoreError::Corrupt(format!(
                 "batch {batch_id} has no header"
             )));
         };
-        if h.status.is_terminal() || h.chunks_done < h.chunks_total {
+        if h.status.is_terminal() {
+            return Ok(h.notify_pending.then(|| Batch::from(h)));
+        }
+        if h.chunks_done < h.chunks_total {
             return Ok(None);
         }
         let status = BatchStatus::from_counts(h.succeeded, h.failed);
@@ -396,7 +412,9 @@ impl BatchStore for DynamoBatchStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
-            .update_expression("SET #st = :terminal, completed_at = :now, updated_at = :now")
+            .update_expression(
+                "SET #st = :terminal, completed_at = :now, updated_at = :now, notify_pending = :true",
+            )
             .condition_expression(
                 "(#st = :accepted OR #st = :processing) AND chunks_done = chunks_total",
             )
@@ -404,11 +422,17 @@ impl BatchStore for DynamoBatchStore {
             .expression_attribute_values(":terminal", s(status.as_str()))
             .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
             .expression_attribute_values(":processing", s(BatchStatus::Processing.as_str()))
-            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":now", s(&now))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Some(status)),
+            Ok(_) => Ok(Some(Batch {
+                status,
+                completed_at: Some(now.clone()),
+                updated_at: now,
+                ..Batch::from(h)
+            })),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
@@ -417,5 +441,18 @@ impl BatchStore for DynamoBatchStore {
             }
             Err(e) => Err(classify(e)),
         }
+    }
+
+    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_expression("REMOVE notify_pending")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 }

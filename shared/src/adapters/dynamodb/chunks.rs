@@ -24,6 +24,7 @@ use super::records::*;
 use super::tx::{TransactFailure, batch_get, batch_write, transact};
 use super::{Attrs, from_attrs, n, s, to_attrs};
 use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordEffect, RecordFailure};
+use crate::domain::event::{Event, crosses_low_stock};
 use crate::domain::{Item, Movement, MovementContext, TenantId};
 use crate::ports::{ChunkDisposition, StoreError};
 use aws_sdk_dynamodb::types::{
@@ -41,11 +42,30 @@ pub(crate) async fn process(
     store: &DynamoBatchStore,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Event>, StoreError> {
     let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
     match chunk.mode {
         BatchMode::Isolated => isolated(store, &tenant, chunk, disposition).await,
         BatchMode::Atomic => atomic(store, &tenant, chunk, disposition).await,
+    }
+}
+
+/// The events a committed write of this record causes.
+fn record_events(
+    tenant: &TenantId,
+    chunk: &ChunkMessage,
+    sku: &str,
+    before: Option<&Item>,
+    after: Option<&Item>,
+    now: &str,
+) -> Option<Event> {
+    let batch = Some(chunk.batch_id.as_str());
+    match after {
+        Some(item) => crosses_low_stock(before, item)
+            .then(|| Event::low_stock(tenant.as_str(), item, &chunk.request_id, batch)),
+        None => {
+            before.map(|_| Event::item_deleted(tenant.as_str(), sku, now, &chunk.request_id, batch))
+        }
     }
 }
 
@@ -199,10 +219,10 @@ async fn isolated(
     tenant: &TenantId,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Event>, StoreError> {
     let pk = batch_pk(tenant, &chunk.batch_id);
     if chunk_counted(store, &pk, chunk.chunk).await? {
-        return Ok(());
+        return Ok(Vec::new());
     }
     match store.header(tenant, &chunk.batch_id).await? {
         None => {
@@ -212,7 +232,7 @@ async fn isolated(
             )));
         }
         // Aborted at submission (could not be enqueued in full): apply nothing.
-        Some(h) if h.status.is_terminal() => return Ok(()),
+        Some(h) if h.status.is_terminal() => return Ok(Vec::new()),
         Some(_) => {}
     }
     store.mark_processing(tenant, &chunk.batch_id).await?;
@@ -224,9 +244,11 @@ async fn isolated(
         .filter(|r| !done.contains_key(&r.index))
         .collect();
     let mut round = 0;
+    let mut events = Vec::new();
     while !pending.is_empty() {
         let group = take_group(&mut pending);
-        let retry = apply_group(store, tenant, chunk, &group, disposition).await?;
+        let (retry, caused) = apply_group(store, tenant, chunk, &group, disposition).await?;
+        events.extend(caused);
         if !retry.is_empty() {
             round += 1;
             if round > MAX_ROUNDS {
@@ -258,17 +280,19 @@ async fn isolated(
             applied,
             all.len() as u64 - applied,
         )
-        .await
+        .await?;
+    Ok(events)
 }
 
-/// Applies one group in one transaction; returns the records to retry.
+/// Applies one group in one transaction; returns the records to retry and
+/// the events the committed writes caused.
 async fn apply_group<'a>(
     store: &DynamoBatchStore,
     tenant: &TenantId,
     chunk: &ChunkMessage,
     group: &[&'a BatchRecord],
     disposition: ChunkDisposition,
-) -> Result<Vec<&'a BatchRecord>, StoreError> {
+) -> Result<(Vec<&'a BatchRecord>, Vec<Event>), StoreError> {
     let table = store.table.as_str();
     let pk = batch_pk(tenant, &chunk.batch_id);
     let skus: HashSet<&str> = group.iter().map(|r| r.sku.as_str()).collect();
@@ -280,6 +304,7 @@ async fn apply_group<'a>(
     let ctx = context(chunk);
     let mut actions = Vec::new();
     let mut roles: Vec<(usize, Role)> = Vec::new();
+    let mut events = Vec::new();
     for (i, rec) in group.iter().enumerate() {
         let cur = current.get(&rec.sku);
         let effect = match disposition {
@@ -305,6 +330,14 @@ async fn apply_group<'a>(
                 delta,
                 created,
             } => {
+                events.extend(record_events(
+                    tenant,
+                    chunk,
+                    &rec.sku,
+                    cur,
+                    Some(&item),
+                    &now,
+                ));
                 let attrs = to_attrs(&ItemRecord::new(tenant, &item))?;
                 let action = match (created, cur) {
                     (false, Some(c)) => {
@@ -327,6 +360,7 @@ async fn apply_group<'a>(
                 true
             }
             RecordEffect::Delete { delta } => {
+                events.extend(record_events(tenant, chunk, &rec.sku, cur, None, &now));
                 let version = cur.map(|c| c.version).unwrap_or_default();
                 let delete = Delete::builder()
                     .table_name(table)
@@ -374,7 +408,7 @@ async fn apply_group<'a>(
         roles.push((i, Role::Marker));
     }
     match transact(&store.client, actions).await {
-        Ok(()) => Ok(Vec::new()),
+        Ok(()) => Ok((Vec::new(), events)),
         Err(TransactFailure::Condition(flags)) => {
             // Records whose marker already exists were done by another delivery.
             let settled: HashSet<usize> = roles
@@ -385,14 +419,15 @@ async fn apply_group<'a>(
                 })
                 .map(|(_, (i, _))| *i)
                 .collect();
-            Ok(group
+            let retry = group
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !settled.contains(i))
                 .map(|(_, r)| *r)
-                .collect())
+                .collect();
+            Ok((retry, Vec::new()))
         }
-        Err(TransactFailure::Conflict) => Ok(group.to_vec()),
+        Err(TransactFailure::Conflict) => Ok((group.to_vec(), Vec::new())),
         Err(TransactFailure::Store(e)) => Err(e),
     }
 }
@@ -497,7 +532,7 @@ async fn atomic(
     tenant: &TenantId,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Event>, StoreError> {
     let table = store.table.as_str();
     let pk = batch_pk(tenant, &chunk.batch_id);
     let total = chunk.records.len() as u64;
@@ -509,7 +544,8 @@ async fn atomic(
             )));
         };
         if header.chunks_done > 0 {
-            return write_atomic_side_effects(store, tenant, header).await;
+            write_atomic_side_effects(store, tenant, header).await?;
+            return Ok(Vec::new());
         }
         store.mark_processing(tenant, &chunk.batch_id).await?;
         let skus: HashSet<&str> = chunk.records.iter().map(|r| r.sku.as_str()).collect();
@@ -534,6 +570,7 @@ async fn atomic(
                 .map_err(build_error)
         };
         let mut actions = Vec::new();
+        let mut events = Vec::new();
         let items_in_tx;
         match plan_atomic(chunk, &read, disposition) {
             AtomicPlan::Reject(failures) => {
@@ -550,6 +587,14 @@ async fn atomic(
             }
             AtomicPlan::Apply { items, movements } => {
                 for (sku, (before, after)) in &items {
+                    events.extend(record_events(
+                        tenant,
+                        chunk,
+                        sku,
+                        before.as_ref(),
+                        after.as_ref(),
+                        &now,
+                    ));
                     let action = match (before, after) {
                         (None, Some(new)) => put_action(
                             table,
@@ -606,7 +651,9 @@ async fn atomic(
         match transact(&store.client, actions).await {
             Ok(()) => {}
             // The header claim lost: another delivery decided; finish its side effects.
-            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {}
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {
+                events.clear();
+            }
             Err(TransactFailure::Condition(_)) | Err(TransactFailure::Conflict) => {
                 backoff(round + 1).await;
                 continue;
@@ -619,7 +666,8 @@ async fn atomic(
                 chunk.batch_id
             )));
         };
-        return write_atomic_side_effects(store, tenant, header).await;
+        write_atomic_side_effects(store, tenant, header).await?;
+        return Ok(events);
     }
     Err(StoreError::Unavailable(
         "gave up applying an atomic batch under contention".into(),

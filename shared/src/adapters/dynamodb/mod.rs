@@ -15,10 +15,12 @@ mod items;
 mod keys;
 mod records;
 mod tx;
+mod webhooks;
 
 pub use batches::DynamoBatchStore;
 pub use items::DynamoItemStore;
 pub use keys::DynamoApiKeyStore;
+pub use webhooks::DynamoWebhookStore;
 
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -238,6 +238,10 @@ pub(crate) struct BatchStored {
     pub atomic_failures: Option<String>,
     #[serde(default)]
     pub ledger_written: bool,
+    /// Terminal, and its status event not yet published: whoever sees this
+    /// (publisher or a redelivered chunk) publishes it, under the same id.
+    #[serde(default)]
+    pub notify_pending: bool,
 }
 
 impl BatchStored {
@@ -263,6 +267,7 @@ impl BatchStored {
             atomic_plan: None,
             atomic_failures: None,
             ledger_written: false,
+            notify_pending: b.status.is_terminal(),
         }
     }
 }

@@ -1,0 +1,94 @@
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Error, LambdaEvent};
+use stockroom::error::error_chain;
+use stockroom::webhooks::{DispatchError, DispatchMessage, Dispatcher};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub struct App {
+    pub dispatcher: Dispatcher,
+    pub function: String,
+}
+
+fn attr(msg: &SqsMessage, name: &str) -> String {
+    msg.message_attributes
+        .get(name)
+        .and_then(|a| a.string_value.clone())
+        .unwrap_or_default()
+}
+
+/// Handles one message; `Err(message_id)` when SQS must deliver it again.
+async fn process(app: &'static App, msg: SqsMessage) -> Result<(), String> {
+    let message_id = msg.message_id.clone().unwrap_or_default();
+    let receive_count: u32 = msg
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let body = msg.body.as_deref().unwrap_or_default();
+    let parsed: Result<DispatchMessage, _> = serde_json::from_str(body);
+    let (request_id, tenant) = match &parsed {
+        Ok(DispatchMessage::Job(j)) => (j.request_id.clone(), j.tenant_id.clone()),
+        Ok(DispatchMessage::Event(e)) => (e.request_id.clone(), e.tenant_id.clone()),
+        Err(_) => (attr(&msg, "request_id"), attr(&msg, "tenant_id")),
+    };
+    let span = tracing::info_span!(
+        "dispatch",
+        request_id = %request_id,
+        tenant = %tenant,
+        function = %app.function,
+        message_id = %message_id,
+        receive_count,
+    );
+    async move {
+        let result = match parsed {
+            Ok(DispatchMessage::Event(event)) => app
+                .dispatcher
+                .fan_out(&event)
+                .await
+                .map(|n| tracing::info!(event_id = %event.id, event_type = event.kind.as_str(), deliveries = n, "event fanned out")),
+            Ok(DispatchMessage::Job(job)) => app
+                .dispatcher
+                .deliver(&job, receive_count, msg.receipt_handle.as_deref())
+                .await
+                .map(|outcome| tracing::info!(webhook_id = %job.webhook_id, delivery_id = %job.delivery_id, outcome = ?outcome, "delivery job done")),
+            Err(e) => Err(DispatchError::Unreadable(e.to_string())),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(DispatchError::RetryScheduled(why)) => {
+                tracing::info!(reason = %why, "delivery attempt failed; retry scheduled");
+                Err(message_id)
+            }
+            Err(e) => {
+                // Unreadable messages and store failures go back to SQS; the
+                // redrive policy dead-letters what keeps failing.
+                tracing::error!(error = %error_chain(&e), "dispatch failed; SQS will redeliver");
+                Err(message_id)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Messages are handled concurrently (deliveries wait on remote endpoints);
+/// only the failed ones are reported back to SQS.
+pub async fn handle(
+    event: LambdaEvent<SqsEvent>,
+    app: &'static App,
+) -> Result<SqsBatchResponse, Error> {
+    let mut tasks = JoinSet::new();
+    for msg in event.payload.records {
+        tasks.spawn(process(app, msg));
+    }
+    let mut response = SqsBatchResponse::default();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(message_id)) | Err(message_id) = joined.map_err(|e| e.to_string()) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,48 @@
+//! Webhook dispatcher Lambda: SQS messages from the events queue (fan-out to
+//! the tenant's webhooks) and the deliveries queue (one signed attempt each),
+//! with partial batch failures for the attempts to retry.
+
+mod handler;
+
+use lambda_runtime::{Error, run, service_fn};
+use std::sync::Arc;
+use stockroom::adapters::dynamodb::DynamoWebhookStore;
+use stockroom::adapters::kms::KmsSecretCipher;
+use stockroom::adapters::sns::SnsEventPublisher;
+use stockroom::adapters::sqs::SqsDeliveryQueue;
+use stockroom::webhooks::Dispatcher;
+use stockroom::webhooks::target::{TargetPolicy, WebhookSender};
+use stockroom::{config, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let cfg = config::DispatcherConfig::from_env()?;
+    let sdk = config::aws_sdk_config().await;
+    let policy = TargetPolicy {
+        allow_loopback_http: config::allow_loopback_webhooks(),
+    };
+    let dispatcher = Dispatcher {
+        store: Arc::new(DynamoWebhookStore::from_sdk_config(&sdk, cfg.stock_table)),
+        cipher: Arc::new(KmsSecretCipher::from_sdk_config(&sdk, cfg.secrets_key_id)),
+        queue: Arc::new(SqsDeliveryQueue::from_sdk_config(
+            &sdk,
+            cfg.delivery_queue_url,
+            Some(cfg.dlq_url),
+        )),
+        events: Arc::new(SnsEventPublisher::from_sdk_config(
+            &sdk,
+            cfg.events_topic_arn,
+        )),
+        sender: WebhookSender::new(policy)?,
+        schedule: cfg.retry_schedule,
+        disable_after: cfg.disable_after,
+    };
+    let app = handler::App {
+        dispatcher,
+        function: config::function_name("webhook-dispatcher"),
+    };
+    // Lives as long as the process; spawned per-message tasks borrow it.
+    let app: &'static handler::App = Box::leak(Box::new(app));
+    run(service_fn(move |event| handler::handle(event, app))).await
+}
