@@ -14,6 +14,9 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/batches") => Some(json!({"mode": "isolated", "records": [
             {"id": "1", "op": "adjust", "sku": sku, "delta": -1, "reason": "theft"}]})),
         ("POST", "/v1/keys") => Some(json!({"name": "b", "scopes": ["items:read"]})),
+        ("POST", "/v1/webhooks") => {
+            Some(json!({"url": "http://127.0.0.1:9/b", "events": ["batch.completed"]}))
+        }
         _ => None,
     }
 }
@@ -35,7 +38,27 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         .json()
         .await?;
     let batch_id = batch["batch_id"].as_str().expect("batch id").to_owned();
+    // A webhook (port 9: nothing listens, the ping just fails) and a delivery.
+    let hook: Value = a
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": "http://127.0.0.1:9/a", "events": ["batch.completed"]}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let webhook_id = hook["id"].as_str().expect("webhook id").to_owned();
+    let ping: Value = a
+        .request(Method::POST, &format!("/v1/webhooks/{webhook_id}/test"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let delivery_id = ping["id"].as_str().expect("delivery id").to_owned();
     let secrets = [
+        webhook_id.as_str(),
+        delivery_id.as_str(),
         sku.as_str(),
         batch_id.as_str(),
         a.key_id.as_str(),
@@ -52,7 +75,9 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         let path = template
             .replace("{sku}", &sku)
             .replace("{batch_id}", &batch_id)
-            .replace("{key_id}", &a.key_id);
+            .replace("{key_id}", &a.key_id)
+            .replace("{webhook_id}", &webhook_id)
+            .replace("{delivery_id}", &delivery_id);
         let mut req = b.request(Method::from_bytes(method.as_bytes())?, &path);
         if let Some(body) = body_for(method, template, &sku) {
             req = req.json(&body);
@@ -76,7 +101,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 14, "only {probed} routes probed");
+    assert!(probed >= 24, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a

@@ -13,6 +13,8 @@ use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key};
 use stockroom::ports::ApiKeyStore;
 use tokio::sync::OnceCell;
 
+pub mod receiver;
+
 pub fn base_url() -> String {
     std::env::var("STOCKROOM_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
 }

@@ -1,0 +1,586 @@
+//! Status push end to end on the local stack: events published to the SNS
+//! topic, fanned out by the dispatcher, delivered signed (Standard Webhooks)
+//! to receivers on 127.0.0.1, retried, dead-lettered, disabled, replayed.
+//! The test stack runs with `WebhookRetrySchedule=1,1,1` (4 attempts, 1 s
+//! apart) and the local-only flag that allows `http://127.0.0.1` targets.
+
+use anyhow::{Context, Result};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use stockroom::webhooks::signing;
+use stockroom::webhooks::target::{TargetPolicy, validate_url};
+use stockroom_tests::receiver::{Receiver, Reply};
+use stockroom_tests::{Tenant, expect_problem, function_env, unique_sku, wait_for_batch};
+
+async fn create_webhook(tenant: &Tenant, url: &str, events: &[&str]) -> Result<(String, String)> {
+    let resp = tenant
+        .post_json("/v1/webhooks", &json!({"url": url, "events": events}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status() == 201,
+        "create webhook: {}",
+        resp.text().await?
+    );
+    let body: Value = resp.json().await?;
+    Ok((
+        body["id"].as_str().context("id")?.to_owned(),
+        body["secret"].as_str().context("secret")?.to_owned(),
+    ))
+}
+
+async fn deliveries(tenant: &Tenant, webhook: &str) -> Result<Vec<Value>> {
+    let page: Value = tenant
+        .get(&format!("/v1/webhooks/{webhook}/deliveries?limit=100"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(page["deliveries"].as_array().cloned().unwrap_or_default())
+}
+
+/// Polls the delivery log until `done` holds for the delivery.
+async fn wait_delivery(
+    tenant: &Tenant,
+    webhook: &str,
+    delivery: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d: Value = tenant
+            .get(&format!("/v1/webhooks/{webhook}/deliveries/{delivery}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if done(&d) {
+            return Ok(d);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "delivery never settled: {d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn ping(tenant: &Tenant, webhook: &str) -> Result<String> {
+    let resp = tenant
+        .request(Method::POST, &format!("/v1/webhooks/{webhook}/test"))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "ping: {}", resp.text().await?);
+    let body: Value = resp.json().await?;
+    Ok(body["id"].as_str().context("delivery id")?.to_owned())
+}
+
+fn statuses(delivery: &Value) -> Vec<u64> {
+    delivery["attempts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x["status_code"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_1000_record_batch_produces_exactly_one_signed_batch_completed_delivery() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![]).await?;
+    let (hook, secret) = create_webhook(
+        &t,
+        &format!("{}/hooks/stock", rx.url),
+        &[
+            "batch.completed",
+            "batch.completed_with_errors",
+            "batch.failed",
+        ],
+    )
+    .await?;
+    let prefix = unique_sku("wh");
+    let records: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": format!("r{i}"), "op": "upsert", "sku": format!("{prefix}-{i}"), "name": "n", "quantity": 5}))
+        .collect();
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": records}),
+        )
+        .send()
+        .await?;
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let accepted: Value = resp.json().await?;
+    let batch_id = accepted["batch_id"]
+        .as_str()
+        .context("batch id")?
+        .to_owned();
+    let batch = wait_for_batch(&t, &batch_id, Duration::from_secs(120)).await?;
+    assert_eq!(batch["status"], "completed", "{batch}");
+
+    let got = rx.wait_for(1, Duration::from_secs(30)).await?;
+    // Chunks finishing together must not announce twice: give stragglers time.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got_after = rx.received();
+    assert_eq!(got_after.len(), 1, "exactly one delivery: {got_after:?}");
+    let r = &got[0];
+    assert_eq!(r.path, "/hooks/stock");
+    signing::verify(&secret, &r.headers, r.body.as_bytes()).context("signature verifies")?;
+    let event = r.json();
+    assert_eq!(event["type"], "batch.completed");
+    assert_eq!(event["tenant_id"], t.tenant_id.as_str());
+    assert_eq!(event["data"]["batch_id"], batch_id.as_str());
+    assert_eq!(event["data"]["succeeded"], 1000);
+    assert_eq!(event["request_id"], request_id.as_str());
+    assert_eq!(
+        r.header("webhook-id"),
+        event["id"].as_str().unwrap_or_default()
+    );
+    assert_eq!(r.header("x-request-id"), request_id);
+    assert_eq!(r.header("content-type"), "application/json");
+
+    let log = deliveries(&t, &hook).await?;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["status"], "delivered");
+    assert_eq!(log[0]["event_type"], "batch.completed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_gets_the_event_on_the_third_try_with_the_same_id() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(503)]).await?;
+    let (hook, secret) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let delivery = ping(&t, &hook).await?;
+    let got = rx.wait_for(3, Duration::from_secs(30)).await?;
+    let ids: Vec<String> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "same webhook-id: {ids:?}"
+    );
+    assert!(ids[0].starts_with("evt_"));
+    // Retries wait for the schedule (1 s here), they are not immediate.
+    assert!(got[1].at - got[0].at >= Duration::from_millis(800));
+    signing::verify(&secret, &got[2].headers, got[2].body.as_bytes())?;
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "delivered").await?;
+    assert_eq!(statuses(&d), vec![500, 503, 200], "{d}");
+    assert_eq!(d["attempts"][0]["outcome"], "failed");
+    assert_eq!(d["attempts"][2]["outcome"], "delivered");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.received().len(), 3, "nothing after the success");
+    // The webhook is healthy again.
+    let w: Value = t
+        .get(&format!("/v1/webhooks/{hook}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(w["status"], "enabled");
+    assert!(w.get("failing_since").is_none(), "{w}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn exhausted_deliveries_are_dead_lettered_then_replayable() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![Reply::Status(500); 4]).await?;
+    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let delivery = ping(&t, &hook).await?;
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
+    assert_eq!(statuses(&d), vec![500, 500, 500, 500], "{d}");
+    let last = d["attempts"][3]["error"].as_str().unwrap_or_default();
+    assert!(last.contains("dead-lettered"), "{d}");
+
+    // The job is in the DLQ, for an operator to redrive.
+    let sdk = stockroom::config::aws_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = function_env("WebhookDispatcherFunction", "WEBHOOK_DLQ_URL")?;
+    let mut found = false;
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .visibility_timeout(1)
+            .send()
+            .await?;
+        found = out
+            .messages()
+            .iter()
+            .any(|m| m.body().unwrap_or_default().contains(&delivery));
+        if found {
+            break;
+        }
+    }
+    assert!(found, "the exhausted job is in the webhook DLQ");
+
+    // Replay: the same event again, now answered 200.
+    let resp = t
+        .request(
+            Method::POST,
+            &format!("/v1/webhooks/{hook}/deliveries/{delivery}/replay"),
+        )
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 202);
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "delivered").await?;
+    assert_eq!(statuses(&d), vec![500, 500, 500, 500, 200], "{d}");
+    let got = rx.received();
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[4].header("webhook-id"), got[0].header("webhook-id"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_the_tenant_is_told() -> Result<()> {
+    let t = Tenant::new().await?;
+    let gone = Receiver::start(vec![Reply::Status(410)]).await?;
+    let watcher = Receiver::start(vec![]).await?;
+    let (hook, _) = create_webhook(&t, &gone.url, &["batch.completed"]).await?;
+    let (_, watcher_secret) = create_webhook(&t, &watcher.url, &["webhook.disabled"]).await?;
+    let delivery = ping(&t, &hook).await?;
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
+    assert_eq!(statuses(&d), vec![410], "no retry after 410: {d}");
+    let w: Value = t
+        .get(&format!("/v1/webhooks/{hook}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(w["status"], "disabled", "{w}");
+    assert!(
+        w["disabled_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("410")
+    );
+
+    let told = watcher.wait_for(1, Duration::from_secs(30)).await?;
+    signing::verify(&watcher_secret, &told[0].headers, told[0].body.as_bytes())?;
+    let event = told[0].json();
+    assert_eq!(event["type"], "webhook.disabled");
+    assert_eq!(event["data"]["webhook_id"], hook.as_str());
+
+    // Disabled: no test pings, no replays; enabling brings it back.
+    let resp = t
+        .request(Method::POST, &format!("/v1/webhooks/{hook}/test"))
+        .send()
+        .await?;
+    expect_problem(resp, 409, "webhook_disabled").await?;
+    let w: Value = t
+        .request(Method::POST, &format!("/v1/webhooks/{hook}/enable"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(w["status"], "enabled");
+    ping(&t, &hook).await?;
+    gone.wait_for(2, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn private_and_internal_targets_are_refused() -> Result<()> {
+    let t = Tenant::new().await?;
+    let table = [
+        ("http://10.0.0.1/hook", "webhook_url_not_https"),
+        ("https://10.0.0.1/hook", "webhook_url_forbidden_address"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "webhook_url_forbidden_address",
+        ),
+        ("https://[::1]:8443/hook", "webhook_url_forbidden_address"),
+        ("https://[fd00::1]/hook", "webhook_url_forbidden_address"),
+        ("https://100.64.0.1/hook", "webhook_url_forbidden_address"),
+        ("https://127.0.0.2/hook", "webhook_url_forbidden_address"),
+        // A hostname resolving to loopback (via /etc/hosts here).
+        (
+            "https://localhost:8443/hook",
+            "webhook_url_forbidden_address",
+        ),
+        ("http://localhost:8080/hook", "webhook_url_not_https"),
+        (
+            "https://user:pw@example.com/hook",
+            "webhook_url_has_credentials",
+        ),
+        ("ftp://example.com/hook", "webhook_url_not_https"),
+        ("not a url", "invalid_webhook_url"),
+    ];
+    for (url, code) in table {
+        let resp = t
+            .post_json(
+                "/v1/webhooks",
+                &json!({"url": url, "events": ["batch.completed"]}),
+            )
+            .send()
+            .await?;
+        expect_problem(resp, 422, code)
+            .await
+            .with_context(|| format!("registering {url}"))?;
+    }
+    // The local stack allows exactly http(s)://127.0.0.1 (for these tests);
+    // the deployed policy, which the template uses, refuses it too.
+    for url in ["http://127.0.0.1:8080/", "https://127.0.0.1/"] {
+        assert!(
+            validate_url(url, &TargetPolicy::deployed()).is_err(),
+            "{url}"
+        );
+    }
+
+    // A redirect (here to a private address) is a failed attempt, never followed.
+    let rx = Receiver::start(vec![Reply::Redirect("http://10.0.0.1/steal".into()); 4]).await?;
+    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let delivery = ping(&t, &hook).await?;
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
+    assert_eq!(statuses(&d), vec![302, 302, 302, 302], "{d}");
+    let error = d["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("redirect"), "{d}");
+    assert_eq!(
+        rx.received().len(),
+        4,
+        "one request per attempt, none followed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn low_stock_fires_once_per_crossing_from_adjustments_and_batches() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![]).await?;
+    create_webhook(&t, &rx.url, &["item.low_stock"]).await?;
+    let sku = unique_sku("low");
+    let resp = t
+        .post_json(
+            "/v1/items",
+            &json!({"sku": sku, "name": "mug", "quantity": 10, "low_stock_threshold": 5}),
+        )
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201);
+    let adjust = |delta: i64| {
+        t.post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": delta, "reason": "sale"}),
+        )
+        .send()
+    };
+    for delta in [-3, -3, -1] {
+        assert_eq!(adjust(delta).await?.status(), 200);
+    }
+    // 10 -> 7 -> 4 (crosses) -> 3 (already low). Then back up and down
+    // through a batch: 3 -> 13 -> 3 (crosses again) -> 2 (already low).
+    let batch: Value = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": [
+                {"id": "up", "op": "adjust", "sku": sku, "delta": 10, "reason": "receipt"},
+                {"id": "down", "op": "adjust", "sku": sku, "delta": -10, "reason": "sale"},
+                {"id": "more", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"},
+            ]}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let batch_id = batch["batch_id"].as_str().context("batch id")?.to_owned();
+    wait_for_batch(&t, &batch_id, Duration::from_secs(60)).await?;
+    let got = rx.wait_for(2, Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got_after = rx.received();
+    assert_eq!(got_after.len(), 2, "one event per crossing: {got_after:?}");
+    let first = got[0].json();
+    let second = got[1].json();
+    let mut events = [first, second];
+    events.sort_by_key(|e| e["data"]["version"].as_u64());
+    assert_eq!(events[0]["type"], "item.low_stock");
+    assert_eq!(events[0]["data"]["quantity"], 4);
+    assert_eq!(events[0]["data"]["sku"], sku.as_str());
+    assert!(events[0]["data"].get("batch_id").is_none());
+    assert_eq!(events[1]["data"]["quantity"], 3);
+    assert_eq!(events[1]["data"]["batch_id"], batch_id.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotated_secrets_both_sign_during_the_overlap() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![]).await?;
+    let (hook, old) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let rotated: Value = t
+        .request(Method::POST, &format!("/v1/webhooks/{hook}/rotate-secret"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let new = rotated["secret"].as_str().context("secret")?.to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    ping(&t, &hook).await?;
+    let got = rx.wait_for(1, Duration::from_secs(30)).await?;
+    let signature = got[0].header("webhook-signature");
+    assert_eq!(signature.split(' ').count(), 2, "{signature}");
+    signing::verify(&new, &got[0].headers, got[0].body.as_bytes())?;
+    signing::verify(&old, &got[0].headers, got[0].body.as_bytes())?;
+    // Neither secret is ever shown again, nor written to any log.
+    let shown = t
+        .get(&format!("/v1/webhooks/{hook}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(!shown.contains("whsec_"), "{shown}");
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs");
+    for entry in std::fs::read_dir(&logs)? {
+        let path = entry?.path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+        for secret in [&old, &new] {
+            let b64 = secret.trim_start_matches("whsec_");
+            assert!(
+                !text.contains(b64),
+                "{} contains a signing secret",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn tenants_can_subscribe_their_own_queue_filtered_on_tenant_id() -> Result<()> {
+    let a = Tenant::new().await?;
+    let b = Tenant::new().await?;
+    let sdk = stockroom::config::aws_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("tenant-{}", a.tenant_id))
+        .send()
+        .await?
+        .queue_url
+        .context("queue url")?;
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .context("queue arn")?;
+    sns.subscribe()
+        .topic_arn(function_env("BatchesApiFunction", "EVENTS_TOPIC_ARN")?)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .attributes(
+            "FilterPolicy",
+            json!({"tenant_id": [a.tenant_id], "event_type": [{"prefix": "batch."}]}).to_string(),
+        )
+        .send()
+        .await?;
+    for tenant in [&b, &a] {
+        let batch: Value = tenant
+            .post_json(
+                "/v1/batches",
+                &json!({"mode": "isolated", "records": [
+                    {"id": "1", "op": "upsert", "sku": unique_sku("sub"), "name": "n", "quantity": 1}]}),
+            )
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = batch["batch_id"].as_str().context("batch id")?.to_owned();
+        wait_for_batch(tenant, &id, Duration::from_secs(60)).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut bodies = Vec::new();
+    while Instant::now() < deadline && bodies.is_empty() {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        bodies.extend(
+            out.messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_owned)),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await?;
+    bodies.extend(
+        out.messages()
+            .iter()
+            .filter_map(|m| m.body().map(str::to_owned)),
+    );
+    assert_eq!(bodies.len(), 1, "only A's batch event: {bodies:?}");
+    let event: Value = serde_json::from_str(&bodies[0])?;
+    assert_eq!(event["tenant_id"], a.tenant_id.as_str());
+    assert_eq!(event["type"], "batch.completed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhook_requests_are_validated_scoped_and_tenant_bound() -> Result<()> {
+    let t = Tenant::new().await?;
+    let resp = t
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": "https://example.com/h", "events": ["batch.exploded"], "colour": "red"}),
+        )
+        .send()
+        .await?;
+    let problem = expect_problem(resp, 422, "validation_failed").await?;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, vec!["colour", "events[0]"]);
+    let reader = Tenant::key_for(&t.tenant_id, &["items:read"]).await?;
+    let resp = reader.get("/v1/webhooks").send().await?;
+    expect_problem(resp, 403, "insufficient_scope").await?;
+
+    let rx = Receiver::start(vec![]).await?;
+    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let list: Value = t.get("/v1/webhooks").send().await?.json().await?;
+    assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(1));
+    let other = Tenant::new().await?;
+    let resp = other.get(&format!("/v1/webhooks/{hook}")).send().await?;
+    expect_problem(resp, 404, "webhook_not_found").await?;
+    let resp = t
+        .get("/v1/webhooks/wh_nope/deliveries/dlv_nope")
+        .send()
+        .await?;
+    expect_problem(resp, 404, "webhook_not_found").await?;
+    let resp = t
+        .get(&format!("/v1/webhooks/{hook}/deliveries/dlv_01nope"))
+        .send()
+        .await?;
+    expect_problem(resp, 404, "delivery_not_found").await?;
+    assert_eq!(
+        t.delete(&format!("/v1/webhooks/{hook}"))
+            .send()
+            .await?
+            .status(),
+        204
+    );
+    let resp = t.delete(&format!("/v1/webhooks/{hook}")).send().await?;
+    expect_problem(resp, 404, "webhook_not_found").await?;
+    Ok(())
+}
