@@ -236,6 +236,11 @@ print_summary() {
     if [[ -n "$key" ]]; then
         echo "  Demo API key    $key"
         echo "                  curl -H 'Authorization: Bearer $key' $API_URL/v1/items"
+        echo "  Webhooks        local targets may be http://127.0.0.1:<port> (local stack only). Watch deliveries:"
+        echo "                  curl -H 'Authorization: Bearer $key' -H 'content-type: application/json' \\"
+        echo "                    -d '{\"url\":\"http://127.0.0.1:4000/\",\"events\":[\"batch.completed\",\"item.low_stock\"]}' $API_URL/v1/webhooks"
+        echo "                  make webhook-listen SECRET=<the secret from that response>"
+        echo "                  (delivery log: GET /v1/webhooks/<id>/deliveries; dispatcher log: .local/logs/webhook-dispatcher.log)"
     fi
     echo
 }
