@@ -584,3 +584,48 @@ async fn webhook_requests_are_validated_scoped_and_tenant_bound() -> Result<()> 
     expect_problem(resp, 404, "webhook_not_found").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_for_days_is_disabled_on_its_next_failure() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![Reply::Status(500); 4]).await?;
+    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    // Its failure streak began a week ago (the template disables after 5 days).
+    let sdk = stockroom::config::aws_sdk_config().await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .update_item()
+        .table_name(function_env("WebhooksApiFunction", "STOCK_TABLE")?)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#WH", t.tenant_id)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("WH#{hook}")),
+        )
+        .update_expression("SET failing_since = :then")
+        .expression_attribute_values(
+            ":then",
+            aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000Z".into()),
+        )
+        .send()
+        .await?;
+    let delivery = ping(&t, &hook).await?;
+    let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
+    assert_eq!(statuses(&d), vec![500], "no retries once disabled: {d}");
+    let w: Value = t
+        .get(&format!("/v1/webhooks/{hook}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(w["status"], "disabled", "{w}");
+    assert!(
+        w["disabled_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed for more than"),
+        "{w}"
+    );
+    Ok(())
+}
