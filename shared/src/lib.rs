@@ -13,5 +13,6 @@ pub mod http;
 pub mod keys;
 pub mod ports;
 pub mod service;
+pub mod sqs_batch;
 pub mod telemetry;
 pub mod webhooks;

@@ -1,4 +1,4 @@
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stockroom::adapters::sqs::SqsChunkQueue;
@@ -116,13 +116,5 @@ pub async fn handle(
             process(app, msg, budget.saturating_sub(started.elapsed())).await
         });
     }
-    let mut response = SqsBatchResponse::default();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(Err(message_id)) | Err(message_id) = joined.map_err(|e| e.to_string()) {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    Ok(response)
+    Ok(stockroom::sqs_batch::partial_failures(tasks).await)
 }

@@ -1,4 +1,4 @@
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use stockroom::error::error_chain;
 use stockroom::webhooks::{DispatchError, DispatchMessage, Dispatcher};
@@ -82,13 +82,5 @@ pub async fn handle(
     for msg in event.payload.records {
         tasks.spawn(process(app, msg));
     }
-    let mut response = SqsBatchResponse::default();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(Err(message_id)) | Err(message_id) = joined.map_err(|e| e.to_string()) {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    Ok(response)
+    Ok(stockroom::sqs_batch::partial_failures(tasks).await)
 }

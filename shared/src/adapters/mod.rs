@@ -4,3 +4,39 @@ pub mod dynamodb;
 pub mod kms;
 pub mod sns;
 pub mod sqs;
+
+use crate::ports::StoreError;
+use std::future::Future;
+use std::time::Duration;
+
+/// Batched sends (SQS SendMessageBatch, SNS PublishBatch) can accept part of
+/// a call: `send` sends the entries at these indexes and returns the ones
+/// to send again; they are resent with a growing pause, a few times.
+pub(crate) async fn send_in_calls<F, Fut>(
+    calls: Vec<Vec<usize>>,
+    what: &str,
+    mut send: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<Vec<usize>, StoreError>>,
+{
+    const MAX_ROUNDS: u32 = 6;
+    for call in calls {
+        let mut pending = call;
+        let mut round = 0;
+        while !pending.is_empty() {
+            pending = send(pending).await?;
+            if !pending.is_empty() {
+                round += 1;
+                if round > MAX_ROUNDS {
+                    return Err(StoreError::Unavailable(
+                        format!("{what} kept refusing entries").into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20 << round)).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,16 +1,15 @@
 //! SNS adapter: publishes status events with the attributes subscribers
 //! filter on (`event_type`, `tenant_id`) plus the `request_id` that traces them.
 
+use super::send_in_calls;
 use crate::domain::event::Event;
 use crate::ports::{EventPublisher, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use std::time::Duration;
 
 /// PublishBatch takes at most 10 entries.
 const MAX_ENTRIES: usize = 10;
-const MAX_ROUNDS: u32 = 5;
 
 #[derive(Clone, Debug)]
 pub struct SnsEventPublisher {
@@ -51,50 +50,37 @@ fn entry(i: usize, e: &Event) -> Result<PublishBatchRequestEntry, StoreError> {
 #[async_trait]
 impl EventPublisher for SnsEventPublisher {
     async fn publish(&self, events: &[Event]) -> Result<(), StoreError> {
-        for (n, group) in events.chunks(MAX_ENTRIES).enumerate() {
-            let offset = n * MAX_ENTRIES;
-            let mut pending: Vec<usize> = (0..group.len()).collect();
-            let mut round = 0;
-            while !pending.is_empty() {
-                let entries = pending
-                    .iter()
-                    .map(|&i| entry(offset + i, &group[i]))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = self
-                    .client
-                    .publish_batch()
-                    .topic_arn(&self.topic_arn)
-                    .set_publish_batch_request_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-                let failed = out.failed.unwrap_or_default();
-                if let Some(f) = failed.iter().find(|f| f.sender_fault) {
-                    return Err(StoreError::Backend(
-                        format!(
-                            "SNS refused an event: {} {}",
-                            f.code,
-                            f.message.as_deref().unwrap_or_default()
-                        )
-                        .into(),
-                    ));
-                }
-                pending = failed
-                    .iter()
-                    .filter_map(|f| f.id.parse::<usize>().ok())
-                    .filter_map(|id| id.checked_sub(offset))
-                    .collect();
-                if !pending.is_empty() {
-                    round += 1;
-                    if round > MAX_ROUNDS {
-                        return Err(StoreError::Unavailable(
-                            "SNS kept failing to accept events".into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20 << round)).await;
-                }
+        let calls = (0..events.len())
+            .collect::<Vec<_>>()
+            .chunks(MAX_ENTRIES)
+            .map(<[usize]>::to_vec)
+            .collect();
+        send_in_calls(calls, "SNS (events)", |pending| async move {
+            let entries = pending
+                .iter()
+                .map(|&i| entry(i, &events[i]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .publish_batch()
+                .topic_arn(&self.topic_arn)
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+            let failed = out.failed.unwrap_or_default();
+            if let Some(f) = failed.iter().find(|f| f.sender_fault) {
+                return Err(StoreError::Backend(
+                    format!(
+                        "SNS refused an event: {} {}",
+                        f.code,
+                        f.message.as_deref().unwrap_or_default()
+                    )
+                    .into(),
+                ));
             }
-        }
-        Ok(())
+            Ok(failed.iter().filter_map(|f| f.id.parse().ok()).collect())
+        })
+        .await
     }
 }

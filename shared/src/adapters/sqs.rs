@@ -1,6 +1,7 @@
 //! SQS adapter: sends batch chunks with `SendMessageBatch`, and webhook
 //! delivery jobs.
 
+use super::send_in_calls;
 use crate::ports::{ChunkEnvelope, ChunkQueue, DeliveryJob, DeliveryQueue, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -10,7 +11,6 @@ use std::time::Duration;
 /// SendMessageBatch limits: 10 entries and 256 KiB of payload per call.
 const MAX_ENTRIES: usize = 10;
 const MAX_CALL_BYTES: usize = 256 * 1024;
-const MAX_ROUNDS: u32 = 6;
 
 #[derive(Clone, Debug)]
 pub struct SqsChunkQueue {
@@ -72,61 +72,61 @@ pub(crate) fn plan_calls(chunks: &[ChunkEnvelope]) -> Vec<Vec<usize>> {
     calls
 }
 
+fn chunk_entry(i: usize, c: &ChunkEnvelope) -> Result<SendMessageBatchRequestEntry, StoreError> {
+    SendMessageBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message_body(&c.body)
+        .message_attributes("tenant_id", string_attr(&c.tenant_id)?)
+        .message_attributes("batch_id", string_attr(&c.batch_id)?)
+        .message_attributes("request_id", string_attr(&c.request_id)?)
+        .message_attributes("chunk", number_attr(c.chunk)?)
+        .message_attributes("record_count", number_attr(c.record_count)?)
+        .build()
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// One SendMessageBatch call; returns the ids (indexes) SQS asks to resend.
+async fn send_entries(
+    client: &Client,
+    queue_url: &str,
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<Vec<usize>, StoreError> {
+    let out = client
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+    let failed = out.failed();
+    if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
+        return Err(StoreError::Backend(
+            format!(
+                "SQS refused a message: {} {}",
+                f.code(),
+                f.message().unwrap_or_default()
+            )
+            .into(),
+        ));
+    }
+    Ok(failed.iter().filter_map(|f| f.id().parse().ok()).collect())
+}
+
 #[async_trait]
 impl ChunkQueue for SqsChunkQueue {
     async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError> {
-        for call in plan_calls(chunks) {
-            let mut pending = call;
-            let mut round = 0;
-            while !pending.is_empty() {
-                let mut entries = Vec::with_capacity(pending.len());
-                for &i in &pending {
-                    let c = &chunks[i];
-                    entries.push(
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(&c.body)
-                            .message_attributes("tenant_id", string_attr(&c.tenant_id)?)
-                            .message_attributes("batch_id", string_attr(&c.batch_id)?)
-                            .message_attributes("request_id", string_attr(&c.request_id)?)
-                            .message_attributes("chunk", number_attr(c.chunk)?)
-                            .message_attributes("record_count", number_attr(c.record_count)?)
-                            .build()
-                            .map_err(|e| StoreError::Backend(Box::new(e)))?,
-                    );
-                }
-                let out = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-                let failed = out.failed();
-                if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
-                    return Err(StoreError::Backend(
-                        format!(
-                            "SQS refused a chunk: {} {}",
-                            f.code(),
-                            f.message().unwrap_or_default()
-                        )
-                        .into(),
-                    ));
-                }
-                pending = failed.iter().filter_map(|f| f.id().parse().ok()).collect();
-                if !pending.is_empty() {
-                    round += 1;
-                    if round > MAX_ROUNDS {
-                        return Err(StoreError::Unavailable(
-                            "SQS kept failing to accept chunks".into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20 << round)).await;
-                }
-            }
-        }
-        Ok(())
+        send_in_calls(
+            plan_calls(chunks),
+            "SQS (batch chunks)",
+            |pending| async move {
+                let entries = pending
+                    .iter()
+                    .map(|&i| chunk_entry(i, &chunks[i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                send_entries(&self.client, &self.queue_url, entries).await
+            },
+        )
+        .await
     }
 }
 
@@ -209,40 +209,19 @@ impl SqsDeliveryQueue {
 #[async_trait]
 impl DeliveryQueue for SqsDeliveryQueue {
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
-        for (n, group) in jobs.chunks(MAX_ENTRIES).enumerate() {
-            let offset = n * MAX_ENTRIES;
-            let mut pending: Vec<usize> = (0..group.len()).collect();
-            let mut round = 0;
-            while !pending.is_empty() {
-                let entries = pending
-                    .iter()
-                    .map(|&i| Self::entry(i, &group[i]))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-                pending = out
-                    .failed()
-                    .iter()
-                    .filter_map(|f| f.id().parse().ok())
-                    .collect();
-                if !pending.is_empty() {
-                    round += 1;
-                    if round > MAX_ROUNDS {
-                        return Err(StoreError::Unavailable(
-                            format!("SQS kept refusing delivery jobs from {offset}").into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20 << round)).await;
-                }
-            }
-        }
-        Ok(())
+        let calls = (0..jobs.len())
+            .collect::<Vec<_>>()
+            .chunks(MAX_ENTRIES)
+            .map(<[usize]>::to_vec)
+            .collect();
+        send_in_calls(calls, "SQS (delivery jobs)", |pending| async move {
+            let entries = pending
+                .iter()
+                .map(|&i| Self::entry(i, &jobs[i]))
+                .collect::<Result<Vec<_>, _>>()?;
+            send_entries(&self.client, &self.queue_url, entries).await
+        })
+        .await
     }
 
     /// Hides the received job for `delay` before its next attempt.

@@ -1,0 +1,22 @@
+//! SQS event sources with `ReportBatchItemFailures`: each message is handled
+//! by its own task; only the failed ones are reported, so SQS redelivers
+//! those and deletes the rest.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use tokio::task::JoinSet;
+
+/// Waits for every task (`Err(message_id)` = redeliver) and builds the response.
+pub async fn partial_failures(mut tasks: JoinSet<Result<(), String>>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    while let Some(joined) = tasks.join_next().await {
+        // A task that panicked (debug builds; release aborts) has no message
+        // id: an identifier that names no message makes Lambda retry the
+        // whole batch, the safe answer when we do not know what happened.
+        if let Ok(Err(message_id)) | Err(message_id) = joined.map_err(|e| e.to_string()) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
