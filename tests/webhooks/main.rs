@@ -715,3 +715,52 @@ async fn one_request_id_follows_a_batch_from_the_api_call_to_the_webhook() -> Re
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn deleting_an_item_publishes_item_deleted_from_the_api_and_from_batches() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![]).await?;
+    create_webhook(&t, &rx.url, &["item.deleted"]).await?;
+    let (by_api, by_batch) = (unique_sku("del"), unique_sku("del"));
+    t.create_item(&by_api, 3).await?;
+    t.create_item(&by_batch, 0).await?;
+    assert_eq!(
+        t.delete(&format!("/v1/items/{by_api}"))
+            .send()
+            .await?
+            .status(),
+        204
+    );
+    let batch: Value = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": [{"id": "d", "op": "delete", "sku": by_batch}]}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let batch_id = batch["batch_id"].as_str().context("batch id")?.to_owned();
+    wait_for_batch(&t, &batch_id, Duration::from_secs(60)).await?;
+    let got = rx.wait_for(2, Duration::from_secs(30)).await?;
+    let mut seen: Vec<(String, Value)> = got
+        .iter()
+        .map(|r| {
+            let e = r.json();
+            (e["data"]["sku"].as_str().unwrap_or_default().to_owned(), e)
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let api = seen
+        .iter()
+        .find(|(s, _)| *s == by_api)
+        .context("API delete event")?;
+    let via_batch = seen
+        .iter()
+        .find(|(s, _)| *s == by_batch)
+        .context("batch delete event")?;
+    assert_eq!(api.1["type"], "item.deleted");
+    assert_eq!(via_batch.1["type"], "item.deleted");
+    assert_eq!(via_batch.1["data"]["batch_id"], batch_id.as_str());
+    Ok(())
+}
