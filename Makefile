@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant webhook-listen test test-unit lint fmt validate sam-build deploy clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen test test-unit lint fmt validate sam-build deploy clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@test -n "$(NAME)" || { echo "usage: make tenant NAME=<name>"; exit 2; }
 	@test -f .local/env && curl -sf -o /dev/null http://127.0.0.1:$${STOCKROOM_API_PORT:-3000}/_local/health || { echo "the local stack is not running: start it with make run"; exit 1; }
 	@source .local/env && $${CARGO_TARGET_DIR:-target}/debug/stockroom-admin create-tenant --name "$(NAME)"
+
+metrics: ## Summarise the CloudWatch EMF metrics the local functions logged
+	@python3 devtools/metrics.py
 
 webhook-listen: ## Print and verify webhook deliveries locally: make webhook-listen [PORT=4000] [SECRET=whsec_...] [FAIL=n]
 	cargo build -q -p stockroom-webhook-listen

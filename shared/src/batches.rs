@@ -348,6 +348,7 @@ impl BatchWorker {
             return Ok(None);
         };
         publish_finished(&*self.store, &*self.events, tenant, &batch).await?;
+        crate::telemetry::batch_finished(&batch);
         Ok(Some(batch))
     }
 

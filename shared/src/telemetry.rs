@@ -27,3 +27,59 @@ pub fn init() {
         .with_ansi(false)
         .try_init();
 }
+
+static COLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// True for the first invocation of this process (a cold start), false after;
+/// call once per invocation and put it on the invocation's span.
+pub fn cold_start() -> bool {
+    COLD.swap(false, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The metrics crate's CloudWatch EMF backend, re-exported so the functions'
+/// `main` can hand their handler to its Lambda runner (which flushes the
+/// metrics after every invocation).
+pub use metrics_cloudwatch_embedded as emf;
+
+/// Installs the EMF recorder: namespace `Stockroom`, dimension `function`,
+/// a `ColdStart` count, and the Lambda request id on every document. The
+/// documents go to stdout, where Lambda (and the local stack) log them.
+pub fn metrics(function: &'static str) -> Result<&'static emf::Collector, emf::Error> {
+    emf::Builder::new()
+        .cloudwatch_namespace("Stockroom")
+        .with_dimension("function", function)
+        .lambda_cold_start_metric("ColdStart")
+        .with_lambda_request_id("RequestId")
+        .init()
+}
+
+/// `AuthorizerDecisions` by decision (denial spikes feed an alarm).
+pub fn authorizer_decision(allowed: bool) {
+    let decision = if allowed { "allow" } else { "deny" };
+    metrics::counter!("AuthorizerDecisions", "decision" => decision).increment(1);
+}
+
+/// A batch reached its terminal status: its records by outcome and its
+/// end-to-end duration (accepted to terminal).
+pub fn batch_finished(batch: &crate::domain::batch::Batch) {
+    metrics::counter!("BatchRecords", "outcome" => "applied").increment(batch.succeeded);
+    metrics::counter!("BatchRecords", "outcome" => "failed").increment(batch.failed);
+    metrics::counter!("Batches", "status" => batch.status.as_str()).increment(1);
+    if let (Some(start), Some(end)) = (
+        crate::clock::parse(&batch.created_at),
+        batch.completed_at.as_deref().and_then(crate::clock::parse),
+    ) {
+        metrics::histogram!("BatchDurationMs").record((end - start).as_seconds_f64() * 1000.0);
+    }
+}
+
+/// One webhook delivery attempt by outcome and attempt number.
+pub fn webhook_attempt(outcome: &'static str, attempt: u32) {
+    let attempt = match attempt {
+        1 => "1",
+        2 => "2",
+        3 => "3",
+        _ => "4+",
+    };
+    metrics::counter!("WebhookDeliveries", "outcome" => outcome, "attempt" => attempt).increment(1);
+}

@@ -105,3 +105,46 @@ async fn unknown_routes_are_problem_404s() -> anyhow::Result<()> {
     expect_problem(resp, 404, "route_not_found").await?;
     Ok(())
 }
+
+/// The functions log CloudWatch EMF documents (what `make metrics` sums and
+/// CloudWatch turns into metrics when deployed): requests by route and
+/// status class, latency, cold starts.
+#[tokio::test]
+async fn requests_are_measured_as_embedded_metrics() -> anyhow::Result<()> {
+    let t = stockroom_tests::Tenant::new().await?;
+    let sku = stockroom_tests::unique_sku("emf");
+    t.create_item(&sku, 1).await?;
+    assert_eq!(
+        t.get(&format!("/v1/items/{sku}")).send().await?.status(),
+        200
+    );
+    let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs/items-api.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log)?;
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| l.contains("\"_aws\""))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let counted = docs.iter().any(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Stockroom"
+                && d["route"] == "/v1/items/{sku}"
+                && d["status"] == "2xx"
+                && d["Requests"].as_u64().unwrap_or(0) >= 1
+                && d["function"] == "items-api"
+        });
+        let timed = docs
+            .iter()
+            .any(|d| d["route"] == "/v1/items/{sku}" && d.get("LatencyMs").is_some());
+        if counted && timed {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no EMF document for GET /v1/items/{{sku}} in {}",
+            log.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -681,6 +681,7 @@ async fn one_request_id_follows_a_batch_from_the_api_call_to_the_webhook() -> Re
                 span["function"].as_str().is_some_and(|f| !f.is_empty()),
                 "{line}"
             );
+            assert!(span["cold_start"].is_boolean(), "{line}");
         }
     }
     let worker = log_lines_with("batch-worker", &request_id)?;

@@ -48,7 +48,7 @@ pub async fn handle(
         .request_id
         .clone()
         .unwrap_or_else(|| event.context.request_id.clone());
-    let span = tracing::info_span!("authorize", request_id = %request_id, tenant = tracing::field::Empty, function = %function);
+    let span = tracing::info_span!("authorize", request_id = %request_id, tenant = tracing::field::Empty, function = %function, cold_start = stockroom::telemetry::cold_start());
     async move {
         // Never log the header: it carries the key.
         let header = request
@@ -68,6 +68,7 @@ pub async fn handle(
                     AuthorizerError::UnexpectedMethodArn
                 })?;
                 tracing::info!(key_id = %ctx.key_id, "allowed");
+                stockroom::telemetry::authorizer_decision(true);
                 let mut response = ApiGatewayCustomAuthorizerResponse::<Value>::default();
                 response.principal_id = Some(ctx.key_id.clone());
                 response.policy_document = allow(resource);
@@ -77,6 +78,7 @@ pub async fn handle(
             }
             Decision::Unauthorized(reason) => {
                 tracing::info!(reason, "denied");
+                stockroom::telemetry::authorizer_decision(false);
                 Err(AuthorizerError::Unauthorized)
             }
         }

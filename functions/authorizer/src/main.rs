@@ -3,21 +3,23 @@
 
 mod handler;
 
-use lambda_runtime::{Error, run, service_fn};
+use lambda_runtime::{Error, service_fn};
 use stockroom::adapters::dynamodb::DynamoApiKeyStore;
 use stockroom::{config, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("authorizer")?;
     let cfg = config::AuthorizerConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let store = DynamoApiKeyStore::from_sdk_config(&sdk, cfg.api_keys_table);
     let function = config::function_name("authorizer");
     let store = &store;
     let function = function.as_str();
-    run(service_fn(move |event| {
-        handler::handle(event, store, function)
-    }))
+    telemetry::emf::lambda::service::run(
+        metrics,
+        service_fn(move |event| handler::handle(event, store, function)),
+    )
     .await
 }

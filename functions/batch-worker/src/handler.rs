@@ -47,7 +47,12 @@ fn time_left(deadline_ms: u64) -> Duration {
 }
 
 /// Processes one message; `Err(message_id)` when it must be retried.
-async fn process(app: &'static App, msg: SqsMessage, budget: Duration) -> Result<(), String> {
+async fn process(
+    app: &'static App,
+    msg: SqsMessage,
+    budget: Duration,
+    cold_start: bool,
+) -> Result<(), String> {
     let message_id = msg.message_id.clone().unwrap_or_default();
     let attrs = attributes(&msg);
     let disposition = if msg.event_source_arn.as_deref() == Some(app.dlq_arn.as_str()) {
@@ -69,6 +74,7 @@ async fn process(app: &'static App, msg: SqsMessage, budget: Duration) -> Result
         chunk = attrs.chunk.unwrap_or_default(),
         message_id = %message_id,
         receive_count,
+        cold_start,
         dead_lettered = disposition == ChunkDisposition::DeadLettered,
     );
     async move {
@@ -105,6 +111,7 @@ pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
+    let cold_start = stockroom::telemetry::cold_start();
     let budget = time_left(event.context.deadline);
     let started = tokio::time::Instant::now();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_CHUNKS));
@@ -113,7 +120,13 @@ pub async fn handle(
         let permits = permits.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            process(app, msg, budget.saturating_sub(started.elapsed())).await
+            process(
+                app,
+                msg,
+                budget.saturating_sub(started.elapsed()),
+                cold_start,
+            )
+            .await
         });
     }
     Ok(stockroom::sqs_batch::partial_failures(tasks).await)

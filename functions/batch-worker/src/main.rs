@@ -3,7 +3,7 @@
 
 mod handler;
 
-use lambda_runtime::{Error, run, service_fn};
+use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
 use stockroom::adapters::sns::SnsEventPublisher;
@@ -14,6 +14,7 @@ use stockroom::{config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("batch-worker")?;
     let cfg = config::BatchWorkerConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let app = handler::App {
@@ -30,5 +31,9 @@ async fn main() -> Result<(), Error> {
     };
     // Lives as long as the process; spawned per-message tasks borrow it.
     let app: &'static handler::App = Box::leak(Box::new(app));
-    run(service_fn(move |event| handler::handle(event, app))).await
+    telemetry::emf::lambda::service::run(
+        metrics,
+        service_fn(move |event| handler::handle(event, app)),
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 //! Batches API Lambda: API Gateway REST proxy events -> the batches router.
 
-use lambda_http::{Error, run};
+use lambda_http::Error;
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
 use stockroom::adapters::sns::SnsEventPublisher;
@@ -13,6 +13,7 @@ use stockroom::{config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("batches-api")?;
     let cfg = config::BatchesApiConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
@@ -28,5 +29,9 @@ async fn main() -> Result<(), Error> {
         ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
-    run(batches_router(state, config::function_name("batches-api"))).await
+    telemetry::emf::lambda::service::run_http(
+        metrics,
+        batches_router(state, config::function_name("batches-api")),
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 //! Items API Lambda: API Gateway REST proxy events -> the shared axum router.
 
-use lambda_http::{Error, run};
+use lambda_http::Error;
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoItemStore;
 use stockroom::adapters::sns::SnsEventPublisher;
@@ -12,6 +12,7 @@ use stockroom::{config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("items-api")?;
     let cfg = config::ItemsApiConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
@@ -26,5 +27,5 @@ async fn main() -> Result<(), Error> {
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };
-    run(router(state)).await
+    telemetry::emf::lambda::service::run_http(metrics, router(state)).await
 }

@@ -18,7 +18,7 @@ fn attr(msg: &SqsMessage, name: &str) -> String {
 }
 
 /// Handles one message; `Err(message_id)` when SQS must deliver it again.
-async fn process(app: &'static App, msg: SqsMessage) -> Result<(), String> {
+async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result<(), String> {
     let message_id = msg.message_id.clone().unwrap_or_default();
     let receive_count: u32 = msg
         .attributes
@@ -39,6 +39,7 @@ async fn process(app: &'static App, msg: SqsMessage) -> Result<(), String> {
         function = %app.function,
         message_id = %message_id,
         receive_count,
+        cold_start,
     );
     async move {
         let result = match parsed {
@@ -78,9 +79,10 @@ pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
+    let cold_start = stockroom::telemetry::cold_start();
     let mut tasks = JoinSet::new();
     for msg in event.payload.records {
-        tasks.spawn(process(app, msg));
+        tasks.spawn(process(app, msg, cold_start));
     }
     Ok(stockroom::sqs_batch::partial_failures(tasks).await)
 }

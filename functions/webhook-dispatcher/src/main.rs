@@ -4,7 +4,7 @@
 
 mod handler;
 
-use lambda_runtime::{Error, run, service_fn};
+use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoWebhookStore;
 use stockroom::adapters::kms::KmsSecretCipher;
@@ -17,6 +17,7 @@ use stockroom::{config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("webhook-dispatcher")?;
     let cfg = config::DispatcherConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let policy = TargetPolicy {
@@ -44,5 +45,9 @@ async fn main() -> Result<(), Error> {
     };
     // Lives as long as the process; spawned per-message tasks borrow it.
     let app: &'static handler::App = Box::leak(Box::new(app));
-    run(service_fn(move |event| handler::handle(event, app))).await
+    telemetry::emf::lambda::service::run(
+        metrics,
+        service_fn(move |event| handler::handle(event, app)),
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 //! Webhooks API Lambda: API Gateway REST proxy events -> the webhooks router.
 
-use lambda_http::{Error, run};
+use lambda_http::Error;
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoWebhookStore;
 use stockroom::adapters::kms::KmsSecretCipher;
@@ -14,6 +14,7 @@ use stockroom::{config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    let metrics = telemetry::metrics("webhooks-api")?;
     let cfg = config::WebhooksApiConfig::from_env()?;
     let sdk = config::aws_sdk_config().await;
     let state = WebhooksState {
@@ -31,9 +32,9 @@ async fn main() -> Result<(), Error> {
         ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
-    run(webhooks_router(
-        state,
-        config::function_name("webhooks-api"),
-    ))
+    telemetry::emf::lambda::service::run_http(
+        metrics,
+        webhooks_router(state, config::function_name("webhooks-api")),
+    )
     .await
 }

@@ -169,11 +169,18 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
         .unwrap_or_default();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The API Gateway resource (`/v1/items/{sku}`): a bounded metric dimension.
+    let route = match req.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         tenant = %tenant,
         function = %function,
+        cold_start = crate::telemetry::cold_start(),
     );
     let started = Instant::now();
     let mut resp = problem::REQUEST_ID
@@ -193,12 +200,21 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
         HeaderValue::from_static("max-age=63072000; includeSubDomains"),
     );
     let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let class = match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("Requests", "route" => route.clone(), "status" => class).increment(1);
+    metrics::histogram!("LatencyMs", "route" => route).record(latency_ms);
     span.in_scope(|| {
         tracing::info!(
             http.method = %method,
             http.path = %path,
             http.status = status,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms,
             "request completed"
         )
     });

@@ -486,6 +486,14 @@ impl Dispatcher {
             error = result.error.as_deref().unwrap_or_default(),
             "webhook delivery attempt"
         );
+        crate::telemetry::webhook_attempt(
+            match result.outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::Failed => "failed",
+                Outcome::Gone => "gone",
+            },
+            attempt,
+        );
         match result.outcome {
             Outcome::Delivered => {
                 self.record(&tenant, job, &record, DeliveryStatus::Delivered, None)
