@@ -333,6 +333,10 @@ impl BatchWorker {
         }
         let tenant = TenantId::parse(&message.tenant_id).map_err(ChunkError::Unreadable)?;
         let caused = self.store.process_chunk(&message, disposition).await?;
+        // Which records this chunk held: with the "record failed" lines,
+        // a record's fate can be found in the logs by its id.
+        let ids: Vec<&str> = message.records.iter().map(|r| r.id.as_str()).collect();
+        tracing::info!(records = ids.len(), record_ids = %ids.join(","), "chunk processed");
         if !caused.is_empty()
             && let Err(e) = self.events.publish(&caused).await
         {

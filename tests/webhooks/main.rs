@@ -765,3 +765,47 @@ async fn deleting_an_item_publishes_item_deleted_from_the_api_and_from_batches()
     assert_eq!(via_batch.1["data"]["batch_id"], batch_id.as_str());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_records_fate_can_be_read_from_the_logs() -> Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("fate");
+    let good = format!("good-{}", uuid::Uuid::new_v4().simple());
+    let bad = format!("bad-{}", uuid::Uuid::new_v4().simple());
+    let batch: Value = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": [
+                {"id": good, "op": "upsert", "sku": sku, "name": "n", "quantity": 1},
+                {"id": bad, "op": "adjust", "sku": sku, "delta": -5, "reason": "sale"},
+            ]}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let batch_id = batch["batch_id"].as_str().context("batch id")?.to_owned();
+    wait_for_batch(&t, &batch_id, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed = log_lines_with("batch-worker", &bad)?;
+    let line = failed
+        .iter()
+        .find(|l| l["message"] == "record failed")
+        .context("a 'record failed' line for the bad record")?;
+    assert_eq!(line["span"]["batch_id"], batch_id.as_str());
+    assert_eq!(line["code"], "insufficient_stock", "{line}");
+    let held = log_lines_with("batch-worker", &good)?;
+    assert!(
+        held.iter().any(|l| l["message"] == "chunk processed"
+            && l["span"]["batch_id"] == batch_id.as_str()
+            && l["record_ids"]
+                .as_str()
+                .is_some_and(|ids| ids.split(',').any(|id| id == good))),
+        "the chunk line lists the good record: {held:?}"
+    );
+    assert!(
+        !held.iter().any(|l| l["message"] == "record failed"),
+        "no failure logged for the good record"
+    );
+    Ok(())
+}

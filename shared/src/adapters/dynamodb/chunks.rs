@@ -284,6 +284,14 @@ async fn isolated(
     Ok(events)
 }
 
+/// One line per failed record (its id, code and reason), so "what happened
+/// to record R of batch B" is answered by the logs too.
+fn log_failures(failures: &[RecordFailure]) {
+    for f in failures {
+        tracing::info!(record_id = %f.record_id, code = %f.code, reason = %f.message, "record failed");
+    }
+}
+
 /// Applies one group in one transaction; returns the records to retry and
 /// the events the committed writes caused.
 async fn apply_group<'a>(
@@ -305,6 +313,7 @@ async fn apply_group<'a>(
     let mut actions = Vec::new();
     let mut roles: Vec<(usize, Role)> = Vec::new();
     let mut events = Vec::new();
+    let mut failed: Vec<RecordFailure> = Vec::new();
     for (i, rec) in group.iter().enumerate() {
         let cur = current.get(&rec.sku);
         let effect = match disposition {
@@ -389,6 +398,7 @@ async fn apply_group<'a>(
                     table,
                     to_attrs(&FailureStored::new(tenant, &chunk.batch_id, &failure))?,
                 )?);
+                failed.push(failure);
                 roles.push((i, Role::Other));
                 false
             }
@@ -408,7 +418,10 @@ async fn apply_group<'a>(
         roles.push((i, Role::Marker));
     }
     match transact(&store.client, actions).await {
-        Ok(()) => Ok((Vec::new(), events)),
+        Ok(()) => {
+            log_failures(&failed);
+            Ok((Vec::new(), events))
+        }
         Err(TransactFailure::Condition(flags)) => {
             // Records whose marker already exists were done by another delivery.
             let settled: HashSet<usize> = roles
@@ -571,9 +584,11 @@ async fn atomic(
         };
         let mut actions = Vec::new();
         let mut events = Vec::new();
+        let mut rejected: Vec<RecordFailure> = Vec::new();
         let items_in_tx;
         match plan_atomic(chunk, &read, disposition) {
             AtomicPlan::Reject(failures) => {
+                rejected = failures.clone();
                 let json = serde_json::to_string(
                     &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),
                 )
@@ -649,7 +664,7 @@ async fn atomic(
             }
         }
         match transact(&store.client, actions).await {
-            Ok(()) => {}
+            Ok(()) => log_failures(&rejected),
             // The header claim lost: another delivery decided; finish its side effects.
             Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {
                 events.clear();
