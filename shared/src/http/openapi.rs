@@ -101,3 +101,124 @@ impl Modify for BearerKey {
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod contract {
+    //! The `/v1` contract is frozen in `docs/openapi/v1.json`. Any change to
+    //! the generated document fails here until the snapshot is deliberately
+    //! rewritten (`STOCKROOM_UPDATE_OPENAPI=1 cargo test -p stockroom-shared
+    //! contract`); breaking changes (a route, method, documented status or
+    //! schema property removed, a property newly required) are listed first.
+
+    use super::ApiDoc;
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    fn snapshot_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/v1.json")
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// What a client relying on `old` would find missing or stricter in `new`.
+    fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in keys(&old["paths"]) {
+            for method in keys(&old["paths"][&path]) {
+                let (o, n) = (&old["paths"][&path][&method], &new["paths"][&path][&method]);
+                if n.is_null() {
+                    out.push(format!("{} {path} removed", method.to_uppercase()));
+                    continue;
+                }
+                for status in keys(&o["responses"]) {
+                    if n["responses"][&status].is_null() {
+                        out.push(format!(
+                            "{} {path}: response {status} no longer documented",
+                            method.to_uppercase()
+                        ));
+                    }
+                }
+            }
+        }
+        for schema in keys(&old["components"]["schemas"]) {
+            let (o, n) = (
+                &old["components"]["schemas"][&schema],
+                &new["components"]["schemas"][&schema],
+            );
+            if n.is_null() {
+                out.push(format!("schema {schema} removed"));
+                continue;
+            }
+            for prop in keys(&o["properties"]) {
+                if n["properties"][&prop].is_null() {
+                    out.push(format!("schema {schema}: property {prop} removed"));
+                }
+            }
+            let was: Vec<&Value> = o["required"]
+                .as_array()
+                .map(|r| r.iter().collect())
+                .unwrap_or_default();
+            for req in n["required"].as_array().into_iter().flatten() {
+                if !was.contains(&req) {
+                    let name = req.as_str().unwrap_or_default();
+                    out.push(format!("schema {schema}: {name} is newly required"));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_v1_contract_changes_only_deliberately() {
+        let current = serde_json::to_value(ApiDoc::openapi()).expect("openapi serialises");
+        let path = snapshot_path();
+        if std::env::var("STOCKROOM_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(path.parent().expect("docs dir")).expect("mkdir");
+            let text = serde_json::to_string_pretty(&current).expect("json") + "\n";
+            std::fs::write(&path, text).expect("write snapshot");
+            return;
+        }
+        let snapshot: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).expect("docs/openapi/v1.json exists"),
+        )
+        .expect("snapshot is JSON");
+        let breaking = breaking_changes(&snapshot, &current);
+        assert!(
+            breaking.is_empty(),
+            "BREAKING changes to /v1 (add a new version instead):\n  {}",
+            breaking.join("\n  ")
+        );
+        assert!(
+            snapshot == current,
+            "the OpenAPI document changed (compatibly): review it, note it in CHANGELOG.md and \
+             rewrite docs/openapi/v1.json with STOCKROOM_UPDATE_OPENAPI=1 cargo test -p stockroom-shared contract"
+        );
+    }
+
+    #[test]
+    fn removals_and_new_requirements_are_breaking() {
+        let old = serde_json::json!({
+            "paths": {"/v1/a": {"get": {"responses": {"200": {}, "404": {}}}}, "/v1/b": {"post": {"responses": {}}}},
+            "components": {"schemas": {"A": {"properties": {"x": {}, "y": {}}, "required": ["x"]}}}
+        });
+        let new = serde_json::json!({
+            "paths": {"/v1/a": {"get": {"responses": {"200": {}}}}, "/v1/c": {"get": {"responses": {}}}},
+            "components": {"schemas": {"A": {"properties": {"x": {}, "z": {}}, "required": ["x", "z"]}}}
+        });
+        let found = breaking_changes(&old, &new);
+        assert_eq!(
+            found,
+            vec![
+                "GET /v1/a: response 404 no longer documented",
+                "POST /v1/b removed",
+                "schema A: property y removed",
+                "schema A: z is newly required",
+            ]
+        );
+        assert!(breaking_changes(&old, &old).is_empty());
+    }
+}
