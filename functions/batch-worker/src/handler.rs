@@ -75,6 +75,7 @@ async fn process(
         message_id = %message_id,
         receive_count,
         cold_start,
+        trace_header = msg.attributes.get("AWSTraceHeader").map(String::as_str).unwrap_or_default(),
         dead_lettered = disposition == ChunkDisposition::DeadLettered,
     );
     async move {

@@ -40,6 +40,7 @@ async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result
         message_id = %message_id,
         receive_count,
         cold_start,
+        trace_header = msg.attributes.get("AWSTraceHeader").map(String::as_str).unwrap_or_default(),
     );
     async move {
         let result = match parsed {

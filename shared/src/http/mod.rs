@@ -175,12 +175,17 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
         _ => None,
     }
     .unwrap_or_else(|| "unmatched".to_owned());
+    // The X-Ray trace of this invocation (Lambda's context), to join logs and traces.
+    let trace_id = lambda_http::RequestExt::lambda_context_ref(&req)
+        .and_then(|c| c.xray_trace_id.clone())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         tenant = %tenant,
         function = %function,
         cold_start = crate::telemetry::cold_start(),
+        trace_id = %trace_id,
     );
     let started = Instant::now();
     let mut resp = problem::REQUEST_ID
