@@ -607,6 +607,22 @@ impl Gateway {
         if let Some(t) = &self.throttle
             && !t.lock().unwrap().take()
         {
+            // The access-log metric filter counts these on AWS; here an EMF
+            // line in the gateway's log lets `make metrics` count them too.
+            println!(
+                "{}",
+                json!({
+                    "_aws": {"Timestamp": std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or_default(),
+                        "CloudWatchMetrics": [{"Namespace": "Stockroom",
+                            "Dimensions": [["function"]],
+                            "Metrics": [{"Name": "RateLimitedRequests", "Unit": "Count"}]}]},
+                    "function": "api-gateway",
+                    "RateLimitedRequests": 1,
+                })
+            );
             return (
                 self.gateway_response(r, None, ResponseType::Throttled, None),
                 None,
