@@ -30,6 +30,32 @@ async fn create_webhook(tenant: &Tenant, url: &str, events: &[&str]) -> Result<(
     ))
 }
 
+/// No local log file contains any of these strings (keys, secrets).
+fn assert_in_no_log(needles: &[&str]) -> Result<()> {
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs");
+    for entry in std::fs::read_dir(&logs)? {
+        let path = entry?.path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+        for needle in needles {
+            anyhow::ensure!(
+                !text.contains(needle),
+                "{} contains a secret",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn webhook(tenant: &Tenant, id: &str) -> Result<Value> {
+    Ok(tenant
+        .get(&format!("/v1/webhooks/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 async fn deliveries(tenant: &Tenant, webhook: &str) -> Result<Vec<Value>> {
     let page: Value = tenant
         .get(&format!("/v1/webhooks/{webhook}/deliveries?limit=100"))
@@ -174,12 +200,7 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_try_with_the_same_
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.received().len(), 3, "nothing after the success");
     // The webhook is healthy again.
-    let w: Value = t
-        .get(&format!("/v1/webhooks/{hook}"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let w = webhook(&t, &hook).await?;
     assert_eq!(w["status"], "enabled");
     assert!(w.get("failing_since").is_none(), "{w}");
     Ok(())
@@ -246,12 +267,7 @@ async fn gone_disables_the_endpoint_and_the_tenant_is_told() -> Result<()> {
     let delivery = ping(&t, &hook).await?;
     let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
     assert_eq!(statuses(&d), vec![410], "no retry after 410: {d}");
-    let w: Value = t
-        .get(&format!("/v1/webhooks/{hook}"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let w = webhook(&t, &hook).await?;
     assert_eq!(w["status"], "disabled", "{w}");
     assert!(
         w["disabled_reason"]
@@ -434,19 +450,10 @@ async fn rotated_secrets_both_sign_during_the_overlap() -> Result<()> {
         .text()
         .await?;
     assert!(!shown.contains("whsec_"), "{shown}");
-    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs");
-    for entry in std::fs::read_dir(&logs)? {
-        let path = entry?.path();
-        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
-        for secret in [&old, &new] {
-            let b64 = secret.trim_start_matches("whsec_");
-            assert!(
-                !text.contains(b64),
-                "{} contains a signing secret",
-                path.display()
-            );
-        }
-    }
+    assert_in_no_log(&[
+        old.trim_start_matches("whsec_"),
+        new.trim_start_matches("whsec_"),
+    ])?;
     Ok(())
 }
 
@@ -613,12 +620,7 @@ async fn an_endpoint_failing_for_days_is_disabled_on_its_next_failure() -> Resul
     let delivery = ping(&t, &hook).await?;
     let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
     assert_eq!(statuses(&d), vec![500], "no retries once disabled: {d}");
-    let w: Value = t
-        .get(&format!("/v1/webhooks/{hook}"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let w = webhook(&t, &hook).await?;
     assert_eq!(w["status"], "disabled", "{w}");
     assert!(
         w["disabled_reason"]
@@ -699,21 +701,7 @@ async fn one_request_id_follows_a_batch_from_the_api_call_to_the_webhook() -> Re
         "the delivery attempt is logged with the request id: {dispatcher:?}"
     );
     // Neither the API key nor the signing secret appears in any log.
-    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs");
-    for entry in std::fs::read_dir(&logs)? {
-        let path = entry?.path();
-        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
-        assert!(
-            !text.contains(&t.api_key),
-            "{} contains an API key",
-            path.display()
-        );
-        assert!(
-            !text.contains(secret.trim_start_matches("whsec_")),
-            "{} contains a signing secret",
-            path.display()
-        );
-    }
+    assert_in_no_log(&[&t.api_key, secret.trim_start_matches("whsec_")])?;
     Ok(())
 }
 
