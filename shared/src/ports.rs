@@ -407,4 +407,8 @@ pub trait DeliveryQueue: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Moves an exhausted job to the dead-letter queue (for redrive).
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError>;
+    /// Moves a message that can never be processed (unreadable) to the
+    /// dead-letter queue at once, with the reason, instead of letting it be
+    /// received again and again until the redrive count.
+    async fn dead_letter_unreadable(&self, body: &str, reason: &str) -> Result<(), StoreError>;
 }

@@ -797,3 +797,48 @@ async fn a_records_fate_can_be_read_from_the_logs() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Result<()> {
+    let sdk = stockroom::config::aws_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = function_env("WebhookDispatcherFunction", "WEBHOOK_DLQ_URL")?;
+    let events_queue = dlq.replace("WebhookDLQ", "WebhookEventsQueue");
+    let marker = format!("garbage-{}", uuid::Uuid::new_v4().simple());
+    sqs.send_message()
+        .queue_url(&events_queue)
+        .message_body(format!(
+            "{{\"not\": \"an event\", \"marker\": \"{marker}\"}}"
+        ))
+        .send()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .visibility_timeout(1)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        if let Some(m) = out
+            .messages()
+            .iter()
+            .find(|m| m.body().unwrap_or_default().contains(&marker))
+        {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get("dead_letter_reason"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default();
+            assert!(!reason.is_empty(), "the reason travels with it");
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the unreadable event was not dead-lettered within 20 s (it must not wait for the redrive count)"
+        );
+    }
+}

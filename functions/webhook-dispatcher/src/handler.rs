@@ -58,13 +58,27 @@ async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result
         };
         match result {
             Ok(()) => Ok(()),
+            // Redelivering cannot make it readable: dead-letter it now (no hot
+            // loop, no 5 x visibility-timeout wait), SQS redelivery as fallback.
+            Err(DispatchError::Unreadable(why)) => {
+                match app.dispatcher.reject_unreadable(body, &why).await {
+                    Ok(()) => {
+                        tracing::warn!(reason = %why, "unreadable message dead-lettered");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(reason = %why, error = %error_chain(&e), "could not dead-letter an unreadable message; SQS will redeliver");
+                        Err(message_id)
+                    }
+                }
+            }
             Err(DispatchError::RetryScheduled(why)) => {
                 tracing::info!(reason = %why, "delivery attempt failed; retry scheduled");
                 Err(message_id)
             }
             Err(e) => {
-                // Unreadable messages and store failures go back to SQS; the
-                // redrive policy dead-letters what keeps failing.
+                // Store failures go back to SQS; the redrive policy
+                // dead-letters what keeps failing.
                 tracing::error!(error = %error_chain(&e), "dispatch failed; SQS will redeliver");
                 Err(message_id)
             }

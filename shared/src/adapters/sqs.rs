@@ -230,6 +230,25 @@ impl DeliveryQueue for SqsDeliveryQueue {
         change_visibility(&self.client, &self.queue_url, receipt_handle, seconds).await
     }
 
+    async fn dead_letter_unreadable(&self, body: &str, reason: &str) -> Result<(), StoreError> {
+        let Some(dlq) = &self.dlq_url else {
+            return Err(StoreError::Backend(
+                "no dead-letter queue configured".into(),
+            ));
+        };
+        // SQS attribute values are bounded; the reason is a short parser message.
+        let reason: String = reason.chars().take(1000).collect();
+        self.client
+            .send_message()
+            .queue_url(dlq)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_attributes("dead_letter_reason", string_attr(&reason)?)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+
     /// Moves an exhausted job to the dead-letter queue (for redrive).
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError> {
         let Some(dlq) = &self.dlq_url else {

@@ -570,6 +570,11 @@ impl Dispatcher {
         }
     }
 
+    /// A message that can never be processed goes to the DLQ at once.
+    pub async fn reject_unreadable(&self, body: &str, reason: &str) -> Result<(), StoreError> {
+        self.queue.dead_letter_unreadable(body, reason).await
+    }
+
     async fn record(
         &self,
         tenant: &TenantId,
