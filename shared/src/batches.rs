@@ -100,16 +100,21 @@ impl BatchesService {
 
     /// Publishes the event of a batch that ended at submission; the batch
     /// stands either way (the event is logged as lost if SNS fails).
-    async fn announce(&self, tenant: &TenantId, batch_id: &str) {
-        let result = match self.store.get_batch(tenant, batch_id).await {
-            Ok(Some(batch)) if batch.status.is_terminal() => {
-                publish_finished(&*self.store, &*self.events, tenant, &batch).await
+    async fn announce(&self, tenant: &TenantId, batch: &Batch) {
+        if let Err(e) = publish_finished(&*self.store, &*self.events, tenant, batch).await {
+            tracing::error!(batch_id = %batch.batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
+        }
+    }
+
+    /// After an abort: the stored batch says whether it did end (another
+    /// writer may have moved it first).
+    async fn announce_aborted(&self, tenant: &TenantId, batch_id: &str) {
+        match self.store.get_batch(tenant, batch_id).await {
+            Ok(Some(batch)) if batch.status.is_terminal() => self.announce(tenant, &batch).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
         }
     }
 
@@ -189,7 +194,7 @@ impl BatchesService {
             Err(e) => return Err(e.into()),
         }
         if status.is_terminal() {
-            self.announce(tenant, &batch_id).await;
+            self.announce(tenant, &batch).await;
         }
         let envelopes: Vec<ChunkEnvelope> = chunks
             .into_iter()
@@ -218,7 +223,7 @@ impl BatchesService {
         if let Err(e) = self.queue.send_chunks(&envelopes).await {
             tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "enqueueing the batch failed; aborting it");
             match self.store.abort_batch(tenant, &batch_id).await {
-                Ok(()) => self.announce(tenant, &batch_id).await,
+                Ok(()) => self.announce_aborted(tenant, &batch_id).await,
                 Err(abort) => {
                     tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&abort), "aborting the batch failed");
                 }

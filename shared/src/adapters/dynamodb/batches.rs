@@ -138,7 +138,7 @@ impl DynamoBatchStore {
         } else {
             "SET #st = :to, updated_at = :now"
         };
-        let result = self
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -146,21 +146,14 @@ impl DynamoBatchStore {
             .update_expression(update)
             .condition_expression("#st = :accepted")
             .expression_attribute_names("#st", "status")
-            .set_expression_attribute_values(Some(
-                [
-                    (":to".to_owned(), s(to.as_str())),
-                    (":accepted".to_owned(), s(BatchStatus::Accepted.as_str())),
-                    (":now".to_owned(), s(crate::clock::now_rfc3339())),
-                ]
-                .into_iter()
-                .chain(
-                    to.is_terminal()
-                        .then(|| (":true".to_owned(), AttributeValue::Bool(true))),
-                )
-                .collect(),
-            ))
-            .send()
-            .await;
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(":now", s(crate::clock::now_rfc3339()));
+        // DynamoDB refuses values the expression does not use.
+        if to.is_terminal() {
+            req = req.expression_attribute_values(":true", AttributeValue::Bool(true));
+        }
+        let result = req.send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e)

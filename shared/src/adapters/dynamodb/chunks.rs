@@ -588,7 +588,6 @@ async fn atomic(
         let items_in_tx;
         match plan_atomic(chunk, &read, disposition) {
             AtomicPlan::Reject(failures) => {
-                rejected = failures.clone();
                 let json = serde_json::to_string(
                     &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),
                 )
@@ -599,6 +598,7 @@ async fn atomic(
                         .build(),
                 );
                 items_in_tx = 0;
+                rejected = failures;
             }
             AtomicPlan::Apply { items, movements } => {
                 for (sku, (before, after)) in &items {
