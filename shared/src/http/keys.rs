@@ -1,6 +1,6 @@
 //! Handlers of the key management routes.
 
-use super::extract::{Auth, JsonBody, QueryParams};
+use super::extract::{Auth, JsonBody, QueryParams, is_prefixed_id};
 use super::problem::Problem;
 use crate::auth::KEYS_MANAGE;
 use crate::cursor::CursorCodec;
@@ -48,11 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
                 .map_err(|_| ApiError::KeyNotFound)?;
-        let ok = raw.len() <= 64
-            && raw.starts_with("key_")
-            && raw[4..].bytes().all(|b| b.is_ascii_alphanumeric())
-            && raw.len() > 4;
-        if ok {
+        if is_prefixed_id(&raw, "key_") {
             Ok(KeyIdPath(raw))
         } else {
             Err(ApiError::KeyNotFound)

@@ -1,6 +1,6 @@
 //! Handlers of the webhook routes (scope `webhooks:manage`).
 
-use super::extract::{Auth, JsonBody, QueryParams};
+use super::extract::{Auth, JsonBody, QueryParams, is_prefixed_id};
 use super::problem::{Problem, current_request_id};
 use crate::auth::WEBHOOKS_MANAGE;
 use crate::cursor::CursorCodec;
@@ -47,15 +47,6 @@ pub struct CreateWebhookRequest {
     description: Option<String>,
 }
 
-fn valid_id(raw: &str, prefix: &str) -> bool {
-    raw.len() <= 64
-        && raw.len() > prefix.len()
-        && raw.starts_with(prefix)
-        && raw[prefix.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric())
-}
-
 /// The `{webhook_id}` (and optional `{delivery_id}`) path segments; an id
 /// that cannot exist is not found.
 pub struct WebhookPath {
@@ -76,8 +67,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WebhookPath {
         };
         for (name, value) in params {
             match name.as_str() {
-                "webhook_id" if valid_id(&value, "wh_") => path.webhook = value,
-                "delivery_id" if valid_id(&value, "dlv_") => path.delivery = Some(value),
+                "webhook_id" if is_prefixed_id(&value, "wh_") => path.webhook = value,
+                "delivery_id" if is_prefixed_id(&value, "dlv_") => path.delivery = Some(value),
                 "delivery_id" => return Err(ApiError::DeliveryNotFound),
                 _ => return Err(ApiError::WebhookNotFound),
             }
