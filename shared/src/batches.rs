@@ -342,13 +342,9 @@ impl BatchWorker {
         // a record's fate can be found in the logs by its id.
         let ids: Vec<&str> = message.records.iter().map(|r| r.id.as_str()).collect();
         tracing::info!(records = ids.len(), record_ids = %ids.join(","), "chunk processed");
-        if !caused.is_empty()
-            && let Err(e) = self.events.publish(&caused).await
-        {
-            // The writes are committed and marked: retrying the chunk would
-            // not bring these events back, so they are reported, not retried.
-            tracing::error!(error = %crate::error::error_chain(&e), events = caused.len(), "publishing item events failed; they are lost");
-        }
+        // The writes are committed and marked: retrying the chunk would not
+        // bring these events back, so a failure is reported, not retried.
+        self.events.publish_or_log(&caused).await;
         self.finish(&tenant, &message.batch_id).await
     }
 

@@ -258,6 +258,18 @@ use crate::domain::event::Event;
 pub trait EventPublisher: Send + Sync {
     /// Publishes every event (batched, retrying the entries refused).
     async fn publish(&self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Publishes events whose cause is already committed: nothing can undo
+    /// or redo it, so a failure is logged with the event ids, not returned.
+    async fn publish_or_log(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.publish(events).await {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            tracing::error!(event_ids = %ids.join(","), error = %crate::error::error_chain(&e), "publishing events failed; they are lost");
+        }
+    }
 }
 
 /// Publishes nowhere: for functions and tests that do not emit events.

@@ -79,14 +79,6 @@ impl ItemsService {
         Self { store, events }
     }
 
-    /// Publishes after the write committed; the write stands either way,
-    /// so a failure is logged (with the event id) rather than returned.
-    async fn announce(&self, event: Event) {
-        if let Err(e) = self.events.publish(std::slice::from_ref(&event)).await {
-            tracing::error!(event_id = %event.id, event_type = event.kind.as_str(), error = %crate::error::error_chain(&e), "publishing an event failed; it is lost");
-        }
-    }
-
     pub async fn create(
         &self,
         tenant: &TenantId,
@@ -190,14 +182,15 @@ impl ItemsService {
                 .await
             {
                 Ok(()) => {
-                    self.announce(Event::item_deleted(
-                        tenant.as_str(),
-                        sku.as_str(),
-                        &clock::now_rfc3339(),
-                        &ctx.request_id,
-                        None,
-                    ))
-                    .await;
+                    self.events
+                        .publish_or_log(&[Event::item_deleted(
+                            tenant.as_str(),
+                            sku.as_str(),
+                            &clock::now_rfc3339(),
+                            &ctx.request_id,
+                            None,
+                        )])
+                        .await;
                     return Ok(());
                 }
                 Err(StoreError::ConditionFailed) if if_match.is_some() => {
@@ -297,13 +290,14 @@ impl ItemsService {
                     // `current` is what the conditional write replaced, so
                     // of racing writes only the one that crossed announces.
                     if crosses_low_stock(Some(&current), &next) {
-                        self.announce(Event::low_stock(
-                            tenant.as_str(),
-                            &next,
-                            &ctx.request_id,
-                            None,
-                        ))
-                        .await;
+                        self.events
+                            .publish_or_log(&[Event::low_stock(
+                                tenant.as_str(),
+                                &next,
+                                &ctx.request_id,
+                                None,
+                            )])
+                            .await;
                     }
                     return Ok(AdjustOutcome::Applied(result));
                 }
