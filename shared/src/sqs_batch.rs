@@ -2,8 +2,31 @@
 //! by its own task; only the failed ones are reported, so SQS redelivers
 //! those and deletes the rest.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use tokio::task::JoinSet;
+
+/// A string message attribute set by the sender.
+pub fn attribute(msg: &SqsMessage, name: &str) -> Option<String> {
+    msg.message_attributes
+        .get(name)
+        .and_then(|a| a.string_value.clone())
+}
+
+/// How many times SQS has delivered this message (1 on the first delivery).
+pub fn receive_count(msg: &SqsMessage) -> u32 {
+    msg.attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The sender's X-Ray trace header, as SQS passes it on (empty if none).
+pub fn trace_header(msg: &SqsMessage) -> &str {
+    msg.attributes
+        .get("AWSTraceHeader")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
 
 /// Waits for every task (`Err(message_id)` = redeliver) and builds the response.
 pub async fn partial_failures(mut tasks: JoinSet<Result<(), String>>) -> SqsBatchResponse {

@@ -5,6 +5,7 @@ use stockroom::adapters::sqs::SqsChunkQueue;
 use stockroom::batches::{BatchWorker, ChunkAttributes};
 use stockroom::error::error_chain;
 use stockroom::ports::ChunkDisposition;
+use stockroom::sqs_batch::{attribute, receive_count, trace_header};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -23,18 +24,12 @@ pub struct App {
     pub function: String,
 }
 
-fn attr(msg: &SqsMessage, name: &str) -> Option<String> {
-    msg.message_attributes
-        .get(name)
-        .and_then(|a| a.string_value.clone())
-}
-
 fn attributes(msg: &SqsMessage) -> ChunkAttributes {
     ChunkAttributes {
-        tenant_id: attr(msg, "tenant_id"),
-        batch_id: attr(msg, "batch_id"),
-        chunk: attr(msg, "chunk").and_then(|v| v.parse().ok()),
-        record_count: attr(msg, "record_count").and_then(|v| v.parse().ok()),
+        tenant_id: attribute(msg, "tenant_id"),
+        batch_id: attribute(msg, "batch_id"),
+        chunk: attribute(msg, "chunk").and_then(|v| v.parse().ok()),
+        record_count: attribute(msg, "record_count").and_then(|v| v.parse().ok()),
     }
 }
 
@@ -60,14 +55,10 @@ async fn process(
     } else {
         ChunkDisposition::Apply
     };
-    let receive_count: u32 = msg
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let receive_count = receive_count(&msg);
     let span = tracing::info_span!(
         "chunk",
-        request_id = %attr(&msg, "request_id").unwrap_or_default(),
+        request_id = %attribute(&msg, "request_id").unwrap_or_default(),
         tenant = %attrs.tenant_id.clone().unwrap_or_default(),
         function = %app.function,
         batch_id = %attrs.batch_id.clone().unwrap_or_default(),
@@ -75,7 +66,7 @@ async fn process(
         message_id = %message_id,
         receive_count,
         cold_start,
-        trace_header = msg.attributes.get("AWSTraceHeader").map(String::as_str).unwrap_or_default(),
+        trace_header = trace_header(&msg),
         dead_lettered = disposition == ChunkDisposition::DeadLettered,
     );
     async move {

@@ -1,6 +1,7 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use stockroom::error::error_chain;
+use stockroom::sqs_batch::{attribute, receive_count, trace_header};
 use stockroom::webhooks::{DispatchError, DispatchMessage, Dispatcher};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -10,27 +11,19 @@ pub struct App {
     pub function: String,
 }
 
-fn attr(msg: &SqsMessage, name: &str) -> String {
-    msg.message_attributes
-        .get(name)
-        .and_then(|a| a.string_value.clone())
-        .unwrap_or_default()
-}
-
 /// Handles one message; `Err(message_id)` when SQS must deliver it again.
 async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result<(), String> {
     let message_id = msg.message_id.clone().unwrap_or_default();
-    let receive_count: u32 = msg
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let receive_count = receive_count(&msg);
     let body = msg.body.as_deref().unwrap_or_default();
     let parsed: Result<DispatchMessage, _> = serde_json::from_str(body);
     let (request_id, tenant) = match &parsed {
         Ok(DispatchMessage::Job(j)) => (j.request_id.clone(), j.tenant_id.clone()),
         Ok(DispatchMessage::Event(e)) => (e.request_id.clone(), e.tenant_id.clone()),
-        Err(_) => (attr(&msg, "request_id"), attr(&msg, "tenant_id")),
+        Err(_) => (
+            attribute(&msg, "request_id").unwrap_or_default(),
+            attribute(&msg, "tenant_id").unwrap_or_default(),
+        ),
     };
     let span = tracing::info_span!(
         "dispatch",
@@ -40,7 +33,7 @@ async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result
         message_id = %message_id,
         receive_count,
         cold_start,
-        trace_header = msg.attributes.get("AWSTraceHeader").map(String::as_str).unwrap_or_default(),
+        trace_header = trace_header(&msg),
     );
     async move {
         let result = match parsed {
