@@ -9,6 +9,15 @@ use crate::ports::StoreError;
 use std::future::Future;
 use std::time::Duration;
 
+/// Indexes `0..len` in calls of at most `max` entries (entries of equal size).
+pub(crate) fn calls_of(len: usize, max: usize) -> Vec<Vec<usize>> {
+    (0..len)
+        .collect::<Vec<_>>()
+        .chunks(max)
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
 /// Batched sends (SQS SendMessageBatch, SNS PublishBatch) can accept part of
 /// a call: `send` sends the entries at these indexes and returns the ones
 /// to send again; they are resent with a growing pause, a few times.

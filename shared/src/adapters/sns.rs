@@ -1,7 +1,7 @@
 //! SNS adapter: publishes status events with the attributes subscribers
 //! filter on (`event_type`, `tenant_id`) plus the `request_id` that traces them.
 
-use super::send_in_calls;
+use super::{calls_of, send_in_calls};
 use crate::domain::event::Event;
 use crate::ports::{EventPublisher, StoreError};
 use async_trait::async_trait;
@@ -50,37 +50,36 @@ fn entry(i: usize, e: &Event) -> Result<PublishBatchRequestEntry, StoreError> {
 #[async_trait]
 impl EventPublisher for SnsEventPublisher {
     async fn publish(&self, events: &[Event]) -> Result<(), StoreError> {
-        let calls = (0..events.len())
-            .collect::<Vec<_>>()
-            .chunks(MAX_ENTRIES)
-            .map(<[usize]>::to_vec)
-            .collect();
-        send_in_calls(calls, "SNS (events)", |pending| async move {
-            let entries = pending
-                .iter()
-                .map(|&i| entry(i, &events[i]))
-                .collect::<Result<Vec<_>, _>>()?;
-            let out = self
-                .client
-                .publish_batch()
-                .topic_arn(&self.topic_arn)
-                .set_publish_batch_request_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-            let failed = out.failed.unwrap_or_default();
-            if let Some(f) = failed.iter().find(|f| f.sender_fault) {
-                return Err(StoreError::Backend(
-                    format!(
-                        "SNS refused an event: {} {}",
-                        f.code,
-                        f.message.as_deref().unwrap_or_default()
-                    )
-                    .into(),
-                ));
-            }
-            Ok(failed.iter().filter_map(|f| f.id.parse().ok()).collect())
-        })
+        send_in_calls(
+            calls_of(events.len(), MAX_ENTRIES),
+            "SNS (events)",
+            |pending| async move {
+                let entries = pending
+                    .iter()
+                    .map(|&i| entry(i, &events[i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .client
+                    .publish_batch()
+                    .topic_arn(&self.topic_arn)
+                    .set_publish_batch_request_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+                let failed = out.failed.unwrap_or_default();
+                if let Some(f) = failed.iter().find(|f| f.sender_fault) {
+                    return Err(StoreError::Backend(
+                        format!(
+                            "SNS refused an event: {} {}",
+                            f.code,
+                            f.message.as_deref().unwrap_or_default()
+                        )
+                        .into(),
+                    ));
+                }
+                Ok(failed.iter().filter_map(|f| f.id.parse().ok()).collect())
+            },
+        )
         .await
     }
 }

@@ -1,11 +1,12 @@
 //! SQS adapter: sends batch chunks with `SendMessageBatch`, and webhook
 //! delivery jobs.
 
-use super::send_in_calls;
+use super::{calls_of, send_in_calls};
 use crate::ports::{ChunkEnvelope, ChunkQueue, DeliveryJob, DeliveryQueue, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// SendMessageBatch limits: 10 entries and 256 KiB of payload per call.
@@ -193,34 +194,66 @@ impl SqsDeliveryQueue {
         }
     }
 
+    /// The attributes every job message carries (for tracing and redrive triage).
+    fn job_attributes(
+        job: &DeliveryJob,
+    ) -> Result<HashMap<String, MessageAttributeValue>, StoreError> {
+        Ok(HashMap::from([
+            ("tenant_id".to_owned(), string_attr(&job.tenant_id)?),
+            ("request_id".to_owned(), string_attr(&job.request_id)?),
+            ("webhook_id".to_owned(), string_attr(&job.webhook_id)?),
+        ]))
+    }
+
+    fn job_body(job: &DeliveryJob) -> Result<String, StoreError> {
+        serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     fn entry(i: usize, job: &DeliveryJob) -> Result<SendMessageBatchRequestEntry, StoreError> {
-        let body = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         SendMessageBatchRequestEntry::builder()
             .id(i.to_string())
-            .message_body(body)
-            .message_attributes("tenant_id", string_attr(&job.tenant_id)?)
-            .message_attributes("request_id", string_attr(&job.request_id)?)
-            .message_attributes("webhook_id", string_attr(&job.webhook_id)?)
+            .message_body(Self::job_body(job)?)
+            .set_message_attributes(Some(Self::job_attributes(job)?))
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+
+    async fn send_to_dlq(
+        &self,
+        body: &str,
+        attributes: HashMap<String, MessageAttributeValue>,
+    ) -> Result<(), StoreError> {
+        let Some(dlq) = &self.dlq_url else {
+            return Err(StoreError::Backend(
+                "no dead-letter queue configured".into(),
+            ));
+        };
+        self.client
+            .send_message()
+            .queue_url(dlq)
+            .message_body(body)
+            .set_message_attributes(Some(attributes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
     }
 }
 
 #[async_trait]
 impl DeliveryQueue for SqsDeliveryQueue {
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
-        let calls = (0..jobs.len())
-            .collect::<Vec<_>>()
-            .chunks(MAX_ENTRIES)
-            .map(<[usize]>::to_vec)
-            .collect();
-        send_in_calls(calls, "SQS (delivery jobs)", |pending| async move {
-            let entries = pending
-                .iter()
-                .map(|&i| Self::entry(i, &jobs[i]))
-                .collect::<Result<Vec<_>, _>>()?;
-            send_entries(&self.client, &self.queue_url, entries).await
-        })
+        send_in_calls(
+            calls_of(jobs.len(), MAX_ENTRIES),
+            "SQS (delivery jobs)",
+            |pending| async move {
+                let entries = pending
+                    .iter()
+                    .map(|&i| Self::entry(i, &jobs[i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                send_entries(&self.client, &self.queue_url, entries).await
+            },
+        )
         .await
     }
 
@@ -231,43 +264,20 @@ impl DeliveryQueue for SqsDeliveryQueue {
     }
 
     async fn dead_letter_unreadable(&self, body: &str, reason: &str) -> Result<(), StoreError> {
-        let Some(dlq) = &self.dlq_url else {
-            return Err(StoreError::Backend(
-                "no dead-letter queue configured".into(),
-            ));
-        };
         // SQS attribute values are bounded; the reason is a short parser message.
         let reason: String = reason.chars().take(1000).collect();
-        self.client
-            .send_message()
-            .queue_url(dlq)
-            .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("dead_letter_reason", string_attr(&reason)?)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        let body = if body.is_empty() { "(empty)" } else { body };
+        self.send_to_dlq(
+            body,
+            HashMap::from([("dead_letter_reason".to_owned(), string_attr(&reason)?)]),
+        )
+        .await
     }
 
     /// Moves an exhausted job to the dead-letter queue (for redrive).
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError> {
-        let Some(dlq) = &self.dlq_url else {
-            return Err(StoreError::Backend(
-                "no dead-letter queue configured".into(),
-            ));
-        };
-        let body = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.client
-            .send_message()
-            .queue_url(dlq)
-            .message_body(body)
-            .message_attributes("tenant_id", string_attr(&job.tenant_id)?)
-            .message_attributes("request_id", string_attr(&job.request_id)?)
-            .message_attributes("webhook_id", string_attr(&job.webhook_id)?)
-            .send()
+        self.send_to_dlq(&Self::job_body(job)?, Self::job_attributes(job)?)
             .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
     }
 }
 
