@@ -34,6 +34,20 @@ where
     }
 }
 
+/// Maps a failed condition to `ConditionFailed`, anything else through `classify`.
+pub(crate) fn condition<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(se) = &e
+        && se.err().code() == Some("ConditionalCheckFailedException")
+    {
+        return StoreError::ConditionFailed;
+    }
+    classify(e)
+}
+
 pub(crate) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }

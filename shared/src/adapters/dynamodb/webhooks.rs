@@ -8,7 +8,7 @@
 //! Delivery ids derive from event ids (ULIDs), so a query in reverse lists
 //! the newest first; deliveries expire (TTL) after 30 days.
 
-use super::error::classify;
+use super::error::{classify, condition};
 use super::items::{page_key, start_key};
 use super::{Attrs, from_attrs, n, s, to_attrs};
 use crate::domain::TenantId;
@@ -21,7 +21,6 @@ use crate::ports::{
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +39,37 @@ impl DynamoWebhookStore {
             table: table.into(),
         }
     }
+
+    /// One record by key (strongly consistent), in its stored shape.
+    async fn get<R: serde::de::DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: String,
+    ) -> Result<Option<R>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(from_attrs::<R>).transpose()
+    }
+
+    /// Writes a record unless its key exists (`ConditionFailed` then).
+    async fn put_new<R: Serialize>(&self, record: &R) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(record)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(condition)?;
+        Ok(())
+    }
 }
 
 fn webhooks_pk(tenant: &TenantId) -> String {
@@ -56,20 +86,6 @@ fn delivery_sk(id: &str) -> String {
 }
 fn key(pk: String, sk: String) -> Attrs {
     Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
-}
-
-/// Maps a failed condition to `ConditionFailed`, anything else through `classify`.
-fn condition<E, R>(e: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    if let SdkError::ServiceError(se) = &e
-        && se.err().code() == Some("ConditionalCheckFailedException")
-    {
-        return StoreError::ConditionFailed;
-    }
-    classify(e)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -188,15 +204,7 @@ impl WebhookStore for DynamoWebhookStore {
             updated_at: w.updated_at.clone(),
             secrets: rec.secrets.clone(),
         };
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_attrs(&stored)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(condition)?;
-        Ok(())
+        self.put_new(&stored).await
     }
 
     async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
@@ -229,18 +237,10 @@ impl WebhookStore for DynamoWebhookStore {
         tenant: &TenantId,
         webhook_id: &str,
     ) -> Result<Option<WebhookRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(webhooks_pk(tenant), webhook_sk(webhook_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item
-            .map(|a| from_attrs::<WebhookStored>(a).map(Into::into))
-            .transpose()
+        let stored: Option<WebhookStored> = self
+            .get(webhooks_pk(tenant), webhook_sk(webhook_id))
+            .await?;
+        Ok(stored.map(Into::into))
     }
 
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError> {
@@ -345,17 +345,8 @@ impl WebhookStore for DynamoWebhookStore {
             request_id: rec.request_id.clone(),
             expires_at: crate::clock::now().unix_timestamp() + DELIVERY_TTL_SECONDS,
         };
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_attrs(&stored)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(condition)
-        {
-            Ok(_) => Ok(true),
+        match self.put_new(&stored).await {
+            Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
         }
@@ -367,21 +358,10 @@ impl WebhookStore for DynamoWebhookStore {
         webhook_id: &str,
         delivery_id: &str,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                deliveries_pk(tenant, webhook_id),
-                delivery_sk(delivery_id),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item
-            .map(|a| from_attrs::<DeliveryStored>(a).map(Into::into))
-            .transpose()
+        let stored: Option<DeliveryStored> = self
+            .get(deliveries_pk(tenant, webhook_id), delivery_sk(delivery_id))
+            .await?;
+        Ok(stored.map(Into::into))
     }
 
     async fn record_attempt(
