@@ -40,9 +40,9 @@ webhook-listen: ## Print and verify webhook deliveries locally: make webhook-lis
 	cargo build -q -p stockroom-webhook-listen
 	$${CARGO_TARGET_DIR:-target}/debug/stockroom-webhook-listen --port $${PORT:-4000} $${SECRET:+--secret "$$SECRET"} $${FAIL:+--fail $$FAIL}
 
-# The tests revoke keys and wait out the authorizer cache, and watch webhook
-# retries: keep both short there.
-TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1
+# The tests revoke keys and wait out the authorizer cache, watch webhook
+# retries and let upload batches expire: keep all three short there.
+TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0
 
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets

@@ -812,13 +812,170 @@ class Provisioner:
 
     # ---- S3
     def bucket(self, lid: str, props: dict[str, Any]) -> str:
-        s3 = self.client("s3")
+        """The bucket, then its configuration from the template, re-applied on
+        every run (so a changed template reaches an existing bucket).
+
+        Applied: PublicAccessBlockConfiguration, OwnershipControls,
+        BucketEncryption (moto records it and reports it on objects; it never
+        calls KMS, so the template's key need not exist), LifecycleConfiguration
+        (recorded; moto expires nothing) and NotificationConfiguration (moto
+        really delivers S3 events to the emulator's queues/topics). The
+        bucket's AWS::S3::BucketPolicy is not applied, like queue policies:
+        moto does not enforce it and its TLS-only deny means nothing over the
+        emulator's plain HTTP.
+        """
+        from botocore.config import Config
+
+        s3 = self.session.client("s3", endpoint_url=self.endpoint,
+                                 config=Config(s3={"addressing_style": "path"}))
         name = self.resolver.physical_name(lid)
+        p = self.resolver.resolve(props)
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        if name in existing:
-            return "exists"
-        s3.create_bucket(Bucket=name)
-        return "created"
+        status = "exists"
+        if name not in existing:
+            kwargs: dict[str, Any] = {"Bucket": name}
+            if REGION != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": REGION}
+            s3.create_bucket(**kwargs)
+            status = "created"
+
+        pab = p.get("PublicAccessBlockConfiguration")
+        if pab:
+            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
+                k: _bool(pab.get(k, False))
+                for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+            })
+        ownership = p.get("OwnershipControls")
+        if ownership:
+            s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
+                "Rules": [{"ObjectOwnership": r["ObjectOwnership"]} for r in ownership.get("Rules", [])]
+            })
+        encryption = p.get("BucketEncryption")
+        if encryption:
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+                "Rules": [_s3_encryption_rule(r) for r in encryption.get("ServerSideEncryptionConfiguration", [])]
+            })
+        lifecycle = p.get("LifecycleConfiguration")
+        if lifecycle and lifecycle.get("Rules"):
+            s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={
+                "Rules": [_s3_lifecycle_rule(r) for r in lifecycle["Rules"]]
+            })
+        notifications = p.get("NotificationConfiguration")
+        if notifications:
+            wanted = _s3_notifications(notifications)
+            current = s3.get_bucket_notification_configuration(Bucket=name)
+            # Putting a configuration makes S3 (and moto) send an s3:TestEvent
+            # to each queue: only put it when it changed.
+            if _s3_notifications_key(current) != _s3_notifications_key(wanted):
+                s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration=wanted)
+                if status == "exists":
+                    status = "exists, notifications updated"
+        return status
+
+
+def _bool(v: Any) -> bool:
+    return v is True or str(v).lower() == "true"
+
+
+def _s3_encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation ServerSideEncryptionRule -> S3 API rule."""
+    default = rule.get("ServerSideEncryptionByDefault") or {}
+    out: dict[str, Any] = {
+        "ApplyServerSideEncryptionByDefault": {
+            k: v for k, v in default.items() if k in ("SSEAlgorithm", "KMSMasterKeyID")
+        }
+    }
+    if "BucketKeyEnabled" in rule:
+        out["BucketKeyEnabled"] = _bool(rule["BucketKeyEnabled"])
+    return out
+
+
+def _s3_lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation lifecycle Rule -> S3 API rule (storage-class transitions
+    are left out: moto has no storage classes to move objects between)."""
+    out: dict[str, Any] = {"Status": rule.get("Status", "Enabled")}
+    if "Id" in rule:
+        out["ID"] = rule["Id"]
+    conditions: dict[str, Any] = {}
+    if "Prefix" in rule:
+        conditions["Prefix"] = rule["Prefix"]
+    for k in ("ObjectSizeGreaterThan", "ObjectSizeLessThan"):
+        if k in rule:
+            conditions[k] = int(rule[k])
+    tags = [{"Key": t["Key"], "Value": t["Value"]} for t in rule.get("TagFilters") or []]
+    if len(tags) == 1 and not conditions:
+        out["Filter"] = {"Tag": tags[0]}
+    elif tags or len(conditions) > 1:
+        out["Filter"] = {"And": {**conditions, **({"Tags": tags} if tags else {})}}
+    else:
+        out["Filter"] = conditions or {"Prefix": ""}
+    expiration: dict[str, Any] = {}
+    if "ExpirationInDays" in rule:
+        expiration["Days"] = int(rule["ExpirationInDays"])
+    if "ExpirationDate" in rule:
+        expiration["Date"] = rule["ExpirationDate"]
+    if "ExpiredObjectDeleteMarker" in rule:
+        expiration["ExpiredObjectDeleteMarker"] = _bool(rule["ExpiredObjectDeleteMarker"])
+    if expiration:
+        out["Expiration"] = expiration
+    abort = rule.get("AbortIncompleteMultipartUpload")
+    if abort:
+        out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": int(abort["DaysAfterInitiation"])}
+    nve = rule.get("NoncurrentVersionExpiration") or (
+        {"NoncurrentDays": rule["NoncurrentVersionExpirationInDays"]}
+        if "NoncurrentVersionExpirationInDays" in rule else None
+    )
+    if nve:
+        out["NoncurrentVersionExpiration"] = {k: int(v) for k, v in nve.items()}
+    return out
+
+
+# CloudFormation NotificationConfiguration key -> (S3 API key, target ARN key).
+_S3_NOTIFICATION_KINDS = {
+    "QueueConfigurations": ("QueueConfigurations", "Queue", "QueueArn"),
+    "TopicConfigurations": ("TopicConfigurations", "Topic", "TopicArn"),
+    "LambdaConfigurations": ("LambdaFunctionConfigurations", "Function", "LambdaFunctionArn"),
+}
+
+
+def _s3_notifications(cfn: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation NotificationConfiguration -> put_bucket_notification_configuration's.
+
+    CloudFormation: {QueueConfigurations: [{Event, Queue, Filter: {S3Key: {Rules: [{Name, Value}]}}}]}
+    S3 API:         {QueueConfigurations: [{Events: [..], QueueArn, Filter: {Key: {FilterRules: [..]}}}]}
+    """
+    out: dict[str, Any] = {}
+    for cfn_key, (api_key, target, api_target) in _S3_NOTIFICATION_KINDS.items():
+        for c in cfn.get(cfn_key) or []:
+            conf: dict[str, Any] = {api_target: c[target], "Events": [c["Event"]]}
+            rules = ((c.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+            if rules:
+                conf["Filter"] = {"Key": {"FilterRules": [
+                    {"Name": r["Name"], "Value": r["Value"]} for r in rules
+                ]}}
+            out.setdefault(api_key, []).append(conf)
+    if _bool((cfn.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled", False)):
+        out["EventBridgeConfiguration"] = {}
+    return out
+
+
+def _s3_notifications_key(conf: dict[str, Any]) -> str:
+    """A comparable form of a notification configuration (ids and rule-name
+    case are S3's business, order is not significant)."""
+    norm: dict[str, Any] = {}
+    for api_key, _, api_target in _S3_NOTIFICATION_KINDS.values():
+        items = []
+        for c in conf.get(api_key) or []:
+            rules = sorted(
+                (r["Name"].lower(), r["Value"])
+                for r in ((c.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
+            )
+            items.append([c[api_target], sorted(c.get("Events") or []), rules])
+        if items:
+            norm[api_key] = sorted(items)
+    if "EventBridgeConfiguration" in conf:
+        norm["EventBridgeConfiguration"] = True
+    return json.dumps(norm, sort_keys=True)
 
 
 def _paginate(client: Any, op: str, key: str, **kwargs: Any) -> list[Any]:

@@ -3,18 +3,22 @@
 
 use crate::clock;
 use crate::domain::batch::{
-    Batch, BatchRejection, BatchStatus, ChunkMessage, RecordFailure, chunk_records, parse_batch,
+    Batch, BatchError, BatchMode, BatchRecord, BatchRejection, BatchStatus, ChunkMessage,
+    RecordFailure, UploadInfo, atomic_chunk, chunk_records, parse_batch,
 };
 use crate::domain::event::Event;
+use crate::domain::upload::{is_upload_request, parse_upload_request};
 use crate::domain::{FieldError, FieldErrors, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
     BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, EventPublisher, IdempotencyRecord,
-    Page, PageKey, StoreError,
+    Page, PageKey, PresignedUpload, StoreError, UploadStore,
 };
 use crate::service::{IDEMPOTENCY_TTL_SECONDS, IdempotencyRequest};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest `POST /v1/batches` body (API Gateway allows 10 MB, a synchronous
 /// Lambda invocation 6 MB including the event envelope).
@@ -35,6 +39,33 @@ pub struct BatchAccepted {
     pub batch_id: String,
     pub status: BatchStatus,
     pub total: u64,
+    /// Upload batches: where and how to send the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTarget>,
+}
+
+/// How to upload a batch's file: one request, exactly as described.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UploadTarget {
+    /// Presigned URL (no API key: the URL is the credential; keep it private).
+    pub url: String,
+    #[schema(example = "PUT")]
+    pub method: String,
+    /// Headers to send exactly as given (they are signed), e.g. the declared
+    /// `content-length`.
+    pub headers: BTreeMap<String, String>,
+    /// The URL stops working at this time.
+    pub expires_at: String,
+}
+
+/// Where upload batches put their files, and for how long.
+#[derive(Clone)]
+pub struct UploadSettings {
+    pub store: Arc<dyn UploadStore>,
+    /// How long a presigned upload URL works.
+    pub url_ttl: Duration,
+    /// After the URL expired, how long a batch waits for its file before failing.
+    pub grace: Duration,
 }
 
 pub enum SubmitOutcome {
@@ -47,12 +78,42 @@ pub struct BatchesService {
     store: Arc<dyn BatchStore>,
     queue: Arc<dyn ChunkQueue>,
     events: Arc<dyn EventPublisher>,
+    uploads: Option<UploadSettings>,
+}
+
+/// One chunk message, with the attributes that travel with it.
+pub(crate) fn chunk_envelope(
+    tenant: &TenantId,
+    batch_id: &str,
+    mode: BatchMode,
+    chunk: u32,
+    request_id: &str,
+    records: Vec<BatchRecord>,
+) -> ChunkEnvelope {
+    let record_count = records.len();
+    let message = ChunkMessage {
+        v: 1,
+        tenant_id: tenant.to_string(),
+        batch_id: batch_id.to_owned(),
+        mode,
+        chunk,
+        request_id: request_id.to_owned(),
+        records,
+    };
+    ChunkEnvelope {
+        body: serde_json::to_string(&message).unwrap_or_default(),
+        tenant_id: tenant.to_string(),
+        batch_id: batch_id.to_owned(),
+        request_id: request_id.to_owned(),
+        chunk,
+        record_count,
+    }
 }
 
 /// Publishes a terminal batch's status event (same id every time) and
 /// clears its pending flag. A failure leaves the flag set, so whoever
 /// finalizes the batch next (a redelivered chunk) publishes it.
-async fn publish_finished(
+pub(crate) async fn publish_finished(
     store: &dyn BatchStore,
     events: &dyn EventPublisher,
     tenant: &TenantId,
@@ -64,6 +125,22 @@ async fn publish_finished(
     store.mark_notified(tenant, &batch.batch_id).await
 }
 
+fn new_batch_id() -> String {
+    format!("b_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+fn idempotency_record(idem: &IdempotencyRequest, accepted: &BatchAccepted) -> IdempotencyRecord {
+    let now = clock::now();
+    IdempotencyRecord {
+        key: idem.key.clone(),
+        request_hash: idem.request_hash.clone(),
+        status: 202,
+        body: serde_json::to_string(accepted).unwrap_or_default(),
+        created_at: clock::format(now),
+        expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
+    }
+}
+
 fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
     match r {
         BatchRejection::Malformed(e) => ApiError::MalformedBatch(e),
@@ -72,6 +149,7 @@ fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
             limit,
             atomic: mode_atomic,
         },
+        BatchRejection::UploadTooLarge { limit } => ApiError::UploadTooLarge { limit },
         BatchRejection::InvalidRecords(failures) => ApiError::InvalidRecords(FieldErrors(
             failures
                 .into_iter()
@@ -95,15 +173,20 @@ impl BatchesService {
             store,
             queue,
             events,
+            uploads: None,
         }
     }
 
-    /// Publishes the event of a batch that ended at submission; the batch
-    /// stands either way (the event is logged as lost if SNS fails).
+    /// Enables batches submitted by upload.
+    pub fn with_uploads(mut self, uploads: UploadSettings) -> Self {
+        self.uploads = Some(uploads);
+        self
+    }
+
+    /// Publishes the event of a batch that ended outside the workers; the
+    /// batch stands either way (the event is logged as lost if SNS fails).
     async fn announce(&self, tenant: &TenantId, batch: &Batch) {
-        if let Err(e) = publish_finished(&*self.store, &*self.events, tenant, batch).await {
-            tracing::error!(batch_id = %batch.batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
-        }
+        crate::uploads::announce(&*self.store, &*self.events, tenant, batch).await;
     }
 
     /// After an abort: the stored batch says whether it did end (another
@@ -131,9 +214,21 @@ impl BatchesService {
             return Ok(outcome);
         }
         let atomic = body.get("mode").and_then(|m| m.as_str()) == Some("atomic");
+        if is_upload_request(body) {
+            return self
+                .submit_upload(tenant, body, request_id, idempotency, atomic)
+                .await;
+        }
         let request = parse_batch(body).map_err(|r| rejection(r, atomic))?;
-        let batch_id = format!("b_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
-        let chunks = chunk_records(request.valid, CHUNK_TARGET_BYTES, CHUNK_MAX_RECORDS);
+        let batch_id = new_batch_id();
+        let chunks = match request.mode {
+            // Applied from one message, in one transaction.
+            BatchMode::Atomic => vec![atomic_chunk(request.valid).map_err(ApiError::Validation)?],
+            BatchMode::Isolated => {
+                chunk_records(request.valid, CHUNK_TARGET_BYTES, CHUNK_MAX_RECORDS)
+            }
+        };
+        let enqueued: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let now = clock::now();
         let now_s = clock::format(now);
         let failed = request.invalid.len() as u64;
@@ -156,20 +251,18 @@ impl BatchesService {
             request_id: request_id.to_owned(),
             chunks_total: chunks.len() as u64,
             chunks_done: 0,
+            records_read: request.total as u64,
+            records_enqueued: enqueued,
+            upload: None,
+            error: None,
         };
         let accepted = BatchAccepted {
             batch_id: batch_id.clone(),
             status,
             total: batch.total,
+            upload: None,
         };
-        let idem_record = idempotency.map(|idem| IdempotencyRecord {
-            key: idem.key.clone(),
-            request_hash: idem.request_hash.clone(),
-            status: 202,
-            body: serde_json::to_string(&accepted).unwrap_or_default(),
-            created_at: now_s.clone(),
-            expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
-        });
+        let idem_record = idempotency.map(|idem| idempotency_record(idem, &accepted));
         // Submission-time failures first: orphans at worst, never a header
         // whose counts are missing their report.
         if !request.invalid.is_empty() {
@@ -177,21 +270,11 @@ impl BatchesService {
                 .record_failures(tenant, &batch_id, &request.invalid)
                 .await?;
         }
-        match self
-            .store
-            .create_batch(tenant, &batch, idem_record.as_ref())
-            .await
+        if let Some(replayed) = self
+            .create(tenant, &batch, idem_record.as_ref(), idempotency)
+            .await?
         {
-            Ok(()) => {}
-            Err(StoreError::IdempotencyKeyTaken) => {
-                if let Some(idem) = idempotency
-                    && let Some(outcome) = self.replay(tenant, idem).await?
-                {
-                    return Ok(outcome);
-                }
-                return Err(ApiError::ConcurrentUpdate);
-            }
-            Err(e) => return Err(e.into()),
+            return Ok(replayed);
         }
         if status.is_terminal() {
             self.announce(tenant, &batch).await;
@@ -200,24 +283,14 @@ impl BatchesService {
             .into_iter()
             .enumerate()
             .map(|(i, records)| {
-                let record_count = records.len();
-                let message = ChunkMessage {
-                    v: 1,
-                    tenant_id: tenant.to_string(),
-                    batch_id: batch_id.clone(),
-                    mode: request.mode,
-                    chunk: i as u32,
-                    request_id: request_id.to_owned(),
+                chunk_envelope(
+                    tenant,
+                    &batch_id,
+                    request.mode,
+                    i as u32,
+                    request_id,
                     records,
-                };
-                ChunkEnvelope {
-                    body: serde_json::to_string(&message).unwrap_or_default(),
-                    tenant_id: tenant.to_string(),
-                    batch_id: batch_id.clone(),
-                    request_id: request_id.to_owned(),
-                    chunk: i as u32,
-                    record_count,
-                }
+                )
             })
             .collect();
         if let Err(e) = self.queue.send_chunks(&envelopes).await {
@@ -232,6 +305,141 @@ impl BatchesService {
         }
         tracing::info!(batch_id = %batch_id, total = batch.total, invalid = failed, chunks = envelopes.len(), mode = ?request.mode, "batch accepted");
         Ok(SubmitOutcome::Accepted(accepted))
+    }
+
+    /// Stores the header (with the idempotent response); on a lost race
+    /// for the idempotency key, the winner's response.
+    async fn create(
+        &self,
+        tenant: &TenantId,
+        batch: &Batch,
+        idem_record: Option<&IdempotencyRecord>,
+        idempotency: Option<&IdempotencyRequest>,
+    ) -> Result<Option<SubmitOutcome>, ApiError> {
+        match self.store.create_batch(tenant, batch, idem_record).await {
+            Ok(()) => Ok(None),
+            Err(StoreError::IdempotencyKeyTaken) => {
+                if let Some(idem) = idempotency
+                    && let Some(outcome) = self.replay(tenant, idem).await?
+                {
+                    return Ok(Some(outcome));
+                }
+                Err(ApiError::ConcurrentUpdate)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `upload: true`: a header awaiting its file, and a presigned URL for it.
+    async fn submit_upload(
+        &self,
+        tenant: &TenantId,
+        body: &serde_json::Value,
+        request_id: &str,
+        idempotency: Option<&IdempotencyRequest>,
+        atomic: bool,
+    ) -> Result<SubmitOutcome, ApiError> {
+        let request = parse_upload_request(body).map_err(|r| rejection(r, atomic))?;
+        let Some(uploads) = &self.uploads else {
+            return Err(ApiError::Internal("uploads are not configured".into()));
+        };
+        let batch_id = new_batch_id();
+        let now = clock::now();
+        let now_s = clock::format(now);
+        let url_expires = now + uploads.url_ttl;
+        let key = crate::uploads::upload_key(tenant, &batch_id);
+        let PresignedUpload {
+            url,
+            method,
+            headers,
+        } = uploads
+            .store
+            .presign_put(&key, request.size_bytes, uploads.url_ttl)
+            .await?;
+        let batch = Batch {
+            batch_id: batch_id.clone(),
+            mode: request.mode,
+            status: BatchStatus::AwaitingUpload,
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            created_at: now_s.clone(),
+            updated_at: now_s.clone(),
+            completed_at: None,
+            request_id: request_id.to_owned(),
+            chunks_total: 0,
+            chunks_done: 0,
+            records_read: 0,
+            records_enqueued: 0,
+            upload: Some(UploadInfo {
+                format: request.format,
+                size_bytes: request.size_bytes,
+                url_expires_at: clock::format(url_expires),
+                expires_at: clock::format(url_expires + uploads.grace),
+            }),
+            error: None,
+        };
+        let accepted = BatchAccepted {
+            batch_id: batch_id.clone(),
+            status: batch.status,
+            total: 0,
+            upload: Some(UploadTarget {
+                url,
+                method,
+                headers,
+                expires_at: clock::format(url_expires),
+            }),
+        };
+        let idem_record = idempotency.map(|idem| idempotency_record(idem, &accepted));
+        if let Some(replayed) = self
+            .create(tenant, &batch, idem_record.as_ref(), idempotency)
+            .await?
+        {
+            return Ok(replayed);
+        }
+        tracing::info!(batch_id = %batch_id, mode = ?request.mode, format = request.format.as_str(), size_bytes = request.size_bytes, "upload batch created; awaiting its file");
+        Ok(SubmitOutcome::Accepted(accepted))
+    }
+
+    /// An upload batch past its deadline with no file fails (`upload_expired`).
+    /// Returns the batch as it now stands.
+    async fn expire_if_due(&self, tenant: &TenantId, batch: Batch) -> Result<Batch, ApiError> {
+        let (Some(upload), Some(uploads)) = (&batch.upload, &self.uploads) else {
+            return Ok(batch);
+        };
+        let due = batch.status == BatchStatus::AwaitingUpload
+            && clock::parse(&upload.expires_at).is_some_and(|t| t < clock::now());
+        if !due {
+            return Ok(batch);
+        }
+        // A file that did arrive is the splitter's, however late its notification.
+        let key = crate::uploads::upload_key(tenant, &batch.batch_id);
+        if uploads.store.size(&key).await?.is_some() {
+            return Ok(batch);
+        }
+        let error = BatchError::new(
+            "upload_expired",
+            format!(
+                "no file was uploaded before {}; submit a new batch",
+                upload.expires_at
+            ),
+        );
+        if self
+            .store
+            .fail_upload(tenant, &batch.batch_id, &error, 0)
+            .await?
+        {
+            tracing::info!(batch_id = %batch.batch_id, "upload batch expired without its file");
+        }
+        let current = self
+            .store
+            .get_batch(tenant, &batch.batch_id)
+            .await?
+            .ok_or(ApiError::BatchNotFound)?;
+        if current.status.is_terminal() {
+            self.announce(tenant, &current).await;
+        }
+        Ok(current)
     }
 
     async fn replay(
@@ -250,10 +458,12 @@ impl BatchesService {
     }
 
     pub async fn get(&self, tenant: &TenantId, batch_id: &str) -> Result<Batch, ApiError> {
-        self.store
+        let batch = self
+            .store
             .get_batch(tenant, batch_id)
             .await?
-            .ok_or(ApiError::BatchNotFound)
+            .ok_or(ApiError::BatchNotFound)?;
+        self.expire_if_due(tenant, batch).await
     }
 
     pub async fn list(
@@ -263,10 +473,16 @@ impl BatchesService {
         limit: u32,
         start: Option<PageKey>,
     ) -> Result<Page<Batch>, ApiError> {
-        Ok(self
+        let mut page = self
             .store
             .list_batches(tenant, status, limit, start)
-            .await?)
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for batch in page.items {
+            items.push(self.expire_if_due(tenant, batch).await?);
+        }
+        page.items = items;
+        Ok(page)
     }
 
     pub async fn failures(

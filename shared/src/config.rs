@@ -134,10 +134,7 @@ impl DispatcherConfig {
             events_topic_arn,
             retry_schedule: crate::domain::webhook::RetrySchedule::parse(&schedule)
                 .map_err(DispatcherConfigError::Schedule)?,
-            disable_after: disable_after
-                .trim()
-                .parse::<u64>()
-                .map(std::time::Duration::from_secs)
+            disable_after: seconds("WEBHOOK_DISABLE_AFTER_SECONDS", &disable_after)
                 .map_err(|_| DispatcherConfigError::DisableAfter(disable_after.clone()))?,
         })
     }
@@ -149,19 +146,74 @@ pub struct BatchesApiConfig {
     pub batch_queue_url: String,
     pub cursor_signing_key: Vec<u8>,
     pub events_topic_arn: String,
+    pub uploads_bucket: String,
+    pub upload_url_ttl: std::time::Duration,
+    pub upload_grace: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchesApiConfigError {
+    #[error(transparent)]
+    Missing(#[from] ConfigError),
+    #[error("{0} must be a whole number of seconds, got {1:?}")]
+    Seconds(&'static str, String),
+}
+
+fn seconds(name: &'static str, raw: &str) -> Result<std::time::Duration, BatchesApiConfigError> {
+    raw.trim()
+        .parse::<u64>()
+        .map(std::time::Duration::from_secs)
+        .map_err(|_| BatchesApiConfigError::Seconds(name, raw.to_owned()))
 }
 
 impl BatchesApiConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, BatchesApiConfigError> {
         let mut r = Reader { missing: vec![] };
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let key = r.get("CURSOR_SIGNING_KEY");
         let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
-        r.finish(Self {
+        let uploads_bucket = r.get("UPLOADS_BUCKET");
+        let ttl = r.get("UPLOAD_URL_TTL_SECONDS");
+        let grace = r.get("UPLOAD_GRACE_SECONDS");
+        if !r.missing.is_empty() {
+            return Err(ConfigError(r.missing).into());
+        }
+        Ok(Self {
             stock_table,
             batch_queue_url,
             cursor_signing_key: key.into_bytes(),
+            events_topic_arn,
+            uploads_bucket,
+            upload_url_ttl: seconds("UPLOAD_URL_TTL_SECONDS", &ttl)?,
+            upload_grace: seconds("UPLOAD_GRACE_SECONDS", &grace)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchSplitterConfig {
+    pub stock_table: String,
+    pub batch_queue_url: String,
+    pub uploads_bucket: String,
+    /// Messages from this queue are upload notifications that exhausted their deliveries.
+    pub uploads_dlq_arn: String,
+    pub events_topic_arn: String,
+}
+
+impl BatchSplitterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
+        let batch_queue_url = r.get("BATCH_QUEUE_URL");
+        let uploads_bucket = r.get("UPLOADS_BUCKET");
+        let uploads_dlq_arn = r.get("UPLOADS_DLQ_ARN");
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
+        r.finish(Self {
+            stock_table,
+            batch_queue_url,
+            uploads_bucket,
+            uploads_dlq_arn,
             events_topic_arn,
         })
     }

@@ -47,6 +47,8 @@ pub enum ApiError {
     InvalidRecords(FieldErrors),
     #[error("batch has more than {limit} records")]
     TooManyRecords { limit: usize, atomic: bool },
+    #[error("declared upload exceeds {limit} bytes")]
+    UploadTooLarge { limit: u64 },
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]

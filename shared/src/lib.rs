@@ -15,4 +15,5 @@ pub mod ports;
 pub mod service;
 pub mod sqs_batch;
 pub mod telemetry;
+pub mod uploads;
 pub mod webhooks;

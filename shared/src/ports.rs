@@ -135,7 +135,7 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
 }
 
-use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};
+use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
 
 /// How a chunk is being processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +230,77 @@ pub trait BatchStore: Send + Sync {
 
     /// The batch's terminal event was published: stop offering it.
     async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// An upload batch's file arrived: `awaiting_upload` -> `accepted`
+    /// (a no-op in any other status).
+    async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// Records how far the splitter got (shown as the batch's progress).
+    async fn record_split_progress(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        records_read: u64,
+        records_enqueued: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The file was read whole: sets the totals, after which the workers'
+    /// counts can finish the batch. Only the first call applies them;
+    /// returns whether this call did.
+    async fn complete_split(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        totals: &SplitTotals,
+    ) -> Result<bool, StoreError>;
+
+    /// Fails an upload batch whose file is missing or unusable, before any
+    /// of its records was enqueued (a no-op otherwise); returns whether
+    /// this call failed it.
+    async fn fail_upload(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        error: &BatchError,
+        failed_records: u64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the first read of an uploaded file found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitTotals {
+    pub total: u64,
+    /// Rows that failed validation (already recorded as failures).
+    pub invalid: u64,
+    pub chunks: u64,
+}
+
+/// A presigned upload: what the client sends, where, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub url: String,
+    pub method: String,
+    /// Headers the client must send exactly (they are part of the signature).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A readable stream of an uploaded file.
+pub type UploadBody = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// Uploaded batch files (S3 when deployed).
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// A URL that accepts one PUT of exactly `size_bytes` at `key`.
+    async fn presign_put(
+        &self,
+        key: &str,
+        size_bytes: u64,
+        ttl: std::time::Duration,
+    ) -> Result<PresignedUpload, StoreError>;
+    /// The stored object's size, or None when nothing was uploaded.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Streams the object (never loaded whole).
+    async fn open(&self, key: &str) -> Result<UploadBody, StoreError>;
 }
 
 /// A chunk ready to send: its body and the attributes that travel with it.

@@ -62,6 +62,10 @@ fn header(batch_id: &str, total: u64) -> Batch {
         updated_at: now,
         completed_at: None,
         request_id: "test".into(),
+        records_read: total,
+        records_enqueued: total,
+        upload: None,
+        error: None,
         chunks_total: 1,
         chunks_done: 0,
     }

@@ -3,9 +3,10 @@
 use lambda_http::Error;
 use std::sync::Arc;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::adapters::s3::S3UploadStore;
 use stockroom::adapters::sns::SnsEventPublisher;
 use stockroom::adapters::sqs::SqsChunkQueue;
-use stockroom::batches::BatchesService;
+use stockroom::batches::{BatchesService, UploadSettings};
 use stockroom::cursor::CursorCodec;
 use stockroom::http::{BatchesState, batches_router};
 use stockroom::{config, telemetry};
@@ -26,7 +27,12 @@ async fn main() -> Result<(), Error> {
                 &sdk,
                 cfg.events_topic_arn,
             )),
-        ),
+        )
+        .with_uploads(UploadSettings {
+            store: Arc::new(S3UploadStore::from_sdk_config(&sdk, cfg.uploads_bucket)),
+            url_ttl: cfg.upload_url_ttl,
+            grace: cfg.upload_grace,
+        }),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
     telemetry::emf::lambda::service::run_http(

@@ -2,10 +2,49 @@
 
 pub mod dynamodb;
 pub mod kms;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sns;
 pub mod sqs;
 
 use crate::ports::StoreError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// Throttling and transport failures (after the SDK's own retries) are
+/// `Unavailable` (HTTP 503), everything else `Backend` (500).
+const RETRYABLE_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "ThrottlingException",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    // S3
+    "SlowDown",
+    "InternalError",
+];
+
+pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let unavailable = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        SdkError::ServiceError(se) => se
+            .err()
+            .code()
+            .is_some_and(|c| RETRYABLE_CODES.contains(&c)),
+        SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(Box::new(err))
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -27,6 +27,8 @@ pub enum BatchMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
+    /// Created by an upload request; waiting for the file to arrive.
+    AwaitingUpload,
     Accepted,
     Processing,
     Completed,
@@ -43,6 +45,7 @@ impl BatchStatus {
     }
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AwaitingUpload => "awaiting_upload",
             Self::Accepted => "accepted",
             Self::Processing => "processing",
             Self::Completed => "completed",
@@ -52,6 +55,7 @@ impl BatchStatus {
     }
     pub fn parse(s: &str) -> Option<Self> {
         [
+            Self::AwaitingUpload,
             Self::Accepted,
             Self::Processing,
             Self::Completed,
@@ -89,11 +93,78 @@ pub struct Batch {
     pub completed_at: Option<String>,
     /// Request id of the POST that created the batch.
     pub request_id: String,
+    /// Records read from the submission (the body, or the uploaded file as
+    /// the splitter reads it).
+    #[serde(default)]
+    pub records_read: u64,
+    /// Valid records handed to the workers; `succeeded` + `failed` tell how
+    /// many have their outcome.
+    #[serde(default)]
+    pub records_enqueued: u64,
+    /// Batches submitted by upload: the file's format, size and deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadInfo>,
+    /// Why the whole batch failed, when it failed as a whole (e.g. an
+    /// unreadable upload); record failures are listed under `/failures`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<BatchError>,
     /// Chunks the valid records were split into, and how many are done.
     #[serde(skip)]
     pub chunks_total: u64,
     #[serde(skip)]
     pub chunks_done: u64,
+}
+
+/// Format of an uploaded batch file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadFormat {
+    /// One JSON record per line (the inline record shape, without `id`).
+    Ndjson,
+    /// A header row naming the columns, then one record per row.
+    Csv,
+}
+
+impl UploadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+        }
+    }
+}
+
+/// The upload of a batch submitted with `upload: true`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadInfo {
+    pub format: UploadFormat,
+    /// The size the client declared; the file must have exactly this size.
+    pub size_bytes: u64,
+    /// The upload URL stops working at this time; a file that has not
+    /// arrived some time after it fails the batch (`upload_expired`).
+    pub url_expires_at: String,
+    /// A batch whose file has not arrived by this time fails.
+    pub expires_at: String,
+}
+
+/// Why a batch failed as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchError {
+    /// `upload_expired`, `upload_size_mismatch`, `upload_too_large`,
+    /// `invalid_upload`, `too_many_records`, `invalid_records` (atomic),
+    /// `upload_unprocessable`.
+    #[schema(example = "invalid_upload")]
+    pub code: String,
+    pub message: String,
+}
+
+impl BatchError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
 }
 
 /// One SQS message: a chunk of a batch's valid records.
@@ -187,6 +258,8 @@ pub enum BatchRejection {
     InvalidRecords(Vec<RecordFailure>),
     /// 413/422: more records than the mode allows.
     TooManyRecords { limit: usize },
+    /// 413: the declared upload is larger than an upload may be.
+    UploadTooLarge { limit: u64 },
 }
 
 /// A parsed batch request: the valid records and, in isolated mode, the
@@ -301,7 +374,7 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
 }
 
 /// Validates one record whose `id` and `op` are known to be well formed.
-fn parse_record(index: u32, rec: &Value) -> Result<BatchRecord, RecordFailure> {
+pub(crate) fn parse_record(index: u32, rec: &Value) -> Result<BatchRecord, RecordFailure> {
     let id = rec["id"].as_str().unwrap_or_default().to_owned();
     let op = rec["op"].as_str().unwrap_or_default();
     let raw_sku = rec.get("sku").and_then(Value::as_str);
@@ -497,29 +570,85 @@ impl BatchRecord {
     }
 }
 
-/// Splits records into chunks whose JSON stays under `max_bytes` (and at
-/// most `max_records` each). See the README for how the size is chosen.
+/// Groups records into chunks as they come: each chunk's JSON stays under
+/// `max_bytes` and holds at most `max_records` (a single record larger than
+/// `max_bytes` gets a chunk of its own). See the README for how the size is
+/// chosen.
+pub struct Chunker {
+    max_bytes: usize,
+    max_records: usize,
+    current: Vec<BatchRecord>,
+    size: usize,
+}
+
+impl Chunker {
+    pub fn new(max_bytes: usize, max_records: usize) -> Self {
+        Self {
+            max_bytes,
+            max_records,
+            current: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Adds a record; returns the chunk it closed, if any.
+    pub fn push(&mut self, rec: BatchRecord) -> Option<Vec<BatchRecord>> {
+        let len = serde_json::to_vec(&rec).map(|v| v.len() + 1).unwrap_or(512);
+        let full = !self.current.is_empty()
+            && (self.size + len > self.max_bytes || self.current.len() >= self.max_records);
+        let closed = full.then(|| {
+            self.size = 0;
+            std::mem::take(&mut self.current)
+        });
+        self.size += len;
+        self.current.push(rec);
+        closed
+    }
+
+    /// The last, partly filled chunk.
+    pub fn finish(self) -> Option<Vec<BatchRecord>> {
+        (!self.current.is_empty()).then_some(self.current)
+    }
+}
+
+/// Splits records into chunks (see [`Chunker`]).
 pub fn chunk_records(
     records: Vec<BatchRecord>,
     max_bytes: usize,
     max_records: usize,
 ) -> Vec<Vec<BatchRecord>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for rec in records {
-        let len = serde_json::to_vec(&rec).map(|v| v.len() + 1).unwrap_or(512);
-        if !current.is_empty() && (size + len > max_bytes || current.len() >= max_records) {
-            chunks.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += len;
-        current.push(rec);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
+    let mut chunker = Chunker::new(max_bytes, max_records);
+    let mut chunks: Vec<_> = records
+        .into_iter()
+        .filter_map(|r| chunker.push(r))
+        .collect();
+    chunks.extend(chunker.finish());
     chunks
+}
+
+/// Largest JSON of an atomic batch's records: they travel in one SQS
+/// message (256 KiB with its envelope and attributes).
+pub const MAX_ATOMIC_CHUNK_BYTES: usize = 200 * 1024;
+
+/// An atomic batch is applied from one message: all its records in one
+/// chunk, refused if they do not fit.
+pub fn atomic_chunk(records: Vec<BatchRecord>) -> Result<Vec<BatchRecord>, FieldErrors> {
+    let bytes = serde_json::to_vec(&records)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if bytes > MAX_ATOMIC_CHUNK_BYTES {
+        let mut e = FieldErrors::default();
+        e.push(
+            "records",
+            format!(
+                "an atomic batch's records must fit in {} KiB once validated; these take {} KiB: split the batch or use isolated mode",
+                MAX_ATOMIC_CHUNK_BYTES / 1024,
+                bytes.div_ceil(1024)
+            ),
+        );
+        return Err(e);
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

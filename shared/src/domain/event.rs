@@ -85,9 +85,24 @@ impl Event {
             BatchStatus::Completed => EventType::BatchCompleted,
             BatchStatus::CompletedWithErrors => EventType::BatchCompletedWithErrors,
             BatchStatus::Failed => EventType::BatchFailed,
-            BatchStatus::Accepted | BatchStatus::Processing => return None,
+            BatchStatus::AwaitingUpload | BatchStatus::Accepted | BatchStatus::Processing => {
+                return None;
+            }
         };
         let suffix = batch.batch_id.strip_prefix("b_").unwrap_or(&batch.batch_id);
+        let mut data = json!({
+            "batch_id": batch.batch_id,
+            "mode": batch.mode,
+            "status": batch.status,
+            "total": batch.total,
+            "succeeded": batch.succeeded,
+            "failed": batch.failed,
+            "status_url": format!("/v1/batches/{}", batch.batch_id),
+            "failures_url": format!("/v1/batches/{}/failures", batch.batch_id),
+        });
+        if let Some(error) = &batch.error {
+            data["error"] = json!(error);
+        }
         Some(Event {
             id: format!("evt_{suffix}"),
             kind,
@@ -97,16 +112,7 @@ impl Event {
                 .clone()
                 .unwrap_or_else(|| occurred_at.to_owned()),
             request_id: batch.request_id.clone(),
-            data: json!({
-                "batch_id": batch.batch_id,
-                "mode": batch.mode,
-                "status": batch.status,
-                "total": batch.total,
-                "succeeded": batch.succeeded,
-                "failed": batch.failed,
-                "status_url": format!("/v1/batches/{}", batch.batch_id),
-                "failures_url": format!("/v1/batches/{}/failures", batch.batch_id),
-            }),
+            data,
         })
     }
 
@@ -262,6 +268,10 @@ mod tests {
             updated_at: "t1".into(),
             completed_at: None,
             request_id: "req-1".into(),
+            records_read: 3,
+            records_enqueued: 3,
+            upload: None,
+            error: None,
             chunks_total: 1,
             chunks_done: 1,
         };

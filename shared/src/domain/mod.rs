@@ -5,6 +5,7 @@ pub mod batch;
 pub mod event;
 mod item;
 mod movement;
+pub mod upload;
 mod validation;
 pub mod webhook;
 
@@ -13,6 +14,17 @@ pub use movement::{Adjustment, Movement, MovementContext, MovementId};
 pub use validation::{FieldError, FieldErrors};
 
 use std::fmt;
+
+/// An id of the form `<prefix><alphanumerics>`, at most 64 bytes (API key,
+/// webhook and delivery ids): anything else cannot exist.
+pub fn is_prefixed_id(raw: &str, prefix: &str) -> bool {
+    raw.len() <= 64
+        && raw.len() > prefix.len()
+        && raw.starts_with(prefix)
+        && raw[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+}
 
 /// Largest quantity an item may hold; keeps every sum far from i64 overflow.
 pub const MAX_QUANTITY: i64 = 1_000_000_000_000;

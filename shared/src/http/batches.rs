@@ -5,7 +5,7 @@ use super::problem::{Problem, current_request_id};
 use crate::auth::{BATCHES_READ, BATCHES_WRITE};
 use crate::batches::{BatchAccepted, BatchesService, MAX_BATCH_BODY_BYTES, SubmitOutcome};
 use crate::cursor::CursorCodec;
-use crate::domain::batch::{Batch, BatchStatus, RecordFailure};
+use crate::domain::batch::{Batch, BatchStatus, RecordFailure, UploadFormat};
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::State;
@@ -59,18 +59,34 @@ pub struct BatchRecordRequest {
     reference: Option<String>,
 }
 
-/// Body of `POST /v1/batches`.
+/// Body of `POST /v1/batches`: either the records themselves, or
+/// `upload: true` with the file's format and size to get an upload URL
+/// (for files too large for a request body: up to 2,000,000 rows, 1 GiB).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct BatchRequestBody {
-    /// `isolated`: only bad records fail. `atomic`: one bad record rejects the batch (at most 99 records).
+    /// `isolated`: only bad records fail. `atomic`: one bad record rejects the batch (at most 99 records, 200 KiB once validated).
     #[schema(example = "isolated")]
     mode: String,
-    /// 1 to 50,000 records (body at most 5 MiB).
-    records: Vec<BatchRecordRequest>,
+    /// Inline batches: 1 to 50,000 records (body at most 5 MiB).
+    records: Option<Vec<BatchRecordRequest>>,
+    /// `true`: the records come in a file uploaded to the returned URL. A
+    /// file's rows are identified by row number (CSV: the header is row 1);
+    /// rows carry no `id`.
+    upload: Option<bool>,
+    /// Upload batches: `ndjson` (one record object per line) or `csv`
+    /// (header row naming columns from op, sku, name, description, quantity,
+    /// low_stock_threshold, delta, reason, reference and attributes.<key>).
+    format: Option<UploadFormat>,
+    /// Upload batches: the file's exact size in bytes (at most 1 GiB); the
+    /// upload URL accepts only this size.
+    size_bytes: Option<u64>,
 }
 
-/// Submit a batch of stock updates; applied asynchronously.
+/// Submit a batch of stock updates; applied asynchronously. An upload batch
+/// answers `awaiting_upload` with `upload` (URL, method, headers); once the
+/// file is PUT there the batch goes `accepted` -> `processing` -> terminal,
+/// and fails with `error.code` `upload_expired` if no file arrives in time.
 #[utoipa::path(post, path = "/v1/batches", tag = "batches",
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key and body returns the first batch for 24 h")),
     request_body(content = BatchRequestBody, content_type = "application/json"),
@@ -80,9 +96,9 @@ pub struct BatchRequestBody {
         (status = 400, description = "`malformed_json` or `malformed_batch` (unknown op, records not objects)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope batches:write", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large` (over 5 MiB) or `too_many_records`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large` (over 5 MiB), `too_many_records` or `upload_too_large` (declared size over 1 GiB)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (mode, empty or duplicate ids), `invalid_records` (atomic), `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (mode, empty or duplicate ids, atomic batch over 200 KiB, upload format or size), `invalid_records` (atomic), `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store or queue unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_batch(
@@ -227,7 +243,7 @@ pub async fn list_batches(
             BatchStatus::parse(s).ok_or_else(|| {
                 ApiError::invalid_parameter(
                     "status",
-                    "must be accepted, processing, completed, completed_with_errors or failed",
+                    "must be awaiting_upload, accepted, processing, completed, completed_with_errors or failed",
                 )
             })
         })

@@ -135,16 +135,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
     }
 }
 
-/// An id of the form `<prefix><alphanumerics>`, at most 64 bytes (API key,
-/// webhook and delivery ids): anything else cannot exist.
-pub(crate) fn is_prefixed_id(raw: &str, prefix: &str) -> bool {
-    raw.len() <= 64
-        && raw.len() > prefix.len()
-        && raw.starts_with(prefix)
-        && raw[prefix.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric())
-}
+pub(crate) use crate::domain::is_prefixed_id;
 
 /// The `{batch_id}` path segment. An id that cannot exist is simply not found.
 pub struct BatchIdPath(pub String);

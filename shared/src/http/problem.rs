@@ -115,6 +115,11 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "too_many_records",
             "Too many records",
         ),
+        UploadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            "Upload too large",
+        ),
         RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "Not found"),
         MethodNotAllowed => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -193,6 +198,9 @@ fn detail(e: &ApiError) -> String {
         InvalidRecords(_) => "An atomic batch is applied whole or not at all, and these records are invalid; nothing was accepted. See errors.".into(),
         TooManyRecords { limit, atomic: true } => format!("An atomic batch may hold at most {limit} records (one DynamoDB transaction); split it or use isolated mode."),
         TooManyRecords { limit, .. } => format!("A batch may hold at most {limit} records."),
+        UploadTooLarge { limit } => format!(
+            "An uploaded batch file may be at most {limit} bytes; split it into several batches."
+        ),
         RouteNotFound => "No such route.".into(),
         MethodNotAllowed => "This route does not support this method.".into(),
         SkuExists => "An item with this sku already exists; use PUT to change it.".into(),

@@ -1,15 +1,17 @@
 //! Batch headers, failure reports and the batch lifecycle on DynamoDB.
 //! Chunk application (the exactly-once part) lives in `chunks.rs`.
 
-use super::error::{build_error, classify};
+use super::error::{applied, build_error, classify};
 use super::items::{page_key, start_key};
 use super::records::*;
 use super::tx::{TransactFailure, batch_write, transact};
 use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use crate::domain::TenantId;
-use crate::domain::batch::{Batch, BatchStatus, ChunkMessage, RecordFailure};
+use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
 use crate::domain::event::Event;
-use crate::ports::{BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, StoreError};
+use crate::ports::{
+    BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, SplitTotals, StoreError,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -153,17 +155,7 @@ impl DynamoBatchStore {
         if to.is_terminal() {
             req = req.expression_attribute_values(":true", AttributeValue::Bool(true));
         }
-        let result = req.send().await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify(e)),
-        }
+        applied(req.send().await).map(|_| ())
     }
 
     fn failure_puts(
@@ -395,7 +387,7 @@ impl BatchStore for DynamoBatchStore {
         if h.status.is_terminal() {
             return Ok(h.notify_pending.then(|| Batch::from(h)));
         }
-        if h.chunks_done < h.chunks_total {
+        if h.splitting || h.chunks_done < h.chunks_total {
             return Ok(None);
         }
         let status = BatchStatus::from_counts(h.succeeded, h.failed);
@@ -409,7 +401,7 @@ impl BatchStore for DynamoBatchStore {
                 "SET #st = :terminal, completed_at = :now, updated_at = :now, notify_pending = :true",
             )
             .condition_expression(
-                "(#st = :accepted OR #st = :processing) AND chunks_done = chunks_total",
+                "(#st = :accepted OR #st = :processing) AND chunks_done = chunks_total AND attribute_not_exists(splitting)",
             )
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":terminal", s(status.as_str()))
@@ -419,21 +411,12 @@ impl BatchStore for DynamoBatchStore {
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Some(Batch {
-                status,
-                completed_at: Some(now.clone()),
-                updated_at: now,
-                ..Batch::from(h)
-            })),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(classify(e)),
-        }
+        Ok(applied(result)?.then(|| Batch {
+            status,
+            completed_at: Some(now.clone()),
+            updated_at: now,
+            ..Batch::from(h)
+        }))
     }
 
     async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
@@ -447,5 +430,109 @@ impl BatchStore for DynamoBatchStore {
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+
+    async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_expression("SET #st = :accepted, updated_at = :now")
+            .condition_expression("#st = :awaiting")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(":awaiting", s(BatchStatus::AwaitingUpload.as_str()))
+            .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
+            .send()
+            .await;
+        applied(result).map(|_| ())
+    }
+
+    async fn record_split_progress(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        records_read: u64,
+        records_enqueued: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_expression("SET records_read = :r, records_enqueued = :e, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":r", n(records_read))
+            .expression_attribute_values(":e", n(records_enqueued))
+            .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
+            .send()
+            .await;
+        applied(result).map(|_| ())
+    }
+
+    async fn complete_split(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        totals: &SplitTotals,
+    ) -> Result<bool, StoreError> {
+        // `failed` is set, not added: no chunk has been sent before this.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_expression(
+                "SET #total = :t, failed = :f, chunks_total = :c, records_read = :t, updated_at = :now REMOVE splitting",
+            )
+            .condition_expression("#st = :accepted AND attribute_exists(splitting)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(":t", n(totals.total))
+            .expression_attribute_values(":f", n(totals.invalid))
+            .expression_attribute_values(":c", n(totals.chunks))
+            .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
+            .send()
+            .await;
+        applied(result)
+    }
+
+    async fn fail_upload(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        error: &BatchError,
+        failed_records: u64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::clock::now_rfc3339();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_expression(
+                "SET #st = :failed, #err = :err, #total = :n, failed = :n, updated_at = :now, completed_at = :now, notify_pending = :true REMOVE splitting",
+            )
+            .condition_expression(
+                "(#st = :awaiting OR #st = :accepted) AND attribute_exists(splitting)",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_values(":failed", s(BatchStatus::Failed.as_str()))
+            .expression_attribute_values(":awaiting", s(BatchStatus::AwaitingUpload.as_str()))
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(
+                ":err",
+                AttributeValue::M(to_attrs(error)?),
+            )
+            .expression_attribute_values(":n", n(failed_records))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await;
+        applied(result)
     }
 }

@@ -1,38 +1,9 @@
-//! Classifies SDK errors: throttling and transport failures (after the SDK's
-//! own retries) are `Unavailable` (HTTP 503), everything else `Backend` (500).
+//! DynamoDB error helpers: failed conditions, builder errors; the general
+//! classification (`Unavailable` vs `Backend`) is `adapters::classify`.
 
+pub(crate) use crate::adapters::classify;
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "ThrottlingException",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "LimitExceededException",
-];
-
-pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let unavailable = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
-        SdkError::ServiceError(se) => se
-            .err()
-            .code()
-            .is_some_and(|c| RETRYABLE_CODES.contains(&c)),
-        SdkError::ResponseError(_) => true,
-        _ => false,
-    };
-    if unavailable {
-        StoreError::Unavailable(Box::new(err))
-    } else {
-        StoreError::Backend(Box::new(err))
-    }
-}
 
 /// Maps a failed condition to `ConditionFailed`, anything else through `classify`.
 pub(crate) fn condition<E, R>(e: SdkError<E, R>) -> StoreError
@@ -46,6 +17,19 @@ where
         return StoreError::ConditionFailed;
     }
     classify(e)
+}
+
+/// Whether a conditional write applied: a failed condition is `Ok(false)`.
+pub(crate) fn applied<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result.map_err(condition) {
+        Ok(_) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {

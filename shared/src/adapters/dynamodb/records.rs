@@ -242,6 +242,18 @@ pub(crate) struct BatchStored {
     /// (publisher or a redelivered chunk) publishes it, under the same id.
     #[serde(default)]
     pub notify_pending: bool,
+    #[serde(default)]
+    pub records_read: u64,
+    #[serde(default)]
+    pub records_enqueued: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<crate::domain::batch::UploadInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::domain::batch::BatchError>,
+    /// An upload batch whose file is not read whole yet: its totals are
+    /// unknown, so it cannot be finalized.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub splitting: bool,
 }
 
 impl BatchStored {
@@ -268,6 +280,11 @@ impl BatchStored {
             atomic_failures: None,
             ledger_written: false,
             notify_pending: b.status.is_terminal(),
+            records_read: b.records_read,
+            records_enqueued: b.records_enqueued,
+            upload: b.upload.clone(),
+            error: b.error.clone(),
+            splitting: b.upload.is_some(),
         }
     }
 }
@@ -287,6 +304,10 @@ impl From<BatchStored> for crate::domain::batch::Batch {
             request_id: r.request_id,
             chunks_total: r.chunks_total,
             chunks_done: r.chunks_done,
+            records_read: r.records_read,
+            records_enqueued: r.records_enqueued,
+            upload: r.upload,
+            error: r.error,
         }
     }
 }

@@ -1,0 +1,353 @@
+//! Batches submitted as a file: the upload request, and how one row of an
+//! NDJSON or CSV file becomes a batch record. Reading the file (streaming,
+//! bounded memory) is `crate::uploads`; this module sees one row at a time.
+//!
+//! A row's record id is its row number (1-based; in a CSV file the header is
+//! row 1), so failures point at the line a person would open the file at.
+
+use super::batch::UploadFormat;
+use super::batch::{BatchMode, BatchRecord, BatchRejection, RecordFailure, parse_record};
+use super::validation::FieldErrors;
+use serde_json::{Map, Value};
+
+/// Largest file accepted (S3 takes up to 5 GiB in one PUT; this bounds the
+/// splitter's run to a few minutes).
+pub const MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most rows one uploaded batch may hold.
+pub const MAX_UPLOAD_ROWS: u64 = 2_000_000;
+/// Longest row: a record with every field at its limit fits, and a row is
+/// never more than one SQS message.
+pub const MAX_ROW_BYTES: usize = 192 * 1024;
+
+/// `POST /v1/batches` with `upload: true`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRequest {
+    pub mode: BatchMode,
+    pub format: UploadFormat,
+    pub size_bytes: u64,
+}
+
+/// Whether a batch request asks for an upload URL instead of carrying records.
+pub fn is_upload_request(body: &Value) -> bool {
+    body.get("upload").is_some()
+}
+
+pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejection> {
+    let Some(obj) = body.as_object() else {
+        let mut e = FieldErrors::default();
+        e.push("$", "the request body must be a JSON object");
+        return Err(BatchRejection::Malformed(e));
+    };
+    let mut errors = FieldErrors::default();
+    for k in obj.keys() {
+        match k.as_str() {
+            "mode" | "format" | "upload" | "size_bytes" => {}
+            "records" => errors.push(
+                "records",
+                "an upload batch carries its records in the uploaded file, not in the request",
+            ),
+            _ => errors.push(k.clone(), "unknown field"),
+        }
+    }
+    if obj.get("upload") != Some(&Value::Bool(true)) {
+        errors.push("upload", "must be true (or leave it out and send records)");
+    }
+    let mode = match obj.get("mode").and_then(Value::as_str) {
+        Some("isolated") => Some(BatchMode::Isolated),
+        Some("atomic") => Some(BatchMode::Atomic),
+        _ => {
+            errors.push("mode", "must be \"isolated\" or \"atomic\"");
+            None
+        }
+    };
+    let format = match obj.get("format").and_then(Value::as_str) {
+        Some("ndjson") => Some(UploadFormat::Ndjson),
+        Some("csv") => Some(UploadFormat::Csv),
+        _ => {
+            errors.push("format", "must be \"ndjson\" or \"csv\"");
+            None
+        }
+    };
+    let size_bytes = match obj.get("size_bytes").and_then(Value::as_u64) {
+        Some(n) if (1..=MAX_UPLOAD_BYTES).contains(&n) => Some(n),
+        Some(n) if n > MAX_UPLOAD_BYTES => {
+            return Err(BatchRejection::UploadTooLarge {
+                limit: MAX_UPLOAD_BYTES,
+            });
+        }
+        _ => {
+            errors.push(
+                "size_bytes",
+                format!(
+                    "must be the file's exact size in bytes, 1 to {MAX_UPLOAD_BYTES} (the upload URL only accepts that size)"
+                ),
+            );
+            None
+        }
+    };
+    match (mode, format, size_bytes) {
+        (Some(mode), Some(format), Some(size_bytes)) if errors.is_empty() => Ok(UploadRequest {
+            mode,
+            format,
+            size_bytes,
+        }),
+        _ => Err(BatchRejection::Invalid(errors)),
+    }
+}
+
+fn row_failure(row: u32, sku: Option<&str>, message: impl Into<String>) -> RecordFailure {
+    RecordFailure::new(row, &row.to_string(), sku, "invalid_record", message)
+}
+
+/// Validates a row already parsed into a JSON object (either format).
+pub fn parse_row(row: u32, value: Value) -> Result<BatchRecord, RecordFailure> {
+    let Value::Object(mut obj) = value else {
+        return Err(row_failure(row, None, "the row must be a JSON object"));
+    };
+    let sku = obj.get("sku").and_then(Value::as_str).map(str::to_owned);
+    if obj.contains_key("id") {
+        return Err(row_failure(
+            row,
+            sku.as_deref(),
+            "id: rows of an uploaded file are identified by their row number; remove id",
+        ));
+    }
+    match obj.get("op").and_then(Value::as_str) {
+        Some("upsert" | "adjust" | "delete") => {}
+        Some(op) => {
+            return Err(row_failure(
+                row,
+                sku.as_deref(),
+                format!("op: unknown op {op:?}; expected upsert, adjust or delete"),
+            ));
+        }
+        None => {
+            return Err(row_failure(
+                row,
+                sku.as_deref(),
+                "op: is required (upsert, adjust or delete)",
+            ));
+        }
+    }
+    obj.insert("id".into(), Value::String(row.to_string()));
+    parse_record(row, &Value::Object(obj))
+}
+
+/// One NDJSON line (without its line break). `None` for a blank line.
+pub fn parse_ndjson_row(row: u32, line: &[u8]) -> Option<Result<BatchRecord, RecordFailure>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(match serde_json::from_slice::<Value>(line) {
+        Ok(v) => parse_row(row, v),
+        Err(e) => Err(row_failure(row, None, format!("not a JSON object: {e}"))),
+    })
+}
+
+/// Columns a CSV file may have, besides `attributes.<key>`.
+pub const CSV_COLUMNS: &[&str] = &[
+    "op",
+    "sku",
+    "name",
+    "description",
+    "quantity",
+    "low_stock_threshold",
+    "delta",
+    "reason",
+    "reference",
+];
+const CSV_INTEGERS: &[&str] = &["quantity", "low_stock_threshold", "delta"];
+const ATTRIBUTE_PREFIX: &str = "attributes.";
+
+enum Column {
+    Field(&'static str),
+    Attribute(String),
+}
+
+/// A CSV file's header row: which column holds which field.
+pub struct CsvHeader {
+    columns: Vec<Column>,
+}
+
+impl CsvHeader {
+    /// Refuses unknown, duplicate or missing required columns: the file is
+    /// unusable, not some of its rows.
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut columns = Vec::with_capacity(names.len());
+        let mut problems = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, raw) in names.iter().enumerate() {
+            let name = raw.trim();
+            if !seen.insert(name.to_owned()) {
+                problems.push(format!("column {name:?} appears twice"));
+                continue;
+            }
+            if let Some(known) = CSV_COLUMNS.iter().find(|c| **c == name) {
+                columns.push(Column::Field(known));
+            } else if let Some(key) = name.strip_prefix(ATTRIBUTE_PREFIX)
+                && !key.is_empty()
+            {
+                columns.push(Column::Attribute(key.to_owned()));
+            } else {
+                problems.push(format!("column {} {name:?} is not known", i + 1));
+            }
+        }
+        for required in ["op", "sku"] {
+            if !seen.contains(required) {
+                problems.push(format!("column {required:?} is required"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { columns })
+        } else {
+            Err(format!(
+                "the CSV header is not usable: {}; columns are {}, and attributes.<key>",
+                problems.join("; "),
+                CSV_COLUMNS.join(", ")
+            ))
+        }
+    }
+
+    /// One data row. Empty cells are absent fields; integer columns that do
+    /// not hold an integer are kept as text so validation names them.
+    pub fn parse_row(&self, row: u32, cells: &[String]) -> Result<BatchRecord, RecordFailure> {
+        if cells.len() != self.columns.len() {
+            return Err(row_failure(
+                row,
+                None,
+                format!(
+                    "the row has {} cells; the header names {} columns",
+                    cells.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let mut obj = Map::new();
+        let mut attributes = Map::new();
+        for (column, cell) in self.columns.iter().zip(cells) {
+            if cell.is_empty() {
+                continue;
+            }
+            match column {
+                Column::Field(name) => {
+                    let value = if CSV_INTEGERS.contains(name) {
+                        cell.trim()
+                            .parse::<i64>()
+                            .map(Value::from)
+                            .unwrap_or_else(|_| Value::String(cell.clone()))
+                    } else {
+                        Value::String(cell.clone())
+                    };
+                    obj.insert((*name).to_owned(), value);
+                }
+                Column::Attribute(key) => {
+                    attributes.insert(key.clone(), Value::String(cell.clone()));
+                }
+            }
+        }
+        if !attributes.is_empty() {
+            obj.insert("attributes".into(), Value::Object(attributes));
+        }
+        parse_row(row, Value::Object(obj))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::batch::RecordOp;
+    use serde_json::json;
+
+    #[test]
+    fn upload_requests_are_checked() {
+        let ok = parse_upload_request(
+            &json!({"mode": "isolated", "format": "csv", "upload": true, "size_bytes": 10}),
+        )
+        .unwrap();
+        assert_eq!(ok.format, UploadFormat::Csv);
+        let Err(BatchRejection::Invalid(e)) = parse_upload_request(
+            &json!({"mode": "x", "format": "xml", "upload": true, "records": [], "size_bytes": 0}),
+        ) else {
+            panic!()
+        };
+        let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, vec!["records", "mode", "format", "size_bytes"]);
+        assert_eq!(
+            parse_upload_request(
+                &json!({"mode": "isolated", "format": "csv", "upload": true, "size_bytes": MAX_UPLOAD_BYTES + 1})
+            ),
+            Err(BatchRejection::UploadTooLarge {
+                limit: MAX_UPLOAD_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn ndjson_rows_take_their_line_number_as_id() {
+        let rec = parse_ndjson_row(
+            7,
+            br#"{"op":"adjust","sku":"A","delta":-1,"reason":"sale"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((rec.index, rec.id.as_str()), (7, "7"));
+        assert!(parse_ndjson_row(8, b"  \r").is_none());
+        let bad = parse_ndjson_row(9, b"{\"op\":\"adjust\",")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            (bad.record_id.as_str(), bad.code.as_str()),
+            ("9", "invalid_record")
+        );
+        let with_id = parse_ndjson_row(10, br#"{"id":"x","op":"delete","sku":"A"}"#)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            with_id.message.contains("row number"),
+            "{}",
+            with_id.message
+        );
+        let unknown = parse_ndjson_row(11, br#"{"op":"explode","sku":"A"}"#)
+            .unwrap()
+            .unwrap_err();
+        assert!(unknown.message.contains("explode"));
+        assert!(parse_ndjson_row(12, b"[1]").unwrap().is_err());
+    }
+
+    #[test]
+    fn csv_rows_map_columns_to_fields() {
+        let names = ["op", "sku", "name", "quantity", "attributes.colour"].map(String::from);
+        let header = CsvHeader::parse(&names).unwrap();
+        let cells = ["upsert", "MUG-1", "Mug", "12", "red"].map(String::from);
+        let rec = header.parse_row(2, &cells).unwrap();
+        let RecordOp::Upsert {
+            quantity,
+            attributes,
+            ..
+        } = &rec.op
+        else {
+            panic!()
+        };
+        assert_eq!((*quantity, attributes["colour"].as_str()), (12, "red"));
+        assert_eq!(rec.id, "2");
+        let bad = header
+            .parse_row(
+                3,
+                &["upsert", "MUG-1", "Mug", "twelve", ""].map(String::from),
+            )
+            .unwrap_err();
+        assert!(bad.message.contains("quantity"), "{}", bad.message);
+        let short = header.parse_row(4, &["upsert".to_owned()]).unwrap_err();
+        assert!(short.message.contains("cells"));
+    }
+
+    #[test]
+    fn unusable_csv_headers_are_refused_whole() {
+        let e = CsvHeader::parse(&["sku", "qty", "sku"].map(String::from))
+            .err()
+            .unwrap();
+        assert!(e.contains("\"qty\" is not known"), "{e}");
+        assert!(e.contains("twice"), "{e}");
+        assert!(e.contains("\"op\" is required"), "{e}");
+    }
+}
