@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen test test-unit lint fmt validate sam-build deploy clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen test test-unit bench lint fmt validate sam-build deploy clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ build: ## Build the function binaries and the local stack (debug)
 	cargo build $(CARGO_SELECTION) --bins
 
 run: deps build ## Start the whole API locally on http://127.0.0.1:3000 (Ctrl-C stops it)
-	@devtools/local.sh start --foreground
+	@STOCKROOM_PARAMETER_OVERRIDES="$(LOCAL_PARAMETERS) $${STOCKROOM_PARAMETER_OVERRIDES:-}" devtools/local.sh start --foreground
 
 stop: ## Stop a local stack started in the background
 	@devtools/local.sh stop
@@ -40,9 +40,12 @@ webhook-listen: ## Print and verify webhook deliveries locally: make webhook-lis
 	cargo build -q -p stockroom-webhook-listen
 	$${CARGO_TARGET_DIR:-target}/debug/stockroom-webhook-listen --port $${PORT:-4000} $${SECRET:+--secret "$$SECRET"} $${FAIL:+--fail $$FAIL}
 
+# The local emulator is one Python process: more concurrent batch workers than
+# it keeps up with only make their invocations time out and burn receives.
+LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2
 # The tests revoke keys and wait out the authorizer cache, watch webhook
 # retries and let upload batches expire: keep all three short there.
-TEST_PARAMETERS := AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0
+TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0
 
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets
@@ -51,6 +54,14 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  cargo test $(CARGO_SELECTION) --no-fail-fast
+
+bench: deps ## Benchmarks (starts and stops the local stack); method and figures: docs/performance.md
+	cargo build $(CARGO_SELECTION) --bins
+	@set -euo pipefail; \
+	  STOCKROOM_PARAMETER_OVERRIDES="$(LOCAL_PARAMETERS)" devtools/local.sh start; \
+	  trap 'devtools/local.sh stop' EXIT; \
+	  source .local/env; \
+	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench split-memory
 
 test-unit: ## Unit tests only (no local stack)
 	cargo test --workspace --lib --bins

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""moto_server for the local stack, with DynamoDB requests serialised.
+"""moto_server for the local stack, with DynamoDB requests serialised and two
+emulator hot spots made linear (transaction rollback, SQS retention checks).
 
 moto 5.2.1's server is threaded, and its DynamoDB backend is not thread-safe:
 concurrent TransactWriteItems deep-copy tables while another request mutates
@@ -120,6 +121,26 @@ def _cheap_transaction_rollback() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+def _cheap_sqs_retention_check() -> None:
+    """Make ReceiveMessage cost what the queue holds, not its square.
+
+    For every candidate message moto asks the queue for all its attributes
+    (which counts every message) just to read MessageRetentionPeriod: a
+    receive on a queue of n messages costs n², and a few thousand queued
+    chunks (a large batch) saturate the emulator. Read the one attribute.
+    """
+    import moto.sqs.models as sqs
+    from moto.core.utils import unix_time
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        queue = self.get_queue(queue_name)
+        return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()
+
+    sqs.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
@@ -131,6 +152,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     _cheap_transaction_rollback()
+    _cheap_sqs_retention_check()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialiseDynamoDB(app), threaded=True)
 

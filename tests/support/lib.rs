@@ -215,12 +215,28 @@ pub async fn wait_for_batch(
     let mut last_succeeded = 0;
     let mut last_failed = 0;
     loop {
-        let batch: Value = tenant
+        let resp = tenant
             .get(&format!("/v1/batches/{batch_id}"))
             .send()
-            .await?
-            .json()
             .await?;
+        // A poller retries what a client should retry: "retry later" and
+        // gateway errors (the emulator can be saturated by a large batch, and
+        // a function timing out is a 502); any other error ends the wait.
+        if matches!(resp.status().as_u16(), 429 | 502 | 503 | 504) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "batch {batch_id}: still {} at the deadline",
+                resp.status()
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        anyhow::ensure!(
+            resp.status() == 200,
+            "GET batch {batch_id}: {}",
+            resp.status()
+        );
+        let batch: Value = resp.json().await?;
         let (s, f) = (
             batch["succeeded"].as_u64().unwrap_or(0),
             batch["failed"].as_u64().unwrap_or(0),

@@ -245,6 +245,7 @@ impl Pool {
             dead: AtomicBool::new(false),
             kill: Notify::new(),
             function_arn: self.spec.arn.clone(),
+            pid: std::sync::atomic::AtomicU32::new(0),
         });
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -312,6 +313,7 @@ impl Pool {
         }
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
+        shared.pid.store(pid, Ordering::SeqCst);
         let key = (self.logical_id.len() as u64) << 48 | n;
         self.children.pids.lock().unwrap().insert(key, pid);
         self.log.line(&format!(
@@ -398,6 +400,8 @@ struct Shared {
     dead: AtomicBool,
     kill: Notify,
     function_arn: String,
+    /// The instance's process, for its peak memory in REPORT lines.
+    pid: std::sync::atomic::AtomicU32,
 }
 
 struct Instance {
@@ -468,13 +472,31 @@ impl Instance {
         };
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         log.line(&format!("END RequestId: {request_id}"));
+        // Like Lambda's "Max Memory Used": the instance's peak resident size.
+        let peak = peak_rss_mb(self.shared.pid.load(Ordering::SeqCst))
+            .map(|mb| format!("\tMax Memory Used: {mb} MB"))
+            .unwrap_or_default();
         log.line(&format!(
-            "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+            "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB{peak}",
             ms.ceil() as u64,
             spec.memory
         ));
         out
     }
+}
+
+/// Peak resident set size of a process, in MB (`VmHWM`), where /proc has it.
+fn peak_rss_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb.div_ceil(1024))
 }
 
 fn time_now_date() -> String {

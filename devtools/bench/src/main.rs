@@ -1,0 +1,232 @@
+//! `make bench` entry point. So far: the batch splitter's memory as the
+//! uploaded file grows (issue 10); the other figures of docs/performance.md
+//! join it here.
+//!
+//! `stockroom-bench split-memory` runs one child process per file size; each
+//! child splits a generated NDJSON file (produced row by row as it is read,
+//! never held in memory) with the real splitter code and the real DynamoDB
+//! store (the local stack's emulator), and a queue that only counts what it
+//! is sent, then reports its own peak resident size (`VmHWM`).
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+use stockroom::adapters::dynamodb::DynamoBatchStore;
+use stockroom::domain::TenantId;
+use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, UploadFormat, UploadInfo};
+use stockroom::ports::{
+    BatchStore, ChunkEnvelope, ChunkQueue, NoEvents, PresignedUpload, StoreError, UploadBody,
+    UploadStore,
+};
+use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};
+use tokio::io::{AsyncRead, ReadBuf};
+
+const SIZES: &[u64] = &[10_000, 100_000, 1_000_000];
+
+fn line(row: u64) -> String {
+    format!("{{\"op\":\"upsert\",\"sku\":\"m-{row:08}\",\"name\":\"Bench\",\"quantity\":42}}\n")
+}
+
+/// An NDJSON file of `rows` fixed-width rows, generated as it is read.
+struct GeneratedFile {
+    rows: u64,
+    next: u64,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl AsyncRead for GeneratedFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while buf.remaining() > 0 {
+            if self.at == self.pending.len() {
+                if self.next == self.rows {
+                    break;
+                }
+                self.next += 1;
+                let row = self.next;
+                self.pending = line(row).into_bytes();
+                self.at = 0;
+            }
+            let n = buf.remaining().min(self.pending.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.pending[at..at + n]);
+            self.at += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct GeneratedUploads {
+    rows: u64,
+}
+
+#[async_trait]
+impl UploadStore for GeneratedUploads {
+    async fn presign_put(
+        &self,
+        _: &str,
+        _: u64,
+        _: Duration,
+    ) -> Result<PresignedUpload, StoreError> {
+        Err(StoreError::Backend("not used by the benchmark".into()))
+    }
+    async fn size(&self, _: &str) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.rows * line(0).len() as u64))
+    }
+    async fn open(&self, _: &str) -> Result<UploadBody, StoreError> {
+        Ok(Box::new(GeneratedFile {
+            rows: self.rows,
+            next: 0,
+            pending: Vec::new(),
+            at: 0,
+        }))
+    }
+}
+
+/// Counts chunks instead of sending them: no worker runs.
+#[derive(Default)]
+struct CountingQueue {
+    chunks: AtomicU64,
+    records: AtomicU64,
+}
+
+#[async_trait]
+impl ChunkQueue for CountingQueue {
+    async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError> {
+        self.chunks
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        let records: usize = chunks.iter().map(|c| c.record_count).sum();
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn peak_rss_kb() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")
+}
+
+/// One split of a generated file of `rows` rows; prints a JSON line.
+async fn split_once(rows: u64) -> Result<()> {
+    let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
+    let sdk = stockroom::config::aws_sdk_config().await;
+    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
+    let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
+    let now = stockroom::clock::now_rfc3339();
+    let batch_id = format!("b_bench{rows}x{}", std::process::id());
+    let uploads = GeneratedUploads { rows };
+    let size = uploads.size("").await?.unwrap_or(0);
+    let header = Batch {
+        batch_id: batch_id.clone(),
+        mode: BatchMode::Isolated,
+        status: BatchStatus::AwaitingUpload,
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+        completed_at: None,
+        request_id: "bench".into(),
+        chunks_total: 0,
+        chunks_done: 0,
+        records_read: 0,
+        records_enqueued: 0,
+        upload: Some(UploadInfo {
+            format: UploadFormat::Ndjson,
+            size_bytes: size,
+            url_expires_at: now.clone(),
+            expires_at: now,
+        }),
+        error: None,
+    };
+    store.create_batch(&tenant, &header, None).await?;
+    let queue = Arc::new(CountingQueue::default());
+    let splitter = UploadSplitter::new(store, Arc::new(uploads), queue.clone(), Arc::new(NoEvents));
+    let started = Instant::now();
+    let outcome = splitter.split(&upload_key(&tenant, &batch_id)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let SplitOutcome::Enqueued { total, .. } = outcome else {
+        bail!("unexpected outcome {outcome:?}");
+    };
+    anyhow::ensure!(total == rows && queue.records.load(Ordering::Relaxed) == rows);
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows,
+            "file_bytes": size,
+            "chunks": queue.chunks.load(Ordering::Relaxed),
+            "seconds": secs,
+            "peak_rss_kb": peak_rss_kb()?,
+        })
+    );
+    Ok(())
+}
+
+fn split_memory() -> Result<()> {
+    println!(
+        "batch-splitter memory as the upload grows (two streaming passes, real store, counted queue)"
+    );
+    println!(
+        "{:>10} {:>10} {:>8} {:>9} {:>12}",
+        "rows", "file MB", "chunks", "seconds", "peak RSS MB"
+    );
+    let mut peaks = Vec::new();
+    for rows in SIZES {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["split-once", &rows.to_string()])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "split of {rows} rows failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let peak = r["peak_rss_kb"].as_u64().unwrap_or(0) as f64 / 1024.0;
+        println!(
+            "{:>10} {:>10.1} {:>8} {:>9.1} {:>12.1}",
+            rows,
+            r["file_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            r["chunks"],
+            r["seconds"].as_f64().unwrap_or(0.0),
+            peak
+        );
+        peaks.push(peak);
+    }
+    if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
+        println!(
+            "peak RSS ratio, {} rows / {} rows: {:.2} (flat = 1.0; file grew {}x)",
+            SIZES[SIZES.len() - 1],
+            SIZES[0],
+            last / first,
+            SIZES[SIZES.len() - 1] / SIZES[0]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["split-memory"] | [] => split_memory(),
+        ["split-once", rows] => split_once(rows.parse()?).await,
+        _ => bail!("usage: stockroom-bench [split-memory]"),
+    }
+}
