@@ -28,6 +28,20 @@ pub fn trace_header(msg: &SqsMessage) -> &str {
         .unwrap_or_default()
 }
 
+/// Handles every message in a task of its own, concurrently, and answers
+/// the partial failures (`Err(message_id)` = redeliver).
+pub async fn each_message<F, Fut>(records: Vec<SqsMessage>, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for msg in records {
+        tasks.spawn(handle(msg));
+    }
+    partial_failures(tasks).await
+}
+
 /// Waits for every task (`Err(message_id)` = redeliver) and builds the response.
 pub async fn partial_failures(mut tasks: JoinSet<Result<(), String>>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();

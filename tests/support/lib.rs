@@ -205,6 +205,30 @@ pub fn function_env(function: &str, name: &str) -> Result<String> {
         .with_context(|| format!("{function} has no env {name}"))
 }
 
+/// GET `path` as JSON, retrying what a client should retry until `deadline`:
+/// "retry later" and gateway errors (the emulator can be saturated by a
+/// large batch, and a function timing out is a 502). Any other non-200 fails.
+pub async fn get_retrying(
+    tenant: &Tenant,
+    path: &str,
+    deadline: std::time::Instant,
+) -> Result<Value> {
+    loop {
+        let resp = tenant.get(path).send().await?;
+        let status = resp.status().as_u16();
+        if matches!(status, 429 | 502 | 503 | 504) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "GET {path}: still {status} at the deadline"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        anyhow::ensure!(status == 200, "GET {path}: {status}");
+        return Ok(resp.json().await?);
+    }
+}
+
 /// Polls `GET /v1/batches/{id}` until the batch reaches a terminal status.
 pub async fn wait_for_batch(
     tenant: &Tenant,
@@ -215,28 +239,7 @@ pub async fn wait_for_batch(
     let mut last_succeeded = 0;
     let mut last_failed = 0;
     loop {
-        let resp = tenant
-            .get(&format!("/v1/batches/{batch_id}"))
-            .send()
-            .await?;
-        // A poller retries what a client should retry: "retry later" and
-        // gateway errors (the emulator can be saturated by a large batch, and
-        // a function timing out is a 502); any other error ends the wait.
-        if matches!(resp.status().as_u16(), 429 | 502 | 503 | 504) {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "batch {batch_id}: still {} at the deadline",
-                resp.status()
-            );
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        }
-        anyhow::ensure!(
-            resp.status() == 200,
-            "GET batch {batch_id}: {}",
-            resp.status()
-        );
-        let batch: Value = resp.json().await?;
+        let batch = get_retrying(tenant, &format!("/v1/batches/{batch_id}"), deadline).await?;
         let (s, f) = (
             batch["succeeded"].as_u64().unwrap_or(0),
             batch["failed"].as_u64().unwrap_or(0),
@@ -261,6 +264,7 @@ pub async fn wait_for_batch(
 
 /// Every failure of a batch (all pages), as (record_id, code).
 pub async fn all_failures(tenant: &Tenant, batch_id: &str) -> Result<Vec<(String, String)>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -268,9 +272,7 @@ pub async fn all_failures(tenant: &Tenant, batch_id: &str) -> Result<Vec<(String
             Some(c) => format!("/v1/batches/{batch_id}/failures?limit=100&cursor={c}"),
             None => format!("/v1/batches/{batch_id}/failures?limit=100"),
         };
-        let resp = tenant.get(&path).send().await?;
-        anyhow::ensure!(resp.status() == 200, "failures: {}", resp.status());
-        let page: Value = resp.json().await?;
+        let page = get_retrying(tenant, &path, deadline).await?;
         for f in page["failures"].as_array().context("failures")? {
             out.push((
                 f["record_id"].as_str().unwrap_or_default().to_owned(),

@@ -3,7 +3,6 @@ use lambda_runtime::{Error, LambdaEvent};
 use stockroom::error::error_chain;
 use stockroom::sqs_batch::{receive_count, trace_header};
 use stockroom::uploads::{SplitOutcome, UploadSplitter, parse_upload_key};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub struct App {
@@ -146,11 +145,12 @@ pub async fn handle(
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
     let cold_start = stockroom::telemetry::cold_start();
-    let mut tasks = JoinSet::new();
-    for msg in event.payload.records {
-        tasks.spawn(process(app, msg, cold_start));
-    }
-    Ok(stockroom::sqs_batch::partial_failures(tasks).await)
+    Ok(
+        stockroom::sqs_batch::each_message(event.payload.records, |msg| {
+            process(app, msg, cold_start)
+        })
+        .await,
+    )
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@ use lambda_runtime::{Error, LambdaEvent};
 use stockroom::error::error_chain;
 use stockroom::sqs_batch::{attribute, receive_count, trace_header};
 use stockroom::webhooks::{DispatchError, DispatchMessage, Dispatcher};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub struct App {
@@ -88,9 +87,10 @@ pub async fn handle(
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
     let cold_start = stockroom::telemetry::cold_start();
-    let mut tasks = JoinSet::new();
-    for msg in event.payload.records {
-        tasks.spawn(process(app, msg, cold_start));
-    }
-    Ok(stockroom::sqs_batch::partial_failures(tasks).await)
+    Ok(
+        stockroom::sqs_batch::each_message(event.payload.records, |msg| {
+            process(app, msg, cold_start)
+        })
+        .await,
+    )
 }

@@ -42,6 +42,18 @@ impl DynamoBatchStore {
         Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
     }
 
+    /// An UpdateItem on a batch's header.
+    fn update_header(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+    }
+
     pub(crate) async fn header(
         &self,
         tenant: &TenantId,
@@ -141,10 +153,7 @@ impl DynamoBatchStore {
             "SET #st = :to, updated_at = :now"
         };
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression(update)
             .condition_expression("#st = :accepted")
             .expression_attribute_names("#st", "status")
@@ -311,7 +320,7 @@ impl BatchStore for DynamoBatchStore {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :f)")
-            .expression_attribute_values(":pk", s(batch_pk(tenant, batch_id)))
+            .expression_attribute_values(":pk", s(failures_pk(tenant, batch_id)))
             .expression_attribute_values(":f", s(FAILURE_PREFIX))
             .limit(limit as i32)
             .set_exclusive_start_key(start_key(start))
@@ -393,10 +402,7 @@ impl BatchStore for DynamoBatchStore {
         let status = BatchStatus::from_counts(h.succeeded, h.failed);
         let now = crate::clock::now_rfc3339();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression(
                 "SET #st = :terminal, completed_at = :now, updated_at = :now, notify_pending = :true",
             )
@@ -420,10 +426,7 @@ impl BatchStore for DynamoBatchStore {
     }
 
     async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+        self.update_header(tenant, batch_id)
             .update_expression("REMOVE notify_pending")
             .condition_expression("attribute_exists(pk)")
             .send()
@@ -434,10 +437,7 @@ impl BatchStore for DynamoBatchStore {
 
     async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression("SET #st = :accepted, updated_at = :now")
             .condition_expression("#st = :awaiting")
             .expression_attribute_names("#st", "status")
@@ -457,10 +457,7 @@ impl BatchStore for DynamoBatchStore {
         records_enqueued: u64,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression("SET records_read = :r, records_enqueued = :e, updated_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":r", n(records_read))
@@ -479,10 +476,7 @@ impl BatchStore for DynamoBatchStore {
     ) -> Result<bool, StoreError> {
         // `failed` is set, not added: no chunk has been sent before this.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression(
                 "SET #total = :t, failed = :f, chunks_total = :c, records_read = :t, updated_at = :now REMOVE splitting",
             )
@@ -508,10 +502,7 @@ impl BatchStore for DynamoBatchStore {
     ) -> Result<bool, StoreError> {
         let now = crate::clock::now_rfc3339();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .update_header(tenant, batch_id)
             .update_expression(
                 "SET #st = :failed, #err = :err, #total = :n, failed = :n, updated_at = :now, completed_at = :now, notify_pending = :true REMOVE splitting",
             )

@@ -194,6 +194,13 @@ pub(crate) fn batch_pk(tenant: &TenantId, batch_id: &str) -> String {
     format!("T#{tenant}#B#{batch_id}")
 }
 
+/// A batch's failure report lives in a partition of its own: listing it
+/// never reads through the batch's per-record markers (a million of them
+/// for a large upload).
+pub(crate) fn failures_pk(tenant: &TenantId, batch_id: &str) -> String {
+    format!("T#{tenant}#B#{batch_id}#F")
+}
+
 pub(crate) fn tenant_batches_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#BATCHES")
 }
@@ -336,7 +343,7 @@ pub(crate) struct FailureStored {
 impl FailureStored {
     pub fn new(tenant: &TenantId, batch_id: &str, f: &crate::domain::batch::RecordFailure) -> Self {
         Self {
-            pk: batch_pk(tenant, batch_id),
+            pk: failures_pk(tenant, batch_id),
             sk: failure_sk(f.index),
             record_id: f.record_id.clone(),
             sku: f.sku.clone(),
