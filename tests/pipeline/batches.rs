@@ -369,3 +369,41 @@ async fn a_retried_post_with_the_same_idempotency_key_creates_one_batch() -> any
     expect_problem(resp, 422, "idempotency_key_reused").await?;
     Ok(())
 }
+
+/// An atomic batch travels in one message whatever its size: 60 records
+/// with long descriptions (about 130 KiB, more than one isolated chunk)
+/// apply whole; past 200 KiB the batch is refused up front.
+#[tokio::test]
+async fn a_large_atomic_batch_is_one_message_or_refused() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let description = "d".repeat(2000);
+    let records = |n: usize, prefix: &str| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                json!({"id": format!("r{i}"), "op": "upsert", "sku": format!("{prefix}-{i}"),
+                       "name": "Big", "description": description, "quantity": 1})
+            })
+            .collect()
+    };
+    let prefix = unique_sku("big-atomic");
+    let id = submit(
+        &t,
+        &json!({"mode": "atomic", "records": records(60, &prefix)}),
+    )
+    .await?;
+    let batch = wait_for_batch(&t, &id, WAIT).await?;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["succeeded"], 60);
+    assert_eq!(quantity(&t, &format!("{prefix}-59")).await?, Some(1));
+
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "atomic", "records": records(99, "too-big")}),
+        )
+        .send()
+        .await?;
+    let problem = expect_problem(resp, 422, "validation_failed").await?;
+    assert!(problem.to_string().contains("200 KiB"), "{problem}");
+    Ok(())
+}
