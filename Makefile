@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen test test-unit bench lint fmt validate sam-build deploy clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit bench lint fmt validate sam-build deploy clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ metrics: ## Summarise the CloudWatch EMF metrics the local functions logged
 	@python3 devtools/metrics.py
 
 webhook-listen: ## Print and verify webhook deliveries locally: make webhook-listen [PORT=4000] [SECRET=whsec_...] [FAIL=n]
-	cargo build -q -p stockroom-webhook-listen
-	$${CARGO_TARGET_DIR:-target}/debug/stockroom-webhook-listen --port $${PORT:-4000} $${SECRET:+--secret "$$SECRET"} $${FAIL:+--fail $$FAIL}
+	cargo build -q -p stockroom-cli
+	$${CARGO_TARGET_DIR:-target}/debug/stockroom webhooks listen --port $${PORT:-4000} $${SECRET:+--secret "$$SECRET"} $${FAIL:+--fail $$FAIL}
+
+cli: ## Build the command-line client (import with progress, items, webhooks listen): target/debug/stockroom
+	cargo build -q -p stockroom-cli
 
 # The local emulator is one Python process: more concurrent batch workers than
 # it keeps up with only make their invocations time out and burn receives.
