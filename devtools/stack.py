@@ -322,6 +322,17 @@ _FN_FROM_URI_RE = re.compile(r"functions/\$\{([A-Za-z0-9]+)\.Arn\}/invocations")
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
+def _through_alias(lid: str, resources: dict[str, Any]) -> str:
+    """The function behind an alias (AutoPublishAlias: API Gateway and event
+    sources invoke `<Function>Alias<name>`; locally the function runs as is)."""
+    res = resources.get(lid) or {}
+    if res.get("Type") == "AWS::Lambda::Alias":
+        fn = (res.get("Properties") or {}).get("FunctionName")
+        if isinstance(fn, dict) and isinstance(fn.get("Ref"), str):
+            return fn["Ref"]
+    return lid
+
+
 def _function_from_uri(uri: Any, resolver: Resolver) -> str:
     """Logical id of the Lambda function an integration/authorizer uri points to."""
     if isinstance(uri, dict) and "Fn::Sub" in uri:
@@ -331,6 +342,8 @@ def _function_from_uri(uri: Any, resolver: Resolver) -> str:
         if m:
             return m.group(1)
         m = re.search(r"functions/\$\{([^}]+)\}/invocations", text)
+        if m and m.group(1) in resolver.resources:
+            return _through_alias(m.group(1), resolver.resources)
         if m and m.group(1) in extra:
             target = extra[m.group(1)]
             if isinstance(target, dict) and "Fn::GetAtt" in target:
@@ -378,7 +391,7 @@ def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolv
     """An AWS::Lambda::EventSourceMapping, as stockroom-local runs it (SQS only)."""
     fn = p.get("FunctionName")
     if isinstance(fn, dict) and "Ref" in fn:
-        function = fn["Ref"]
+        function = _through_alias(fn["Ref"], resources)
     elif isinstance(fn, dict) and "Fn::GetAtt" in fn:
         arg = fn["Fn::GetAtt"]
         function = (arg if isinstance(arg, list) else arg.split(".", 1))[0]
