@@ -274,26 +274,41 @@ pub struct BatchRequest {
 
 const OPS: &[&str] = &["upsert", "adjust", "delete"];
 
-pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
-    let Some(obj) = body.as_object() else {
+/// The body of a batch request, which must be a JSON object.
+pub(crate) fn request_object(
+    body: &Value,
+) -> Result<&serde_json::Map<String, Value>, BatchRejection> {
+    body.as_object().ok_or_else(|| {
         let mut e = FieldErrors::default();
         e.push("$", "the request body must be a JSON object");
-        return Err(BatchRejection::Malformed(e));
-    };
-    let mut errors = FieldErrors::default();
-    for k in obj.keys() {
-        if !["mode", "records"].contains(&k.as_str()) {
-            errors.push(k.clone(), "unknown field");
-        }
-    }
-    let mode = match obj.get("mode").and_then(Value::as_str) {
+        BatchRejection::Malformed(e)
+    })
+}
+
+/// The request's `mode`, or an error recorded for it.
+pub(crate) fn parse_mode(
+    obj: &serde_json::Map<String, Value>,
+    errors: &mut FieldErrors,
+) -> Option<BatchMode> {
+    match obj.get("mode").and_then(Value::as_str) {
         Some("isolated") => Some(BatchMode::Isolated),
         Some("atomic") => Some(BatchMode::Atomic),
         _ => {
             errors.push("mode", "must be \"isolated\" or \"atomic\"");
             None
         }
-    };
+    }
+}
+
+pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
+    let obj = request_object(body)?;
+    let mut errors = FieldErrors::default();
+    for k in obj.keys() {
+        if !["mode", "records"].contains(&k.as_str()) {
+            errors.push(k.clone(), "unknown field");
+        }
+    }
+    let mode = parse_mode(obj, &mut errors);
     let Some(records) = obj.get("records").and_then(Value::as_array) else {
         let mut e = FieldErrors::default();
         e.push("records", "must be an array of records");

@@ -6,7 +6,9 @@
 //! row 1), so failures point at the line a person would open the file at.
 
 use super::batch::UploadFormat;
-use super::batch::{BatchMode, BatchRecord, BatchRejection, RecordFailure, parse_record};
+use super::batch::{
+    BatchMode, BatchRecord, BatchRejection, RecordFailure, parse_mode, parse_record, request_object,
+};
 use super::validation::FieldErrors;
 use serde_json::{Map, Value};
 
@@ -33,11 +35,7 @@ pub fn is_upload_request(body: &Value) -> bool {
 }
 
 pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejection> {
-    let Some(obj) = body.as_object() else {
-        let mut e = FieldErrors::default();
-        e.push("$", "the request body must be a JSON object");
-        return Err(BatchRejection::Malformed(e));
-    };
+    let obj = request_object(body)?;
     let mut errors = FieldErrors::default();
     for k in obj.keys() {
         match k.as_str() {
@@ -52,14 +50,7 @@ pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejectio
     if obj.get("upload") != Some(&Value::Bool(true)) {
         errors.push("upload", "must be true (or leave it out and send records)");
     }
-    let mode = match obj.get("mode").and_then(Value::as_str) {
-        Some("isolated") => Some(BatchMode::Isolated),
-        Some("atomic") => Some(BatchMode::Atomic),
-        _ => {
-            errors.push("mode", "must be \"isolated\" or \"atomic\"");
-            None
-        }
-    };
+    let mode = parse_mode(obj, &mut errors);
     let format = match obj.get("format").and_then(Value::as_str) {
         Some("ndjson") => Some(UploadFormat::Ndjson),
         Some("csv") => Some(UploadFormat::Csv),
