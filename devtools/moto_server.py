@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """moto_server for the local stack, with DynamoDB requests serialised and two
-emulator hot spots made linear (transaction rollback, SQS retention checks).
+emulator hot spots made linear (transaction rollback, SQS retention checks,
+DynamoDB queries).
 
 moto 5.2.1's server is threaded, and its DynamoDB backend is not thread-safe:
 concurrent TransactWriteItems deep-copy tables while another request mutates
@@ -141,6 +142,48 @@ def _cheap_sqs_retention_check() -> None:
     )
 
 
+def _partition_scoped_query() -> None:
+    """Make a DynamoDB Query cost its partition, not the whole table sorted.
+
+    moto's Query starts from `all_items()`, which lists and sorts every item
+    of the table, then keeps the ones of the queried partition: once a large
+    import has written a few hundred thousand items, every Query (a batch's
+    failures page, a key listing) takes seconds and the emulator stalls.
+    Query sorts its own candidates afterwards, so inside a Query hand it the
+    queried partition (table queries) or the items unsorted (index queries).
+    DynamoDB calls are serialised above, so a per-table flag is enough.
+    """
+    from moto.dynamodb.models.table import Table
+
+    original_query = Table.query
+    original_all_items = Table.all_items
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        self._stockroom_query = ("index", None) if index_name else ("table", hash_key)
+        try:
+            return original_query(self, hash_key, *args, **kwargs)
+        finally:
+            self._stockroom_query = None
+
+    def all_items(self: Any) -> list[Any]:
+        scope = getattr(self, "_stockroom_query", None)
+        if scope is None:
+            return original_all_items(self)
+        kind, hash_key = scope
+        if kind == "table":
+            if hash_key is None or hash_key not in self.items:
+                return []
+            partition = self.items[hash_key]
+            return list(partition.values()) if self.range_key_attr else [partition]
+        if self.range_key_attr:
+            return [item for partition in self.items.values() for item in partition.values()]
+        return list(self.items.values())
+
+    Table.query = query  # type: ignore[method-assign]
+    Table.all_items = all_items  # type: ignore[method-assign]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
@@ -153,6 +196,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     _cheap_transaction_rollback()
     _cheap_sqs_retention_check()
+    _partition_scoped_query()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialiseDynamoDB(app), threaded=True)
 
