@@ -56,7 +56,11 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
-	  cargo test $(CARGO_SELECTION) --no-fail-fast
+	  status=0; \
+	  cargo test $(CARGO_SELECTION) --no-fail-fast || status=$$?; \
+	  echo "== large imports (the ignored tests), alone on the stack"; \
+	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
+	  exit $$status
 
 bench: deps ## Benchmarks (starts and stops the local stack); method and figures: docs/performance.md
 	cargo build $(CARGO_SELECTION) --bins

@@ -142,6 +142,27 @@ PY
         log "installing requirements-dev.txt"
         "$PYTHON" -m pip install --disable-pip-version-check -q -r "$req"
     fi
+    browser_deps
+}
+
+# The docs page test (tests/docs) drives Debian's Chromium with playwright-core.
+browser_deps() {
+    if [[ ! -x /usr/bin/chromium ]]; then
+        if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+            log "installing chromium (Debian package) for the docs page test"
+            apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+                || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+                || die "could not install chromium (apt-get install chromium)"
+        else
+            log "warning: /usr/bin/chromium is missing and cannot be installed here (need root and apt-get); the docs page test will fail"
+        fi
+    fi
+    local docs="$ROOT/tests/docs"
+    if [[ ! -f "$docs/node_modules/.package-lock.json" ]] || ! cmp -s <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/package-lock.json") <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/node_modules/.package-lock.json"); then
+        command -v npm >/dev/null || die "npm is missing (Node.js is needed for the docs page test)"
+        log "installing tests/docs node modules (npm ci)"
+        (cd "$docs" && npm ci --no-audit --no-fund --silent) || die "npm ci failed in tests/docs"
+    fi
 }
 
 # ------------------------------------------------------------------ start

@@ -14,7 +14,7 @@ const TAG_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid cursor: {0}")]
-pub struct CursorError(&'static str);
+pub struct CursorError(pub(crate) &'static str);
 
 #[derive(Clone)]
 pub struct CursorCodec {

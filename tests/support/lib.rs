@@ -15,8 +15,11 @@ use tokio::sync::OnceCell;
 
 pub mod receiver;
 
+/// The local gateway: `STOCKROOM_URL`, else the one `.local/env` names.
 pub fn base_url() -> String {
-    std::env::var("STOCKROOM_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
+    std::env::var("STOCKROOM_URL")
+        .or_else(|_| std::env::var("STOCKROOM_API_URL"))
+        .unwrap_or_else(|_| "http://127.0.0.1:3000".into())
 }
 
 static KEYS: OnceCell<DynamoApiKeyStore> = OnceCell::const_new();

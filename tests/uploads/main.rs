@@ -10,7 +10,7 @@ use stockroom_tests::{
 };
 
 const WAIT: Duration = Duration::from_secs(120);
-const BIG_WAIT: Duration = Duration::from_secs(1200);
+const BIG_WAIT: Duration = Duration::from_secs(1800);
 
 /// Creates an upload batch for `file` and PUTs it as instructed; returns
 /// the batch id and the 202 body.
@@ -112,8 +112,11 @@ async fn seed(t: &Tenant, skus: &[String], quantity: i64) -> anyhow::Result<()> 
 }
 
 /// A nightly stock count: one absolute quantity per sku, 200,000 rows, with
-/// known bad rows of every kind.
+/// known bad rows of every kind. It keeps the emulator busy for ~15 minutes,
+/// so `make test` runs it last, alone, once everything else has passed or
+/// failed on a quiet stack (`cargo test ... -- --ignored`).
 #[tokio::test]
+#[ignore = "large import: run last by make test (-- --ignored)"]
 async fn two_hundred_thousand_ndjson_rows_with_known_bad_rows() -> anyhow::Result<()> {
     let t = Tenant::new().await?;
     let sku = |row: u32| format!("cnt-{row:06}");

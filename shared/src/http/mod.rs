@@ -2,6 +2,8 @@
 //! behind API Gateway, plus the request-context middleware.
 
 mod batches;
+mod docs;
+mod examples;
 mod extract;
 mod items;
 mod keys;
@@ -12,7 +14,7 @@ mod webhooks;
 pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
 pub use keys::KeysState;
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, document as openapi_document};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use webhooks::WebhooksState;
 
@@ -38,12 +40,15 @@ pub struct AppState {
     pub function: String,
 }
 
-/// Routes of the items-api function (plus health and the OpenAPI document).
+/// Routes of the items-api function (plus health, the OpenAPI document and
+/// the docs page rendered from it).
 pub fn router(state: AppState) -> Router {
     let function = state.function.clone();
     let routes = Router::new()
         .route("/v1/health", get(items::health))
         .route("/openapi.json", get(openapi::serve))
+        .route("/docs", get(docs::page))
+        .route("/docs/{asset}", get(docs::asset))
         .route("/v1/items", get(items::list_items).post(items::create_item))
         .route(
             "/v1/items/{sku}",
@@ -195,7 +200,10 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Authenticated answers are never cached; the public docs assets say otherwise.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

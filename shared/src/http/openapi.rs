@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, items, keys, webhooks};
+use super::{batches, docs, items, keys, webhooks};
 use crate::batches::BatchAccepted;
 use crate::domain::batch::{Batch, BatchMode, BatchStatus, RecordFailure};
 use crate::domain::{FieldError, Item, Movement};
@@ -14,12 +14,12 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "Stockroom API",
-        description = "Real-time and batch inventory API. Errors are `application/problem+json` \
-with a stable `code`: malformed_json, invalid_parameter, invalid_cursor, unsupported_media_type, \
-payload_too_large, validation_failed, unauthorized, forbidden, insufficient_scope, item_not_found, \
-route_not_found, method_not_allowed, sku_exists, insufficient_stock, batch_not_found, malformed_batch, invalid_records, too_many_records, key_not_found, scope_not_grantable, webhook_not_found, delivery_not_found, webhook_disabled, webhook_limit_reached, invalid_webhook_url, webhook_url_not_https, webhook_url_has_credentials, webhook_url_too_long, webhook_url_forbidden_address, webhook_url_unresolvable, concurrent_update, \
-quantity_overflow, precondition_failed, idempotency_key_reused, rate_limited, service_unavailable, internal. \
-Every response carries `x-request-id`. Input limits: JSON bodies at most 256 KiB (batches 5 MiB, 50,000 records, atomic 99) and 16 levels deep; strings as documented per field.",
+        description = "Real-time and batch inventory API for stock levels: read and adjust items \
+now, or apply large batches (inline, or by file upload) asynchronously with a per-record failure report; \
+status changes are pushed to signed webhooks.\n\n\
+Authenticate with `Authorization: Bearer <API key>`; each route names the scope it needs. Every \
+response carries `x-request-id` (send your own to correlate). Input limits: JSON bodies at most \
+256 KiB (batches 5 MiB, 50,000 records, atomic 99) and 16 levels deep; strings as documented per field.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -50,6 +50,8 @@ Every response carries `x-request-id`. Input limits: JSON bodies at most 256 KiB
         webhooks::get_delivery,
         webhooks::replay_delivery,
         serve,
+        docs::page,
+        docs::asset,
     ),
     components(schemas(
         Item, Movement, Problem, FieldError, AdjustmentResult,
@@ -95,11 +97,20 @@ impl Modify for BearerKey {
     }
 }
 
+/// The document served at `/openapi.json`: generated from the handlers'
+/// annotations, with the examples and the problem codes table added.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    super::examples::annotate(&mut doc);
+    doc
+}
+
 /// This document (no authentication).
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn serve() -> Json<&'static serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(document))
 }
 
 #[cfg(test)]
@@ -110,9 +121,8 @@ mod contract {
     //! contract`); breaking changes (a route, method, documented status or
     //! schema property removed, a property newly required) are listed first.
 
-    use super::ApiDoc;
+    use super::document;
     use serde_json::Value;
-    use utoipa::OpenApi;
 
     fn snapshot_path() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/v1.json")
@@ -174,7 +184,7 @@ mod contract {
 
     #[test]
     fn the_v1_contract_changes_only_deliberately() {
-        let current = serde_json::to_value(ApiDoc::openapi()).expect("openapi serialises");
+        let current = document();
         let path = snapshot_path();
         if std::env::var("STOCKROOM_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
             std::fs::create_dir_all(path.parent().expect("docs dir")).expect("mkdir");
