@@ -2,6 +2,7 @@
 //! behind API Gateway, plus the request-context middleware.
 
 mod batches;
+pub mod deprecation;
 mod docs;
 mod examples;
 mod extract;
@@ -133,11 +134,19 @@ pub fn keys_router(state: KeysState, function: String) -> Router {
 }
 
 fn with_common_layers(routes: Router, function: String) -> Router {
+    with_layers(routes, function, deprecation::DEPRECATED_ROUTES)
+}
+
+fn with_layers(
+    routes: Router,
+    function: String,
+    deprecations: &'static [deprecation::RouteDeprecation],
+) -> Router {
     routes
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(move |req, next| {
-            request_context(function.clone(), req, next)
+            request_context(function.clone(), deprecations, req, next)
         }))
 }
 
@@ -167,7 +176,12 @@ fn request_id_of(req: &Request) -> String {
 
 /// Request id, tracing span (request id, tenant, function), security headers
 /// and one access-log line per request.
-async fn request_context(function: String, req: Request, next: Next) -> Response {
+async fn request_context(
+    function: String,
+    deprecations: &'static [deprecation::RouteDeprecation],
+    req: Request,
+    next: Next,
+) -> Response {
     let request_id = request_id_of(&req);
     let tenant = auth_context(req.extensions())
         .map(|a| a.tenant_id.to_string())
@@ -212,6 +226,9 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=63072000; includeSubDomains"),
     );
+    if let Some(d) = deprecation::find(deprecations, method.as_str(), &route) {
+        deprecation::add_headers(headers, d);
+    }
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let class = match status {
@@ -236,11 +253,52 @@ async fn request_context(function: String, req: Request, next: Next) -> Response
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A deprecated route's answers carry the headers; other routes do not.
+    #[tokio::test]
+    async fn deprecated_routes_answer_with_deprecation_headers() {
+        const SAMPLE: &[deprecation::RouteDeprecation] = &[deprecation::RouteDeprecation {
+            method: "GET",
+            route: "/v1/old/{id}",
+            deprecated_at: 1_798_761_600,
+            sunset_at: Some(1_830_297_600),
+            link: "https://stockroom.dev/changes/old",
+        }];
+        let app = with_layers(
+            Router::new()
+                .route("/v1/old/{id}", get(|| async { "old" }))
+                .route("/v1/new/{id}", get(|| async { "new" })),
+            "test".into(),
+            SAMPLE,
+        );
+        let call = |path: &'static str, resource: &'static str| {
+            let mut ctx = aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+            ctx.resource_path = Some(resource.into());
+            let mut req = Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            req.extensions_mut()
+                .insert(RequestContext::ApiGatewayV1(ctx));
+            app.clone().oneshot(req)
+        };
+        let old = call("/v1/old/7", "/v1/old/{id}").await.expect("answer");
+        assert_eq!(old.status(), 200);
+        assert_eq!(old.headers()["deprecation"], "@1798761600");
+        assert_eq!(old.headers()["sunset"], "Sat, 01 Jan 2028 00:00:00 GMT");
+        assert!(old.headers().contains_key("link"));
+        let new = call("/v1/new/7", "/v1/new/{id}").await.expect("answer");
+        assert!(!new.headers().contains_key("deprecation"));
+        assert!(!new.headers().contains_key("sunset"));
+    }
+
     #[test]
     fn request_ids() {
-        assert!(super::valid_request_id("abc-123_x.y:z"));
-        assert!(!super::valid_request_id(""));
-        assert!(!super::valid_request_id("a b"));
-        assert!(!super::valid_request_id(&"a".repeat(129)));
+        assert!(valid_request_id("abc-123_x.y:z"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"a".repeat(129)));
     }
 }

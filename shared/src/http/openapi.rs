@@ -102,6 +102,7 @@ impl Modify for BearerKey {
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     super::examples::annotate(&mut doc);
+    super::deprecation::annotate(&mut doc, super::deprecation::DEPRECATED_ROUTES);
     doc
 }
 
