@@ -142,12 +142,49 @@ fn with_layers(
     function: String,
     deprecations: &'static [deprecation::RouteDeprecation],
 ) -> Router {
-    routes
+    let routed = routes
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(move |req, next| {
             request_context(function.clone(), deprecations, req, next)
-        }))
+        }));
+    // The URI must be fixed before routing, hence outside the router.
+    Router::new().fallback_service(tower::ServiceExt::map_request(routed, restore_encoded_path))
+}
+
+/// Characters that cannot stand unencoded in a URI path.
+const NOT_IN_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// API Gateway hands the function the *decoded* path, and `lambda_http`
+/// parses it back into a URI as is: a `#`, `?` or `%` sent encoded inside an
+/// id (`/v1/webhooks/a%23b/enable`) would cut the path short and reach
+/// another route. Re-encode the path from the event before routing.
+fn restore_encoded_path(mut req: Request) -> Request {
+    use lambda_http::RequestExt;
+    let raw = req.raw_http_path();
+    if !raw.contains(['#', '?', '%']) {
+        return req;
+    }
+    let mut path_and_query = percent_encoding::utf8_percent_encode(raw, NOT_IN_PATH).to_string();
+    let query = req.query_string_parameters().to_query_string();
+    if !query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    if let Ok(uri) = http::Uri::try_from(path_and_query) {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 /// A client-supplied `x-request-id` is kept when it is well formed.
@@ -292,6 +329,41 @@ mod tests {
         let new = call("/v1/new/7", "/v1/new/{id}").await.expect("answer");
         assert!(!new.headers().contains_key("deprecation"));
         assert!(!new.headers().contains_key("sunset"));
+    }
+
+    /// An id holding `#`, `?` or `%` reaches its own route, decoded.
+    #[tokio::test]
+    async fn encoded_reserved_characters_stay_in_their_path_segment() {
+        use lambda_http::RequestExt;
+        let app = with_layers(
+            Router::new().route(
+                "/v1/things/{id}/enable",
+                post(|axum::extract::Path(id): axum::extract::Path<String>| async move { id }),
+            ),
+            "test".into(),
+            &[],
+        );
+        for id in ["a#b", "a?b", "a%b", "a b"] {
+            // What lambda_http builds from API Gateway's decoded path.
+            let truncated = format!("/v1/things/{}/enable", id.replace(' ', "%20"));
+            let uri = truncated
+                .split(['#', '?'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let req = Request::builder()
+                .method("POST")
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .expect("request")
+                .with_raw_http_path(format!("/v1/things/{id}/enable"));
+            let resp = app.clone().oneshot(req).await.expect("answer");
+            assert_eq!(resp.status(), 200, "{id}");
+            let body = axum::body::to_bytes(resp.into_body(), 1024)
+                .await
+                .expect("body");
+            assert_eq!(body, id.as_bytes(), "{id}");
+        }
     }
 
     #[test]
