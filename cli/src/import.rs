@@ -275,6 +275,7 @@ async fn upload(
     }
     let without_query = target.url.split('?').next().unwrap_or_default().to_owned();
     let resp = req
+        .timeout(upload_timeout(size))
         .body(body)
         .send()
         .await
@@ -300,6 +301,13 @@ async fn upload(
         .into());
     }
     Ok(())
+}
+
+/// The upload must finish within this: 5 minutes plus what the file takes at
+/// 100 kB/s, so a stalled connection ends with exit 5 instead of hanging,
+/// and a slow but moving one (1 GiB: ~3 hours) is left alone.
+fn upload_timeout(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(300 + size / 100_000)
 }
 
 /// `: <Code>: <Message>` from an S3 XML error body, if it has them.
@@ -482,6 +490,13 @@ mod tests {
             default_failures_path(Path::new("in/counts.csv")),
             PathBuf::from("in/counts.failures.csv")
         );
+    }
+
+    #[test]
+    fn uploads_get_time_in_proportion_to_their_size() {
+        assert_eq!(upload_timeout(0).as_secs(), 300);
+        assert_eq!(upload_timeout(13_000_000).as_secs(), 430);
+        assert_eq!(upload_timeout(1 << 30).as_secs(), 300 + 10_737);
     }
 
     #[test]
