@@ -99,7 +99,7 @@ fn catalogue() -> Vec<ProblemEntry> {
         entry(
             ApiError::InvalidCursor(crate::cursor::CursorError("signature mismatch")),
             WithCursor,
-            "The `cursor` was altered, expired or belongs to another listing; list again from the start.",
+            "The `cursor` was altered or comes from another listing (cursors are signed); list again from the start.",
         ),
         entry(
             ApiError::UnsupportedMediaType("text/plain".into()),
@@ -186,7 +186,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 Some("row-4"),
             )])),
             On(&[CREATE_BATCH]),
-            "The batch's structure is wrong (not records, no id, unknown op, duplicate ids); nothing was accepted.",
+            "The body's shape is wrong: not an object, `records` not an array of objects, an `op` missing or unknown; nothing was accepted. (Duplicate or bad record ids are `validation_failed`.)",
         ),
         entry(
             ApiError::InvalidRecords(field_errors(&[(
@@ -313,7 +313,7 @@ fn catalogue() -> Vec<ProblemEntry> {
             "Rate limit exceeded; retry after the Retry-After delay.",
         ),
         occurs: Authenticated,
-        meaning: "Over the tenant's rate or daily quota (API Gateway usage plan). Retry after `Retry-After` seconds.",
+        meaning: "Over the API's request rate (API Gateway throttling); nothing was done. Retry after `Retry-After` seconds.",
     });
     all
 }
@@ -575,7 +575,7 @@ fn document_everywhere_responses(op: &mut Value) {
         (
             "429",
             json!({
-                "description": "Over the tenant's rate limit or daily quota (API Gateway usage plan)",
+                "description": "Over the API's request rate (API Gateway throttling); retry after Retry-After",
                 "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
                 "content": {"application/problem+json": problem.clone()}
             }),
