@@ -82,17 +82,19 @@ pub fn annotate(doc: &mut serde_json::Value, table: &[RouteDeprecation]) {
     }
 }
 
+/// A deprecated route for the tests (here and in the middleware's).
+#[cfg(test)]
+pub(crate) const SAMPLE: &[RouteDeprecation] = &[RouteDeprecation {
+    method: "GET",
+    route: "/v1/items/{sku}/movements",
+    deprecated_at: 1_798_761_600,   // 2027-01-01
+    sunset_at: Some(1_830_297_600), // 2028-01-01
+    link: "https://stockroom.dev/changes/movements-v2",
+}];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) const SAMPLE: &[RouteDeprecation] = &[RouteDeprecation {
-        method: "GET",
-        route: "/v1/items/{sku}/movements",
-        deprecated_at: 1_798_761_600,   // 2027-01-01
-        sunset_at: Some(1_830_297_600), // 2028-01-01
-        link: "https://stockroom.dev/changes/movements-v2",
-    }];
 
     #[test]
     fn headers_follow_rfc_9745_and_8594() {

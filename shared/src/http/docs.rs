@@ -43,17 +43,11 @@ const ASSET_CACHE: &str = "public, max-age=3600";
 #[utoipa::path(get, path = "/docs", tag = "meta", security(()),
     responses((status = 200, description = "Interactive API reference (HTML) rendered from /openapi.json", content_type = "text/html")))]
 pub async fn page() -> Response {
-    let mut resp = PAGE.into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
+    let mut resp = public_file(PAGE, "text/html; charset=utf-8");
+    resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(PAGE_CSP),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(ASSET_CACHE));
     resp
 }
 
@@ -69,11 +63,16 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .iter()
         .find(|(n, _, _)| *n == name)
         .ok_or(ApiError::RouteNotFound)?;
-    let mut resp = (*body).into_response();
+    Ok(public_file(body, content_type))
+}
+
+/// A compiled-in file with its content type, cacheable by anyone.
+fn public_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = body.into_response();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(ASSET_CACHE));
-    Ok(resp)
+    resp
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod webhooks;
 pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
 pub use keys::KeysState;
-pub use openapi::{ApiDoc, document as openapi_document};
+pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use webhooks::WebhooksState;
 
@@ -296,19 +296,12 @@ mod tests {
     /// A deprecated route's answers carry the headers; other routes do not.
     #[tokio::test]
     async fn deprecated_routes_answer_with_deprecation_headers() {
-        const SAMPLE: &[deprecation::RouteDeprecation] = &[deprecation::RouteDeprecation {
-            method: "GET",
-            route: "/v1/old/{id}",
-            deprecated_at: 1_798_761_600,
-            sunset_at: Some(1_830_297_600),
-            link: "https://stockroom.dev/changes/old",
-        }];
         let app = with_layers(
             Router::new()
-                .route("/v1/old/{id}", get(|| async { "old" }))
-                .route("/v1/new/{id}", get(|| async { "new" })),
+                .route("/v1/items/{sku}/movements", get(|| async { "old" }))
+                .route("/v1/items/{sku}", get(|| async { "new" })),
             "test".into(),
-            SAMPLE,
+            deprecation::SAMPLE,
         );
         let call = |path: &'static str, resource: &'static str| {
             let mut ctx = aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
@@ -321,12 +314,16 @@ mod tests {
                 .insert(RequestContext::ApiGatewayV1(ctx));
             app.clone().oneshot(req)
         };
-        let old = call("/v1/old/7", "/v1/old/{id}").await.expect("answer");
+        let old = call("/v1/items/7/movements", "/v1/items/{sku}/movements")
+            .await
+            .expect("answer");
         assert_eq!(old.status(), 200);
         assert_eq!(old.headers()["deprecation"], "@1798761600");
         assert_eq!(old.headers()["sunset"], "Sat, 01 Jan 2028 00:00:00 GMT");
         assert!(old.headers().contains_key("link"));
-        let new = call("/v1/new/7", "/v1/new/{id}").await.expect("answer");
+        let new = call("/v1/items/7", "/v1/items/{sku}")
+            .await
+            .expect("answer");
         assert!(!new.headers().contains_key("deprecation"));
         assert!(!new.headers().contains_key("sunset"));
     }
