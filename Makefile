@@ -47,8 +47,10 @@ cli: ## Build the command-line client (import with progress, items, webhooks lis
 # it keeps up with only make their invocations time out and burn receives.
 LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2
 # The tests revoke keys and wait out the authorizer cache, watch webhook
-# retries and let upload batches expire: keep all three short there.
-TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0
+# retries and let upload batches expire: keep all three short there; the
+# trial plan's daily quota is lowered so a test can use it up, and CORS is on
+# (off by default) so its headers can be checked.
+TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0 TrialPlanDailyQuota=30 CorsAllowOrigin=https://app.example.test
 
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets

@@ -214,6 +214,8 @@ class Resolver:
             return name
         if t == "AWS::ApiGateway::RestApi":
             return _rand_id(f"{STACK_NAME}/{name}")
+        if t == "AWS::ApiGateway::Stage":
+            return self.resolve(self.resources[name]["Properties"]["StageName"])
         if t == "AWS::KMS::Alias":
             # Ref of an alias is its name (what the functions encrypt with).
             return self.resolve(self.resources[name]["Properties"]["AliasName"])
@@ -312,8 +314,32 @@ class Resolver:
             if k == "Fn::ToJsonString":
                 return json.dumps(self.resolve(arg), separators=(",", ":"))
             if k == "Fn::If":
-                raise StackError("Conditions (Fn::If) are not supported by the local stack yet")
+                name, if_true, if_false = arg
+                return self.resolve(if_true if self.condition(name) else if_false)
         return {k: self.resolve(x) for k, x in v.items()}
+
+    def condition(self, name: str) -> bool:
+        """Evaluates a template condition (Fn::Equals/Not/And/Or, Condition)."""
+        conditions = self.cfn.get("Conditions") or {}
+        if name not in conditions:
+            raise StackError(f"unknown condition {name!r}")
+        return self._cond(conditions[name])
+
+    def _cond(self, v: Any) -> bool:
+        if isinstance(v, dict) and len(v) == 1:
+            (k, arg), = v.items()
+            if k == "Fn::Equals":
+                a, b = (self.resolve(x) for x in arg)
+                return str(a) == str(b)
+            if k == "Fn::Not":
+                return not self._cond(arg[0])
+            if k == "Fn::And":
+                return all(self._cond(x) for x in arg)
+            if k == "Fn::Or":
+                return any(self._cond(x) for x in arg)
+            if k == "Condition":
+                return self.condition(arg)
+        raise StackError(f"unsupported condition {v!r}")
 
 
 # --------------------------------------------------------------------------- describe
@@ -374,9 +400,11 @@ def _identity_sources(text: str) -> list[dict[str, str]]:
     return out
 
 
-def _gateway_response(raw: dict[str, Any]) -> dict[str, Any]:
+def _gateway_response(raw: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
     headers = {}
-    for key, expr in (raw.get("responseParameters") or {}).items():
+    for key, expr in resolver.resolve(raw.get("responseParameters") or {}).items():
+        if expr is None:  # AWS::NoValue
+            continue
         if key.startswith("gatewayresponse.header."):
             headers[key[len("gatewayresponse.header."):]] = expr
     status = raw.get("statusCode")
@@ -385,6 +413,39 @@ def _gateway_response(raw: dict[str, Any]) -> dict[str, Any]:
         "headers": headers,
         "templates": dict(raw.get("responseTemplates") or {}),
     }
+
+
+def _mock_response(integ: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
+    """A mock integration's default response: status and static headers."""
+    default = ((integ.get("responses") or {}).get("default")) or {}
+    headers = {}
+    for k, v in resolver.resolve(default.get("responseParameters") or {}).items():
+        if k.startswith("method.response.header.") and isinstance(v, str) and v.startswith("'"):
+            headers[k.removeprefix("method.response.header.")] = v.strip("'")
+    return {"status_code": int(default.get("statusCode", 200)), "headers": headers}
+
+
+def _usage_plans(api_lid: str, stage: str, resources: dict[str, Any], resolver: Resolver) -> list[dict[str, Any]]:
+    """The API's usage plans: name, throttle and quota as the template sets them."""
+    plans = []
+    for lid, res in resources.items():
+        if res["Type"] != "AWS::ApiGateway::UsagePlan":
+            continue
+        props = resolver.resolve(res.get("Properties") or {})
+        stages = props.get("ApiStages") or []
+        if not any(s.get("ApiId") == resolver.ref(api_lid) and s.get("Stage") == stage for s in stages):
+            continue
+        throttle = props.get("Throttle") or {}
+        quota = props.get("Quota") or {}
+        plans.append({
+            "logical_id": lid,
+            "name": props.get("UsagePlanName", lid),
+            "rate_limit": float(throttle["RateLimit"]) if "RateLimit" in throttle else None,
+            "burst_limit": float(throttle["BurstLimit"]) if "BurstLimit" in throttle else None,
+            "quota_limit": int(quota["Limit"]) if "Limit" in quota else None,
+            "quota_period": quota.get("Period"),
+        })
+    return plans
 
 
 def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
@@ -486,6 +547,15 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
                 "ttl_seconds": int(resolver.resolve(ttl)),
             }
 
+        # API Gateway keys (x-api-key), required per method.
+        api_key_definitions = {
+            name for name, sd in (body.get("securityDefinitions") or {}).items()
+            if sd.get("type") == "apiKey" and str(sd.get("name", "")).lower() == "x-api-key"
+            and "x-amazon-apigateway-authorizer" not in sd
+        }
+        api_key_source = str(
+            props.get("ApiKeySourceType") or body.get("x-amazon-apigateway-api-key-source") or "HEADER"
+        ).upper()
         default_security = body.get("security")
         routes = []
         for path, ops in (body.get("paths") or {}).items():
@@ -498,23 +568,31 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
                 else:
                     continue
                 integ = op.get("x-amazon-apigateway-integration") or {}
+                if integ.get("type") == "mock":
+                    # SAM's CORS preflight methods: a static answer.
+                    routes.append({"method": m, "path": path, "mock": _mock_response(integ, resolver)})
+                    continue
                 if integ.get("type") != "aws_proxy":
-                    raise StackError(f"{m} {path}: only Lambda proxy integrations are supported locally")
+                    raise StackError(f"{m} {path}: only Lambda proxy and mock integrations are supported locally")
                 authorizer = None
+                api_key_required = False
                 for req in op.get("security", default_security) or []:
                     for sec_name in req:
                         if sec_name in authorizers:
                             authorizer = sec_name
+                        elif sec_name in api_key_definitions:
+                            api_key_required = True
                 routes.append({
                     "method": m,
                     "path": path,
                     "function": _function_from_uri(integ.get("uri"), resolver),
                     "authorizer": authorizer,
+                    "api_key_required": api_key_required,
                 })
         routes.sort(key=lambda r: (r["path"], r["method"]))
 
         gateway_responses = {
-            rtype: _gateway_response(raw)
+            rtype: _gateway_response(raw, resolver)
             for rtype, raw in (body.get("x-amazon-apigateway-gateway-responses") or {}).items()
         }
         for gr in resources.values():
@@ -527,7 +605,7 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
                 "statusCode": gp.get("StatusCode"),
                 "responseParameters": gp.get("ResponseParameters"),
                 "responseTemplates": gp.get("ResponseTemplates"),
-            })
+            }, resolver)
 
         stage_name, throttling, variables = "Stage", None, {}
         for st in resources.values():
@@ -552,6 +630,8 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
             "stage": stage_name,
             "stage_variables": variables,
             "throttling": throttling,
+            "api_key_source": api_key_source,
+            "usage_plans": _usage_plans(lid, stage_name, resources, resolver),
             "routes": routes,
             "authorizers": authorizers,
             "gateway_responses": gateway_responses,
@@ -603,6 +683,7 @@ def env_exports(desc: dict[str, Any], api_url: str | None = None) -> str:
     for k, vals in sorted(seen.items()):
         if len(vals) == 1 and not k.startswith(("AWS_", "RUST_", "STOCKROOM_ENV")):
             env[k] = next(iter(vals))
+    env["STOCKROOM_STACK_NAME"] = desc["stack_name"]
     api = desc.get("api")
     if api:
         env["STOCKROOM_API_STAGE"] = api["stage"]
@@ -644,6 +725,7 @@ class Provisioner:
             "AWS::SNS::Subscription": self.subscription,
             "AWS::S3::Bucket": self.bucket,
             "AWS::KMS::Alias": self.kms_alias,
+            "AWS::ApiGateway::UsagePlan": self.usage_plan,
         }
 
     def client(self, service: str):
@@ -824,6 +906,33 @@ class Provisioner:
             return "exists"
         key_id = kms.create_key(Description=f"{STACK_NAME} {lid}")["KeyMetadata"]["KeyId"]
         kms.create_alias(AliasName=name, TargetKeyId=key_id)
+        return "created"
+
+    def usage_plan(self, lid: str, props: dict[str, Any]) -> str:
+        """The plan in the emulator's API Gateway, under the template's name:
+        stockroom-admin attaches tenants' keys to it and the local gateway
+        reads each key's plan from there (limits are the template's)."""
+        apigw = self.client("apigateway")
+        p = self.resolver.resolve(props)
+        name = p["UsagePlanName"]
+        throttle = {"rateLimit": float(p["Throttle"]["RateLimit"]), "burstLimit": int(p["Throttle"]["BurstLimit"])}
+        quota = {"limit": int(p["Quota"]["Limit"]), "period": p["Quota"]["Period"], "offset": 0}
+        existing = next((u for u in _paginate(apigw, "get_usage_plans", "items") if u.get("name") == name), None)
+        if existing:
+            # Keep the plan (and the tenants' keys on it); refresh the numbers.
+            apigw.update_usage_plan(usagePlanId=existing["id"], patchOperations=[
+                {"op": "replace", "path": "/throttle/rateLimit", "value": str(throttle["rateLimit"])},
+                {"op": "replace", "path": "/throttle/burstLimit", "value": str(throttle["burstLimit"])},
+                {"op": "replace", "path": "/quota/limit", "value": str(quota["limit"])},
+            ])
+            return "exists"
+        apigw.create_usage_plan(
+            name=name,
+            description=p.get("Description", ""),
+            apiStages=[{"apiId": s["ApiId"], "stage": s["Stage"]} for s in p.get("ApiStages") or []],
+            throttle=throttle,
+            quota=quota,
+        )
         return "created"
 
     # ---- S3

@@ -40,6 +40,13 @@ pub struct ApiKeyRecord {
     /// Refreshed by the authorizer (at most once per cache period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
+    /// The tenant's API Gateway API key value: the authorizer returns it as
+    /// `usageIdentifierKey`, which binds the request to the tenant's usage
+    /// plan (rate, burst, daily quota). Every key of a tenant carries the same
+    /// one; it is an identifier for metering, not a credential (the API takes
+    /// its API Gateway keys only from the authorizer, never from clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_key: Option<String>,
 }
 
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -119,7 +126,8 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    Allow(AuthContext),
+    /// The caller, and the usage plan key its requests are metered against.
+    Allow(AuthContext, Option<String>),
     /// Unknown, malformed, revoked or expired key. Deliberately one variant:
     /// the caller learns nothing about which.
     Unauthorized(&'static str),
@@ -162,11 +170,14 @@ pub async fn authorize(
     if let Err(e) = store.touch_key(&hash, &crate::clock::format(now)).await {
         tracing::warn!(key_id = %record.key_id, error = %crate::error::error_chain(&e), "could not record last use");
     }
-    Ok(Decision::Allow(AuthContext {
-        tenant_id,
-        key_id: record.key_id,
-        scopes: record.scopes,
-    }))
+    Ok(Decision::Allow(
+        AuthContext {
+            tenant_id,
+            key_id: record.key_id,
+            scopes: record.scopes,
+        },
+        record.usage_key,
+    ))
 }
 
 /// The resource an Allow policy grants: every method and path of the stage the
@@ -240,6 +251,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            usage_key: Some("usage-key-acme".into()),
         }
     }
 
@@ -279,10 +291,11 @@ mod tests {
         let d = authorize(&store, Some("Bearer sk_test_good"), now)
             .await
             .unwrap();
-        let Decision::Allow(ctx) = d else {
+        let Decision::Allow(ctx, usage_key) = d else {
             panic!("{d:?}")
         };
         assert_eq!(ctx.tenant_id.as_str(), "acme");
+        assert_eq!(usage_key.as_deref(), Some("usage-key-acme"));
         assert!(ctx.has_scope(ITEMS_READ) && !ctx.has_scope(ITEMS_WRITE));
         for h in [None, Some("Bearer sk_test_bad"), Some("sk_test_good")] {
             assert!(matches!(

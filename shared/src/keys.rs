@@ -144,6 +144,13 @@ impl KeysService {
         if let Some(extra) = new.scopes.iter().find(|s| !caller.has_scope(s)) {
             return Err(ApiError::ScopeNotGrantable(extra.clone()));
         }
+        // The new key is metered against the tenant's usage plan like the
+        // caller's own key.
+        let usage_key = self
+            .store
+            .find_key_by_id(&caller.tenant_id, &caller.key_id)
+            .await?
+            .and_then(|k| k.usage_key);
         let api_key = generate_api_key(key_prefix(&self.environment));
         let record = ApiKeyRecord {
             key_hash: hash_api_key(&api_key),
@@ -155,6 +162,7 @@ impl KeysService {
             expires_at: new.expires_at,
             revoked_at: None,
             last_used_at: None,
+            usage_key,
         };
         match self.store.put_key(&record).await {
             Ok(()) => Ok(CreatedKey {

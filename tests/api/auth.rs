@@ -64,7 +64,7 @@ async fn a_tenant_never_sees_another_tenants_items() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_key_without_the_write_scope_gets_403_naming_the_scope() -> anyhow::Result<()> {
     let owner = Tenant::new().await?;
-    let reader = Tenant::key_for(&owner.tenant_id, &[ITEMS_READ]).await?;
+    let reader = owner.another_key(&[ITEMS_READ]).await?;
     let sku = unique_sku("scope");
     owner.create_item(&sku, 1).await?;
     assert_eq!(

@@ -163,7 +163,7 @@ async fn an_expired_key_stops_working() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_key_cannot_grant_scopes_it_lacks() -> anyhow::Result<()> {
     let owner = Tenant::new().await?;
-    let limited = Tenant::key_for(&owner.tenant_id, &[ITEMS_READ, KEYS_MANAGE]).await?;
+    let limited = owner.another_key(&[ITEMS_READ, KEYS_MANAGE]).await?;
     let resp = limited
         .post_json(
             "/v1/keys",

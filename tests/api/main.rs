@@ -6,5 +6,6 @@ mod events;
 mod isolation;
 mod items;
 mod keys;
+mod limits;
 mod meta;
 mod stock;

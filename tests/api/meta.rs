@@ -148,3 +148,62 @@ async fn requests_are_measured_as_embedded_metrics() -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// CORS is off by default; the test stack turns it on for one origin
+/// (`CorsAllowOrigin`, Makefile TEST_PARAMETERS): the preflight, the
+/// functions' answers and API Gateway's own errors all name that origin.
+#[tokio::test]
+async fn cors_follows_the_stage_setting() -> anyhow::Result<()> {
+    const ORIGIN: &str = "https://app.example.test";
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let pre = anonymous(Method::OPTIONS, "/v1/items/SKU-1/adjustments")
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await?;
+    assert_eq!(pre.status(), 200);
+    assert_eq!(
+        header(&pre, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    let allowed = header(&pre, "access-control-allow-headers").unwrap_or_default();
+    assert!(allowed.contains("Authorization") && allowed.contains("Idempotency-Key"));
+    assert!(
+        header(&pre, "access-control-allow-methods")
+            .unwrap_or_default()
+            .contains("POST")
+    );
+
+    let t = Tenant::new().await?;
+    let ok = t.get("/v1/items").header("origin", ORIGIN).send().await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        header(&ok, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    assert!(
+        header(&ok, "access-control-expose-headers")
+            .unwrap_or_default()
+            .contains("x-request-id")
+    );
+
+    let denied = anonymous(Method::GET, "/v1/items")
+        .header("origin", ORIGIN)
+        .send()
+        .await?;
+    assert_eq!(
+        header(&denied, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    expect_problem(denied, 401, "unauthorized").await?;
+    Ok(())
+}

@@ -23,6 +23,18 @@ pub fn base_url() -> String {
 }
 
 static KEYS: OnceCell<DynamoApiKeyStore> = OnceCell::const_new();
+static PLANS: OnceCell<stockroom_admin::UsagePlans> = OnceCell::const_new();
+
+/// The stack's usage plans: every test tenant gets its own API Gateway key on
+/// one, as `stockroom-admin create-tenant` does, so each has its own limits.
+pub async fn plans() -> Result<&'static stockroom_admin::UsagePlans> {
+    PLANS
+        .get_or_try_init(|| async {
+            let sdk = stockroom::config::aws_sdk_config().await;
+            stockroom_admin::UsagePlans::from_env(&sdk)
+        })
+        .await
+}
 
 async fn keys() -> Result<&'static DynamoApiKeyStore> {
     KEYS.get_or_try_init(|| async {
@@ -41,6 +53,8 @@ pub struct Tenant {
     pub tenant_id: String,
     pub api_key: String,
     pub key_id: String,
+    /// The tenant's usage plan key (API Gateway key value).
+    pub usage_key: Option<String>,
     pub client: reqwest::Client,
 }
 
@@ -50,12 +64,28 @@ impl Tenant {
     }
 
     pub async fn with_scopes(scopes: &[&str]) -> Result<Self> {
+        Self::on_plan("standard", scopes).await
+    }
+
+    /// A new tenant on the stack's usage plan `plan` (`standard`, `trial`).
+    pub async fn on_plan(plan: &str, scopes: &[&str]) -> Result<Self> {
         let tenant_id = format!("t-{}", uuid::Uuid::new_v4().simple());
-        Self::key_for(&tenant_id, scopes).await
+        let usage_key = plans().await?.assign(&tenant_id, plan).await?;
+        Self::key_with(&tenant_id, Some(usage_key), scopes).await
+    }
+
+    /// A new tenant that was never given a usage plan.
+    pub async fn without_plan(scopes: &[&str]) -> Result<Self> {
+        let tenant_id = format!("t-{}", uuid::Uuid::new_v4().simple());
+        Self::key_with(&tenant_id, None, scopes).await
     }
 
     /// Another key of the same tenant.
-    pub async fn key_for(tenant_id: &str, scopes: &[&str]) -> Result<Self> {
+    pub async fn another_key(&self, scopes: &[&str]) -> Result<Self> {
+        Self::key_with(&self.tenant_id, self.usage_key.clone(), scopes).await
+    }
+
+    async fn key_with(tenant_id: &str, usage_key: Option<String>, scopes: &[&str]) -> Result<Self> {
         let api_key = generate_api_key("sk_test_");
         let key_id = format!("key_{}", uuid::Uuid::new_v4().simple());
         keys()
@@ -70,12 +100,14 @@ impl Tenant {
                 expires_at: None,
                 revoked_at: None,
                 last_used_at: None,
+                usage_key: usage_key.clone(),
             })
             .await?;
         Ok(Self {
             tenant_id: tenant_id.to_owned(),
             api_key,
             key_id,
+            usage_key,
             client: client(),
         })
     }
@@ -184,17 +216,22 @@ pub fn template_routes() -> Result<Vec<String>> {
     Ok(routes)
 }
 
-/// The rendered routes with their authorizer (null for open routes).
+/// The rendered routes with their authorizer (null for open routes), without
+/// the CORS preflight methods (mock integrations, not part of the API).
 pub fn stack_routes() -> Result<Vec<Value>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.json");
     let stack: Value = serde_json::from_slice(
         &std::fs::read(&path)
             .with_context(|| format!("reading {} (is the local stack up?)", path.display()))?,
     )?;
-    stack["api"]["routes"]
+    let routes = stack["api"]["routes"]
         .as_array()
+        .context("stack.json has no api.routes")?;
+    Ok(routes
+        .iter()
+        .filter(|r| r["mock"].is_null())
         .cloned()
-        .context("stack.json has no api.routes")
+        .collect())
 }
 
 /// An environment variable of a function as the local stack runs it

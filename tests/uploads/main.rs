@@ -584,7 +584,7 @@ async fn upload_requests_are_validated() -> anyhow::Result<()> {
         .send()
         .await?;
     expect_problem(too_big, 413, "upload_too_large").await?;
-    let reader = Tenant::key_for(&t.tenant_id, &["batches:read"]).await?;
+    let reader = t.another_key(&["batches:read"]).await?;
     let resp = reader
         .post_json(
             "/v1/batches",

@@ -559,7 +559,7 @@ async fn webhook_requests_are_validated_scoped_and_tenant_bound() -> Result<()> 
         .map(|e| e.iter().filter_map(|x| x["field"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(fields, vec!["colour", "events[0]"]);
-    let reader = Tenant::key_for(&t.tenant_id, &["items:read"]).await?;
+    let reader = t.another_key(&["items:read"]).await?;
     let resp = reader.get("/v1/webhooks").send().await?;
     expect_problem(resp, 403, "insufficient_scope").await?;
 

@@ -1,10 +1,14 @@
-//! `stockroom-admin create-tenant --name NAME [--api-key KEY] [--scopes a,b]`
+//! `stockroom-admin create-tenant --name NAME [--plan standard|trial] [--api-key KEY] [--scopes a,b]`
+//! `stockroom-admin set-plan --tenant-id ID --plan standard|trial`
 //!
-//! Creates a tenant's first API key directly in the API keys table (named by
-//! `API_KEYS_TABLE`; the AWS endpoint and credentials come from the standard
-//! AWS environment, e.g. `AWS_ENDPOINT_URL` for the local stack). Prints
-//! `{"tenant_id":..,"api_key":..,"key_id":..}` as its last line. The key is
-//! shown only here: only its SHA-256 is stored.
+//! `create-tenant` puts the tenant on a usage plan of the stack (an API
+//! Gateway key on `<STOCKROOM_STACK_NAME>-<plan>`) and creates its first API
+//! key directly in the API keys table (named by `API_KEYS_TABLE`; the AWS
+//! endpoint and credentials come from the standard AWS environment, e.g.
+//! `AWS_ENDPOINT_URL` for the local stack). Prints
+//! `{"tenant_id":..,"api_key":..,"key_id":..,"plan":..}` as its last line. The
+//! key is shown only here: only its SHA-256 is stored. `set-plan` moves a
+//! tenant to another plan (its keys keep working; the new limits apply at once).
 
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -12,24 +16,37 @@ use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key, 
 use stockroom::domain::TenantId;
 use stockroom::ports::ApiKeyStore;
 use stockroom::{adapters::dynamodb::DynamoApiKeyStore, clock, config};
+use stockroom_admin::{PLANS, UsagePlans};
 
-const USAGE: &str = "usage: stockroom-admin create-tenant --name NAME [--tenant-id ID] [--api-key KEY] [--scopes s1,s2]";
+const USAGE: &str = "usage: stockroom-admin create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
+       stockroom-admin set-plan --tenant-id ID --plan standard|trial";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    CreateTenant,
+    SetPlan,
+}
 
 struct Args {
+    command: Command,
     name: String,
     tenant_id: Option<String>,
+    plan: String,
     api_key: Option<String>,
     scopes: Vec<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    match argv.next().as_deref() {
-        Some("create-tenant") => {}
+    let command = match argv.next().as_deref() {
+        Some("create-tenant") => Command::CreateTenant,
+        Some("set-plan") => Command::SetPlan,
         _ => bail!(USAGE),
-    }
+    };
     let mut args = Args {
+        command,
         name: String::new(),
         tenant_id: None,
+        plan: "standard".into(),
         api_key: None,
         scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
     };
@@ -40,14 +57,21 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         match flag.as_str() {
             "--name" => args.name = value,
             "--tenant-id" => args.tenant_id = Some(value),
+            "--plan" => args.plan = value,
             "--api-key" if !value.is_empty() => args.api_key = Some(value),
             "--api-key" => {}
             "--scopes" => args.scopes = value.split(',').map(|s| s.trim().to_owned()).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
-    if args.name.is_empty() {
+    if args.command == Command::CreateTenant && args.name.is_empty() {
         bail!("--name is required\n{USAGE}");
+    }
+    if args.command == Command::SetPlan && args.tenant_id.is_none() {
+        bail!("--tenant-id is required\n{USAGE}");
+    }
+    if !PLANS.contains(&args.plan.as_str()) {
+        bail!("unknown plan {}; known: {}", args.plan, PLANS.join(", "));
     }
     for s in &args.scopes {
         if !ALL_SCOPES.contains(&s.as_str()) {
@@ -79,9 +103,22 @@ fn tenant_id_for(name: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
+    let sdk = config::aws_sdk_config().await;
+    let plans = UsagePlans::from_env(&sdk)?;
+    if args.command == Command::SetPlan {
+        let tenant_id = args.tenant_id.unwrap_or_default();
+        TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
+        plans.assign(&tenant_id, &args.plan).await?;
+        println!(
+            "{}",
+            serde_json::json!({"tenant_id": tenant_id, "plan": args.plan})
+        );
+        return Ok(());
+    }
     let table = std::env::var("API_KEYS_TABLE").context("API_KEYS_TABLE is not set")?;
     let tenant_id = args.tenant_id.unwrap_or_else(|| tenant_id_for(&args.name));
     TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
+    let usage_key = plans.assign(&tenant_id, &args.plan).await?;
     let environment = config::environment();
     let api_key = args
         .api_key
@@ -99,8 +136,8 @@ async fn main() -> anyhow::Result<()> {
         expires_at: None,
         revoked_at: None,
         last_used_at: None,
+        usage_key: Some(usage_key),
     };
-    let sdk = config::aws_sdk_config().await;
     let store = DynamoApiKeyStore::from_sdk_config(&sdk, table);
     match store.put_key(&record).await {
         Ok(()) => {}
@@ -112,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("key exists but cannot be read")?;
             println!(
                 "{}",
-                serde_json::json!({"tenant_id": existing.tenant_id, "api_key": api_key, "key_id": existing.key_id})
+                serde_json::json!({"tenant_id": existing.tenant_id, "api_key": api_key, "key_id": existing.key_id, "plan": args.plan})
             );
             return Ok(());
         }
@@ -120,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"tenant_id": tenant_id, "api_key": api_key, "key_id": record.key_id})
+        serde_json::json!({"tenant_id": tenant_id, "api_key": api_key, "key_id": record.key_id, "plan": args.plan})
     );
     Ok(())
 }
@@ -146,7 +183,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.scopes.len(), ALL_SCOPES.len());
+        assert_eq!(a.plan, "standard");
         assert!(parse_args(["create-tenant"].map(String::from).into_iter()).is_err());
+        assert!(
+            parse_args(
+                ["set-plan", "--plan", "trial"]
+                    .map(String::from)
+                    .into_iter()
+            )
+            .is_err()
+        );
+        assert!(
+            parse_args(
+                ["create-tenant", "--name", "x", "--plan", "gold"]
+                    .map(String::from)
+                    .into_iter()
+            )
+            .is_err()
+        );
+        let s = parse_args(
+            ["set-plan", "--tenant-id", "acme", "--plan", "trial"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!((s.command, s.plan.as_str()), (Command::SetPlan, "trial"));
         assert!(
             parse_args(
                 ["create-tenant", "--name", "x", "--scopes", "nope"]

@@ -20,6 +20,7 @@ use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::policy::{self, Decision};
 use crate::routes::Router as RouteTable;
 use crate::spec::{ApiSpec, AuthorizerSpec};
+use crate::usage::{TokenBucket, UsagePlans, Verdict};
 
 /// REST API payload limit.
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -34,6 +35,7 @@ pub struct Gateway {
     region: String,
     cache: Mutex<HashMap<String, (Instant, AuthOutput)>>,
     throttle: Option<Mutex<TokenBucket>>,
+    usage: UsagePlans,
 }
 
 #[derive(Debug, Clone)]
@@ -41,28 +43,8 @@ struct AuthOutput {
     principal_id: String,
     policy: Value,
     context: Map<String, Value>,
-}
-
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    /// The API key the request is metered against (API key source AUTHORIZER).
+    usage_identifier_key: Option<String>,
 }
 
 /// Everything about one incoming request that events and responses need.
@@ -206,6 +188,25 @@ fn media_type_matches(pattern: &str, content_type: &str) -> bool {
     }
 }
 
+/// The access-log metric filter counts 429s on AWS; here an EMF line in the
+/// gateway's log lets `make metrics` count them too.
+fn log_rate_limited() {
+    println!(
+        "{}",
+        json!({
+            "_aws": {"Timestamp": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+                "CloudWatchMetrics": [{"Namespace": "Stockroom",
+                    "Dimensions": [["function"]],
+                    "Metrics": [{"Name": "RateLimitedRequests", "Unit": "Count"}]}]},
+            "function": "api-gateway",
+            "RateLimitedRequests": 1,
+        })
+    );
+}
+
 enum Rejection {
     Gateway(ResponseType, Option<String>),
 }
@@ -218,7 +219,7 @@ impl Gateway {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the template declares no REST API"))?;
         for r in &api.routes {
-            if !stack.functions.contains_key(&r.function) {
+            if r.mock.is_none() && !stack.functions.contains_key(&r.function) {
                 anyhow::bail!(
                     "route {} {} calls unknown function {}",
                     r.method,
@@ -237,16 +238,15 @@ impl Gateway {
             .as_ref()
             .and_then(|t| t.get("* /*"))
             .and_then(|t| match (t.rate_limit, t.burst_limit) {
-                (Some(rate), Some(burst)) if rate > 0.0 && burst > 0.0 => Some(TokenBucket {
-                    rate,
-                    burst,
-                    tokens: burst,
-                    last: Instant::now(),
-                }),
+                (Some(rate), Some(burst)) if rate > 0.0 && burst > 0.0 => {
+                    Some(TokenBucket::new(rate, burst))
+                }
                 _ => None,
             })
             .map(Mutex::new);
+        let usage = UsagePlans::new(api.usage_plans.clone(), &stack.endpoint, &stack.region);
         Ok(Gateway {
+            usage,
             routes: RouteTable::new(api.routes.clone()),
             account_id: stack.account_id.clone(),
             region: stack.region.clone(),
@@ -485,10 +485,15 @@ impl Gateway {
             }
             Some(_) => return Err(config_error("context must be an object")),
         };
+        let usage_identifier_key = v
+            .get("usageIdentifierKey")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let out = AuthOutput {
             principal_id,
             policy: policy_doc,
             context,
+            usage_identifier_key,
         };
         if spec.ttl_seconds > 0 {
             let expires = Instant::now() + Duration::from_secs(spec.ttl_seconds);
@@ -607,22 +612,7 @@ impl Gateway {
         if let Some(t) = &self.throttle
             && !t.lock().unwrap().take()
         {
-            // The access-log metric filter counts these on AWS; here an EMF
-            // line in the gateway's log lets `make metrics` count them too.
-            println!(
-                "{}",
-                json!({
-                    "_aws": {"Timestamp": std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or_default(),
-                        "CloudWatchMetrics": [{"Namespace": "Stockroom",
-                            "Dimensions": [["function"]],
-                            "Metrics": [{"Name": "RateLimitedRequests", "Unit": "Count"}]}]},
-                    "function": "api-gateway",
-                    "RateLimitedRequests": 1,
-                })
-            );
+            log_rate_limited();
             return (
                 self.gateway_response(r, None, ResponseType::Throttled, None),
                 None,
@@ -659,10 +649,23 @@ impl Gateway {
         };
         let resource = m.resource.to_string();
         let route = m.route.clone();
+        if let Some(mock) = &route.mock {
+            let mut resp = Response::builder().status(mock.status_code);
+            for (k, v) in &mock.headers {
+                resp = resp.header(k.as_str(), v.as_str());
+            }
+            let resp = resp
+                .header("x-amzn-requestid", r.request_id.as_str())
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            return (resp, None);
+        }
         let path_params = m.path_params.clone();
         let method_arn = self.method_arn(r.method.as_str(), &r.path);
 
         let mut authorizer_ctx = Value::Null;
+        let mut usage_identifier_key = None;
         if let Some(auth_name) = &route.authorizer {
             let Some(spec) = self.api.authorizers.get(auth_name) else {
                 return (
@@ -698,6 +701,7 @@ impl Gateway {
                         );
                         ctx.insert("integrationLatency".into(), json!(latency));
                         authorizer_ctx = Value::Object(ctx);
+                        usage_identifier_key = out.usage_identifier_key.clone();
                     }
                     Decision::ExplicitDeny => {
                         return (
@@ -722,6 +726,27 @@ impl Gateway {
                         );
                     }
                 },
+            }
+        }
+
+        if route.api_key_required {
+            let key = if self.api.api_key_source == "AUTHORIZER" {
+                usage_identifier_key.as_deref()
+            } else {
+                r.header("x-api-key")
+            };
+            let verdict = self.usage.admit(key).await;
+            let rejection = match verdict {
+                Verdict::Allowed => None,
+                Verdict::InvalidKey => Some(ResponseType::InvalidApiKey),
+                Verdict::Throttled => Some(ResponseType::Throttled),
+                Verdict::QuotaExceeded => Some(ResponseType::QuotaExceeded),
+            };
+            if let Some(t) = rejection {
+                if t != ResponseType::InvalidApiKey {
+                    log_rate_limited();
+                }
+                return (self.gateway_response(r, Some(&resource), t, None), None);
             }
         }
 

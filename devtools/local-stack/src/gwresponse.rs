@@ -16,6 +16,10 @@ pub enum ResponseType {
     AuthorizerConfigurationError,
     RequestTooLarge,
     Throttled,
+    /// Usage plan quota used up.
+    QuotaExceeded,
+    /// API key required but missing, unknown or on no plan of the stage.
+    InvalidApiKey,
     /// Lambda unhandled error or malformed proxy response (502).
     BadGateway,
     IntegrationTimeout,
@@ -31,6 +35,8 @@ impl ResponseType {
             Self::AuthorizerConfigurationError => "AUTHORIZER_CONFIGURATION_ERROR",
             Self::RequestTooLarge => "REQUEST_TOO_LARGE",
             Self::Throttled => "THROTTLED",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::InvalidApiKey => "INVALID_API_KEY",
             // Not a customisable type of its own: DEFAULT_5XX applies.
             Self::BadGateway => "DEFAULT_5XX",
             Self::IntegrationTimeout => "INTEGRATION_TIMEOUT",
@@ -39,11 +45,11 @@ impl ResponseType {
 
     pub fn default_status(self) -> u16 {
         match self {
-            Self::MissingAuthenticationToken | Self::AccessDenied => 403,
+            Self::MissingAuthenticationToken | Self::AccessDenied | Self::InvalidApiKey => 403,
             Self::Unauthorized => 401,
             Self::AuthorizerFailure | Self::AuthorizerConfigurationError => 500,
             Self::RequestTooLarge => 413,
-            Self::Throttled => 429,
+            Self::Throttled | Self::QuotaExceeded => 429,
             Self::BadGateway => 502,
             Self::IntegrationTimeout => 504,
         }
@@ -59,7 +65,8 @@ impl ResponseType {
                 "AuthorizerConfigurationException"
             }
             Self::RequestTooLarge => "RequestTooLargeException",
-            Self::Throttled => "TooManyRequestsException",
+            Self::Throttled | Self::QuotaExceeded => "TooManyRequestsException",
+            Self::InvalidApiKey => "ForbiddenException",
             Self::BadGateway => "InternalServerErrorException",
             Self::IntegrationTimeout => "InternalServerErrorException",
         }
@@ -169,6 +176,8 @@ fn builtin_message(t: ResponseType) -> Option<&'static str> {
         ResponseType::AccessDenied => "User is not authorized to access this resource",
         ResponseType::RequestTooLarge => "Request Too Long",
         ResponseType::Throttled => "Too Many Requests",
+        ResponseType::QuotaExceeded => "Limit Exceeded",
+        ResponseType::InvalidApiKey => "Forbidden",
         ResponseType::BadGateway => "Internal server error",
         ResponseType::IntegrationTimeout => "Endpoint request timed out",
         ResponseType::AuthorizerFailure | ResponseType::AuthorizerConfigurationError => {

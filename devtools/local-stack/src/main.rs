@@ -18,6 +18,7 @@ mod lambda;
 mod policy;
 mod routes;
 mod spec;
+mod usage;
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;

@@ -150,6 +150,8 @@ mod tests {
             path: path.into(),
             function: "F".into(),
             authorizer: None,
+            api_key_required: false,
+            mock: None,
         }
     }
 

@@ -80,6 +80,11 @@ pub struct ApiSpec {
     pub stage_variables: BTreeMap<String, String>,
     #[serde(default)]
     pub throttling: Option<BTreeMap<String, Throttle>>,
+    /// `HEADER` (x-api-key) or `AUTHORIZER` (the authorizer's usageIdentifierKey).
+    #[serde(default = "default_api_key_source")]
+    pub api_key_source: String,
+    #[serde(default)]
+    pub usage_plans: Vec<UsagePlanSpec>,
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub authorizers: BTreeMap<String, AuthorizerSpec>,
@@ -87,6 +92,21 @@ pub struct ApiSpec {
     pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
     #[serde(default)]
     pub binary_media_types: Vec<String>,
+}
+
+fn default_api_key_source() -> String {
+    "HEADER".into()
+}
+
+/// An `AWS::ApiGateway::UsagePlan` of the API's stage, as the template sets it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsagePlanSpec {
+    pub name: String,
+    pub rate_limit: Option<f64>,
+    pub burst_limit: Option<f64>,
+    pub quota_limit: Option<u64>,
+    /// DAY | WEEK | MONTH
+    pub quota_period: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,8 +119,23 @@ pub struct Throttle {
 pub struct RouteSpec {
     pub method: String,
     pub path: String,
+    /// Empty for a mock integration.
+    #[serde(default)]
     pub function: String,
+    #[serde(default)]
     pub authorizer: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_key_required: bool,
+    /// A mock integration's static answer (SAM's CORS preflight methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockResponse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct MockResponse {
+    pub status_code: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

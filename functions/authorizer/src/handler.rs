@@ -60,7 +60,7 @@ pub async fn handle(
             AuthorizerError::StoreUnavailable
         })?;
         match decision {
-            Decision::Allow(ctx) => {
+            Decision::Allow(ctx, usage_key) => {
                 tracing::Span::current().record("tenant", ctx.tenant_id.as_str());
                 let method_arn = request.method_arn.unwrap_or_default();
                 let resource = stage_wide_resource(&method_arn).ok_or_else(|| {
@@ -74,6 +74,10 @@ pub async fn handle(
                 response.policy_document = allow(resource);
                 response.context =
                     serde_json::to_value(ctx.to_context_fields()).unwrap_or_default();
+                // Binds the request to the tenant's usage plan (API key source
+                // AUTHORIZER). Without it API Gateway answers 403
+                // INVALID_API_KEY: a tenant must be given a plan.
+                response.usage_identifier_key = usage_key;
                 Ok(response)
             }
             Decision::Unauthorized(reason) => {

@@ -65,6 +65,15 @@ fn gateway_problem(status: u16, code: &str, title: &str, detail: &str) -> Proble
         code: code.to_owned(),
         request_id: REQUEST_ID.to_owned(),
         errors: Vec::new(),
+        limit: None,
+    }
+}
+
+/// A 429 API Gateway (or the firewall) answers, naming the limit hit.
+fn limit_problem(limit: &str, detail: &str) -> Problem {
+    Problem {
+        limit: Some(limit.to_owned()),
+        ..gateway_problem(429, "rate_limited", "Too Many Requests", detail)
     }
 }
 
@@ -307,13 +316,37 @@ fn catalogue() -> Vec<ProblemEntry> {
     });
     all.push(ProblemEntry {
         problem: gateway_problem(
-            429,
-            "rate_limited",
-            "Too Many Requests",
+            403,
+            "no_usage_plan",
+            "Forbidden",
+            "This API key belongs to a tenant without a usage plan; ask the operator to assign one.",
+        ),
+        occurs: Authenticated,
+        meaning: "The key is valid but its tenant was never put on a usage plan (`stockroom-admin set-plan`); an operator error, nothing was done.",
+    });
+    all.push(ProblemEntry {
+        problem: limit_problem(
+            "rate",
             "Rate limit exceeded; retry after the Retry-After delay.",
         ),
         occurs: Authenticated,
-        meaning: "Over the API's request rate (API Gateway throttling); nothing was done. Retry after `Retry-After` seconds.",
+        meaning: "Over the tenant plan's requests per second (or the stage's overall rate), `limit: rate`; nothing was done. Retry after `Retry-After` seconds.",
+    });
+    all.push(ProblemEntry {
+        problem: limit_problem(
+            "daily_quota",
+            "The daily request quota of this tenant (its usage plan) is used up; it resets at 00:00 UTC.",
+        ),
+        occurs: Authenticated,
+        meaning: "The tenant plan's requests per UTC day are used up, `limit: daily_quota`; nothing was done. `Retry-After: 3600`; the quota resets at 00:00 UTC.",
+    });
+    all.push(ProblemEntry {
+        problem: limit_problem(
+            "client_ip",
+            "Too many requests from this address; retry after the Retry-After delay.",
+        ),
+        occurs: Authenticated,
+        meaning: "The firewall's per-client-address rate (`WafRequestsPerIpPer5Minutes`), before authentication, `limit: client_ip`; nothing was done. Retry after `Retry-After` seconds.",
     });
     all
 }
@@ -557,12 +590,20 @@ fn codes_table(entries: &[ProblemEntry]) -> String {
     rows.sort_by(|a, b| {
         (a.problem.status, &a.problem.code).cmp(&(b.problem.status, &b.problem.code))
     });
-    rows.dedup_by(|a, b| a.problem.code == b.problem.code);
+    // One row per code; a code with several causes (rate_limited: which
+    // limit) explains each.
+    let mut merged: Vec<(u16, &str, String)> = Vec::new();
     for e in rows {
-        table.push_str(&format!(
-            "| {} | `{}` | {} |\n",
-            e.problem.status, e.problem.code, e.meaning
-        ));
+        match merged.last_mut() {
+            Some((_, code, meaning)) if *code == e.problem.code => {
+                meaning.push(' ');
+                meaning.push_str(e.meaning);
+            }
+            _ => merged.push((e.problem.status, &e.problem.code, e.meaning.to_owned())),
+        }
+    }
+    for (status, code, meaning) in merged {
+        table.push_str(&format!("| {status} | `{code}` | {meaning} |\n"));
     }
     table
 }
@@ -632,8 +673,13 @@ pub(super) fn annotate(doc: &mut Value) {
                     if entry.problem.status.to_string() == status
                         && occurs_on(&entry.occurs, &route, path, op)
                     {
+                        // Unique per cause: rate_limited, rate_limited_daily_quota, ...
+                        let name = match &entry.problem.limit {
+                            Some(l) if l != "rate" => format!("{}_{l}", entry.problem.code),
+                            _ => entry.problem.code.clone(),
+                        };
                         examples.insert(
-                            entry.problem.code.clone(),
+                            name,
                             json!({
                                 "summary": format!("{}: {}", entry.problem.code, entry.meaning),
                                 "value": entry.problem,
@@ -732,8 +778,9 @@ mod tests {
                             &format!("{route} {status}"),
                         );
                     }
-                    for (code, example) in media["examples"].as_object().into_iter().flatten() {
+                    for (name, example) in media["examples"].as_object().into_iter().flatten() {
                         let value = &example["value"];
+                        let code = value["code"].as_str().unwrap_or_default();
                         check(
                             &doc,
                             &media["schema"],
@@ -744,7 +791,8 @@ mod tests {
                             value["status"],
                             json!(status.parse::<u16>().expect("status"))
                         );
-                        assert_eq!(value["code"].as_str(), Some(code.as_str()));
+                        // Named by the code, and the limit when a code has several causes.
+                        assert!(name.starts_with(code), "{route} {status} {name}");
                     }
                 }
             }

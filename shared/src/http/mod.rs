@@ -266,6 +266,7 @@ async fn request_context(
     if let Some(d) = deprecation::find(deprecations, method.as_str(), &route) {
         deprecation::add_headers(headers, d);
     }
+    add_cors_headers(headers, cors_allow_origin());
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let class = match status {
@@ -288,10 +289,66 @@ async fn request_context(
     resp.into_response()
 }
 
+/// The stage's CORS origin (`CORS_ALLOW_ORIGIN`, the template's
+/// `CorsAllowOrigin`): None = CORS off. Read once per process.
+fn cors_allow_origin() -> Option<&'static HeaderValue> {
+    static ORIGIN: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(|| {
+            std::env::var("CORS_ALLOW_ORIGIN")
+                .ok()
+                .filter(|o| !o.trim().is_empty())
+                .and_then(|o| HeaderValue::from_str(o.trim()).ok())
+        })
+        .as_ref()
+}
+
+/// Lets a browser on the allowed origin read the answer (the preflight is
+/// API Gateway's mock OPTIONS methods, from the same parameter).
+fn add_cors_headers(headers: &mut http::HeaderMap, origin: Option<&HeaderValue>) {
+    let Some(origin) = origin else {
+        return;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "ETag, Location, Retry-After, x-request-id, Deprecation, Sunset, Link",
+        ),
+    );
+    if origin != "*" {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn cors_headers_only_when_an_origin_is_configured() {
+        let mut h = http::HeaderMap::new();
+        add_cors_headers(&mut h, None);
+        assert!(h.is_empty());
+        let origin = HeaderValue::from_static("https://app.example.com");
+        add_cors_headers(&mut h, Some(&origin));
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+        assert_eq!(h[header::VARY], "Origin");
+        assert!(
+            h[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("x-request-id")
+        );
+        let mut any = http::HeaderMap::new();
+        add_cors_headers(&mut any, Some(&HeaderValue::from_static("*")));
+        assert_eq!(any[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(any.get(header::VARY).is_none());
+    }
 
     /// A deprecated route's answers carry the headers; other routes do not.
     #[tokio::test]

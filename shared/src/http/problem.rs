@@ -37,6 +37,13 @@ pub struct Problem {
     /// Field-level errors (validation and parameter problems only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// On `rate_limited` (429) only: which limit was hit. `rate`: the tenant
+    /// plan's requests per second (retry in a second); `daily_quota`: the
+    /// plan's requests per UTC day (resets at 00:00 UTC); `client_ip`: the
+    /// firewall's requests per client address in 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "rate")]
+    pub limit: Option<String>,
 }
 
 /// Status, code and title of every error, in one place.
@@ -249,6 +256,7 @@ impl ApiError {
             code: code.to_owned(),
             request_id,
             errors,
+            limit: None,
         }
     }
 }
