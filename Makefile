@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit bench lint security-lint fmt validate sam-build deploy clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit fuzz bench lint security-lint fmt validate sam-build deploy clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,25 @@ bench: deps ## Benchmarks (starts and stops the local stack); method and figures
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench split-memory
+
+# Parser fuzzing: cargo-fuzz (pinned) with libFuzzer and AddressSanitizer. The
+# machine's one toolchain is stable: RUSTC_BOOTSTRAP lets it take the -Z flags
+# cargo-fuzz passes. New inputs go to .local/fuzz/<target>; the seeds in
+# fuzz/corpus/ are committed; a crash fails the run and leaves its input in
+# .local/fuzz/artifacts/<target>/.
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_TARGETS := json_bodies cursor batch_records
+FUZZ_SECONDS ?= 60
+fuzz: ## Fuzz the body parsers, the cursor decoder and the batch record validator, FUZZ_SECONDS (60) each
+	@command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	@set -euo pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .local/fuzz/$$t .local/fuzz/artifacts/$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz $$t .local/fuzz/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 \
+	    -artifact_prefix=.local/fuzz/artifacts/$$t/ -print_final_stats=1 2>&1 \
+	    | grep -E '^(==|INFO: seed|#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|panicked|SUMMARY|Done'; \
+	done
 
 test-unit: ## Unit tests only (no local stack)
 	cargo test --workspace --lib --bins

@@ -141,7 +141,8 @@ fn idempotency_record(idem: &IdempotencyRequest, accepted: &BatchAccepted) -> Id
     }
 }
 
-fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
+/// The one mapping of a refused batch request to its API error.
+pub fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
     match r {
         BatchRejection::Malformed(e) => ApiError::MalformedBatch(e),
         BatchRejection::Invalid(e) => ApiError::Validation(e),

@@ -54,7 +54,12 @@ impl CursorCodec {
             t: tenant.to_string(),
             k: key.clone(),
         };
-        let mut data = serde_json::to_vec(&payload).unwrap_or_default();
+        self.seal(serde_json::to_vec(&payload).unwrap_or_default())
+    }
+
+    /// Signs `data` as a cursor (what `encode` sends). Public so the fuzz
+    /// target can reach the payload parser behind the signature check.
+    pub fn seal(&self, mut data: Vec<u8>) -> String {
         let tag = self.tag(&data);
         data.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(data)

@@ -585,6 +585,10 @@ impl BatchRecord {
     }
 }
 
+/// `[` and `]` of a chunk's JSON array, less the comma the last record does
+/// not need (each record is counted with one).
+const ARRAY_OVERHEAD: usize = 1;
+
 /// Groups records into chunks as they come: each chunk's JSON stays under
 /// `max_bytes` and holds at most `max_records` (a single record larger than
 /// `max_bytes` gets a chunk of its own). See the README for how the size is
@@ -602,7 +606,7 @@ impl Chunker {
             max_bytes,
             max_records,
             current: Vec::new(),
-            size: 0,
+            size: ARRAY_OVERHEAD,
         }
     }
 
@@ -612,7 +616,7 @@ impl Chunker {
         let full = !self.current.is_empty()
             && (self.size + len > self.max_bytes || self.current.len() >= self.max_records);
         let closed = full.then(|| {
-            self.size = 0;
+            self.size = ARRAY_OVERHEAD;
             std::mem::take(&mut self.current)
         });
         self.size += len;
@@ -839,7 +843,7 @@ mod tests {
         assert!(chunks.len() > 1);
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
         for c in &chunks {
-            assert!(serde_json::to_vec(c).unwrap().len() <= 4096 + 2);
+            assert!(serde_json::to_vec(c).unwrap().len() <= 4096);
         }
         assert_eq!(chunk_records(records, 1 << 20, 100).len(), 10);
     }

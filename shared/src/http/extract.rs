@@ -31,6 +31,29 @@ fn json_depth(value: &Value) -> usize {
     deepest
 }
 
+/// A request body's bytes to JSON, within `limit` bytes and
+/// [`MAX_JSON_DEPTH`] levels: 413 or 400 otherwise (fuzzed: fuzz/).
+pub fn parse_json_body(raw: &[u8], limit: usize) -> Result<Value, ApiError> {
+    if raw.len() > limit {
+        return Err(ApiError::PayloadTooLarge {
+            size: raw.len(),
+            limit,
+        });
+    }
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson("the body is empty".into()));
+    }
+    // serde_json itself stops at 128 levels; anything near that is abuse.
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if json_depth(&value) > MAX_JSON_DEPTH {
+        return Err(ApiError::MalformedJson(format!(
+            "nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    Ok(value)
+}
+
 /// The authenticated caller. The tenant comes only from the authorizer's
 /// context in the API Gateway event, never from the request itself.
 pub struct Auth(pub AuthContext);
@@ -98,23 +121,7 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<LIMIT> {
         let raw = axum::body::to_bytes(req.into_body(), usize::MAX)
             .await
             .map_err(|e| ApiError::MalformedJson(format!("unreadable body ({e})")))?;
-        if raw.len() > LIMIT {
-            return Err(ApiError::PayloadTooLarge {
-                size: raw.len(),
-                limit: LIMIT,
-            });
-        }
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::MalformedJson("the body is empty".into()));
-        }
-        // serde_json itself stops at 128 levels; anything near that is abuse.
-        let value: Value =
-            serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        if json_depth(&value) > MAX_JSON_DEPTH {
-            return Err(ApiError::MalformedJson(format!(
-                "nested deeper than {MAX_JSON_DEPTH} levels"
-            )));
-        }
+        let value = parse_json_body(&raw, LIMIT)?;
         Ok(Self { value, raw })
     }
 }
