@@ -55,7 +55,7 @@ TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetryS
 test: deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets
 	@set -euo pipefail; \
-	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" devtools/local.sh start; \
+	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  status=0; \

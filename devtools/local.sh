@@ -27,6 +27,9 @@ PIDS="$STATE/pids"
 MOTO_PORT="${MOTO_PORT:-5000}"
 API_PORT="${STOCKROOM_API_PORT:-3000}"
 INVOKE_PORT="${STOCKROOM_INVOKE_PORT:-9000}"
+# Set (make test does) to put the fault-injecting proxy between the functions
+# and the emulator (devtools/local-stack/src/faults.rs).
+FAULT_PROXY_PORT="${STOCKROOM_FAULT_PROXY_PORT:-}"
 # Cargo puts binaries under CARGO_TARGET_DIR when it is set.
 BIN_DIR="${STOCKROOM_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
@@ -200,6 +203,11 @@ start_gateway() {
     port_busy "$API_PORT" && die "port $API_PORT is in use (set STOCKROOM_API_PORT)"
     port_busy "$INVOKE_PORT" && die "port $INVOKE_PORT is in use (set STOCKROOM_INVOKE_PORT)"
     [[ "${STOCKROOM_ECHO_LOGS:-0}" == 1 ]] && echo_flag=(--echo-logs)
+    local fault_flag=()
+    if [[ -n "$FAULT_PROXY_PORT" ]]; then
+        port_busy "$FAULT_PROXY_PORT" && die "port $FAULT_PROXY_PORT is in use (set STOCKROOM_FAULT_PROXY_PORT)"
+        fault_flag=(--fault-proxy-addr "127.0.0.1:$FAULT_PROXY_PORT")
+    fi
     for b in $("$PYTHON" -c 'import json,sys; print(" ".join(sorted({f["binary"] for f in json.load(open(sys.argv[1]))["functions"].values()})))' "$STATE/stack.json"); do
         [[ -x "$BIN_DIR/$b" ]] || log "warning: $BIN_DIR/$b is not built; its routes answer 502"
     done
@@ -212,7 +220,7 @@ start_gateway() {
         --invoke-addr "127.0.0.1:$INVOKE_PORT" \
         --env STOCKROOM_ENV=local \
         --env STOCKROOM_WEBHOOK_ALLOW_LOOPBACK=true \
-        "${echo_flag[@]}" ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
+        "${echo_flag[@]}" "${fault_flag[@]}" ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
     local pid=$!
     record_pid gateway "$pid" "stockroom-local"
     if ! wait_for "$API_URL/_local/health" 30 "$pid"; then

@@ -257,3 +257,58 @@ async fn a_poison_message_is_dead_lettered_and_the_batch_still_ends() -> anyhow:
     );
     Ok(())
 }
+
+/// A chunk with a record of an unknown `op` (well-formed JSON otherwise): the
+/// worker refuses it on every delivery, each retry delayed (no hot loop),
+/// until SQS moves it to the dead-letter queue after the redrive count; the
+/// batch then ends with its records reported.
+#[tokio::test]
+async fn a_chunk_with_an_unknown_op_is_retried_with_backoff_then_dead_lettered()
+-> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let batch_id = new_batch_id();
+    store()
+        .await?
+        .create_batch(&tenant, &header(&batch_id, 2), None)
+        .await?;
+    let body = json!({"v": 1, "tenant_id": t.tenant_id, "batch_id": batch_id, "mode": "isolated",
+        "chunk": 0, "request_id": "poison-op", "records": [
+            {"id": "r1", "op": "explode", "sku": "SKU-1"},
+            {"id": "r2", "op": "adjust", "sku": "SKU-1", "delta": 1, "reason": "receipt"}]});
+    send(&body.to_string(), &t.tenant_id, &batch_id, 2).await?;
+    let batch = wait_for_batch(&t, &batch_id, Duration::from_secs(150)).await?;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    assert_eq!(batch["failed"].as_u64(), Some(2), "{batch}");
+    assert_eq!(
+        all_failures(&t, &batch_id).await?,
+        vec![("chunk:0".to_owned(), "chunk_dead_lettered".to_owned())]
+    );
+
+    // The worker's log: one refusal per delivery, exactly the redrive count
+    // (maxReceiveCount 5 on BatchChunksQueue), each later than the last.
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs/batch-worker.log"),
+    )?;
+    let attempts: Vec<Value> = log
+        .lines()
+        .filter(|l| l.contains(&batch_id) && l.contains("chunk failed; it will be retried"))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let counts: Vec<u64> = attempts
+        .iter()
+        .filter_map(|a| a["span"]["receive_count"].as_u64())
+        .collect();
+    assert_eq!(counts, vec![1, 2, 3, 4, 5], "{attempts:?}");
+    let times: Vec<time::OffsetDateTime> = attempts
+        .iter()
+        .filter_map(|a| stockroom::clock::parse(a["timestamp"].as_str()?))
+        .collect();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= time::Duration::milliseconds(900),
+            "retries are delayed, not immediate: {times:?}"
+        );
+    }
+    Ok(())
+}

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use stockroom_tests::{Tenant, unique_sku};
 
+mod faults;
+
 fn adjust_path(sku: &str) -> String {
     format!("/v1/items/{sku}/adjustments")
 }

@@ -10,6 +10,7 @@
 //! emulator.
 
 mod esm;
+mod faults;
 mod filter;
 mod gateway;
 mod gwresponse;
@@ -41,6 +42,8 @@ OPTIONS:
   --invoke-addr ADDR     Lambda Invoke API address [default: 127.0.0.1:9000]
   --endpoint URL         AWS emulator endpoint given to functions [default: from stack.json]
   --max-instances N      concurrent instances per function [default: 8]
+  --fault-proxy-addr ADDR  serve the fault-injecting proxy (src/faults.rs) on ADDR and
+                         send the functions' DynamoDB, SQS and SNS calls through it
   --env KEY=VALUE        override/add an environment variable for every function (repeatable),
                          like `sam local --env-vars`
   --echo-logs            also print function output, prefixed with the function name
@@ -54,6 +57,7 @@ struct Args {
     api_addr: SocketAddr,
     invoke_addr: SocketAddr,
     endpoint: Option<String>,
+    fault_proxy_addr: Option<SocketAddr>,
     max_instances: usize,
     echo_logs: bool,
     env: Vec<(String, String)>,
@@ -67,6 +71,7 @@ fn parse_args() -> anyhow::Result<Args> {
         api_addr: "127.0.0.1:3000".parse()?,
         invoke_addr: "127.0.0.1:9000".parse()?,
         endpoint: None,
+        fault_proxy_addr: None,
         max_instances: 8,
         echo_logs: false,
         env: Vec::new(),
@@ -90,6 +95,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--api-addr" => a.api_addr = value()?.parse().context("--api-addr")?,
             "--invoke-addr" => a.invoke_addr = value()?.parse().context("--invoke-addr")?,
             "--endpoint" => a.endpoint = Some(value()?),
+            "--fault-proxy-addr" => {
+                a.fault_proxy_addr = Some(value()?.parse().context("--fault-proxy-addr")?)
+            }
             "--max-instances" => a.max_instances = value()?.parse().context("--max-instances")?,
             "--echo-logs" => a.echo_logs = true,
             "--env" => {
@@ -142,6 +150,29 @@ async fn main() -> anyhow::Result<()> {
         }
         stack.endpoint = ep.clone();
     }
+    // The fault proxy sits between the functions and the emulator for the
+    // services whose failures the pipeline must survive (S3 and KMS go direct).
+    let fault_proxy = match args.fault_proxy_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the fault proxy on {addr}"))?;
+            for f in stack.functions.values_mut() {
+                for service in ["DYNAMODB", "SQS", "SNS"] {
+                    f.env.insert(
+                        format!("AWS_ENDPOINT_URL_{service}"),
+                        format!("http://{addr}"),
+                    );
+                }
+            }
+            tracing::info!("fault proxy on http://{addr} -> {}", stack.endpoint);
+            Some(tokio::spawn(faults::serve(
+                listener,
+                stack.endpoint.clone(),
+            )))
+        }
+        None => None,
+    };
     for f in stack.functions.values_mut() {
         f.env.extend(args.env.iter().cloned());
     }
@@ -267,6 +298,9 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    if let Some(h) = fault_proxy {
+        h.abort();
+    }
     children.kill_all();
     Ok(())
 }
