@@ -415,6 +415,11 @@ def _gateway_response(raw: dict[str, Any], resolver: Resolver) -> dict[str, Any]
     }
 
 
+def _number(v: Any) -> float | None:
+    """A template number (parameters resolve to strings)."""
+    return None if v is None else float(v)
+
+
 def _mock_response(integ: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
     """A mock integration's default response: status and static headers."""
     default = ((integ.get("responses") or {}).get("default")) or {}
@@ -620,8 +625,8 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
                 if "ThrottlingRateLimit" in ms or "ThrottlingBurstLimit" in ms:
                     throttling = throttling or {}
                     throttling[f'{ms.get("HttpMethod", "*")} {ms.get("ResourcePath", "/*")}'] = {
-                        "rate_limit": resolver.resolve(ms.get("ThrottlingRateLimit")),
-                        "burst_limit": resolver.resolve(ms.get("ThrottlingBurstLimit")),
+                        "rate_limit": _number(resolver.resolve(ms.get("ThrottlingRateLimit"))),
+                        "burst_limit": _number(resolver.resolve(ms.get("ThrottlingBurstLimit"))),
                     }
         apis.append({
             "logical_id": lid,

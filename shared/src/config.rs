@@ -275,6 +275,7 @@ impl AuthorizerConfig {
     }
 }
 
+#[cfg(feature = "aws")]
 /// The shared AWS SDK configuration. Makes no network call: region and
 /// credentials come from the Lambda environment, and `AWS_ENDPOINT_URL`
 /// (the standard variable) points the clients at the local emulator.

@@ -1,6 +1,7 @@
 //! Stockroom's shared library: the domain, its ports and AWS adapters, the
 //! HTTP mapping, configuration and telemetry. Lambda binaries stay thin.
 
+#[cfg(feature = "aws")]
 pub mod adapters;
 pub mod auth;
 pub mod batches;

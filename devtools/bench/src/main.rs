@@ -1,6 +1,7 @@
 //! `make bench` entry point. So far: the batch splitter's memory as the
-//! uploaded file grows (issue 10); the other figures of docs/performance.md
-//! join it here.
+//! uploaded file grows (issue 10) and a bounded loopback load on the local
+//! gateway + items API (`load`); the other figures of docs/performance.md
+//! join them here.
 //!
 //! `stockroom-bench split-memory` runs one child process per file size; each
 //! child splits a generated NDJSON file (produced row by row as it is read,
@@ -24,6 +25,8 @@ use stockroom::ports::{
 };
 use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};
 use tokio::io::{AsyncRead, ReadBuf};
+
+mod load;
 
 const SIZES: &[u64] = &[10_000, 100_000, 1_000_000];
 
@@ -227,6 +230,7 @@ async fn main() -> Result<()> {
     {
         ["split-memory"] | [] => split_memory(),
         ["split-once", rows] => split_once(rows.parse()?).await,
-        _ => bail!("usage: stockroom-bench [split-memory]"),
+        ["load"] => load::run().await,
+        _ => bail!("usage: stockroom-bench [split-memory | load]"),
     }
 }

@@ -1,0 +1,198 @@
+//! `stockroom-bench load`: a bounded loopback load on the local gateway and
+//! the items API (issue 8, target 6). 16 clients, each sending its next
+//! request as soon as the last one is answered, for `LOAD_SECONDS` (60):
+//! 80 % `GET /v1/items/{sku}`, 20 % `POST .../adjustments` (+1/-1, so stock
+//! stays put), each client on an item of its own (one hot item would measure
+//! version conflicts, which tests/reliability covers). Prints requests/s, p50/p90/p99/max and every non-2xx answer.
+//! Reference, measured in the same run for 15 s: the same clients on
+//! `GET /v1/health` (gateway + Lambda emulation, no DynamoDB), so the ratio
+//! shows what the store path costs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use stockroom::adapters::dynamodb::DynamoApiKeyStore;
+use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key};
+use stockroom::ports::ApiKeyStore;
+
+const CLIENTS: usize = 16;
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+}
+
+struct Figures {
+    requests: u64,
+    per_second: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: BTreeMap<String, u64>,
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn drive(base: &str, key: &str, skus: Option<&[String]>, seconds: u64) -> Result<Figures> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (http, tally) = (http.clone(), tally.clone());
+        let (base, key) = (base.to_owned(), key.to_owned());
+        let sku = skus.map(|s| s[c % s.len()].clone());
+        clients.spawn(async move {
+            let mut n: u64 = 0;
+            while Instant::now() < stop {
+                n += 1;
+                let req = match &sku {
+                    None => http.get(format!("{base}/v1/health")),
+                    // Every fifth request of a client writes: +1 then -1.
+                    Some(sku) if n.is_multiple_of(5) => http
+                        .post(format!("{base}/v1/items/{sku}/adjustments"))
+                        .json(&json!({
+                            "delta": if (n / 5 + c as u64).is_multiple_of(2) { 1 } else { -1 },
+                            "reason": "correction",
+                        })),
+                    Some(sku) => http.get(format!("{base}/v1/items/{sku}")),
+                };
+                let t = Instant::now();
+                let result = req.bearer_auth(&key).send().await;
+                let us = t.elapsed().as_micros() as u64;
+                let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(resp) => {
+                        *tally.statuses.entry(resp.status().as_u16()).or_default() += 1;
+                        tally.latencies_us.push(us);
+                    }
+                    Err(_) => tally.transport_errors += 1,
+                }
+            }
+        });
+    }
+    while clients.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut tally = Arc::try_unwrap(tally)
+        .map_err(|_| anyhow::anyhow!("clients still running"))?
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    tally.latencies_us.sort_unstable();
+    let requests = tally.latencies_us.len() as u64;
+    let mut errors: BTreeMap<String, u64> = tally
+        .statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .map(|(s, n)| (s.to_string(), *n))
+        .collect();
+    if tally.transport_errors > 0 {
+        errors.insert("transport".into(), tally.transport_errors);
+    }
+    Ok(Figures {
+        requests,
+        per_second: requests as f64 / elapsed,
+        p50_ms: pct(&tally.latencies_us, 50.0),
+        p90_ms: pct(&tally.latencies_us, 90.0),
+        p99_ms: pct(&tally.latencies_us, 99.0),
+        max_ms: pct(&tally.latencies_us, 100.0),
+        errors,
+    })
+}
+
+fn print(name: &str, f: &Figures) {
+    println!(
+        "{name:<28} {:>7} requests  {:>7.1} req/s  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}",
+        f.requests,
+        f.per_second,
+        f.p50_ms,
+        f.p90_ms,
+        f.p99_ms,
+        f.max_ms,
+        if f.errors.is_empty() {
+            "0".to_owned()
+        } else {
+            format!("{:?}", f.errors)
+        }
+    );
+}
+
+/// A tenant of its own on the standard plan, as stockroom-admin makes one.
+async fn tenant() -> Result<(String, String)> {
+    let sdk = stockroom::config::aws_sdk_config().await;
+    let tenant_id = format!(
+        "bench-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let usage_key = stockroom_admin::UsagePlans::from_env(&sdk)?
+        .assign(&tenant_id, "standard")
+        .await?;
+    let table = std::env::var("API_KEYS_TABLE").context("API_KEYS_TABLE (source .local/env)")?;
+    let api_key = generate_api_key("sk_test_");
+    DynamoApiKeyStore::from_sdk_config(&sdk, table)
+        .put_key(&ApiKeyRecord {
+            key_hash: hash_api_key(&api_key),
+            key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+            tenant_id: tenant_id.clone(),
+            name: "bench".into(),
+            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            created_at: stockroom::clock::now_rfc3339(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            usage_key: Some(usage_key),
+        })
+        .await?;
+    Ok((tenant_id, api_key))
+}
+
+pub async fn run() -> Result<()> {
+    let base =
+        std::env::var("STOCKROOM_API_URL").context("STOCKROOM_API_URL (source .local/env)")?;
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let (_, key) = tenant().await?;
+    let run = ulid::Ulid::new();
+    let mut skus = Vec::new();
+    for c in 0..CLIENTS {
+        let sku = format!("LOAD-{run}-{c}");
+        let created = reqwest::Client::new()
+            .post(format!("{base}/v1/items"))
+            .bearer_auth(&key)
+            .json(&json!({"sku": sku, "name": "Load test mug", "quantity": 1000}))
+            .send()
+            .await?;
+        if created.status() != 201 {
+            bail!("creating the item: {}", created.status());
+        }
+        skus.push(sku);
+    }
+    println!("load: {CLIENTS} clients on loopback, {seconds} s (reference 15 s)");
+    let reference = drive(&base, &key, None, 15.min(seconds)).await?;
+    print("GET /v1/health (reference)", &reference);
+    let items = drive(&base, &key, Some(&skus), seconds).await?;
+    print("items 80 % GET / 20 % POST", &items);
+    println!(
+        "throughput ratio items / reference: {:.2}; p50 ratio: {:.2}",
+        items.per_second / reference.per_second,
+        items.p50_ms / reference.p50_ms.max(0.001)
+    );
+    Ok(())
+}
