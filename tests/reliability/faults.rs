@@ -195,12 +195,6 @@ async fn the_sync_api_answers_503_with_retry_after_while_the_store_is_down() -> 
         );
     }
     // Back up: everything answers, and nothing was half-applied.
-    let item: Value = t
-        .get(&format!("/v1/items/{sku}"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(item["quantity"], 5, "{item}");
+    assert_eq!(super::quantity(&t, &sku).await?, 5);
     Ok(())
 }
