@@ -43,9 +43,10 @@ webhook-listen: ## Print and verify webhook deliveries locally: make webhook-lis
 cli: ## Build the command-line client (import with progress, items, webhooks listen): target/debug/stockroom
 	cargo build -q -p stockroom-cli
 
-# The local emulator is one Python process: more concurrent batch workers than
-# it keeps up with only make their invocations time out and burn receives.
-LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2
+# The local emulator is one Python process, ~10x slower than DynamoDB: more
+# concurrent batch workers than it keeps up with, or AWS's 30 s worker timeout,
+# only make invocations run out of time and burn receives.
+LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2 BatchWorkerTimeoutSeconds=120
 # The tests revoke keys and wait out the authorizer cache, watch webhook
 # retries and let upload batches expire: keep all three short there; the
 # trial plan's daily quota is lowered so a test can use it up, and CORS is on
@@ -69,12 +70,15 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  exit $$status
 
 bench: deps ## Benchmarks (starts and stops the local stack); method and figures: docs/performance.md
+	cargo bench -p stockroom-bench --bench handler
 	cargo build $(CARGO_SELECTION) --bins
+	$${CARGO_TARGET_DIR:-target}/debug/stockroom-bench handler-summary
 	@set -euo pipefail; \
-	  STOCKROOM_PARAMETER_OVERRIDES="$(BENCH_PARAMETERS)" devtools/local.sh start; \
+	  STOCKROOM_PARAMETER_OVERRIDES="$(BENCH_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench split-memory; \
+	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench pipeline $${BENCH_RECORDS:-100000}; \
 	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench load
 
 # Parser fuzzing: cargo-fuzz (pinned) with libFuzzer and AddressSanitizer. The

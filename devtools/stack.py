@@ -420,6 +420,11 @@ def _number(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def _integer(v: Any) -> int | None:
+    """A template integer (parameters resolve to strings)."""
+    return None if v is None else int(v)
+
+
 def _mock_response(integ: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
     """A mock integration's default response: status and static headers."""
     default = ((integ.get("responses") or {}).get("default")) or {}
@@ -445,9 +450,9 @@ def _usage_plans(api_lid: str, stage: str, resources: dict[str, Any], resolver: 
         plans.append({
             "logical_id": lid,
             "name": props.get("UsagePlanName", lid),
-            "rate_limit": float(throttle["RateLimit"]) if "RateLimit" in throttle else None,
-            "burst_limit": float(throttle["BurstLimit"]) if "BurstLimit" in throttle else None,
-            "quota_limit": int(quota["Limit"]) if "Limit" in quota else None,
+            "rate_limit": _number(throttle.get("RateLimit")),
+            "burst_limit": _number(throttle.get("BurstLimit")),
+            "quota_limit": _integer(quota.get("Limit")),
             "quota_period": quota.get("Period"),
         })
     return plans

@@ -207,3 +207,40 @@ async fn cors_follows_the_stage_setting() -> anyhow::Result<()> {
     expect_problem(denied, 401, "unauthorized").await?;
     Ok(())
 }
+
+/// The benchmark's calls per record (docs/cost.md) come from these counts:
+/// a function's SDK call through the fault proxy is counted by operation.
+#[tokio::test]
+async fn the_local_stack_counts_the_functions_aws_calls() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = stockroom_tests::unique_sku("calls");
+    t.create_item(&sku, 1).await?;
+    let calls = || async {
+        let v: Value = stockroom_tests::client()
+            .get(format!("{}/_local/aws-calls", stockroom_tests::base_url()))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok(v)
+    };
+    let get_items = |v: &Value| v["functions"]["dynamodb"]["GetItem"].as_u64().unwrap_or(0);
+    let before = calls().await?;
+    let resp = t.get(&format!("/v1/items/{sku}")).send().await?;
+    assert_eq!(resp.status(), 200);
+    let after = calls().await?;
+    assert!(
+        get_items(&after) > get_items(&before),
+        "GetItem not counted: {before} -> {after}"
+    );
+    // The event source pollers' SQS calls are counted apart from the functions'.
+    assert!(
+        after["event-source-mappings"]["sqs"]["ReceiveMessage"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{after}"
+    );
+    Ok(())
+}

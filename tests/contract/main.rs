@@ -25,7 +25,14 @@ fn generated_and_passed(output: &str) -> Option<(u64, u64)> {
 #[tokio::test]
 async fn generated_requests_get_documented_answers_and_never_a_5xx() -> anyhow::Result<()> {
     let tenant = Tenant::new().await?;
+    // schemathesis keeps a replay cache (.schemathesis/) and hypothesis an
+    // example database (.hypothesis/) in its working directory: run it in an
+    // empty one, so every run is the same seeded run and the checkout stays clean.
+    let workdir = std::env::temp_dir().join(format!("stockroom-contract-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&workdir);
+    std::fs::create_dir_all(&workdir)?;
     let out = Command::new("st")
+        .current_dir(&workdir)
         .arg("run")
         .arg(format!("{}/openapi.json", base_url()))
         .args([
@@ -46,6 +53,7 @@ async fn generated_requests_get_documented_answers_and_never_a_5xx() -> anyhow::
         .args(["--no-color"])
         .output()
         .context("run schemathesis (`st`): install it with devtools/local.sh deps")?;
+    let _ = std::fs::remove_dir_all(&workdir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use stockroom_tests::{Tenant, unique_sku};
 
+mod crash;
 mod faults;
 
 fn adjust_path(sku: &str) -> String {

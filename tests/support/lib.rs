@@ -7,9 +7,9 @@
 
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use stockroom::adapters::dynamodb::DynamoApiKeyStore;
-use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key};
+use stockroom::auth::{ALL_SCOPES, generate_api_key};
 use stockroom::ports::ApiKeyStore;
 use tokio::sync::OnceCell;
 
@@ -87,26 +87,13 @@ impl Tenant {
 
     async fn key_with(tenant_id: &str, usage_key: Option<String>, scopes: &[&str]) -> Result<Self> {
         let api_key = generate_api_key("sk_test_");
-        let key_id = format!("key_{}", uuid::Uuid::new_v4().simple());
-        keys()
-            .await?
-            .put_key(&ApiKeyRecord {
-                key_hash: hash_api_key(&api_key),
-                key_id: key_id.clone(),
-                tenant_id: tenant_id.to_owned(),
-                name: "test".into(),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                created_at: stockroom::clock::now_rfc3339(),
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-                usage_key: usage_key.clone(),
-            })
-            .await?;
+        let record =
+            stockroom_admin::key_record(&api_key, tenant_id, "test", scopes, usage_key.clone());
+        keys().await?.put_key(&record).await?;
         Ok(Self {
             tenant_id: tenant_id.to_owned(),
             api_key,
-            key_id,
+            key_id: record.key_id,
             usage_key,
             client: client(),
         })
@@ -319,6 +306,118 @@ pub async fn all_failures(tenant: &Tenant, batch_id: &str) -> Result<Vec<(String
                 f["code"].as_str().unwrap_or_default().to_owned(),
             ));
         }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Creates an upload batch for `file` and PUTs it as instructed; returns
+/// the batch id and the 202 body.
+pub async fn upload(t: &Tenant, mode: &str, format: &str, file: &[u8]) -> Result<(String, Value)> {
+    upload_declaring(t, mode, format, file, file.len()).await
+}
+
+pub async fn create_upload(t: &Tenant, mode: &str, format: &str, declared: usize) -> Result<Value> {
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": mode, "format": format, "upload": true, "size_bytes": declared}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status() == 202,
+        "POST: {} {:?}",
+        resp.status(),
+        resp.text().await
+    );
+    let body: Value = resp.json().await?;
+    anyhow::ensure!(body["status"] == "awaiting_upload", "{body}");
+    Ok(body)
+}
+
+/// PUTs `bytes` to the batch's upload URL with the headers it names (the
+/// declared content-length among them, as the signature requires).
+pub async fn put_file(accepted: &Value, bytes: &[u8]) -> Result<reqwest::Response> {
+    let target = &accepted["upload"];
+    anyhow::ensure!(target["method"] == "PUT", "{target}");
+    let mut req = client().put(target["url"].as_str().unwrap_or_default());
+    for (name, value) in target["headers"].as_object().into_iter().flatten() {
+        // reqwest sets content-length from the body; a truncated upload
+        // sends fewer bytes than the URL was signed for.
+        if name != "content-length" {
+            req = req.header(name, value.as_str().unwrap_or_default());
+        }
+    }
+    Ok(req.body(bytes.to_vec()).send().await?)
+}
+
+pub async fn upload_declaring(
+    t: &Tenant,
+    mode: &str,
+    format: &str,
+    file: &[u8],
+    declared: usize,
+) -> Result<(String, Value)> {
+    let accepted = create_upload(t, mode, format, declared).await?;
+    let resp = put_file(&accepted, file).await?;
+    anyhow::ensure!(resp.status().is_success(), "PUT: {}", resp.status());
+    Ok((
+        accepted["batch_id"].as_str().unwrap_or_default().to_owned(),
+        accepted,
+    ))
+}
+
+/// Creates `skus` (upserts in inline isolated batches of 5,000) with `quantity`
+/// each, and waits until they are applied.
+pub async fn seed(t: &Tenant, skus: &[String], quantity: i64) -> Result<()> {
+    for group in skus.chunks(5000) {
+        let records: Vec<Value> = group
+            .iter()
+            .map(|s| json!({"id": s, "op": "upsert", "sku": s, "name": "Seed", "quantity": quantity}))
+            .collect();
+        let resp = t
+            .post_json(
+                "/v1/batches",
+                &json!({"mode": "isolated", "records": records}),
+            )
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 202, "seed: {}", resp.status());
+        let id = resp.json::<Value>().await?["batch_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        anyhow::ensure!(
+            wait_for_batch(t, &id, std::time::Duration::from_secs(120)).await?["status"]
+                == "completed"
+        );
+    }
+    Ok(())
+}
+
+/// Every element of `field` over all pages of a cursor-paginated GET
+/// (`path` without `cursor`; it may carry other query parameters).
+pub async fn all_pages(tenant: &Tenant, path: &str, field: &str) -> Result<Vec<Value>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}{separator}cursor={c}"),
+            None => path.to_owned(),
+        };
+        let page = get_retrying(tenant, &page_path, deadline).await?;
+        out.extend(
+            page[field]
+                .as_array()
+                .with_context(|| format!("{field} in {page}"))?
+                .iter()
+                .cloned(),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => return Ok(out),

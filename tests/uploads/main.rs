@@ -6,78 +6,12 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 use stockroom_tests::{
-    Tenant, all_failures, client, expect_problem, function_env, unique_sku, wait_for_batch,
+    Tenant, all_failures, create_upload, expect_problem, function_env, put_file, seed, unique_sku,
+    upload, upload_declaring, wait_for_batch,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
 const BIG_WAIT: Duration = Duration::from_secs(1800);
-
-/// Creates an upload batch for `file` and PUTs it as instructed; returns
-/// the batch id and the 202 body.
-async fn upload(
-    t: &Tenant,
-    mode: &str,
-    format: &str,
-    file: &[u8],
-) -> anyhow::Result<(String, Value)> {
-    upload_declaring(t, mode, format, file, file.len()).await
-}
-
-async fn create_upload(
-    t: &Tenant,
-    mode: &str,
-    format: &str,
-    declared: usize,
-) -> anyhow::Result<Value> {
-    let resp = t
-        .post_json(
-            "/v1/batches",
-            &json!({"mode": mode, "format": format, "upload": true, "size_bytes": declared}),
-        )
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status() == 202,
-        "POST: {} {:?}",
-        resp.status(),
-        resp.text().await
-    );
-    let body: Value = resp.json().await?;
-    anyhow::ensure!(body["status"] == "awaiting_upload", "{body}");
-    Ok(body)
-}
-
-/// PUTs `bytes` to the batch's upload URL with the headers it names (the
-/// declared content-length among them, as the signature requires).
-async fn put_file(accepted: &Value, bytes: &[u8]) -> anyhow::Result<reqwest::Response> {
-    let target = &accepted["upload"];
-    anyhow::ensure!(target["method"] == "PUT", "{target}");
-    let mut req = client().put(target["url"].as_str().unwrap_or_default());
-    for (name, value) in target["headers"].as_object().into_iter().flatten() {
-        // reqwest sets content-length from the body; a truncated upload
-        // sends fewer bytes than the URL was signed for.
-        if name != "content-length" {
-            req = req.header(name, value.as_str().unwrap_or_default());
-        }
-    }
-    Ok(req.body(bytes.to_vec()).send().await?)
-}
-
-async fn upload_declaring(
-    t: &Tenant,
-    mode: &str,
-    format: &str,
-    file: &[u8],
-    declared: usize,
-) -> anyhow::Result<(String, Value)> {
-    let accepted = create_upload(t, mode, format, declared).await?;
-    let resp = put_file(&accepted, file).await?;
-    anyhow::ensure!(resp.status().is_success(), "PUT: {}", resp.status());
-    Ok((
-        accepted["batch_id"].as_str().unwrap_or_default().to_owned(),
-        accepted,
-    ))
-}
 
 async fn quantity(t: &Tenant, sku: &str) -> anyhow::Result<Option<i64>> {
     let resp = t.get(&format!("/v1/items/{sku}")).send().await?;
@@ -86,29 +20,6 @@ async fn quantity(t: &Tenant, sku: &str) -> anyhow::Result<Option<i64>> {
         404 => Ok(None),
         s => anyhow::bail!("GET {sku}: {s}"),
     }
-}
-
-async fn seed(t: &Tenant, skus: &[String], quantity: i64) -> anyhow::Result<()> {
-    for group in skus.chunks(5000) {
-        let records: Vec<Value> = group
-            .iter()
-            .map(|s| json!({"id": s, "op": "upsert", "sku": s, "name": "Seed", "quantity": quantity}))
-            .collect();
-        let resp = t
-            .post_json(
-                "/v1/batches",
-                &json!({"mode": "isolated", "records": records}),
-            )
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status() == 202, "seed: {}", resp.status());
-        let id = resp.json::<Value>().await?["batch_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        anyhow::ensure!(wait_for_batch(t, &id, WAIT).await?["status"] == "completed");
-    }
-    Ok(())
 }
 
 /// A nightly stock count: one absolute quantity per sku, 200,000 rows, with

@@ -201,3 +201,27 @@ impl UsagePlans {
         Ok(value)
     }
 }
+
+/// The stored record of a new API key `api_key` of `tenant_id` (its SHA-256,
+/// never the key): how the CLI, the tests and the benchmarks make keys.
+/// `usage_key` is the tenant's usage-plan key ([`UsagePlans::assign`]).
+pub fn key_record(
+    api_key: &str,
+    tenant_id: &str,
+    name: &str,
+    scopes: &[impl AsRef<str>],
+    usage_key: Option<String>,
+) -> stockroom::auth::ApiKeyRecord {
+    stockroom::auth::ApiKeyRecord {
+        key_hash: stockroom::auth::hash_api_key(api_key),
+        key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+        tenant_id: tenant_id.to_owned(),
+        name: name.to_owned(),
+        scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
+        created_at: stockroom::clock::now_rfc3339(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        usage_key,
+    }
+}

@@ -12,11 +12,11 @@
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key, key_prefix};
+use stockroom::auth::{ALL_SCOPES, generate_api_key, key_prefix};
 use stockroom::domain::TenantId;
 use stockroom::ports::ApiKeyStore;
-use stockroom::{adapters::dynamodb::DynamoApiKeyStore, clock, config};
-use stockroom_admin::{PLANS, UsagePlans};
+use stockroom::{adapters::dynamodb::DynamoApiKeyStore, config};
+use stockroom_admin::{PLANS, UsagePlans, key_record};
 
 const USAGE: &str = "usage: stockroom-admin create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
        stockroom-admin set-plan --tenant-id ID --plan standard|trial";
@@ -126,18 +126,13 @@ async fn main() -> anyhow::Result<()> {
     if api_key.len() < 24 {
         bail!("--api-key must be at least 24 characters");
     }
-    let record = ApiKeyRecord {
-        key_hash: hash_api_key(&api_key),
-        key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
-        tenant_id: tenant_id.clone(),
-        name: format!("{} admin key", args.name),
-        scopes: args.scopes,
-        created_at: clock::now_rfc3339(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        usage_key: Some(usage_key),
-    };
+    let record = key_record(
+        &api_key,
+        &tenant_id,
+        &format!("{} admin key", args.name),
+        &args.scopes,
+        Some(usage_key),
+    );
     let store = DynamoApiKeyStore::from_sdk_config(&sdk, table);
     match store.put_key(&record).await {
         Ok(()) => {}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use stockroom::adapters::dynamodb::DynamoApiKeyStore;
-use stockroom::auth::{ALL_SCOPES, ApiKeyRecord, generate_api_key, hash_api_key};
+use stockroom::auth::{ALL_SCOPES, generate_api_key};
 use stockroom::ports::ApiKeyStore;
 
 const CLIENTS: usize = 16;
@@ -133,7 +133,7 @@ fn print(name: &str, f: &Figures) {
 }
 
 /// A tenant of its own on the standard plan, as stockroom-admin makes one.
-async fn tenant() -> Result<(String, String)> {
+pub(crate) async fn tenant() -> Result<(String, String)> {
     let sdk = stockroom::config::aws_sdk_config().await;
     let tenant_id = format!(
         "bench-{}",
@@ -144,19 +144,10 @@ async fn tenant() -> Result<(String, String)> {
         .await?;
     let table = std::env::var("API_KEYS_TABLE").context("API_KEYS_TABLE (source .local/env)")?;
     let api_key = generate_api_key("sk_test_");
+    let record =
+        stockroom_admin::key_record(&api_key, &tenant_id, "bench", ALL_SCOPES, Some(usage_key));
     DynamoApiKeyStore::from_sdk_config(&sdk, table)
-        .put_key(&ApiKeyRecord {
-            key_hash: hash_api_key(&api_key),
-            key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
-            tenant_id: tenant_id.clone(),
-            name: "bench".into(),
-            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
-            created_at: stockroom::clock::now_rfc3339(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            usage_key: Some(usage_key),
-        })
+        .put_key(&record)
         .await?;
     Ok((tenant_id, api_key))
 }
@@ -187,8 +178,18 @@ pub async fn run() -> Result<()> {
     println!("load: {CLIENTS} clients on loopback, {seconds} s (reference 15 s)");
     let reference = drive(&base, &key, None, 15.min(seconds)).await?;
     print("GET /v1/health (reference)", &reference);
+    let http = reqwest::Client::new();
+    let before = crate::pipeline::aws_calls(&http, &base).await?;
+    let offsets = crate::pipeline::log_offsets(&["authorizer", "items-api"]);
     let items = drive(&base, &key, Some(&skus), seconds).await?;
+    let after = crate::pipeline::aws_calls(&http, &base).await?;
     print("items 80 % GET / 20 % POST", &items);
+    crate::pipeline::print_calls(&before, &after, items.requests, "request");
+    crate::pipeline::print_reports(
+        &crate::pipeline::reports_since(&offsets)?,
+        items.requests,
+        "request",
+    );
     println!(
         "throughput ratio items / reference: {:.2}; p50 ratio: {:.2}",
         items.per_second / reference.per_second,

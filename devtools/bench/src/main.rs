@@ -26,7 +26,9 @@ use stockroom::ports::{
 use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};
 use tokio::io::{AsyncRead, ReadBuf};
 
+mod cold;
 mod load;
+mod pipeline;
 
 const SIZES: &[u64] = &[10_000, 100_000, 1_000_000];
 
@@ -71,6 +73,40 @@ struct GeneratedUploads {
     rows: u64,
 }
 
+impl GeneratedUploads {
+    fn file_size(&self) -> u64 {
+        (1..=self.rows).map(|r| line(r).len() as u64).sum()
+    }
+}
+
+/// The header of an upload batch whose file (`uploads`) has arrived.
+fn upload_header(batch_id: &str, uploads: &GeneratedUploads) -> Batch {
+    let now = stockroom::clock::now_rfc3339();
+    Batch {
+        batch_id: batch_id.to_owned(),
+        mode: BatchMode::Isolated,
+        status: BatchStatus::AwaitingUpload,
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+        completed_at: None,
+        request_id: "bench".into(),
+        chunks_total: 0,
+        chunks_done: 0,
+        records_read: 0,
+        records_enqueued: 0,
+        upload: Some(UploadInfo {
+            format: UploadFormat::Ndjson,
+            size_bytes: uploads.file_size(),
+            url_expires_at: now.clone(),
+            expires_at: now,
+        }),
+        error: None,
+    }
+}
+
 #[async_trait]
 impl UploadStore for GeneratedUploads {
     async fn presign_put(
@@ -82,7 +118,7 @@ impl UploadStore for GeneratedUploads {
         Err(StoreError::Backend("not used by the benchmark".into()))
     }
     async fn size(&self, _: &str) -> Result<Option<u64>, StoreError> {
-        Ok(Some(self.rows * line(0).len() as u64))
+        Ok(Some(self.file_size()))
     }
     async fn open(&self, _: &str) -> Result<UploadBody, StoreError> {
         Ok(Box::new(GeneratedFile {
@@ -127,34 +163,12 @@ async fn split_once(rows: u64) -> Result<()> {
     let sdk = stockroom::config::aws_sdk_config().await;
     let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
     let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
-    let now = stockroom::clock::now_rfc3339();
     let batch_id = format!("b_bench{rows}x{}", std::process::id());
     let uploads = GeneratedUploads { rows };
-    let size = uploads.size("").await?.unwrap_or(0);
-    let header = Batch {
-        batch_id: batch_id.clone(),
-        mode: BatchMode::Isolated,
-        status: BatchStatus::AwaitingUpload,
-        total: 0,
-        succeeded: 0,
-        failed: 0,
-        created_at: now.clone(),
-        updated_at: now.clone(),
-        completed_at: None,
-        request_id: "bench".into(),
-        chunks_total: 0,
-        chunks_done: 0,
-        records_read: 0,
-        records_enqueued: 0,
-        upload: Some(UploadInfo {
-            format: UploadFormat::Ndjson,
-            size_bytes: size,
-            url_expires_at: now.clone(),
-            expires_at: now,
-        }),
-        error: None,
-    };
-    store.create_batch(&tenant, &header, None).await?;
+    let size = uploads.file_size();
+    store
+        .create_batch(&tenant, &upload_header(&batch_id, &uploads), None)
+        .await?;
     let queue = Arc::new(CountingQueue::default());
     let splitter = UploadSplitter::new(store, Arc::new(uploads), queue.clone(), Arc::new(NoEvents));
     let started = Instant::now();
@@ -219,6 +233,41 @@ fn split_memory() -> Result<()> {
     Ok(())
 }
 
+/// Reads the medians criterion stored for the handler benchmark
+/// (`<target>/criterion/<group>/<case>/new/estimates.json`) and prints them
+/// against the 50 µs target.
+fn handler_summary() -> Result<()> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let group = std::path::Path::new(&target)
+        .join("criterion")
+        .join("items-api warm invocation, store in-process");
+    let mut cases: Vec<_> = std::fs::read_dir(&group)
+        .with_context(|| format!("{}: run the handler benchmark first", group.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("new/estimates.json").is_file())
+        .collect();
+    cases.sort_by_key(|e| e.file_name());
+    println!(
+        "warm items-api invocation, store in-process (criterion median = p50; target <= 50 µs)"
+    );
+    for case in cases {
+        let estimates: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(case.path().join("new/estimates.json"))?)?;
+        let benchmark: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(case.path().join("new/benchmark.json"))?)?;
+        let median_us = estimates["median"]["point_estimate"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1000.0;
+        println!(
+            "  {:<40} p50 {median_us:>7.1} µs  {:>5.2} of the target",
+            benchmark["function_id"].as_str().unwrap_or_default(),
+            median_us / 50.0
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -231,6 +280,13 @@ async fn main() -> Result<()> {
         ["split-memory"] | [] => split_memory(),
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
-        _ => bail!("usage: stockroom-bench [split-memory | load]"),
+        ["handler-summary"] => handler_summary(),
+        ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9).await,
+        ["cold-start", bin_dir, rounds] => cold::run(bin_dir.into(), rounds.parse()?).await,
+        ["pipeline"] => pipeline::run(100_000).await,
+        ["pipeline", records] => pipeline::run(records.parse()?).await,
+        _ => bail!(
+            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds] | handler-summary]"
+        ),
     }
 }

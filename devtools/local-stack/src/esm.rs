@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
+use crate::emulator::{self, AwsCalls, Caller};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::spec::{EventSourceSpec, Stack};
 
@@ -68,6 +69,7 @@ pub struct Sqs {
     http: reqwest::Client,
     endpoint: String,
     region: String,
+    calls: Arc<AwsCalls>,
 }
 
 /// One received message, as ReceiveMessage (JSON protocol) returns it.
@@ -89,7 +91,7 @@ pub struct SqsMessage {
 }
 
 impl Sqs {
-    pub fn new(endpoint: &str, region: &str) -> Self {
+    pub fn new(endpoint: &str, region: &str, calls: Arc<AwsCalls>) -> Self {
         Sqs {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -97,35 +99,25 @@ impl Sqs {
                 .expect("reqwest client"),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
+            calls,
         }
     }
 
     async fn call(&self, op: &str, body: Value, timeout: Duration) -> Result<Value, SqsError> {
-        let now = time::OffsetDateTime::now_utc();
-        let date = format!(
-            "{:04}{:02}{:02}",
-            now.year(),
-            u8::from(now.month()),
-            now.day()
-        );
-        let amz_date = format!(
-            "{date}T{:02}{:02}{:02}Z",
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
+        self.calls.count(Caller::EventSourceMappings, "sqs", op);
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))
             .timeout(timeout)
             .header("content-type", "application/x-amz-json-1.0")
             .header("x-amz-target", format!("AmazonSQS.{op}"))
-            .header("x-amz-date", amz_date)
+            .header("x-amz-date", emulator::amz_date())
             .header(
                 "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=test/{date}/{}/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0",
-                    self.region
+                emulator::authorization(
+                    "sqs",
+                    &self.region,
+                    "content-type;host;x-amz-date;x-amz-target",
                 ),
             )
             .body(body.to_string())

@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::emulator::{self, AwsCalls, Caller};
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Rule {
     #[serde(default)]
@@ -80,17 +82,7 @@ struct Proxy {
     upstream: String,
     http: reqwest::Client,
     rules: Mutex<Vec<Rule>>,
-}
-
-/// The service a call is for, from the SigV4 credential scope
-/// (`Credential=<key>/<date>/<region>/<service>/aws4_request`).
-fn service_of(authorization: &str) -> String {
-    authorization
-        .split("Credential=")
-        .nth(1)
-        .and_then(|c| c.split('/').nth(3))
-        .unwrap_or_default()
-        .to_string()
+    calls: Arc<AwsCalls>,
 }
 
 /// Why a request gets no answer: hyper closes the connection.
@@ -318,7 +310,7 @@ impl Proxy {
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .map(service_of)
+            .map(emulator::service_of)
             .unwrap_or_default();
         let target = parts
             .headers
@@ -326,6 +318,16 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let operation = emulator::operation_of(&target, &body);
+        self.calls.count(Caller::Functions, &service, &operation);
+        if let Some(items) = emulator::items_written(&operation, &body) {
+            self.calls.add(
+                Caller::Functions,
+                &service,
+                &format!("{operation}.items"),
+                items,
+            );
+        }
         let fault = self.pick(&service, &target, &body);
         if let Some(kind) = fault {
             tracing::info!(service, target, fault = kind.name(), "fault injected");
@@ -362,8 +364,13 @@ impl Proxy {
     }
 }
 
-/// Serves the proxy on `listener`, forwarding to `upstream`.
-pub async fn serve(listener: TcpListener, upstream: String) -> anyhow::Result<()> {
+/// Serves the proxy on `listener`, forwarding to `upstream` and counting
+/// every call in `calls`.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: String,
+    calls: Arc<AwsCalls>,
+) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy {
         upstream: upstream.trim_end_matches('/').to_string(),
         http: reqwest::Client::builder()
@@ -371,6 +378,7 @@ pub async fn serve(listener: TcpListener, upstream: String) -> anyhow::Result<()
             .timeout(Duration::from_secs(60))
             .build()?,
         rules: Mutex::new(Vec::new()),
+        calls,
     });
     loop {
         let (stream, _peer): (_, SocketAddr) = listener.accept().await?;
@@ -392,21 +400,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_service_comes_from_the_credential_scope() {
-        assert_eq!(
-            service_of(
-                "AWS4-HMAC-SHA256 Credential=test/20261127/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x"
-            ),
-            "dynamodb"
-        );
-        assert_eq!(service_of("garbage"), "");
-    }
-
-    #[test]
     fn rules_fire_only_on_matching_bodies_and_services() {
         let proxy = Proxy {
             upstream: String::new(),
             http: reqwest::Client::new(),
+            calls: Arc::default(),
             rules: Mutex::new(vec![Rule {
                 id: "r".into(),
                 needle: "t-123".into(),

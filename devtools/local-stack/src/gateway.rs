@@ -19,7 +19,7 @@ use crate::gwresponse::{self, Context as GwContext, ResponseType};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::policy::{self, Decision};
 use crate::routes::Router as RouteTable;
-use crate::spec::{ApiSpec, AuthorizerSpec};
+use crate::spec::{ApiKeySource, ApiSpec, AuthorizerSpec};
 use crate::usage::{TokenBucket, UsagePlans, Verdict};
 
 /// REST API payload limit.
@@ -730,7 +730,7 @@ impl Gateway {
         }
 
         if route.api_key_required {
-            let key = if self.api.api_key_source == "AUTHORIZER" {
+            let key = if self.api.api_key_source == ApiKeySource::Authorizer {
                 usage_identifier_key.as_deref()
             } else {
                 r.header("x-api-key")

@@ -9,6 +9,7 @@
 //! running every function as its pre-built binary under a Lambda Runtime API
 //! emulator.
 
+mod emulator;
 mod esm;
 mod faults;
 mod filter;
@@ -150,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         }
         stack.endpoint = ep.clone();
     }
+    let aws_calls = Arc::new(emulator::AwsCalls::default());
     // The fault proxy sits between the functions and the emulator for the
     // services whose failures the pipeline must survive (S3 and KMS go direct).
     let fault_proxy = match args.fault_proxy_addr {
@@ -169,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             Some(tokio::spawn(faults::serve(
                 listener,
                 stack.endpoint.clone(),
+                aws_calls.clone(),
             )))
         }
         None => None,
@@ -200,13 +203,22 @@ async fn main() -> anyhow::Result<()> {
 
     let gw = Arc::new(gateway::Gateway::new(lambda.clone())?);
     let event_sources = Arc::new(esm::EventSources::new(&stack));
-    let debug_routes = axum::Router::new().route(
-        "/_local/event-sources",
-        axum::routing::get({
-            let es = event_sources.clone();
-            move || async move { axum::Json(es.status()) }
-        }),
-    );
+    let debug_routes = axum::Router::new()
+        .route(
+            "/_local/event-sources",
+            axum::routing::get({
+                let es = event_sources.clone();
+                move || async move { axum::Json(es.status()) }
+            }),
+        )
+        // The functions' calls are counted only with the fault proxy on.
+        .route(
+            "/_local/aws-calls",
+            axum::routing::get({
+                let calls = aws_calls.clone();
+                move || async move { axum::Json(calls.snapshot()) }
+            }),
+        );
     let api_listener = TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding the API on {}", args.api_addr))?;
@@ -252,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
 
     let pollers = event_sources.start(
         lambda.clone(),
-        esm::Sqs::new(&stack.endpoint, &stack.region),
+        esm::Sqs::new(&stack.endpoint, &stack.region, aws_calls.clone()),
         stop_rx.clone(),
     );
 

@@ -80,9 +80,8 @@ pub struct ApiSpec {
     pub stage_variables: BTreeMap<String, String>,
     #[serde(default)]
     pub throttling: Option<BTreeMap<String, Throttle>>,
-    /// `HEADER` (x-api-key) or `AUTHORIZER` (the authorizer's usageIdentifierKey).
-    #[serde(default = "default_api_key_source")]
-    pub api_key_source: String,
+    #[serde(default)]
+    pub api_key_source: ApiKeySource,
     #[serde(default)]
     pub usage_plans: Vec<UsagePlanSpec>,
     pub routes: Vec<RouteSpec>,
@@ -94,8 +93,15 @@ pub struct ApiSpec {
     pub binary_media_types: Vec<String>,
 }
 
-fn default_api_key_source() -> String {
-    "HEADER".into()
+/// Where API Gateway reads the key a request is metered against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiKeySource {
+    /// The `x-api-key` header.
+    #[default]
+    Header,
+    /// The authorizer's `usageIdentifierKey`.
+    Authorizer,
 }
 
 /// An `AWS::ApiGateway::UsagePlan` of the API's stage, as the template sets it.

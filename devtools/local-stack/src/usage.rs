@@ -67,7 +67,8 @@ fn period_label(period: &str, now: time::OffsetDateTime) -> String {
 }
 
 struct KeyState {
-    plan: String,
+    /// The plan whose bucket `bucket` is; `None` until the key's first request.
+    plan: Option<String>,
     bucket: Option<TokenBucket>,
     period: String,
     used: u64,
@@ -120,14 +121,14 @@ impl UsagePlans {
         let period = period_label(spec.quota_period.as_deref().unwrap_or("DAY"), now);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let state = keys.entry(key.to_string()).or_insert_with(|| KeyState {
-            plan: String::new(),
+            plan: None,
             bucket: None,
             period: period.clone(),
             used: 0,
         });
-        if state.plan != plan {
+        if state.plan.as_ref() != Some(&plan) {
             // New key, or moved to another plan: that plan's bucket, full.
-            state.plan = plan.clone();
+            state.plan = Some(plan.clone());
             state.bucket = match (spec.rate_limit, spec.burst_limit) {
                 (Some(rate), Some(burst)) if rate > 0.0 && burst > 0.0 => {
                     Some(TokenBucket::new(rate, burst))
@@ -197,13 +198,6 @@ impl UsagePlans {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let date = time::OffsetDateTime::now_utc();
-        let day = format!(
-            "{:04}{:02}{:02}",
-            date.year(),
-            u8::from(date.month()),
-            date.day()
-        );
         let resp = self
             .http
             .get(format!("{}{path}", self.endpoint))
@@ -211,10 +205,7 @@ impl UsagePlans {
             // check the signature.
             .header(
                 "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=test/{day}/{}/apigateway/aws4_request, SignedHeaders=host, Signature=0",
-                    self.region
-                ),
+                crate::emulator::authorization("apigateway", &self.region, "host"),
             )
             .send()
             .await?;

@@ -1,0 +1,208 @@
+//! Warm handler overhead (issue 8, target 2): what one warm items-api
+//! invocation costs besides the store. Each iteration takes the API Gateway
+//! event as the Lambda runtime hands it over (JSON bytes from
+//! `events/items-api/`), deserialises it, runs lambda_http's adapter and the
+//! router (routing, auth context from the authorizer, validation, the
+//! service, problem mapping, response serialisation) and serialises the
+//! Lambda response to bytes — with the DynamoDB store replaced by an
+//! in-process map. Not included: the runtime's HTTP exchange with the
+//! Runtime API, and log output (no subscriber is installed here).
+//!
+//! `cargo bench -p stockroom-bench --bench handler` (part of `make bench`);
+//! criterion prints the median (p50) per request for each case.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use lambda_http::lambda_runtime::{Context, LambdaEvent, Service as _};
+use lambda_http::request::LambdaRequest;
+use serde_json::Value;
+use stockroom::cursor::CursorCodec;
+use stockroom::domain::{Item, Movement, Sku, TenantId};
+use stockroom::http::{AppState, router};
+use stockroom::ports::{IdempotencyRecord, ItemStore, NoEvents, Page, PageKey, StoreError};
+use stockroom::service::ItemsService;
+
+/// Items in a map, with the DynamoDB store's create and read semantics.
+#[derive(Default)]
+struct MemItems {
+    items: Mutex<HashMap<(String, String), Item>>,
+}
+
+fn not_benchmarked() -> StoreError {
+    StoreError::Backend("not part of the handler benchmark".into())
+}
+
+#[async_trait]
+impl ItemStore for MemItems {
+    async fn get_item(&self, tenant: &TenantId, sku: &Sku) -> Result<Option<Item>, StoreError> {
+        let items = self.items.lock().map_err(|_| not_benchmarked())?;
+        Ok(items
+            .get(&(tenant.to_string(), sku.as_str().to_owned()))
+            .cloned())
+    }
+
+    async fn create_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        _opening: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        let mut items = self.items.lock().map_err(|_| not_benchmarked())?;
+        match items.entry((tenant.to_string(), item.sku.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::AlreadyExists),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(item.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn replace_item(&self, _: &TenantId, _: &Item, _: u64) -> Result<(), StoreError> {
+        Err(not_benchmarked())
+    }
+
+    async fn delete_item(
+        &self,
+        _: &TenantId,
+        _: &Sku,
+        _: u64,
+        _: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        Err(not_benchmarked())
+    }
+
+    async fn list_items(
+        &self,
+        _: &TenantId,
+        _: u32,
+        _: Option<PageKey>,
+    ) -> Result<Page<Item>, StoreError> {
+        Err(not_benchmarked())
+    }
+
+    async fn record_adjustment(
+        &self,
+        _: &TenantId,
+        _: &Item,
+        _: u64,
+        _: &Movement,
+        _: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        Err(not_benchmarked())
+    }
+
+    async fn list_movements(
+        &self,
+        _: &TenantId,
+        _: &Sku,
+        _: u32,
+        _: Option<PageKey>,
+    ) -> Result<Page<Movement>, StoreError> {
+        Err(not_benchmarked())
+    }
+
+    async fn get_idempotency(
+        &self,
+        _: &TenantId,
+        _: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(None)
+    }
+}
+
+fn event(name: &str) -> Value {
+    let path = format!(
+        "{}/../../events/items-api/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The POST event for a new sku (each iteration creates another item).
+fn create_event(template: &Value, n: u64) -> Vec<u8> {
+    let mut e = template.clone();
+    let mut body: Value =
+        serde_json::from_str(e["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+    body["sku"] = Value::String(format!("BENCH-{n}"));
+    e["body"] = Value::String(body.to_string());
+    serde_json::to_vec(&e).unwrap_or_default()
+}
+
+/// One warm invocation: event bytes in, response bytes out.
+async fn invoke(app: &axum::Router, event: &[u8]) -> Vec<u8> {
+    let request: LambdaRequest = serde_json::from_slice(event).expect("event");
+    let mut adapter = lambda_http::Adapter::from(app.clone());
+    let response = adapter
+        .call(LambdaEvent::new(request, Context::default()))
+        .await
+        .expect("handler");
+    serde_json::to_vec(&response).expect("response")
+}
+
+/// Checked before and after measuring, not inside the timed loop.
+async fn status(app: &axum::Router, event: &[u8]) -> u64 {
+    let bytes = invoke(app, event).await;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["statusCode"].as_u64())
+        .unwrap_or(0)
+}
+
+fn handler(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = Arc::new(MemItems::default());
+    let app = router(AppState {
+        items: ItemsService::new(store.clone(), Arc::new(NoEvents)),
+        cursors: CursorCodec::new(vec![7u8; 64]),
+        function: "items-api-bench".into(),
+    });
+    let get = serde_json::to_vec(&event("get-item")).unwrap_or_default();
+    let create = event("create-item");
+    // The item the GET reads, created through the handler itself.
+    let first = serde_json::to_vec(&create).unwrap_or_default();
+    assert_eq!(rt.block_on(status(&app, &first)), 201);
+    assert_eq!(rt.block_on(status(&app, &get)), 200);
+
+    let mut g = c.benchmark_group("items-api warm invocation, store in-process");
+    g.bench_function("GET /v1/items/{sku} (200)", |b| {
+        b.to_async(&rt).iter(|| invoke(&app, &get));
+    });
+    let mut n = 0u64;
+    g.bench_function("POST /v1/items (201)", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                n += 1;
+                create_event(&create, n)
+            },
+            |e| {
+                let app = &app;
+                async move { invoke(app, &e).await }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    let missing = {
+        let mut e = event("get-item");
+        e["path"] = Value::String("/v1/items/NOPE-1".into());
+        e["pathParameters"]["sku"] = Value::String("NOPE-1".into());
+        serde_json::to_vec(&e).unwrap_or_default()
+    };
+    assert_eq!(rt.block_on(status(&app, &missing)), 404);
+    g.bench_function("GET /v1/items/{sku} (404 problem)", |b| {
+        b.to_async(&rt).iter(|| invoke(&app, &missing));
+    });
+    g.finish();
+    // Every timed POST created its item (none answered 409 or 500).
+    let created = store.items.lock().map(|m| m.len() as u64).unwrap_or(0);
+    assert_eq!(created, n + 1, "POSTs that created an item");
+}
+
+criterion_group!(benches, handler);
+criterion_main!(benches);
