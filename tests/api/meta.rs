@@ -234,9 +234,15 @@ async fn the_local_stack_counts_the_functions_aws_calls() -> anyhow::Result<()> 
         get_items(&after) > get_items(&before),
         "GetItem not counted: {before} -> {after}"
     );
-    // The event source pollers' SQS calls are counted apart from the functions'.
+    // The event source pollers' SQS calls are counted apart from the
+    // functions', per queue.
+    let chunks_queue = std::env::var("BATCH_QUEUE_URL")?
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
-        after["event-source-mappings"]["sqs"]["ReceiveMessage"]
+        after["event-source-mappings"][format!("sqs/{chunks_queue}")]["ReceiveMessage"]
             .as_u64()
             .unwrap_or(0)
             > 0,

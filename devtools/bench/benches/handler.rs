@@ -153,6 +153,10 @@ async fn status(app: &axum::Router, event: &[u8]) -> u64 {
 }
 
 fn handler(c: &mut Criterion) {
+    // As the template's Globals set it for every function: routes see
+    // `/v1/...`, not `/<stage>/v1/...`.
+    // SAFETY: set before any other thread exists (criterion runs this on main).
+    unsafe { std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true") };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -64,6 +64,25 @@ pub fn operation_of(target: &str, body: &[u8]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The service a call is counted under: SQS calls per queue
+/// (`sqs/<queue name>`, from the JSON protocol's `QueueUrl`), so a benchmark
+/// can tell a pipeline's queue from the idle polling of the others.
+pub fn counted_service(service: &str, body: &[u8]) -> String {
+    if service != "sqs" {
+        return service.to_string();
+    }
+    let queue = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["QueueUrl"]
+                .as_str()
+                .and_then(|u| u.rsplit('/').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("sqs/{queue}")
+}
+
 /// How many items a DynamoDB write call writes (transaction actions, batch
 /// requests; 1 for a single-item write), for the write-unit estimate of the
 /// cost model. `None` for other calls.
@@ -175,6 +194,14 @@ mod tests {
             "Publish"
         );
         assert_eq!(operation_of("", b"{}"), "unknown");
+    }
+
+    #[test]
+    fn sqs_calls_are_counted_per_queue() {
+        let body = br#"{"QueueUrl": "http://127.0.0.1:5000/123456789012/stack-BatchChunksQueue", "MaxNumberOfMessages": 10}"#;
+        assert_eq!(counted_service("sqs", body), "sqs/stack-BatchChunksQueue");
+        assert_eq!(counted_service("sqs", b"Action=x"), "sqs/unknown");
+        assert_eq!(counted_service("dynamodb", body), "dynamodb");
     }
 
     #[test]

@@ -104,7 +104,12 @@ impl Sqs {
     }
 
     async fn call(&self, op: &str, body: Value, timeout: Duration) -> Result<Value, SqsError> {
-        self.calls.count(Caller::EventSourceMappings, "sqs", op);
+        let queue = body["QueueUrl"]
+            .as_str()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or("unknown");
+        self.calls
+            .count(Caller::EventSourceMappings, &format!("sqs/{queue}"), op);
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))

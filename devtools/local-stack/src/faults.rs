@@ -319,7 +319,11 @@ impl Proxy {
             .unwrap_or_default()
             .to_string();
         let operation = emulator::operation_of(&target, &body);
-        self.calls.count(Caller::Functions, &service, &operation);
+        self.calls.count(
+            Caller::Functions,
+            &emulator::counted_service(&service, &body),
+            &operation,
+        );
         if let Some(items) = emulator::items_written(&operation, &body) {
             self.calls.add(
                 Caller::Functions,
