@@ -70,7 +70,7 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  exit $$status
 
 bench: deps ## Benchmarks (starts and stops the local stack); method and figures: docs/performance.md
-	cargo bench -p stockroom-bench --bench handler
+	cargo bench -p stockroom-bench --features handler-bench --bench handler
 	cargo build $(CARGO_SELECTION) --bins
 	$${CARGO_TARGET_DIR:-target}/debug/stockroom-bench handler-summary
 	@set -euo pipefail; \

@@ -8,7 +8,8 @@
 //! in-process map. Not included: the runtime's HTTP exchange with the
 //! Runtime API, and log output (no subscriber is installed here).
 //!
-//! `cargo bench -p stockroom-bench --bench handler` (part of `make bench`);
+//! `cargo bench -p stockroom-bench --features handler-bench --bench handler`
+//! (part of `make bench`);
 //! criterion prints the median (p50) per request for each case.
 
 use std::collections::HashMap;
