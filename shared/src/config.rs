@@ -281,6 +281,117 @@ impl AuthorizerConfig {
 /// (the standard variable) points the clients at the local emulator.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(sdk_http_client(SdkTlsRoots::from_env()))
         .load()
         .await
+}
+
+/// The root certificates the AWS SDK clients trust, from
+/// `STOCKROOM_SDK_TLS_ROOTS`.
+#[cfg(feature = "aws")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdkTlsRoots {
+    /// `amazon` (the default): the Amazon Trust Services roots AWS service
+    /// endpoints chain to (`shared/certs/`). The SDK's default loads and
+    /// parses every certificate of the system store at init instead — 87 % of
+    /// a function's init instructions (docs/performance.md).
+    AmazonTrustServices,
+    /// `system`: the system store, for an `AWS_ENDPOINT_URL` or HTTPS proxy
+    /// whose certificate another CA issued.
+    System,
+}
+
+#[cfg(feature = "aws")]
+impl SdkTlsRoots {
+    pub const VARIABLE: &'static str = "STOCKROOM_SDK_TLS_ROOTS";
+
+    /// Unknown values take the system store (connections keep working) and
+    /// say so in the log.
+    pub fn from_env() -> Self {
+        match env::var(Self::VARIABLE).as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("amazon") => Self::AmazonTrustServices,
+            Ok("system") => Self::System,
+            Ok(other) => {
+                tracing::warn!(
+                    value = other,
+                    "{} must be amazon or system: using the system store",
+                    Self::VARIABLE
+                );
+                Self::System
+            }
+        }
+    }
+}
+
+/// Amazon Root CA 1-4 and Starfield Services Root G2, PEM.
+#[cfg(feature = "aws")]
+const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
+
+/// The SDK's default HTTPS client (hyper, rustls with aws-lc, proxy settings
+/// from the environment), with `roots` as its trust store.
+#[cfg(feature = "aws")]
+fn sdk_http_client(roots: SdkTlsRoots) -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig};
+    let store = match roots {
+        SdkTlsRoots::AmazonTrustServices => {
+            TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES)
+        }
+        SdkTlsRoots::System => TrustStore::default(),
+    };
+    // `build` cannot fail (1.5); were it to, the default is the system store.
+    let context = TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .unwrap_or_default();
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    /// The compiled-in trust store: five certificates, each well-formed DER
+    /// (a bad one would make the SDK panic when it builds its first
+    /// connector; the integration tests build it on every run).
+    #[test]
+    fn amazon_trust_services_roots_are_five_der_certificates() {
+        let pem = std::str::from_utf8(AMAZON_TRUST_SERVICES).expect("utf-8");
+        let certs: Vec<Vec<u8>> = pem
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|block| {
+                let body = block
+                    .split("-----END CERTIFICATE-----")
+                    .next()
+                    .unwrap_or_default()
+                    .replace(['\n', '\r'], "");
+                base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .expect("base64")
+            })
+            .collect();
+        assert_eq!(certs.len(), 5);
+        for der in certs {
+            // SEQUENCE with a two-byte long-form length, as every X.509 root here.
+            assert_eq!(der[..2], [0x30, 0x82]);
+            assert_eq!(
+                usize::from(der[2]) << 8 | usize::from(der[3]),
+                der.len() - 4
+            );
+        }
+    }
 }

@@ -89,6 +89,16 @@ pub(crate) fn log_offsets(functions: &[&str]) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The bytes of `path` after `offset`, as text.
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    Ok(String::from_utf8_lossy(&tail).into_owned())
+}
+
 /// (invocations, billed ms, peak "Max Memory Used" MB) per function since
 /// `offsets`, from the REPORT lines.
 pub(crate) fn reports_since(
@@ -96,8 +106,8 @@ pub(crate) fn reports_since(
 ) -> Result<BTreeMap<String, (u64, f64, u64)>> {
     let mut out = BTreeMap::new();
     for (f, from) in offsets {
-        let bytes = std::fs::read(log_dir().join(format!("{f}.log"))).unwrap_or_default();
-        let tail = String::from_utf8_lossy(bytes.get(*from as usize..).unwrap_or_default());
+        // The logs grow by tens of MB per run: read only what was appended.
+        let tail = read_from(&log_dir().join(format!("{f}.log")), *from).unwrap_or_default();
         let (mut n, mut ms, mut peak) = (0u64, 0.0f64, 0u64);
         for line in tail.lines().filter(|l| l.starts_with("REPORT RequestId:")) {
             n += 1;

@@ -71,15 +71,15 @@ pub fn counted_service(service: &str, body: &[u8]) -> String {
     if service != "sqs" {
         return service.to_string();
     }
-    let queue = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["QueueUrl"]
-                .as_str()
-                .and_then(|u| u.rsplit('/').next())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let request = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    sqs_queue_service(request["QueueUrl"].as_str())
+}
+
+/// `sqs/<queue name>` for a call on `queue_url` (the URL's last segment).
+pub fn sqs_queue_service(queue_url: Option<&str>) -> String {
+    let queue = queue_url
+        .and_then(|u| u.rsplit('/').next())
+        .unwrap_or("unknown");
     format!("sqs/{queue}")
 }
 

@@ -104,12 +104,11 @@ impl Sqs {
     }
 
     async fn call(&self, op: &str, body: Value, timeout: Duration) -> Result<Value, SqsError> {
-        let queue = body["QueueUrl"]
-            .as_str()
-            .and_then(|u| u.rsplit('/').next())
-            .unwrap_or("unknown");
-        self.calls
-            .count(Caller::EventSourceMappings, &format!("sqs/{queue}"), op);
+        self.calls.count(
+            Caller::EventSourceMappings,
+            &emulator::sqs_queue_service(body["QueueUrl"].as_str()),
+            op,
+        );
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))

@@ -178,9 +178,14 @@ impl Item {
     /// Strong entity tag of this version of the item: a digest of its full
     /// representation, so a deleted-and-recreated item never reuses a tag.
     pub fn etag(&self) -> String {
+        Self::etag_of_json(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The entity tag of the item whose JSON (`serde_json::to_vec`) is
+    /// `json`: for callers that have serialised the item already.
+    pub fn etag_of_json(json: &[u8]) -> String {
         use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&json);
+        let digest = Sha256::digest(json);
         format!("\"{}\"", hex::encode(&digest[..12]))
     }
 }

@@ -91,8 +91,31 @@ fn movement_context(auth: &Auth) -> MovementContext {
     }
 }
 
-fn etag_header(item: &Item) -> HeaderValue {
-    HeaderValue::from_str(&item.etag()).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+/// An item as the API answers with it: its JSON and the entity tag of exactly
+/// those bytes, serialised once (tag and body used to take one serialisation
+/// each, a third for `fields`).
+struct Representation {
+    json: Vec<u8>,
+    etag: HeaderValue,
+}
+
+impl Representation {
+    fn of(item: &Item) -> Result<Self, ApiError> {
+        let json = serde_json::to_vec(item).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let etag = HeaderValue::from_str(&Item::etag_of_json(&json))
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        Ok(Self { json, etag })
+    }
+
+    /// `status` with the ETag header and the item as the JSON body.
+    fn response(self, status: StatusCode, mut headers: HeaderMap) -> Response {
+        headers.insert(header::ETAG, self.etag);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        (status, headers, self.json).into_response()
+    }
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
@@ -140,15 +163,9 @@ pub async fn create_item(
         .await?;
     let location = HeaderValue::from_str(&format!("/v1/items/{}", item.sku))
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::LOCATION, location),
-            (header::ETAG, etag_header(&item)),
-        ],
-        Json(item),
-    )
-        .into_response())
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location);
+    Ok(Representation::of(&item)?.response(StatusCode::CREATED, headers))
 }
 
 /// Get an item.
@@ -179,23 +196,33 @@ pub async fn get_item(
     query.only(&["fields"])?;
     let fields = parse_fields(query.get("fields"))?;
     let item = app.items.get(&caller.tenant_id, &sku).await?;
-    let etag = etag_header(&item);
+    let representation = Representation::of(&item)?;
     if let Some(inm) = header_str(&headers, "if-none-match")? {
         // Weak comparison, as RFC 9110 prescribes for If-None-Match.
-        let current = item.etag();
+        let current = representation.etag.as_bytes();
         let matched = match entity_tags(inm) {
             None => true,
-            Some(tags) => tags.iter().any(|t| t.trim_start_matches("W/") == current),
+            Some(tags) => tags
+                .iter()
+                .any(|t| t.trim_start_matches("W/").as_bytes() == current),
         };
         if matched {
-            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+            return Ok((
+                StatusCode::NOT_MODIFIED,
+                [(header::ETAG, representation.etag)],
+            )
+                .into_response());
         }
     }
+    let Some(fields) = fields else {
+        return Ok(representation.response(StatusCode::OK, HeaderMap::new()));
+    };
+    // A sparse fieldset: the tag stays the full item's.
     let mut value = serde_json::to_value(&item).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    if let (Some(fields), Some(obj)) = (fields, value.as_object_mut()) {
+    if let Some(obj) = value.as_object_mut() {
         obj.retain(|k, _| fields.iter().any(|f| f == k));
     }
-    Ok(([(header::ETAG, etag)], Json(value)).into_response())
+    Ok(([(header::ETAG, representation.etag)], Json(value)).into_response())
 }
 
 fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
@@ -288,11 +315,13 @@ pub async fn replace_item(
         .await?
     {
         Replaced::Changed(item) => {
-            Ok(([(header::ETAG, etag_header(&item))], Json(item)).into_response())
+            Ok(Representation::of(&item)?.response(StatusCode::OK, HeaderMap::new()))
         }
-        Replaced::Unchanged(item) => {
-            Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag_header(&item))]).into_response())
-        }
+        Replaced::Unchanged(item) => Ok((
+            StatusCode::NO_CONTENT,
+            [(header::ETAG, Representation::of(&item)?.etag)],
+        )
+            .into_response()),
     }
 }
 
