@@ -232,28 +232,40 @@ pub fn function_env(function: &str, name: &str) -> Result<String> {
         .with_context(|| format!("{function} has no env {name}"))
 }
 
-/// GET `path` as JSON, retrying what a client should retry until `deadline`:
-/// "retry later" and gateway errors (the emulator can be saturated by a
-/// large batch, and a function timing out is a 502). Any other non-200 fails.
+/// GET `path`, retrying what a client should retry until `deadline`: "retry
+/// later" and gateway errors (the emulator can be saturated by a large batch,
+/// a function timing out is a 502, and a quick loop of reads can outrun the
+/// plan's rate). Returns the first other answer, whatever its status.
+pub async fn get_answer_retrying(
+    tenant: &Tenant,
+    path: &str,
+    deadline: std::time::Instant,
+) -> Result<reqwest::Response> {
+    loop {
+        let resp = tenant.get(path).send().await?;
+        let status = resp.status().as_u16();
+        if !matches!(status, 429 | 502 | 503 | 504) {
+            return Ok(resp);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "GET {path}: still {status} at the deadline"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// GET `path` as JSON, retrying as `get_answer_retrying`. Any other non-200
+/// fails.
 pub async fn get_retrying(
     tenant: &Tenant,
     path: &str,
     deadline: std::time::Instant,
 ) -> Result<Value> {
-    loop {
-        let resp = tenant.get(path).send().await?;
-        let status = resp.status().as_u16();
-        if matches!(status, 429 | 502 | 503 | 504) {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "GET {path}: still {status} at the deadline"
-            );
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        }
-        anyhow::ensure!(status == 200, "GET {path}: {status}");
-        return Ok(resp.json().await?);
-    }
+    let resp = get_answer_retrying(tenant, path, deadline).await?;
+    let status = resp.status().as_u16();
+    anyhow::ensure!(status == 200, "GET {path}: {status}");
+    Ok(resp.json().await?)
 }
 
 /// Polls `GET /v1/batches/{id}` until the batch reaches a terminal status.

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 use stockroom_tests::{
-    Tenant, all_failures, create_upload, expect_problem, function_env, put_file, seed, unique_sku,
-    upload, upload_declaring, wait_for_batch,
+    Tenant, all_failures, create_upload, expect_problem, function_env, get_answer_retrying,
+    put_file, seed, unique_sku, upload, upload_declaring, wait_for_batch,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -18,16 +18,11 @@ const BIG_WAIT: Duration = Duration::from_secs(1800);
 /// is the right answer then, and a client waits and retries, as here.
 async fn quantity(t: &Tenant, sku: &str) -> anyhow::Result<Option<i64>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let resp = t.get(&format!("/v1/items/{sku}")).send().await?;
-        match resp.status().as_u16() {
-            200 => return Ok(resp.json::<Value>().await?["quantity"].as_i64()),
-            404 => return Ok(None),
-            429 | 502 | 503 | 504 if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            s => anyhow::bail!("GET {sku}: {s}"),
-        }
+    let resp = get_answer_retrying(t, &format!("/v1/items/{sku}"), deadline).await?;
+    match resp.status().as_u16() {
+        200 => Ok(resp.json::<Value>().await?["quantity"].as_i64()),
+        404 => Ok(None),
+        s => anyhow::bail!("GET {sku}: {s}"),
     }
 }
 
