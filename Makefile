@@ -69,17 +69,25 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
 	  exit $$status
 
-bench: deps ## Benchmarks (starts and stops the local stack); method and figures: docs/performance.md
+# Benchmarks measure the deployed profile: one release build gives the
+# functions, hello-lambda (the cold-start reference), the local stack and the
+# bench tool; the stack runs those release binaries.
+RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
+COLD_START_ROUNDS ?= 15
+
+bench: deps ## Benchmarks, release profile (starts and stops the local stack); method and figures: docs/performance.md
+	cargo build --release $(CARGO_SELECTION) --bins
 	cargo bench -p stockroom-bench --features handler-bench --bench handler
-	cargo build $(CARGO_SELECTION) --bins
-	$${CARGO_TARGET_DIR:-target}/debug/stockroom-bench handler-summary
+	$(RELEASE_DIR)/stockroom-bench handler-summary
 	@set -euo pipefail; \
+	  export STOCKROOM_BIN_DIR="$(RELEASE_DIR)"; \
 	  STOCKROOM_PARAMETER_OVERRIDES="$(BENCH_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
-	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench split-memory; \
-	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench pipeline $${BENCH_RECORDS:-100000}; \
-	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-bench load
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS); \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" split-memory; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" pipeline $${BENCH_RECORDS:-100000}; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" load
 
 # Parser fuzzing: cargo-fuzz (pinned) with libFuzzer and AddressSanitizer. The
 # machine's one toolchain is stable: RUSTC_BOOTSTRAP lets it take the -Z flags
