@@ -4,6 +4,10 @@
 //! 80 % `GET /v1/items/{sku}`, 20 % `POST .../adjustments` (+1/-1, so stock
 //! stays put), each client on an item of its own (one hot item would measure
 //! version conflicts, which tests/reliability covers). Prints requests/s, p50/p90/p99/max and every non-2xx answer.
+//! Then 20 s of the functions that load leaves idle: `GET /v1/keys`,
+//! `GET /v1/webhooks` and adjustments that cross a low-stock threshold, each
+//! an `item.low_stock` event the webhook dispatcher delivers to a receiver
+//! here (so every function's peak memory is measured under load).
 //! Reference, measured in the same run for 15 s: the same clients on
 //! `GET /v1/health` (gateway + Lambda emulation, no DynamoDB), so the ratio
 //! shows what the store path costs.
@@ -45,7 +49,20 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn drive(base: &str, key: &str, skus: Option<&[String]>, seconds: u64) -> Result<Figures> {
+/// What each client sends, request after request.
+#[derive(Clone, Copy)]
+enum Workload<'a> {
+    /// `GET /v1/health`: the gateway and Lambda emulation alone.
+    Health,
+    /// 80 % `GET /v1/items/{sku}`, 20 % adjustments (+1/-1) of the client's item.
+    Items(&'a [String]),
+    /// The other functions: `GET /v1/keys`, `GET /v1/webhooks` and -1/+1
+    /// adjustments of an item whose every -1 crosses its low-stock threshold,
+    /// so each is an `item.low_stock` event the dispatcher delivers.
+    Admin(&'a [String]),
+}
+
+async fn drive(base: &str, key: &str, workload: Workload<'_>, seconds: u64) -> Result<Figures> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .timeout(Duration::from_secs(30))
@@ -57,20 +74,37 @@ async fn drive(base: &str, key: &str, skus: Option<&[String]>, seconds: u64) -> 
     for c in 0..CLIENTS {
         let (http, tally) = (http.clone(), tally.clone());
         let (base, key) = (base.to_owned(), key.to_owned());
-        let sku = skus.map(|s| s[c % s.len()].clone());
+        let sku = match workload {
+            Workload::Health => None,
+            Workload::Items(skus) | Workload::Admin(skus) => Some(skus[c % skus.len()].clone()),
+        };
+        let admin = matches!(workload, Workload::Admin(_));
         clients.spawn(async move {
             let mut n: u64 = 0;
             while Instant::now() < stop {
                 n += 1;
+                let adjust = |sku: &str, delta: i64| {
+                    http.post(format!("{base}/v1/items/{sku}/adjustments"))
+                        .json(&json!({"delta": delta, "reason": "correction"}))
+                };
                 let req = match &sku {
                     None => http.get(format!("{base}/v1/health")),
+                    Some(sku) if admin => match n % 3 {
+                        0 => http.get(format!("{base}/v1/keys")),
+                        1 => http.get(format!("{base}/v1/webhooks")),
+                        // -1 first: from the threshold + 1 down to it, then back.
+                        _ if (n / 3).is_multiple_of(2) => adjust(sku, -1),
+                        _ => adjust(sku, 1),
+                    },
                     // Every fifth request of a client writes: +1 then -1.
-                    Some(sku) if n.is_multiple_of(5) => http
-                        .post(format!("{base}/v1/items/{sku}/adjustments"))
-                        .json(&json!({
-                            "delta": if (n / 5 + c as u64).is_multiple_of(2) { 1 } else { -1 },
-                            "reason": "correction",
-                        })),
+                    Some(sku) if n.is_multiple_of(5) => adjust(
+                        sku,
+                        if (n / 5 + c as u64).is_multiple_of(2) {
+                            1
+                        } else {
+                            -1
+                        },
+                    ),
                     Some(sku) => http.get(format!("{base}/v1/items/{sku}")),
                 };
                 let t = Instant::now();
@@ -161,27 +195,14 @@ pub async fn run() -> Result<()> {
         .unwrap_or(60);
     let (_, key) = tenant().await?;
     let run = ulid::Ulid::new();
-    let mut skus = Vec::new();
-    for c in 0..CLIENTS {
-        let sku = format!("LOAD-{run}-{c}");
-        let created = reqwest::Client::new()
-            .post(format!("{base}/v1/items"))
-            .bearer_auth(&key)
-            .json(&json!({"sku": sku, "name": "Load test mug", "quantity": 1000}))
-            .send()
-            .await?;
-        if created.status() != 201 {
-            bail!("creating the item: {}", created.status());
-        }
-        skus.push(sku);
-    }
+    let skus = create_items(&base, &key, &format!("LOAD-{run}"), None).await?;
     println!("load: {CLIENTS} clients on loopback, {seconds} s (reference 15 s)");
-    let reference = drive(&base, &key, None, 15.min(seconds)).await?;
+    let reference = drive(&base, &key, Workload::Health, 15.min(seconds)).await?;
     print("GET /v1/health (reference)", &reference);
     let http = reqwest::Client::new();
     let before = crate::pipeline::aws_calls(&http, &base).await?;
     let offsets = crate::pipeline::log_offsets(&["authorizer", "items-api"]);
-    let items = drive(&base, &key, Some(&skus), seconds).await?;
+    let items = drive(&base, &key, Workload::Items(&skus), seconds).await?;
     let after = crate::pipeline::aws_calls(&http, &base).await?;
     print("items 80 % GET / 20 % POST", &items);
     crate::pipeline::print_calls(&before, &after, items.requests, "request");
@@ -195,5 +216,92 @@ pub async fn run() -> Result<()> {
         items.per_second / reference.per_second,
         items.p50_ms / reference.p50_ms.max(0.001)
     );
+    admin_phase(&base, &key, &format!("LOW-{run}"), 20.min(seconds)).await
+}
+
+/// One item per client, quantity 1000 and the given low-stock threshold.
+async fn create_items(
+    base: &str,
+    key: &str,
+    prefix: &str,
+    low_stock_threshold: Option<i64>,
+) -> Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let mut skus = Vec::new();
+    for c in 0..CLIENTS {
+        let sku = format!("{prefix}-{c}");
+        let mut item = json!({"sku": sku, "name": "Load test mug", "quantity": 1000});
+        if let Some(threshold) = low_stock_threshold {
+            item["low_stock_threshold"] = json!(threshold);
+        }
+        let created = http
+            .post(format!("{base}/v1/items"))
+            .bearer_auth(key)
+            .json(&item)
+            .send()
+            .await?;
+        if created.status() != 201 {
+            bail!("creating the item: {}", created.status());
+        }
+        skus.push(sku);
+    }
+    Ok(skus)
+}
+
+/// The functions the items load leaves idle, under the same clients: the
+/// keys and webhooks APIs, and the webhook dispatcher delivering each
+/// `item.low_stock` event to a receiver on loopback.
+async fn admin_phase(base: &str, key: &str, prefix: &str, seconds: u64) -> Result<()> {
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver = format!("http://{}/hooks/low-stock", listener.local_addr()?);
+    let counter = delivered.clone();
+    let app = axum::Router::new().route(
+        "/hooks/low-stock",
+        axum::routing::post(move || async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{base}/v1/webhooks"))
+        .bearer_auth(key)
+        .json(&json!({"url": receiver, "events": ["item.low_stock"]}))
+        .send()
+        .await?;
+    if created.status() != 201 {
+        bail!("creating the webhook: {}", created.status());
+    }
+    // 1000 -> 999 crosses the threshold: every other adjustment is an event.
+    let skus = create_items(base, key, prefix, Some(999)).await?;
+    let functions = [
+        "keys-api",
+        "webhooks-api",
+        "items-api",
+        "webhook-dispatcher",
+    ];
+    let offsets = crate::pipeline::log_offsets(&functions);
+    let admin = drive(base, key, Workload::Admin(&skus), seconds).await?;
+    print("keys, webhooks, low stock", &admin);
+    // Each third request adjusts; half of those cross the threshold.
+    let expected = admin.requests / 6;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered.load(std::sync::atomic::Ordering::Relaxed) < expected
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "  low-stock deliveries received: {} (~{expected} threshold crossings)",
+        delivered.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    crate::pipeline::print_reports(
+        &crate::pipeline::reports_since(&offsets)?,
+        admin.requests,
+        "request",
+    );
+    server.abort();
     Ok(())
 }
