@@ -276,6 +276,15 @@ fn function_env(stack: &Value, binary: &str) -> BTreeMap<String, String> {
     env
 }
 
+/// One binary's figures over the rounds, ms from exec.
+#[derive(Default)]
+struct Samples {
+    ready: Vec<f64>,
+    first: Vec<f64>,
+    warm: Vec<f64>,
+    errors: usize,
+}
+
 pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let stack: Value = serde_json::from_slice(
@@ -301,26 +310,38 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
         let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
         cases.push((binary, bytes));
     }
-    let mut reference = None;
+    let mut runs = Vec::new();
     for (binary, event) in cases {
         let path = bin_dir.join(binary);
-        if !path.is_file() {
+        if path.is_file() {
+            runs.push((binary, path, function_env(&stack, binary), event));
+        } else {
             println!("{binary:<20} not built in {}", bin_dir.display());
-            continue;
         }
-        let env = function_env(&stack, binary);
-        let (mut ready, mut first, mut warm, mut errors) = (vec![], vec![], vec![], 0);
-        for _ in 0..rounds {
-            let start = once(&path, &env, &event).await?;
-            ready.push(start.ready);
-            first.push(start.first);
-            warm.push(start.warm);
-            errors += usize::from(start.error);
+    }
+    // Round-robin, one process of every binary per round: the machine's
+    // drift over the minute the benchmark takes then touches the reference
+    // and every function alike instead of whichever ran during it.
+    let mut samples: Vec<Samples> = runs.iter().map(|_| Samples::default()).collect();
+    for _ in 0..rounds {
+        for ((_, path, env, event), samples) in runs.iter().zip(samples.iter_mut()) {
+            let start = once(path, env, event).await?;
+            samples.ready.push(start.ready);
+            samples.first.push(start.first);
+            samples.warm.push(start.warm);
+            samples.errors += usize::from(start.error);
         }
-        let (ready, first, warm) = (median(ready), median(first), median(warm));
+    }
+    let mut reference = None;
+    for ((binary, ..), samples) in runs.iter().zip(samples) {
+        let (ready, first, warm) = (
+            median(samples.ready),
+            median(samples.first),
+            median(samples.warm),
+        );
         let hello = *reference.get_or_insert(first);
         // hello-lambda's own warm echo is part of its first response already.
-        let ideal = if binary == "hello-lambda" {
+        let ideal = if *binary == "hello-lambda" {
             first
         } else {
             hello + warm
@@ -329,7 +350,11 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
             "{binary:<20} {ready:>9.1} {first:>9.1} {warm:>8.1} {ideal:>9.1} {:>9.2} {:>9.2}  {}",
             first / ideal,
             first / hello,
-            if errors == 0 { "response" } else { "error" }
+            if samples.errors == 0 {
+                "response"
+            } else {
+                "error"
+            }
         );
     }
     Ok(())
