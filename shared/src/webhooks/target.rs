@@ -253,6 +253,35 @@ pub struct AttemptResult {
     pub outcome: Outcome,
 }
 
+/// Why a `WebhookSender` could not be built (at init, never per request).
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("webhook TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("webhook HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// TLS for deliveries: rustls with aws-lc (the crypto reqwest's `rustls`
+/// feature uses), TLS 1.2 and 1.3, HTTP/1.1 only, trusting Mozilla's roots
+/// as the trust anchors `webpki-roots` compiles in. Pre-parsed anchors cost
+/// nothing at init; DER certificates handed to reqwest are parsed one by one
+/// when the client is built, ~150 of them, and the platform verifier reads
+/// the whole system store (docs/performance.md).
+fn webhook_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// Sends webhook POSTs under a `TargetPolicy`. Build once and reuse (it holds a connection pool).
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
@@ -263,21 +292,14 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     /// Sender with the standard 10 s total / 5 s connect timeouts.
-    pub fn new(policy: TargetPolicy) -> Result<Self, reqwest::Error> {
+    pub fn new(policy: TargetPolicy) -> Result<Self, SenderError> {
         Self::with_timeout(policy, TOTAL_TIMEOUT)
     }
 
     /// Sender with a custom total timeout (connect timeout is min(5 s, total)).
-    pub fn with_timeout(policy: TargetPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
-        // Mozilla's roots, compiled in: reqwest's default (the platform
-        // verifier) reads and parses the whole system store when the client is
-        // built, 80 % of the webhook dispatcher's init (docs/performance.md).
-        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn with_timeout(policy: TargetPolicy, timeout: Duration) -> Result<Self, SenderError> {
         let client = reqwest::Client::builder()
-            .tls_certs_only(roots)
+            .tls_backend_preconfigured(webhook_tls_config()?)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
@@ -727,6 +749,77 @@ mod tests {
         let r = post(&sender, &format!("http://{addr}/")).await;
         let msg = "request failed (connection closed or invalid response)";
         assert_eq!((r.status, r.error.as_deref()), (None, Some(msg)));
+    }
+
+    #[test]
+    fn deliveries_trust_mozillas_roots_over_http1() {
+        let tls = webhook_tls_config().unwrap();
+        assert_eq!(tls.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        // webpki-roots carries Mozilla's ~150 server roots; a handful would
+        // mean the wrong list.
+        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_refused_before_any_request() {
+        // A TLS receiver on loopback whose certificate no root vouches for.
+        // (It takes one connection at a time, so the counts below are exact.)
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connections, handshakes) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (seen, done) = (connections.clone(), handshakes.clone());
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if acceptor.accept(sock).await.is_ok() {
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        // Control: a client that trusts the certificate completes a handshake.
+        let mut trusting = rustls::RootCertStore::empty();
+        trusting.add(cert.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(trusting)
+        .with_no_client_auth();
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let _tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, sock)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handshakes.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(handshakes.load(Ordering::SeqCst), 1);
+
+        let r = post(
+            &WebhookSender::new(DEV).unwrap(),
+            &format!("https://{addr}/hook"),
+        )
+        .await;
+        assert_eq!((r.status, r.outcome), (None, Outcome::Failed));
+        assert_eq!(r.error.as_deref(), Some("TLS handshake failed"));
+        // The sender connected, refused the certificate, and sent nothing.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(handshakes.load(Ordering::SeqCst), 1);
     }
 
     /// Sends each URL with `policy`, expects `error`, and checks nothing connected.
