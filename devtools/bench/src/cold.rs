@@ -311,24 +311,42 @@ struct Samples {
     errors: usize,
 }
 
-pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
+/// `tls`: the functions reach the emulator through an HTTPS front that keeps
+/// connections alive, as AWS endpoints do (`tls_front.rs`).
+pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let stack: Value = serde_json::from_slice(
         &std::fs::read(root.join(".local/stack.json"))
             .context(".local/stack.json: start the local stack first")?,
     )?;
+    let front = if tls {
+        let endpoint = stack["endpoint"]
+            .as_str()
+            .context("stack.json has no endpoint")?;
+        Some(crate::tls_front::start(endpoint, &root.join(".local")).await?)
+    } else {
+        None
+    };
     println!(
         "cold start: exec -> first response, {rounds} rounds of one fresh process per binary, binaries in {}",
         bin_dir.display()
     );
+    if let Some(front) = &front {
+        println!(
+            "  over TLS: the functions call the emulator through {} (keep-alive, certificate\n  \
+             trusted through SSL_CERT_FILE and STOCKROOM_SDK_TLS_ROOTS=system)",
+            front.url
+        );
+    }
     println!(
         "  ready: exec -> first `next` (init); first: exec -> first response; warm: the same\n  \
          event again in the same process (medians); ideal: hello-lambda's first + warm;\n  \
          ratio: median over the rounds of first / (that round's hello-lambda first + warm)\n  \
-         (target <= 1.5); of medians: first / ideal; vs hello: first / hello-lambda's first"
+         (target <= 1.5); of medians: first / ideal; vs hello: first / hello-lambda's first;\n  \
+         1st call: first - ready - warm, what the first event costs more than a warm one"
     );
     println!(
-        "{:<20} {:>9} {:>9} {:>8} {:>9} {:>7} {:>10} {:>9}  answer",
+        "{:<20} {:>9} {:>9} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9}  answer",
         "function",
         "ready ms",
         "first ms",
@@ -336,7 +354,8 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
         "ideal ms",
         "ratio",
         "of medians",
-        "vs hello"
+        "vs hello",
+        "1st call"
     );
     let mut cases: Vec<(&str, &str, Vec<u8>)> =
         vec![("hello-lambda", "hello-lambda", b"{\"hello\":1}".to_vec())];
@@ -349,7 +368,17 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
     for (label, binary, event) in cases {
         let path = bin_dir.join(binary);
         if path.is_file() {
-            runs.push((label, path, function_env(&stack, binary), event));
+            let mut env = function_env(&stack, binary);
+            if let Some(front) = &front {
+                env.insert("AWS_ENDPOINT_URL".to_owned(), front.url.clone());
+                env.insert("STOCKROOM_SDK_TLS_ROOTS".to_owned(), "system".to_owned());
+                env.insert(
+                    "SSL_CERT_FILE".to_owned(),
+                    front.cert_file.display().to_string(),
+                );
+                env.remove("SSL_CERT_DIR");
+            }
+            runs.push((label, path, env, event));
         } else if binary == "hello-lambda" {
             bail!(
                 "hello-lambda, the reference, is not built in {}",
@@ -391,6 +420,13 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
                 }
             })
             .collect();
+        let first_call: Vec<f64> = samples
+            .first
+            .iter()
+            .zip(&samples.ready)
+            .zip(&samples.warm)
+            .map(|((first, ready), warm)| first - ready - warm)
+            .collect();
         let (ready, first, warm) = (
             median(samples.ready),
             median(samples.first),
@@ -399,10 +435,11 @@ pub async fn run(bin_dir: PathBuf, rounds: usize) -> Result<()> {
         // hello-lambda's own warm echo is part of its first response already.
         let ideal = if is_reference { first } else { hello + warm };
         println!(
-            "{label:<20} {ready:>9.1} {first:>9.1} {warm:>8.1} {ideal:>9.1} {:>7.2} {:>10.2} {:>9.2}  {}",
+            "{label:<20} {ready:>9.1} {first:>9.1} {warm:>8.1} {ideal:>9.1} {:>7.2} {:>10.2} {:>9.2} {:>9.1}  {}",
             median(paired),
             first / ideal,
             first / hello,
+            median(first_call),
             if samples.errors == 0 {
                 "response"
             } else {

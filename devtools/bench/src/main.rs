@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 mod cold;
 mod load;
 mod pipeline;
+mod tls_front;
 
 const SIZES: &[u64] = &[10_000, 100_000, 1_000_000];
 
@@ -285,12 +286,15 @@ async fn main() -> Result<()> {
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
         ["handler-summary"] => handler_summary(),
-        ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9).await,
-        ["cold-start", bin_dir, rounds] => cold::run(bin_dir.into(), rounds.parse()?).await,
+        ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, false).await,
+        ["cold-start", bin_dir, rounds] => cold::run(bin_dir.into(), rounds.parse()?, false).await,
+        ["cold-start", bin_dir, rounds, "tls"] => {
+            cold::run(bin_dir.into(), rounds.parse()?, true).await
+        }
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds] | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls]] | handler-summary]"
         ),
     }
 }
