@@ -85,7 +85,8 @@ bench: deps ## Benchmarks, release profile (starts and stops the local stack); m
 	  trap 'devtools/local.sh stop' EXIT; \
 	  source .local/env; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS); \
-	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS) tls; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS) tls warm; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS) tls warm ahead; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" split-memory; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" pipeline $${BENCH_RECORDS:-100000}; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" load

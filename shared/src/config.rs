@@ -294,7 +294,65 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     } else {
         loader
     };
-    loader.load().await
+    let sdk = loader.load().await;
+    if warm_connections(|name| env::var(name).ok()) {
+        spawn_connection_warm_up(&sdk);
+    }
+    sdk
+}
+
+/// Whether to open the SDK's first connection (TCP and TLS) on a task during
+/// init instead of on the first event's first call:
+/// `STOCKROOM_WARM_CONNECTIONS` `true` or `false`, and unset, only where
+/// Lambda runs the init ahead of any request (provisioned concurrency). For
+/// an on-demand start the event is waiting when init ends, so the warm-up
+/// races the first call rather than saving it (docs/performance.md).
+#[cfg(feature = "aws")]
+fn warm_connections(var: impl Fn(&str) -> Option<String>) -> bool {
+    match var("STOCKROOM_WARM_CONNECTIONS").as_deref().map(str::trim) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => var("AWS_LAMBDA_INITIALIZATION_TYPE")
+            .is_some_and(|kind| kind == "provisioned-concurrency"),
+    }
+}
+
+/// Longer than a handshake takes anywhere; the warm-up is let go after it.
+#[cfg(feature = "aws")]
+const WARM_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One DynamoDB `DescribeEndpoints` call on a task of its own: every client
+/// built from `sdk` shares its HTTP client's connection pool, and every
+/// function's first event calls DynamoDB first, so the first event finds a
+/// connection open (on AWS, DynamoDB's; locally, the emulator's, which every
+/// service shares). The client is built on the task too, so its endpoint
+/// tables are parsed beside the rest of init rather than in it.
+/// DescribeEndpoints reads no table and needs only its own IAM permission.
+#[cfg(feature = "aws")]
+fn spawn_connection_warm_up(sdk: &aws_config::SdkConfig) {
+    let sdk = sdk.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        let call = client
+            .describe_endpoints()
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::Config::builder()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
+            .send();
+        let outcome = match tokio::time::timeout(WARM_UP_TIMEOUT, call).await {
+            Ok(Ok(_)) => "open",
+            Ok(Err(_)) => "failed",
+            Err(_) => "timed out",
+        };
+        tracing::debug!(
+            outcome,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "connection warm-up"
+        );
+    });
 }
 
 /// Whether the default credentials chain would stop at its first source, the
@@ -348,9 +406,10 @@ impl SdkTlsRoots {
 const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
 
 /// The SDK's default HTTPS client (hyper, rustls with aws-lc, proxy settings
-/// from the environment), with `roots` as its trust store.
+/// from the environment), with `roots` as its trust store, building its TLS
+/// connector on first use ([`ConnectorOnFirstUse`]).
 #[cfg(feature = "aws")]
-fn sdk_http_client(roots: SdkTlsRoots) -> aws_sdk_dynamodb::config::SharedHttpClient {
+fn sdk_http_client(roots: SdkTlsRoots) -> SharedHttpClient {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
     use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig};
     let store = match roots {
@@ -364,19 +423,71 @@ fn sdk_http_client(roots: SdkTlsRoots) -> aws_sdk_dynamodb::config::SharedHttpCl
         .with_trust_store(store)
         .build()
         .unwrap_or_default();
-    Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut connector = ConnectorBuilder::default()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(context.clone());
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    })
+    ConnectorOnFirstUse::share(Builder::new().build_with_connector_fn(
+        move |settings, components| {
+            let mut connector = ConnectorBuilder::default()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context.clone());
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        },
+    ))
+}
+
+#[cfg(feature = "aws")]
+use aws_sdk_dynamodb::config::{HttpClient, RuntimeComponents, SharedHttpClient};
+#[cfg(feature = "aws")]
+use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
+
+/// An SDK HTTP client that builds its connector when a request first needs
+/// it, not also once per SDK client at init. The SDK's hyper client builds a
+/// whole TLS connector (trust store decoded, rustls configured) in
+/// `validate_base_client_config`, which every `Client::from_conf` calls, and
+/// drops it; the first request builds the one it keeps anyway. A function
+/// with four SDK clients built four connectors at init for nothing: ~0.26 M
+/// instructions each, a sixth of its init (docs/performance.md).
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+struct ConnectorOnFirstUse(SharedHttpClient);
+
+#[cfg(feature = "aws")]
+impl ConnectorOnFirstUse {
+    fn share(inner: SharedHttpClient) -> SharedHttpClient {
+        SharedHttpClient::new(Self(inner))
+    }
+}
+
+#[cfg(feature = "aws")]
+impl HttpClient for ConnectorOnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    // `validate_base_client_config` is the trait's default: nothing to check.
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 #[cfg(all(test, feature = "aws"))]
@@ -384,16 +495,18 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
+    /// An environment of `pairs`, for the functions that take a lookup.
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
     #[test]
     fn environment_credentials_need_a_key_id_and_a_secret() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| value.to_string())
-            }
-        };
         assert!(has_environment_credentials(env(&[
             ("AWS_ACCESS_KEY_ID", "AKIA"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
@@ -412,6 +525,84 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "secret"),
         ])));
         assert!(!has_environment_credentials(env(&[])));
+    }
+
+    #[test]
+    fn connections_are_warmed_when_asked_or_when_init_runs_ahead() {
+        const KIND: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+        const SWITCH: &str = "STOCKROOM_WARM_CONNECTIONS";
+        assert!(!warm_connections(env(&[])));
+        assert!(!warm_connections(env(&[(KIND, "on-demand")])));
+        assert!(warm_connections(env(&[(KIND, "provisioned-concurrency")])));
+        assert!(warm_connections(env(&[
+            (SWITCH, "true"),
+            (KIND, "on-demand")
+        ])));
+        assert!(!warm_connections(env(&[
+            (SWITCH, "false"),
+            (KIND, "provisioned-concurrency")
+        ])));
+        // Anything else leaves the decision to the initialization type.
+        assert!(!warm_connections(env(&[
+            (SWITCH, "yes"),
+            (KIND, "on-demand")
+        ])));
+    }
+
+    /// Building SDK clients builds no connector; the first request builds
+    /// the one it uses. Without the wrapper every client built one (the
+    /// control), which is what made it worth writing.
+    #[tokio::test]
+    async fn sdk_clients_build_their_connector_on_first_use() {
+        use aws_smithy_http_client::{Builder, ConnectorBuilder};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let counting_client = |builds: Arc<AtomicUsize>| {
+            Builder::new().build_with_connector_fn(move |settings, components| {
+                builds.fetch_add(1, Ordering::SeqCst);
+                let mut connector = ConnectorBuilder::default();
+                connector.set_connector_settings(settings.cloned());
+                if let Some(components) = components {
+                    connector.set_sleep_impl(components.sleep_impl());
+                }
+                connector.build_http()
+            })
+        };
+        let dynamodb = |http_client: SharedHttpClient| {
+            let config = aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "AKIDEXAMPLE",
+                    "secret",
+                    None,
+                    None,
+                    "test",
+                ))
+                // Nothing listens on port 1: the request fails at connect.
+                .endpoint_url("http://127.0.0.1:1")
+                .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+                .http_client(http_client)
+                .build();
+            aws_sdk_dynamodb::Client::from_conf(config)
+        };
+
+        let control = Arc::new(AtomicUsize::new(0));
+        let _built = dynamodb(counting_client(control.clone()));
+        let _built_again = dynamodb(counting_client(control.clone()));
+        assert_eq!(control.load(Ordering::SeqCst), 2, "one per client built");
+
+        let builds = Arc::new(AtomicUsize::new(0));
+        let shared = ConnectorOnFirstUse::share(counting_client(builds.clone()));
+        let first = dynamodb(shared.clone());
+        let second = dynamodb(shared);
+        assert_eq!(builds.load(Ordering::SeqCst), 0, "none at client build");
+        for client in [&first, &second, &first] {
+            let refused = client.list_tables().send().await;
+            assert!(refused.is_err(), "nothing listens on 127.0.0.1:1");
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "one, cached, for all");
     }
 
     /// The compiled-in trust store: five certificates, each well-formed DER

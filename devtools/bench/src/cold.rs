@@ -89,6 +89,8 @@ struct Runtime {
     started: Instant,
     marks: mpsc::UnboundedSender<(Mark, Duration)>,
     served: Mutex<u32>,
+    /// How long the first event waits after init asks for it.
+    hold: Duration,
 }
 
 async fn next(State(rt): State<Arc<Runtime>>) -> axum::response::Response {
@@ -102,6 +104,9 @@ async fn next(State(rt): State<Arc<Runtime>>) -> axum::response::Response {
         std::future::pending::<()>().await;
     }
     let _ = rt.marks.send((Mark::Served(n), rt.started.elapsed()));
+    if n == 1 {
+        tokio::time::sleep(rt.hold).await;
+    }
     let mut headers = HeaderMap::new();
     let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
         .duration_since(std::time::UNIX_EPOCH)
@@ -143,8 +148,14 @@ struct Start {
     error: bool,
 }
 
-/// One cold start and one warm invocation.
-async fn once(binary: &Path, env: &BTreeMap<String, String>, event: &[u8]) -> Result<Start> {
+/// One cold start and one warm invocation; `hold`: how long the first event
+/// waits after init asks for it, left out of `first`.
+async fn once(
+    binary: &Path,
+    env: &BTreeMap<String, String>,
+    event: &[u8],
+    hold: Duration,
+) -> Result<Start> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -154,6 +165,7 @@ async fn once(binary: &Path, env: &BTreeMap<String, String>, event: &[u8]) -> Re
         started,
         marks: tx,
         served: Mutex::new(0),
+        hold,
     });
     let app = axum::Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -220,11 +232,11 @@ async fn once(binary: &Path, env: &BTreeMap<String, String>, event: &[u8]) -> Re
     if outcome.is_err() {
         bail!("{} gave no answer in 30 s", binary.display());
     }
-    let first = answered
-        .get(&1)
-        .or(answered.get(&0))
-        .copied()
-        .with_context(|| format!("{} never answered", binary.display()))?;
+    let first = match (answered.get(&1), answered.get(&0)) {
+        (Some(first), _) => first - hold.as_secs_f64() * 1000.0,
+        (None, Some(init_error)) => *init_error,
+        (None, None) => bail!("{} never answered", binary.display()),
+    };
     let warm = match (served.get(&2), answered.get(&2)) {
         (Some(s), Some(a)) => a - s,
         _ => f64::NAN,
@@ -311,9 +323,43 @@ struct Samples {
     errors: usize,
 }
 
-/// `tls`: the functions reach the emulator through an HTTPS front that keeps
-/// connections alive, as AWS endpoints do (`tls_front.rs`).
-pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
+/// How the benchmark runs the functions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Modes {
+    /// The functions reach the emulator through an HTTPS front that keeps
+    /// connections alive, as AWS endpoints do (`tls_front.rs`).
+    pub tls: bool,
+    /// Every function also runs a second time per round with
+    /// `STOCKROOM_WARM_CONNECTIONS=true` (its first connection opened during
+    /// init), a row of its own beside the plain one.
+    pub warm: bool,
+    /// Init runs ahead of the first event, as for provisioned concurrency:
+    /// the Runtime API hands the first event out [`AHEAD`] after init asks
+    /// for it, and the times leave that wait out.
+    pub ahead: bool,
+}
+
+/// How long an `ahead` environment waits for its first event.
+const AHEAD: Duration = Duration::from_millis(50);
+
+impl Modes {
+    pub fn parse(words: &[&str]) -> Result<Self> {
+        let mut modes = Self::default();
+        for word in words {
+            match *word {
+                "tls" => modes.tls = true,
+                "warm" => modes.warm = true,
+                "ahead" => modes.ahead = true,
+                other => bail!("cold-start modes are tls, warm and ahead, not {other:?}"),
+            }
+        }
+        Ok(modes)
+    }
+}
+
+pub async fn run(bin_dir: PathBuf, rounds: usize, modes: Modes) -> Result<()> {
+    let tls = modes.tls;
+    let hold = if modes.ahead { AHEAD } else { Duration::ZERO };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let stack: Value = serde_json::from_slice(
         &std::fs::read(root.join(".local/stack.json"))
@@ -331,6 +377,20 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
         "cold start: exec -> first response, {rounds} rounds of one fresh process per binary, binaries in {}",
         bin_dir.display()
     );
+    if modes.ahead {
+        println!(
+            "  ahead: init runs ahead of the first event, as with provisioned concurrency\n  \
+             (AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency): the first event is handed\n  \
+             out {} ms after init asks for it; first leaves that wait out",
+            AHEAD.as_millis()
+        );
+    }
+    if modes.warm {
+        println!(
+            "  `+ warm-up` rows: the same binary with STOCKROOM_WARM_CONNECTIONS=true (its first\n  \
+             connection opened on a task during init), in the same rounds"
+        );
+    }
     if let Some(front) = &front {
         println!(
             "  over TLS: the functions call the emulator through {} (keep-alive, certificate\n  \
@@ -346,7 +406,7 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
          1st call: first - ready - warm, what the first event costs more than a warm one"
     );
     println!(
-        "{:<20} {:>9} {:>9} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9}  answer",
+        "{:<29} {:>9} {:>9} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9}  answer",
         "function",
         "ready ms",
         "first ms",
@@ -357,15 +417,22 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
         "vs hello",
         "1st call"
     );
-    let mut cases: Vec<(&str, &str, Vec<u8>)> =
-        vec![("hello-lambda", "hello-lambda", b"{\"hello\":1}".to_vec())];
+    let mut cases: Vec<(String, &str, Vec<u8>, bool)> = vec![(
+        "hello-lambda".to_owned(),
+        "hello-lambda",
+        b"{\"hello\":1}".to_vec(),
+        false,
+    )];
     for (label, binary, event) in EVENTS {
         let path = root.join("events").join(event);
         let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
-        cases.push((label, binary, bytes));
+        cases.push(((*label).to_owned(), binary, bytes.clone(), false));
+        if modes.warm {
+            cases.push((format!("{label} + warm-up"), binary, bytes, true));
+        }
     }
     let mut runs = Vec::new();
-    for (label, binary, event) in cases {
+    for (label, binary, event, warm_up) in cases {
         let path = bin_dir.join(binary);
         if path.is_file() {
             let mut env = function_env(&stack, binary);
@@ -378,14 +445,22 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
                 );
                 env.remove("SSL_CERT_DIR");
             }
+            if modes.ahead {
+                env.insert(
+                    "AWS_LAMBDA_INITIALIZATION_TYPE".to_owned(),
+                    "provisioned-concurrency".to_owned(),
+                );
+            }
+            // Whatever the template sets: both ways, side by side.
+            env.insert("STOCKROOM_WARM_CONNECTIONS".to_owned(), warm_up.to_string());
             runs.push((label, path, env, event));
         } else if binary == "hello-lambda" {
             bail!(
                 "hello-lambda, the reference, is not built in {}",
                 bin_dir.display()
             );
-        } else {
-            println!("{label:<20} not built in {}", bin_dir.display());
+        } else if !warm_up {
+            println!("{label:<29} not built in {}", bin_dir.display());
         }
     }
     // Round-robin, one process of every binary per round: the machine's
@@ -394,7 +469,7 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
     let mut samples: Vec<Samples> = runs.iter().map(|_| Samples::default()).collect();
     for _ in 0..rounds {
         for ((_, path, env, event), samples) in runs.iter().zip(samples.iter_mut()) {
-            let start = once(path, env, event).await?;
+            let start = once(path, env, event, hold).await?;
             samples.ready.push(start.ready);
             samples.first.push(start.first);
             samples.warm.push(start.warm);
@@ -404,7 +479,7 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
     let hello_firsts = samples[0].first.clone();
     let hello = median(hello_firsts.clone());
     for ((label, ..), samples) in runs.iter().zip(samples) {
-        let is_reference = *label == "hello-lambda";
+        let is_reference = label == "hello-lambda";
         // Each round's first response against the same round's reference:
         // paired, so a slow minute of the machine slows both sides.
         let paired: Vec<f64> = samples
@@ -435,7 +510,7 @@ pub async fn run(bin_dir: PathBuf, rounds: usize, tls: bool) -> Result<()> {
         // hello-lambda's own warm echo is part of its first response already.
         let ideal = if is_reference { first } else { hello + warm };
         println!(
-            "{label:<20} {ready:>9.1} {first:>9.1} {warm:>8.1} {ideal:>9.1} {:>7.2} {:>10.2} {:>9.2} {:>9.1}  {}",
+            "{label:<29} {ready:>9.1} {first:>9.1} {warm:>8.1} {ideal:>9.1} {:>7.2} {:>10.2} {:>9.2} {:>9.1}  {}",
             median(paired),
             first / ideal,
             first / hello,

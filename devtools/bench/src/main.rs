@@ -286,15 +286,14 @@ async fn main() -> Result<()> {
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
         ["handler-summary"] => handler_summary(),
-        ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, false).await,
-        ["cold-start", bin_dir, rounds] => cold::run(bin_dir.into(), rounds.parse()?, false).await,
-        ["cold-start", bin_dir, rounds, "tls"] => {
-            cold::run(bin_dir.into(), rounds.parse()?, true).await
+        ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, cold::Modes::default()).await,
+        ["cold-start", bin_dir, rounds, modes @ ..] => {
+            cold::run(bin_dir.into(), rounds.parse()?, cold::Modes::parse(modes)?).await
         }
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls]] | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm]] | handler-summary]"
         ),
     }
 }
