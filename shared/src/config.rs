@@ -451,7 +451,7 @@ use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConn
 /// `validate_base_client_config`, which every `Client::from_conf` calls, and
 /// drops it; the first request builds the one it keeps anyway. A function
 /// with four SDK clients built four connectors at init for nothing: ~0.26 M
-/// instructions each, a sixth of its init (docs/performance.md).
+/// instructions each, a quarter of its init (docs/performance.md).
 #[cfg(feature = "aws")]
 #[derive(Debug)]
 struct ConnectorOnFirstUse(SharedHttpClient);
