@@ -79,6 +79,7 @@ bench: deps ## Benchmarks, release profile (starts and stops the local stack); m
 	cargo build --release $(CARGO_SELECTION) --bins
 	cargo bench -p stockroom-bench --features handler-bench --bench handler
 	$(RELEASE_DIR)/stockroom-bench handler-summary
+	$(RELEASE_DIR)/stockroom-bench sizes $(RELEASE_DIR)
 	@set -euo pipefail; \
 	  export STOCKROOM_BIN_DIR="$(RELEASE_DIR)"; \
 	  STOCKROOM_PARAMETER_OVERRIDES="$(BENCH_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \

@@ -1,7 +1,7 @@
-//! `make bench` entry point. So far: the batch splitter's memory as the
-//! uploaded file grows (issue 10) and a bounded loopback load on the local
-//! gateway + items API (`load`); the other figures of docs/performance.md
-//! join them here.
+//! `make bench` entry point, one subcommand per figure of
+//! docs/performance.md: `cold-start` (cold.rs), `sizes` (artifact.rs),
+//! `pipeline` (pipeline.rs), `load` (load.rs), `handler-summary` (criterion's
+//! medians of benches/handler.rs) and `split-memory`, here:
 //!
 //! `stockroom-bench split-memory` runs one child process per file size; each
 //! child splits a generated NDJSON file (produced row by row as it is read,
@@ -26,6 +26,7 @@ use stockroom::ports::{
 use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};
 use tokio::io::{AsyncRead, ReadBuf};
 
+mod artifact;
 mod cold;
 mod load;
 mod pipeline;
@@ -286,6 +287,7 @@ async fn main() -> Result<()> {
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
         ["handler-summary"] => handler_summary(),
+        ["sizes", bin_dir] => artifact::run(std::path::Path::new(bin_dir)),
         ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, cold::Modes::default()).await,
         ["cold-start", bin_dir, rounds, modes @ ..] => {
             cold::run(bin_dir.into(), rounds.parse()?, cold::Modes::parse(modes)?).await
@@ -293,7 +295,7 @@ async fn main() -> Result<()> {
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm]] | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
         ),
     }
 }
