@@ -67,6 +67,9 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  cargo test $(CARGO_SELECTION) --no-fail-fast || status=$$?; \
 	  echo "== large imports (the ignored tests), alone on the stack"; \
 	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
+	  echo "== IAM as AWS enforces it: the evaluator's unit tests, then what the run needed"; \
+	  python3 -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
+	  python3 devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \
 	  exit $$status
 
 # Benchmarks measure the deployed profile: one release build gives the

@@ -12,7 +12,8 @@
 # (9000), STOCKROOM_BIN_DIR (target/debug), STOCKROOM_DEMO_API_KEY (optional
 # fixed key for the demo tenant), STOCKROOM_ECHO_LOGS=1 (function output on the
 # console; the default in --foreground), STOCKROOM_LOCAL_ARGS (extra
-# stockroom-local flags, e.g. "--env RUST_LOG=debug").
+# stockroom-local flags, e.g. "--env RUST_LOG=debug"), STOCKROOM_IAM_ENFORCEMENT
+# (on; "off" lets every function call everything, as plain moto does).
 #
 # The function binaries must already be built (the Makefile does that); this
 # script builds nothing but stockroom-local itself when it is missing.
@@ -182,9 +183,19 @@ start_moto() {
     fi
     port_busy "$MOTO_PORT" && die "port $MOTO_PORT is in use by something else (set MOTO_PORT)"
     "$PYTHON" -c 'import moto.server, flask_cors' 2>/dev/null || die "moto[server] is not installed: run devtools/local.sh deps"
+    # Each function calls the emulator with its own access key; the emulator
+    # authorises every call against the function's role in template.yaml, as
+    # AWS does (devtools/iam.py), unless told not to.
+    local iam_flag=(--iam-policies "$STATE/iam.json")
+    case "${STOCKROOM_IAM_ENFORCEMENT:-on}" in
+    on) ;;
+    off) iam_flag=() && log "IAM enforcement is off (STOCKROOM_IAM_ENFORCEMENT=off): every function may call everything" ;;
+    *) die "STOCKROOM_IAM_ENFORCEMENT must be on or off" ;;
+    esac
     log "starting moto server on $ENDPOINT (log: .local/logs/moto.log)"
-    # devtools/moto_server.py = moto_server with DynamoDB calls serialised (see there).
-    nohup "$PYTHON" "$ROOT/devtools/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >>"$LOGS/moto.log" 2>&1 </dev/null &
+    # devtools/moto_server.py = moto_server with DynamoDB calls serialised and
+    # IAM enforced (see there).
+    nohup "$PYTHON" "$ROOT/devtools/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" "${iam_flag[@]}" >>"$LOGS/moto.log" 2>&1 </dev/null &
     pid=$!
     record_pid moto "$pid" "moto_server.py"
     wait_for "$ENDPOINT/moto-api/" 30 "$pid" || {
@@ -288,6 +299,8 @@ cmd_start() {
 
     local moto_state=fresh
     pid_of moto >/dev/null && http_ok "$ENDPOINT/moto-api/" && moto_state=reused
+    # The policies the emulator enforces (.local/iam.json) come from the template.
+    "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" >/dev/null
     start_moto
     "$PYTHON" devtools/stack.py provision --endpoint "$ENDPOINT" --api-url "$API_URL"
     start_gateway

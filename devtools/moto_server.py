@@ -10,20 +10,36 @@ the SDK cannot parse). Real DynamoDB has no such failure, so the local stack
 runs DynamoDB calls one at a time (they take milliseconds). Everything else
 stays concurrent, so SQS long polling does not hold up other services.
 
-Usage: python3 devtools/moto_server.py [-H 127.0.0.1] [-p 5000]
+IAM: with `--iam-policies .local/iam.json` (devtools/local.sh passes it
+unless STOCKROOM_IAM_ENFORCEMENT=off) every call signed with a function's
+access key is authorised the way AWS would authorise it (devtools/iam.py),
+and SNS -> SQS and S3 -> SQS deliveries are checked against the queue policy
+and the key policy, as AWS checks them; a refused delivery is dropped, as on
+AWS, and logged.
+
+Usage: python3 devtools/moto_server.py [-H 127.0.0.1] [-p 5000] [--iam-policies FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import signal
+import sys
 import threading
+import urllib.parse
+import uuid
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from werkzeug.serving import run_simple
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import iam  # noqa: E402  (devtools/iam.py)
 
 
 class FairLock:
@@ -184,10 +200,170 @@ def _partition_scoped_query() -> None:
     Table.all_items = all_items  # type: ignore[method-assign]
 
 
+def _credential_scope(environ: dict[str, Any], query: dict[str, list[str]]) -> list[str]:
+    """`<access key>/<date>/<region>/<service>/aws4_request`, from the
+    Authorization header or a presigned URL's X-Amz-Credential."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in auth:
+        return auth.split("Credential=", 1)[1].split(",", 1)[0].strip().split("/")
+    cred = (query.get("X-Amz-Credential") or [""])[0]
+    return cred.split("/") if cred else []
+
+
+def _log(event: dict[str, Any]) -> None:
+    print(json.dumps(event, separators=(",", ":")), file=sys.stderr, flush=True)
+
+
+class EnforceIam:
+    """Authorises every call signed with a function's access key (see
+    devtools/iam.py) and answers a refused one as the service does."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], enforcer: iam.Enforcer):
+        self.app = app
+        self.enforcer = enforcer
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/_stockroom/iam":
+            body = json.dumps(self.enforcer.report()).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        scope = _credential_scope(environ, query)
+        who = self.enforcer.principal_for(scope[0]) if scope else None
+        if who is None:
+            return self.app(environ, start_response)
+        service = scope[3] if len(scope) > 3 else ""
+        raw = b""
+        if service != "s3":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(raw)
+            environ["CONTENT_LENGTH"] = str(len(raw))
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        params: dict[str, Any] = {}
+        if target:
+            operation = target.rsplit(".", 1)[-1]
+            try:
+                params = json.loads(raw or b"{}")
+            except ValueError:
+                params = {}
+        elif service == "s3":
+            operation = environ.get("REQUEST_METHOD", "GET")
+        else:
+            form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+            params = {k: v[0] for k, v in form.items()}
+            operation = params.get("Action", "")
+        headers = {
+            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        needs = self.enforcer.needs(
+            service, operation, params, headers, environ.get("PATH_INFO", ""),
+            environ.get("REQUEST_METHOD", "GET"), query,
+        )
+        try:
+            self.enforcer.check(who, needs)
+        except iam.Denied as denied:
+            _log({"iam": "denied", "function": who["function"], "operation": f"{service}:{operation}",
+                  "action": denied.need.action, "resource": denied.need.resource, "message": str(denied)})
+            return _denied(service, denied, start_response)
+        return self.app(environ, start_response)
+
+
+def _denied(service: str, denied: iam.Denied, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The refusal each service sends (status, error code, body shape)."""
+    message = str(denied)
+    kms = denied.need.kms
+    request_id = str(uuid.uuid4())
+    headers = [("x-amzn-RequestId", request_id)]
+    if service == "sns":
+        code, status = ("KMSAccessDenied", "400 Bad Request") if kms else ("AuthorizationError", "403 Forbidden")
+        body = (
+            '<ErrorResponse xmlns="https://sns.amazonaws.com/doc/2010-03-31/"><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{_xml(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+        headers.append(("Content-Type", "text/xml"))
+    elif service == "s3":
+        status = "403 Forbidden"
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+            f"<Message>{_xml(message)}</Message><RequestId>{request_id}</RequestId></Error>"
+        )
+        headers.append(("Content-Type", "application/xml"))
+    elif service == "sqs":
+        status = "400 Bad Request"
+        if kms:
+            payload = {"__type": "com.amazonaws.sqs#KmsAccessDenied", "message": message}
+            headers.append(("x-amzn-query-error", "KMS.AccessDeniedException;Sender"))
+        else:
+            payload = {"__type": "com.amazon.coral.service#AccessDeniedException", "message": message}
+            headers.append(("x-amzn-query-error", "AccessDenied;Sender"))
+        body = json.dumps(payload)
+        headers.append(("Content-Type", "application/x-amz-json-1.0"))
+    elif service == "kms":
+        status = "400 Bad Request"
+        body = json.dumps({"__type": "AccessDeniedException", "message": message})
+        headers.append(("Content-Type", "application/x-amz-json-1.1"))
+    else:  # dynamodb and the other JSON services
+        status = "400 Bad Request"
+        body = json.dumps({"__type": "com.amazon.coral.service#AccessDeniedException", "Message": message})
+        headers.append(("Content-Type", "application/x-amz-json-1.0"))
+    data = body.encode()
+    headers.append(("Content-Length", str(len(data))))
+    start_response(status, headers)
+    return [data]
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _service_deliveries_checked(enforcer: iam.Enforcer) -> None:
+    """SNS -> SQS and S3 -> SQS deliveries need what AWS needs: the queue
+    policy must let the service principal send (for this source), and the
+    queue's key policy must let it use the key. A refused delivery is dropped
+    (AWS drops it too) and logged."""
+    import moto.s3.notifications as s3_notifications
+    import moto.sns.models as sns_models
+
+    def allowed(service_principal: str, queue_arn: str, source_arn: str) -> bool:
+        needs = enforcer.delivery_needs(service_principal, source_arn, "sqs:SendMessage", queue_arn)
+        try:
+            enforcer.check(None, needs, service_principal)
+            return True
+        except iam.Denied as denied:
+            _log({"iam": "delivery dropped", "principal": service_principal, "source": source_arn,
+                  "action": denied.need.action, "resource": denied.need.resource, "message": str(denied)})
+            return False
+
+    original_publish = sns_models.Subscription.publish
+
+    def publish(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.protocol == "sqs" and not allowed("sns.amazonaws.com", self.endpoint, self.topic.arn):
+            return None
+        return original_publish(self, *args, **kwargs)
+
+    sns_models.Subscription.publish = publish  # type: ignore[method-assign]
+
+    original_send = s3_notifications._send_sqs_message
+
+    def send_sqs_message(account_id: str, event_body: Any, queue_name: str, region_name: str) -> None:
+        try:
+            bucket = event_body["Records"][0]["s3"]["bucket"]["name"]
+        except (KeyError, IndexError, TypeError):
+            bucket = (event_body or {}).get("Bucket", "")
+        queue_arn = f"arn:aws:sqs:{region_name}:{account_id}:{queue_name}"
+        if allowed("s3.amazonaws.com", queue_arn, f"arn:aws:s3:::{bucket}"):
+            original_send(account_id, event_body, queue_name, region_name)
+
+    s3_notifications._send_sqs_message = send_sqs_message  # type: ignore[assignment]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
     ap.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
+    ap.add_argument("--iam-policies", help="enforce IAM as AWS does, with this .local/iam.json")
     args = ap.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))
     # State is in memory only: exit at once, without waiting for open
@@ -197,8 +373,15 @@ def main() -> None:
     _cheap_transaction_rollback()
     _cheap_sqs_retention_check()
     _partition_scoped_query()
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, SerialiseDynamoDB(app), threaded=True)
+    app: Callable[..., Iterable[bytes]] = SerialiseDynamoDB(DomainDispatcherApplication(create_backend_app))
+    if args.iam_policies:
+        enforcer = iam.Enforcer(Path(args.iam_policies))
+        _service_deliveries_checked(enforcer)
+        app = EnforceIam(app, enforcer)
+        _log({"iam": "enforced", "policies": args.iam_policies, "functions": len(enforcer.doc["principals"])})
+        for problem in enforcer.check_deliveries():
+            _log({"iam": "undeliverable", "message": problem})
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import iam  # noqa: E402  (devtools/iam.py)
+
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 STACK_NAME = "stockroom-local"
@@ -526,6 +529,9 @@ def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
             "env": {k: "" if v is None else str(v) for k, v in env.items()},
             "timeout": int(resolver.resolve(props.get("Timeout", 3))),
             "memory": int(resolver.resolve(props.get("MemorySize", 128))),
+            # The function's own identity: the emulator authorises its calls
+            # against its role's policies (devtools/iam.py).
+            "access_key_id": iam.access_key_id(lid),
         }
 
     apis = []
@@ -1170,6 +1176,7 @@ def render(args: argparse.Namespace) -> tuple[dict[str, Any], Resolver]:
     _write_atomic(state / "stack.json", json.dumps(desc, indent=2) + "\n")
     _write_atomic(state / "env", env_exports(desc, args.api_url))
     _write_atomic(state / "cloudformation.json", json.dumps(cfn, indent=1, default=str) + "\n")
+    _write_atomic(state / "iam.json", json.dumps(iam.build(cfn, resolver), indent=1) + "\n")
     return cfn, resolver
 
 
@@ -1200,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in Provisioner(cfn, resolver, args.endpoint).run():
                 print(f"  {line}")
         return 0
-    except StackError as exc:
+    except (StackError, iam.PolicyError) as exc:
         print(f"stack.py: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # samtranslator reports template errors as exceptions

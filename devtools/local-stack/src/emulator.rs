@@ -16,10 +16,17 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-/// A SigV4-shaped `Authorization` header for `service` that moto accepts.
-pub fn authorization(service: &str, region: &str, signed_headers: &str) -> String {
+/// A SigV4-shaped `Authorization` header for `service` that moto accepts,
+/// made with `access_key` (the emulator authorises a function's key against
+/// the function's role).
+pub fn authorization(
+    service: &str,
+    region: &str,
+    signed_headers: &str,
+    access_key: &str,
+) -> String {
     format!(
-        "AWS4-HMAC-SHA256 Credential=test/{}/{region}/{service}/aws4_request, SignedHeaders={signed_headers}, Signature=0",
+        "AWS4-HMAC-SHA256 Credential={access_key}/{}/{region}/{service}/aws4_request, SignedHeaders={signed_headers}, Signature=0",
         sigv4_day(time::OffsetDateTime::now_utc())
     )
 }
@@ -173,7 +180,7 @@ mod tests {
             "dynamodb"
         );
         assert_eq!(
-            service_of(&authorization("sqs", "eu-west-1", "host")),
+            service_of(&authorization("sqs", "eu-west-1", "host", "test")),
             "sqs"
         );
         assert_eq!(service_of("garbage"), "");

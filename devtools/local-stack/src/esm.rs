@@ -70,6 +70,9 @@ pub struct Sqs {
     endpoint: String,
     region: String,
     calls: Arc<AwsCalls>,
+    /// Lambda's poller calls SQS with the function's execution role: the
+    /// emulator authorises these calls against it.
+    access_key: String,
 }
 
 /// One received message, as ReceiveMessage (JSON protocol) returns it.
@@ -100,6 +103,15 @@ impl Sqs {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
             calls,
+            access_key: crate::spec::OPERATOR_ACCESS_KEY.to_string(),
+        }
+    }
+
+    /// The same client, calling as the function whose role has `access_key`.
+    pub fn acting_as(&self, access_key: &str) -> Self {
+        Sqs {
+            access_key: access_key.to_string(),
+            ..self.clone()
         }
     }
 
@@ -122,6 +134,7 @@ impl Sqs {
                     "sqs",
                     &self.region,
                     "content-type;host;x-amz-date;x-amz-target",
+                    &self.access_key,
                 ),
             )
             .body(body.to_string())
@@ -499,6 +512,9 @@ pub struct Mapping {
     spec: EventSourceSpec,
     /// Logical id of the function, when the stack has it.
     function_id: Option<String>,
+    /// The function's access key: the poller receives and deletes with the
+    /// function's role, as Lambda's does.
+    access_key: String,
     concurrency: usize,
     runnable: Result<(), String>,
     counters: Counters,
@@ -598,6 +614,11 @@ impl EventSources {
                         .maximum_concurrency
                         .map_or(DEFAULT_CONCURRENCY, |n| n.max(1) as usize),
                     spec: spec.clone(),
+                    access_key: function_id
+                        .as_ref()
+                        .and_then(|id| stack.functions.get(id))
+                        .map_or(crate::spec::OPERATOR_ACCESS_KEY, |f| f.access_key())
+                        .to_string(),
                     function_id,
                     runnable,
                     counters: Counters::default(),
@@ -645,7 +666,7 @@ impl EventSources {
                     handles.push(tokio::spawn(poll(
                         m.clone(),
                         lambda.clone(),
-                        sqs.clone(),
+                        sqs.acting_as(&m.access_key),
                         stop.clone(),
                     )));
                 }

@@ -285,7 +285,7 @@ impl Pool {
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
             .env("AWS_REGION", region)
             .env("AWS_DEFAULT_REGION", region)
-            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_ACCESS_KEY_ID", self.spec.access_key())
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_SESSION_TOKEN", "test")
             .env("AWS_ENDPOINT_URL", &self.stack.endpoint)

@@ -65,6 +65,20 @@ pub struct FunctionSpec {
     pub timeout: u64,
     /// MB.
     pub memory: u64,
+    /// The function's own access key id: the emulator authorises the
+    /// function's calls against its role (devtools/iam.py).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+}
+
+/// The access key of callers that are not a function (the operator's, the
+/// local gateway's): the emulator does not restrict it.
+pub const OPERATOR_ACCESS_KEY: &str = "test";
+
+impl FunctionSpec {
+    pub fn access_key(&self) -> &str {
+        self.access_key_id.as_deref().unwrap_or(OPERATOR_ACCESS_KEY)
+    }
 }
 
 fn default_handler() -> String {

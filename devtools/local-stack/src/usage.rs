@@ -205,7 +205,12 @@ impl UsagePlans {
             // check the signature.
             .header(
                 "authorization",
-                crate::emulator::authorization("apigateway", &self.region, "host"),
+                crate::emulator::authorization(
+                    "apigateway",
+                    &self.region,
+                    "host",
+                    crate::spec::OPERATOR_ACCESS_KEY,
+                ),
             )
             .send()
             .await?;
