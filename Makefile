@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit fuzz bench lint security-lint fmt validate sam-build deploy clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -136,25 +136,36 @@ security-lint: $(CHECKOV) ## checkov on template.yaml: clean, each waiver justif
 fmt: ## Format the code
 	cargo fmt --all
 
-# SAM CLI lives in its own virtualenv: installed globally it upgrades the
-# pinned cfn-lint / sam-translator / boto3 that the local stack relies on.
+# SAM CLI lives in its own virtualenv with what `sam build` runs: cargo-lambda
+# and zig (ziglang, which cargo-lambda finds as `python3 -m ziglang` through
+# the venv's PATH). Installed globally, SAM CLI upgrades the pinned cfn-lint /
+# sam-translator / boto3 that the local stack relies on.
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+ZIGLANG_VERSION := 0.17.1
+CARGO_LAMBDA_VERSION := $(shell sed -n 's/^cargo-lambda==//p' requirements-dev.txt)
+SAM_STAMP := $(SAM_VENV)/.installed-sam$(SAM_CLI_VERSION)-zig$(ZIGLANG_VERSION)-cargo-lambda$(CARGO_LAMBDA_VERSION)
+# The samconfig.toml environment of sam build / sam deploy: dev or prod.
+ENV ?= dev
 
-$(SAM):
-	python3 -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/pip || python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION) ziglang==$(ZIGLANG_VERSION) cargo-lambda==$(CARGO_LAMBDA_VERSION)
+	touch $@
 
-validate: $(SAM) ## sam validate --lint (offline, no credentials)
+validate: $(SAM_STAMP) ## sam validate --lint (offline, no credentials)
 	$(SAM) validate --lint --region us-east-1
 
-sam-build: deps $(SAM) ## sam build: every function's bootstrap for arm64 (cargo-lambda + zig)
+sam-build: $(SAM_STAMP) ## sam build for ENV (dev): every function's bootstrap for arm64 (cargo-lambda + zig), no prompt
 	rustup target add aarch64-unknown-linux-gnu
-	python3 -m pip install --quiet ziglang==0.17.1
-	$(SAM) build
+	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(SAM) build --config-env $(ENV)
 
-deploy: sam-build ## Deploy to AWS (guided the first time)
-	$(SAM) deploy --guided
+deploy: sam-build ## Deploy ENV (dev|prod) with samconfig.toml's settings, no prompt: make deploy ENV=dev
+	$(SAM) deploy --config-env $(ENV)
+
+deploy-guided: sam-build ## First deploy of ENV to an account, with sam's questions: make deploy-guided ENV=dev
+	$(SAM) deploy --guided --config-env $(ENV)
 
 clean-local: ## Forget the local stack's state (.local/)
 	@devtools/local.sh stop || true

@@ -378,6 +378,8 @@ def _function_from_uri(uri: Any, resolver: Resolver) -> str:
             if isinstance(target, dict) and "Fn::GetAtt" in target:
                 ga = target["Fn::GetAtt"]
                 return ga[0] if isinstance(ga, list) else ga.split(".")[0]
+            if isinstance(target, dict) and isinstance(target.get("Ref"), str):
+                return _through_alias(target["Ref"], resolver.resources)
     resolved = str(resolver.resolve(uri))
     m = re.search(r"function:([^/:]+)", resolved)
     if m:

@@ -12,6 +12,9 @@ use aws_sdk_apigateway::Client;
 
 pub use aws_sdk_apigateway;
 
+mod target;
+pub use target::StackTarget;
+
 /// Plans the template defines (`UsagePlanName: <stack>-<plan>`).
 pub const PLANS: &[&str] = &["standard", "trial"];
 

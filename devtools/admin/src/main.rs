@@ -1,25 +1,32 @@
-//! `stockroom-admin create-tenant --name NAME [--plan standard|trial] [--api-key KEY] [--scopes a,b]`
-//! `stockroom-admin set-plan --tenant-id ID --plan standard|trial`
+//! `stockroom-admin [--stack NAME] create-tenant --name NAME [--plan standard|trial] [--api-key KEY] [--scopes a,b]`
+//! `stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial`
+//!
+//! `--stack NAME` works on a deployed stack: its API keys table comes from
+//! the stack's outputs (CloudFormation DescribeStacks) and the keys it mints
+//! are live (`sk_live_`). Without it, on the stack `.local/env` describes
+//! (`STOCKROOM_STACK_NAME`, `API_KEYS_TABLE`): the local stack, test keys
+//! (`sk_test_`). The AWS account, region and credentials (or
+//! `AWS_ENDPOINT_URL` for the local stack) come from the standard AWS
+//! environment.
 //!
 //! `create-tenant` puts the tenant on a usage plan of the stack (an API
-//! Gateway key on `<STOCKROOM_STACK_NAME>-<plan>`) and creates its first API
-//! key directly in the API keys table (named by `API_KEYS_TABLE`; the AWS
-//! endpoint and credentials come from the standard AWS environment, e.g.
-//! `AWS_ENDPOINT_URL` for the local stack). Prints
+//! Gateway key on `<stack>-<plan>`) and creates its first API key directly in
+//! the API keys table. Prints
 //! `{"tenant_id":..,"api_key":..,"key_id":..,"plan":..}` as its last line. The
 //! key is shown only here: only its SHA-256 is stored. `set-plan` moves a
 //! tenant to another plan (its keys keep working; the new limits apply at once).
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use stockroom::auth::{ALL_SCOPES, generate_api_key, key_prefix};
+use stockroom::auth::{ALL_SCOPES, generate_api_key};
 use stockroom::domain::TenantId;
 use stockroom::ports::ApiKeyStore;
 use stockroom::{adapters::dynamodb::DynamoApiKeyStore, config};
-use stockroom_admin::{PLANS, UsagePlans, key_record};
+use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};
 
-const USAGE: &str = "usage: stockroom-admin create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
-       stockroom-admin set-plan --tenant-id ID --plan standard|trial";
+const USAGE: &str = "usage: stockroom-admin [--stack NAME] create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
+       stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial
+--stack NAME: a deployed stack (live keys); without it, the stack of .local/env (test keys)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -28,6 +35,8 @@ enum Command {
 }
 
 struct Args {
+    /// `--stack`: the deployed stack to work on.
+    stack: Option<String>,
     command: Command,
     name: String,
     tenant_id: Option<String>,
@@ -37,12 +46,17 @@ struct Args {
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let command = match argv.next().as_deref() {
-        Some("create-tenant") => Command::CreateTenant,
-        Some("set-plan") => Command::SetPlan,
-        _ => bail!(USAGE),
+    let mut stack = None;
+    let command = loop {
+        match argv.next().as_deref() {
+            Some("--stack") => stack = Some(argv.next().context(USAGE)?),
+            Some("create-tenant") => break Command::CreateTenant,
+            Some("set-plan") => break Command::SetPlan,
+            _ => bail!(USAGE),
+        }
     };
     let mut args = Args {
+        stack,
         command,
         name: String::new(),
         tenant_id: None,
@@ -55,6 +69,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             .next()
             .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
+            "--stack" => args.stack = Some(value),
             "--name" => args.name = value,
             "--tenant-id" => args.tenant_id = Some(value),
             "--plan" => args.plan = value,
@@ -104,7 +119,11 @@ fn tenant_id_for(name: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
     let sdk = config::aws_sdk_config().await;
-    let plans = UsagePlans::from_env(&sdk)?;
+    let target = match &args.stack {
+        Some(stack) => StackTarget::deployed(&sdk, stack).await?,
+        None => StackTarget::from_env()?,
+    };
+    let plans = UsagePlans::new(&sdk, target.stack_name.clone());
     if args.command == Command::SetPlan {
         let tenant_id = args.tenant_id.unwrap_or_default();
         TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
@@ -115,14 +134,12 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let table = std::env::var("API_KEYS_TABLE").context("API_KEYS_TABLE is not set")?;
     let tenant_id = args.tenant_id.unwrap_or_else(|| tenant_id_for(&args.name));
     TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
     let usage_key = plans.assign(&tenant_id, &args.plan).await?;
-    let environment = config::environment();
     let api_key = args
         .api_key
-        .unwrap_or_else(|| generate_api_key(key_prefix(&environment)));
+        .unwrap_or_else(|| generate_api_key(target.key_prefix()));
     if api_key.len() < 24 {
         bail!("--api-key must be at least 24 characters");
     }
@@ -133,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         &args.scopes,
         Some(usage_key),
     );
-    let store = DynamoApiKeyStore::from_sdk_config(&sdk, table);
+    let store = DynamoApiKeyStore::from_sdk_config(&sdk, target.api_keys_table.clone());
     match store.put_key(&record).await {
         Ok(()) => {}
         // The same key given again (e.g. a fixed demo key on a second run): reuse it.
@@ -203,6 +220,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.command, s.plan.as_str()), (Command::SetPlan, "trial"));
+        let d = parse_args(
+            ["--stack", "stockroom-dev", "create-tenant", "--name", "x"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(d.stack.as_deref(), Some("stockroom-dev"));
+        assert_eq!(a.stack, None);
+        let e = parse_args(
+            ["create-tenant", "--name", "x", "--stack", "stockroom-prod"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(e.stack.as_deref(), Some("stockroom-prod"));
         assert!(
             parse_args(
                 ["create-tenant", "--name", "x", "--scopes", "nope"]
