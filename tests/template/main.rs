@@ -134,7 +134,7 @@ fn action_matches(pattern: &str, action: &str) -> bool {
     let (p, a) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
     match p.split_once('*') {
         None => p == a,
-        Some((prefix, rest)) if rest.is_empty() => a.starts_with(prefix),
+        Some((prefix, "")) => a.starts_with(prefix),
         Some((prefix, rest)) => {
             a.starts_with(prefix)
                 && (0..=a.len() - prefix.len())
@@ -231,13 +231,12 @@ fn publishers(target: &str) -> BTreeSet<&'static str> {
         let p = &r["Properties"];
         let points_here = |v: &Value| refs(v).contains(target);
         match r["Type"].as_str().unwrap_or("") {
-            "AWS::CloudWatch::Alarm" | "AWS::CloudWatch::CompositeAlarm" => {
+            "AWS::CloudWatch::Alarm" | "AWS::CloudWatch::CompositeAlarm"
                 if ["AlarmActions", "OKActions", "InsufficientDataActions"]
                     .iter()
-                    .any(|k| points_here(&p[*k]))
-                {
-                    out.insert("cloudwatch.amazonaws.com");
-                }
+                    .any(|k| points_here(&p[*k])) =>
+            {
+                out.insert("cloudwatch.amazonaws.com");
             }
             "AWS::SNS::Subscription" if points_here(&p["Endpoint"]) => {
                 out.insert("sns.amazonaws.com");
