@@ -45,7 +45,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # AWS managed policies the template's roles attach (documents as AWS
 # publishes them). An attached managed policy missing from this table is an
@@ -468,6 +468,10 @@ class Enforcer:
         # (function, action, resource, why) -> count
         self.denials: dict[tuple[str, str, str, str], int] = {}
         self._mtime = 0.0
+        # The policy a resource that is not the template's carries in the
+        # emulator (a tenant's own queue subscribed to the events topic);
+        # moto_server.py sets it.
+        self.live_policy: Callable[[str], dict[str, Any] | None] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -568,6 +572,10 @@ class Enforcer:
         resource_docs = [
             (p["name"], p["document"]) for p in self.doc["resource_policies"].get(need.policy_resource, [])
         ]
+        if not resource_docs and need.policy_resource and self.live_policy is not None:
+            live = self.live_policy(need.policy_resource)
+            if live:
+                resource_docs = [(f"policy of {need.policy_resource}", live)]
         rp = evaluate(resource_docs, need.action, need.resource, ctx, principal)
         if identity.denied_by:
             return f"with an explicit deny in an identity-based policy ({identity.denied_by})"

@@ -359,6 +359,25 @@ def _service_deliveries_checked(enforcer: iam.Enforcer) -> None:
     s3_notifications._send_sqs_message = send_sqs_message  # type: ignore[assignment]
 
 
+def _live_queue_policies(enforcer: iam.Enforcer) -> None:
+    """Queues created at run time (a tenant's own queue subscribed to the
+    events topic) carry their policy in moto, set with CreateQueue or
+    SetQueueAttributes: that is the one AWS evaluates for them."""
+    from moto.sqs.models import sqs_backends
+
+    def live_policy(arn: str) -> dict[str, Any] | None:
+        if not arn.startswith("arn:aws:sqs:"):
+            return None
+        _, _, _, region, account, name = arn.split(":", 5)
+        try:
+            policy = sqs_backends[account][region].get_queue(name).policy
+        except Exception:  # no such queue: moto answers the call itself
+            return None
+        return json.loads(policy) if policy else None
+
+    enforcer.live_policy = live_policy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
@@ -377,6 +396,7 @@ def main() -> None:
     if args.iam_policies:
         enforcer = iam.Enforcer(Path(args.iam_policies))
         _service_deliveries_checked(enforcer)
+        _live_queue_policies(enforcer)
         app = EnforceIam(app, enforcer)
         _log({"iam": "enforced", "policies": args.iam_policies, "functions": len(enforcer.doc["principals"])})
         for problem in enforcer.check_deliveries():

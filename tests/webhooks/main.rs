@@ -483,8 +483,26 @@ async fn tenants_can_subscribe_their_own_queue_filtered_on_tenant_id() -> Result
                 .cloned()
         })
         .context("queue arn")?;
+    let topic_arn = function_env("BatchesApiFunction", "EVENTS_TOPIC_ARN")?;
+    // As on AWS, the topic may send to the queue only if the queue's policy
+    // lets it (the local stack enforces queue policies on SNS deliveries).
+    sqs.set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::Policy,
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+            }]})
+            .to_string(),
+        )
+        .send()
+        .await?;
     sns.subscribe()
-        .topic_arn(function_env("BatchesApiFunction", "EVENTS_TOPIC_ARN")?)
+        .topic_arn(&topic_arn)
         .protocol("sqs")
         .endpoint(&queue_arn)
         .attributes("RawMessageDelivery", "true")
