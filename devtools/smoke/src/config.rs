@@ -4,8 +4,6 @@
 use std::time::Duration;
 use url::Url;
 
-pub const USAGE: &str = "usage: STOCKROOM_URL=https://<api>/<stage> STOCKROOM_KEY=sk_live_... [STOCKROOM_WEBHOOK_URL=https://<receiver>] stockroom-smoke";
-
 /// The whole run (checks and cleanup) ends within this by default.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// The most a run may be given.

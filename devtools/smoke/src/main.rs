@@ -8,7 +8,7 @@ mod config;
 mod report;
 mod suite;
 
-use config::{CLEANUP_RESERVE, Config, USAGE};
+use config::{CLEANUP_RESERVE, Config};
 use std::process::ExitCode;
 use std::time::Instant;
 use suite::Suite;
@@ -19,7 +19,6 @@ async fn main() -> ExitCode {
         Ok(cfg) => cfg,
         Err(message) => {
             eprintln!("stockroom-smoke: {message}");
-            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };

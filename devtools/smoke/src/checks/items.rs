@@ -37,6 +37,13 @@ impl Suite {
         Ok("401 unauthorized".into())
     }
 
+    /// The key the suite runs with reads (a 401 here stops the run).
+    pub async fn key_accepted(&mut self) -> anyhow::Result<String> {
+        let a = self.api.get("/v1/items?limit=1").await?;
+        a.expect(200)?;
+        Ok("GET /v1/items 200".into())
+    }
+
     pub async fn item_create(&mut self) -> anyhow::Result<String> {
         let sku = self.new_sku("ITEM");
         let a = self
