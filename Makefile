@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen cli test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
+.PHONY: help deps build run stop status tenant metrics webhook-listen cli smoke smoke-local test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,10 +67,51 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  cargo test $(CARGO_SELECTION) --no-fail-fast || status=$$?; \
 	  echo "== large imports (the ignored tests), alone on the stack"; \
 	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
+	  echo "== smoke suite (make smoke) against the local stack"; \
+	  $(MAKE) --no-print-directory smoke-local SMOKE_REVOCATION_WAIT=$(TEST_REVOCATION_WAIT) || status=$$?; \
 	  echo "== IAM as AWS enforces it: the evaluator's unit tests, then what the run needed"; \
 	  python3 -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
 	  python3 devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \
 	  exit $$status
+
+# The smoke suite (devtools/smoke) checks a running stack through its public
+# API only, with its URL and a tenant's key holding every scope; it cleans up
+# after itself and exits non-zero when a check failed. Revoking a key takes
+# effect after the authorizer cache TTL (300 s by default): the suite checks it
+# only when STOCKROOM_SMOKE_REVOCATION_WAIT (seconds) covers that TTL.
+smoke: ## Smoke-test a running stack: make smoke STOCKROOM_URL=https://... STOCKROOM_KEY=sk_live_... [STOCKROOM_WEBHOOK_URL=https://...]
+	@cargo build -q $(CARGO_SELECTION) --bin stockroom-smoke
+	@STOCKROOM_URL="$(STOCKROOM_URL)" STOCKROOM_KEY="$(STOCKROOM_KEY)" STOCKROOM_WEBHOOK_URL="$(STOCKROOM_WEBHOOK_URL)" \
+	  $${CARGO_TARGET_DIR:-target}/debug/stockroom-smoke
+
+# make test's stack caches authorizer decisions for 2 s (TEST_PARAMETERS):
+# 15 s covers that and a cold authorizer on the emulator.
+TEST_REVOCATION_WAIT := 15
+SMOKE_REVOCATION_WAIT ?= 0
+
+# The smoke suite against the running local stack (make run / make test): a
+# fresh tenant with every scope, and the CLI's webhook receiver on a free
+# loopback port (only the local stack may deliver to http://127.0.0.1). Needs
+# the binaries of make build.
+smoke-local: ## The smoke suite against the running local stack (fresh tenant, local webhook receiver)
+	@set -euo pipefail; \
+	  bin=$${CARGO_TARGET_DIR:-target}/debug; \
+	  for b in stockroom-smoke stockroom-admin stockroom; do \
+	    test -x "$$bin/$$b" || { echo "$$bin/$$b is not built: run make build"; exit 1; }; \
+	  done; \
+	  test -f .local/env || { echo "the local stack is not running: start it with make run"; exit 1; }; \
+	  source .local/env; \
+	  curl -sf -o /dev/null "$$STOCKROOM_API_URL/_local/health" || { echo "the local stack does not answer on $$STOCKROOM_API_URL: start it with make run"; exit 1; }; \
+	  tenant="$$("$$bin/stockroom-admin" create-tenant --name smoke | tail -n 1)"; \
+	  key="$$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_key"])' "$$tenant")"; \
+	  rx_log=.local/logs/smoke-receiver.log; \
+	  "$$bin/stockroom" webhooks listen --port 0 >"$$rx_log" 2>&1 & rx=$$!; \
+	  trap 'kill $$rx 2>/dev/null || true' EXIT; \
+	  for _ in $$(seq 100); do grep -q '^listening on' "$$rx_log" && break; sleep 0.1; done; \
+	  rx_url="$$(sed -n 's|^listening on \(http://[^ ]*\).*|\1|p' "$$rx_log")"; \
+	  test -n "$$rx_url" || { echo "the webhook receiver did not start (see $$rx_log)"; exit 1; }; \
+	  STOCKROOM_URL="$$STOCKROOM_API_URL" STOCKROOM_KEY="$$key" STOCKROOM_WEBHOOK_URL="$$rx_url" \
+	    STOCKROOM_SMOKE_REVOCATION_WAIT=$(SMOKE_REVOCATION_WAIT) "$$bin/stockroom-smoke"
 
 # Benchmarks measure the deployed profile: one release build gives the
 # functions, hello-lambda (the cold-start reference), the local stack and the
