@@ -425,6 +425,14 @@ def _deliveries(resources: dict[str, Any], resolver: Any, account: str, region: 
             out.append({"from": lid, "principal": "sns.amazonaws.com",
                         "source_arn": str(resolver.resolve(props["TopicArn"])),
                         "action": "sqs:SendMessage", "target": str(resolver.resolve(props["Endpoint"]))})
+        elif t == "AWS::Logs::LogGroup" and props.get("KmsKeyId"):
+            # CloudWatch Logs encrypts the group's events with the key: the
+            # key policy must let the logs service principal use it for
+            # this group (its ARN is the encryption context).
+            name = str(resolver.resolve(props.get("LogGroupName") or f"{resolver.pseudo['AWS::StackName']}-{lid}"))
+            out.append({"from": lid, "principal": f"logs.{region}.amazonaws.com",
+                        "source_arn": f"arn:aws:logs:{region}:{account}:log-group:{name}",
+                        "action": "kms:use", "target": str(resolver.resolve(props["KmsKeyId"]))})
         elif t == "AWS::S3::Bucket":
             conf = props.get("NotificationConfiguration") or {}
             for q in conf.get("QueueConfigurations") or []:
@@ -597,6 +605,11 @@ class Enforcer:
                 s.add((need.action, need.resource, r))
 
     def delivery_needs(self, principal: str, source_arn: str, action: str, target: str) -> list[Need]:
+        if action == "kms:use":  # a log group encrypted under `target`
+            key = self.template_key(target) or target
+            ctx = {"kms:EncryptionContext:aws:logs:arn": source_arn, "aws:SourceAccount": self.account}
+            return [Need(a, key, policy_resource=key, kms=True, context=ctx)
+                    for a in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")]
         ctx = {"aws:SourceArn": source_arn, "aws:SourceAccount": self.account}
         service = action.split(":", 1)[0]
         needs = [Need(action, target, policy_resource=target, context=ctx)]

@@ -158,6 +158,19 @@ class Requests(unittest.TestCase):
         with self.assertRaises(iam.Denied):
             deliver(no_key)
 
+    def test_a_log_group_is_encrypted_only_where_the_key_policy_names_it(self) -> None:
+        group = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/app-fn"
+        logs_may_use = {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+                        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:GenerateDataKey*"], "Resource": "*",
+                        "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                                  f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/app-*"}}}
+        e = enforcer({}, key_policy=doc(ROOT_DELEGATES, logs_may_use))
+        e.doc["deliveries"] = [{"from": "Logs", "principal": "logs.us-east-1.amazonaws.com",
+                                "source_arn": group, "action": "kms:use", "target": KEY}]
+        self.assertEqual(e.check_deliveries(), [])
+        e.doc["deliveries"][0]["source_arn"] = group.replace("app-", "other-")
+        self.assertEqual(len(e.check_deliveries()), 1)
+
     def test_a_presigned_put_is_the_signers_put_object_under_the_bucket_policy(self) -> None:
         bucket = "arn:aws:s3:::up"
         deny_other_keys = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": bucket + "/*",
