@@ -464,9 +464,6 @@ class Denied(Exception):
         self.need = need
 
 
-_KMS_VIA = {"sqs": "sqs", "sns": "sns", "s3": "s3", "dynamodb": "dynamodb"}
-
-
 class Enforcer:
     def __init__(self, path: Path):
         self.path = path
