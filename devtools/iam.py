@@ -260,8 +260,7 @@ def evaluate(
                 continue
             ref = f"{name}#{stmt.get('Sid') or i}"
             if stmt.get("Effect") == "Deny":
-                if names_caller or delegates:
-                    d.denied_by = d.denied_by or ref
+                d.denied_by = d.denied_by or ref
             elif names_caller:
                 d.allowed_by.append(ref)
             else:
@@ -356,7 +355,7 @@ def build(cfn: dict[str, Any], resolver: Any) -> dict[str, Any]:
         if value in key_arn_by_ref:
             return key_arn_by_ref[value]
         for arn, k in keys.items():
-            if value in k["aliases"] or value.endswith(":" + "/".join(k["aliases"][:1])):
+            if any(value == a or value.endswith(":" + a) for a in k["aliases"]):
                 return arn
         return None  # an AWS managed key (alias/aws/sqs, ...): no key policy of ours
 
