@@ -1,5 +1,7 @@
 # Stockroom — every developer entry point. `make run` and `make test` set up
-# what they need on a fresh machine (pinned tools from requirements-dev.txt).
+# what they need on a fresh machine: the Python tools go into the project's
+# virtualenv .venv/ (pinned and hash-checked, requirements-dev.txt), never into
+# the global interpreter. `make doctor` lists what else each target needs.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -8,13 +10,33 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help deps build run stop status tenant metrics webhook-listen cli smoke smoke-local test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
+.PHONY: help doctor deps test-deps lock watch build run stop status tenant metrics webhook-listen cli smoke smoke-local test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-deps: ## Install the pinned dev tools (moto server, cfn-lint, sam translator, cargo-lambda) if missing
+# Every Python tool, from the project's virtualenv.
+VENV_BIN := $(CURDIR)/.venv/bin
+PYTHON := $(VENV_BIN)/python
+
+doctor: ## Check the prerequisites of make run, test, bench and deploy; print how to install what is missing
+	@devtools/doctor.sh
+
+deps: ## Create .venv/ with the pinned dev tools (moto server, cfn-lint, sam translator, cargo-lambda, schemathesis)
 	@devtools/local.sh deps
+
+test-deps: ## deps, plus Node modules and Chromium for the docs page test (installed where possible)
+	@devtools/local.sh test-deps
+
+# The locks (with hashes, every platform, Python >= 3.11) are compiled by uv
+# from the direct pins in the .in files; uv itself lives in .venv-lock/.
+UV_VERSION := 0.13.9
+lock: ## Recompile requirements-dev.txt and devtools/requirements/*.txt from their .in files
+	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION); }
+	for in in requirements-dev.in devtools/requirements/sam.in devtools/requirements/checkov.in; do \
+	  .venv-lock/bin/uv pip compile "$$in" --universal --python-version 3.11 --generate-hashes \
+	    --no-header --emit-index-url --quiet -o "$${in%.in}.txt" || exit 1; \
+	done
 
 build: ## Build the function binaries and the local stack (debug)
 	cargo build $(CARGO_SELECTION) --bins
@@ -34,7 +56,7 @@ tenant: ## Create a tenant on the running local stack: make tenant NAME=acme
 	@source .local/env && $${CARGO_TARGET_DIR:-target}/debug/stockroom-admin create-tenant --name "$(NAME)"
 
 metrics: ## Summarise the CloudWatch EMF metrics the local functions logged
-	@python3 devtools/metrics.py
+	@$(PYTHON) devtools/metrics.py
 
 webhook-listen: ## Print and verify webhook deliveries locally: make webhook-listen [PORT=4000] [SECRET=whsec_...] [FAIL=n]
 	cargo build -q -p stockroom-cli
@@ -57,7 +79,7 @@ TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetryS
 # the stage's rates for it.
 BENCH_PARAMETERS := $(LOCAL_PARAMETERS) StandardPlanRateLimit=100000 StandardPlanBurstLimit=100000 StageRateLimit=100000 StageBurstLimit=100000
 
-test: deps ## Unit + integration tests (starts and stops the local stack)
+test: test-deps ## Unit + integration tests (starts and stops the local stack)
 	cargo build $(CARGO_SELECTION) --all-targets
 	@set -euo pipefail; \
 	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \
@@ -70,8 +92,8 @@ test: deps ## Unit + integration tests (starts and stops the local stack)
 	  echo "== smoke suite (make smoke) against the local stack"; \
 	  $(MAKE) --no-print-directory smoke-local SMOKE_REVOCATION_WAIT=$(TEST_REVOCATION_WAIT) || status=$$?; \
 	  echo "== IAM as AWS enforces it: the evaluator's unit tests, then what the run needed"; \
-	  python3 -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
-	  python3 devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \
+	  $(PYTHON) -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
+	  $(PYTHON) devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \
 	  exit $$status
 
 # The smoke suite (devtools/smoke) checks a running stack through its public
@@ -103,7 +125,7 @@ smoke-local: ## The smoke suite against the running local stack (fresh tenant, l
 	  source .local/env; \
 	  curl -sf -o /dev/null "$$STOCKROOM_API_URL/_local/health" || { echo "the local stack does not answer on $$STOCKROOM_API_URL: start it with make run"; exit 1; }; \
 	  tenant="$$("$$bin/stockroom-admin" create-tenant --name smoke | tail -n 1)"; \
-	  key="$$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_key"])' "$$tenant")"; \
+	  key="$$($(PYTHON) -c 'import json,sys; print(json.loads(sys.argv[1])["api_key"])' "$$tenant")"; \
 	  rx_log=.local/logs/smoke-receiver.log; \
 	  "$$bin/stockroom" webhooks listen --port 0 >"$$rx_log" 2>&1 & rx=$$!; \
 	  trap 'kill $$rx 2>/dev/null || true' EXIT; \
@@ -161,17 +183,20 @@ test-unit: ## Unit tests only (no local stack)
 lint: security-lint ## rustfmt, clippy (warnings are errors), cfn-lint, checkov
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cfn-lint template.yaml
+	$(VENV_BIN)/cfn-lint template.yaml
 
-# checkov has its own virtualenv too: it pins an older boto3 than the local stack's.
+# checkov has its own virtualenv too: it pins an older boto3 than the local
+# stack's. The copy of the lock inside marks the venv current.
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.requirements.txt
 
-$(CHECKOV):
-	python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+$(CHECKOV_STAMP): devtools/requirements/checkov.txt
+	test -x $(CHECKOV_VENV)/bin/pip || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	cp $< $@
 
-security-lint: $(CHECKOV) ## checkov on template.yaml: clean, each waiver justified in the resource's Metadata
+security-lint: $(CHECKOV_STAMP) ## checkov on template.yaml: clean, each waiver justified in the resource's Metadata
 	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 fmt: ## Format the code
@@ -183,17 +208,14 @@ fmt: ## Format the code
 # sam-translator / boto3 that the local stack relies on.
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
-SAM_CLI_VERSION := 1.170.0
-ZIGLANG_VERSION := 0.17.1
-CARGO_LAMBDA_VERSION := $(shell sed -n 's/^cargo-lambda==//p' requirements-dev.txt)
-SAM_STAMP := $(SAM_VENV)/.installed-sam$(SAM_CLI_VERSION)-zig$(ZIGLANG_VERSION)-cargo-lambda$(CARGO_LAMBDA_VERSION)
+SAM_STAMP := $(SAM_VENV)/.requirements.txt
 # The samconfig.toml environment of sam build / sam deploy: dev or prod.
 ENV ?= dev
 
-$(SAM_STAMP):
+$(SAM_STAMP): devtools/requirements/sam.txt
 	test -x $(SAM_VENV)/bin/pip || python3 -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION) ziglang==$(ZIGLANG_VERSION) cargo-lambda==$(CARGO_LAMBDA_VERSION)
-	touch $@
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	cp $< $@
 
 validate: $(SAM_STAMP) ## sam validate --lint (offline, no credentials)
 	$(SAM) validate --lint --region us-east-1

@@ -2,7 +2,8 @@
 # Stockroom's Docker-free local stack: moto server (DynamoDB & co) + the
 # template-driven API Gateway / Lambda emulator (target/debug/stockroom-local).
 #
-#   devtools/local.sh deps                 install requirements-dev.txt if needed
+#   devtools/local.sh deps                 the project virtualenv .venv/ (requirements-dev.txt)
+#   devtools/local.sh test-deps            deps + Node modules and Chromium for the docs page test
 #   devtools/local.sh start [--foreground] moto + provision + gateway (+ demo tenant)
 #   devtools/local.sh stop                 stop what `start` started (and nothing else)
 #   devtools/local.sh status
@@ -13,7 +14,14 @@
 # fixed key for the demo tenant), STOCKROOM_ECHO_LOGS=1 (function output on the
 # console; the default in --foreground), STOCKROOM_LOCAL_ARGS (extra
 # stockroom-local flags, e.g. "--env RUST_LOG=debug"), STOCKROOM_IAM_ENFORCEMENT
-# (on; "off" lets every function call everything, as plain moto does).
+# (on; "off" lets every function call everything, as plain moto does),
+# STOCKROOM_BOOTSTRAP_PYTHON (python3: the interpreter .venv/ is made from).
+#
+# Every Python tool runs from .venv/, which `deps` creates with `python3 -m
+# venv`: nothing is installed into the global interpreter (PEP 668 refuses
+# that on Debian 12+, Ubuntu 23.04+ and Homebrew anyway).
+# Portable to macOS's bash 3.2 and BSD tools: no /proc, no GNU-only flags, and
+# empty arrays expanded as ${a[@]+"${a[@]}"} (bash < 4.4 calls them unbound).
 #
 # The function binaries must already be built (the Makefile does that); this
 # script builds nothing but stockroom-local itself when it is missing.
@@ -35,7 +43,9 @@ FAULT_PROXY_PORT="${STOCKROOM_FAULT_PROXY_PORT:-}"
 BIN_DIR="${STOCKROOM_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 API_URL="http://127.0.0.1:$API_PORT"
-PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+PYTHON="$VENV/bin/python"
+BOOTSTRAP_PYTHON="${STOCKROOM_BOOTSTRAP_PYTHON:-python3}"
 
 log() { printf '\033[1m[local]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -56,8 +66,8 @@ forget_pid() { # name
     mv "$tmp" "$PIDS"
 }
 
-is_ours() { # pid marker
-    [[ -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$2"
+is_ours() { # pid marker (ps -o command= is POSIX: Linux and macOS alike)
+    ps -p "$1" -o command= 2>/dev/null | grep -qF -- "$2"
 }
 
 pid_of() { # name -> pid if recorded and still ours
@@ -111,41 +121,36 @@ port_busy() { # port
 }
 
 # ------------------------------------------------------------------ deps
+# .venv/ holds every Python tool at the versions and hashes of
+# requirements-dev.txt; a copy of the lock it was installed from marks it
+# current (.venv/.requirements-dev.txt).
 cmd_deps() {
-    local req="$ROOT/requirements-dev.txt"
-    [[ -f "$req" ]] || die "missing $req"
-    if "$PYTHON" - "$req" <<'PY'
-import re, sys
-from importlib.metadata import version, PackageNotFoundError
-missing = []
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;]+)", line)
-    if not m:
-        continue
-    name, extras, want = m.groups()
-    try:
-        have = version(name)
-    except PackageNotFoundError:
-        have = None
-    if have != want:
-        missing.append(f"{name} (have {have}, want {want})")
-    if name == "moto" and extras and "server" in extras:
-        for dep in ("flask", "flask-cors", "py-partiql-parser", "jsonpath-ng", "joserfc"):
-            try:
-                version(dep)
-            except PackageNotFoundError:
-                missing.append(f"{dep} (moto[server])")
-if missing:
-    print("missing or wrong version: " + ", ".join(missing), file=sys.stderr)
-    sys.exit(1)
-PY
-    then
-        log "dev dependencies already installed (requirements-dev.txt)"
-    else
-        log "installing requirements-dev.txt"
-        "$PYTHON" -m pip install --disable-pip-version-check -q -r "$req"
+    local lock="$ROOT/requirements-dev.txt" stamp="$VENV/.requirements-dev.txt"
+    [[ -f "$lock" ]] || die "missing $lock"
+    if [[ -x "$PYTHON" ]] && "$PYTHON" -c '' 2>/dev/null && cmp -s "$lock" "$stamp"; then
+        log "dev tools up to date in .venv/ (requirements-dev.txt)"
+        return 0
     fi
+    command -v "$BOOTSTRAP_PYTHON" >/dev/null ||
+        die "$BOOTSTRAP_PYTHON is missing: Python >= 3.11 is needed (make doctor says how to install it)"
+    "$BOOTSTRAP_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        die "$("$BOOTSTRAP_PYTHON" --version 2>&1) is too old: Python >= 3.11 is needed (or set STOCKROOM_BOOTSTRAP_PYTHON)"
+    # A venv made by another interpreter (upgraded or removed since) is rebuilt.
+    if [[ ! -x "$PYTHON" ]] || ! "$PYTHON" -c '' 2>/dev/null; then
+        rm -rf "$VENV"
+        log "creating .venv/ with $("$BOOTSTRAP_PYTHON" --version 2>&1)"
+        "$BOOTSTRAP_PYTHON" -m venv "$VENV" ||
+            die "python3 -m venv failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)"
+    fi
+    log "installing requirements-dev.txt into .venv/ (pinned, hash-checked)"
+    rm -f "$stamp"
+    "$PYTHON" -m pip install --disable-pip-version-check -q --require-hashes --no-deps -r "$lock" ||
+        die "pip install -r requirements-dev.txt failed (above)"
+    cp "$lock" "$stamp"
+}
+
+cmd_test_deps() {
+    cmd_deps
     browser_deps
 }
 
@@ -158,12 +163,21 @@ browser_deps() {
                 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
                 || die "could not install chromium (apt-get install chromium)"
         else
-            log "warning: /usr/bin/chromium is missing and cannot be installed here (need root and apt-get); the docs page test will fail"
+            log "warning: /usr/bin/chromium is missing and cannot be installed here (needs root and apt-get); the docs page test will fail and say how to install it"
         fi
+    fi
+    if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+        log "installing Node.js and npm (Debian packages) for the docs page test"
+        { apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nodejs npm >/dev/null; }; } ||
+            log "warning: could not install nodejs and npm with apt-get"
+    fi
+    if ! command -v npm >/dev/null; then
+        log "warning: Node.js/npm are missing and cannot be installed here; the docs page test will fail and say how to install them"
+        return 0
     fi
     local docs="$ROOT/tests/docs"
     if [[ ! -f "$docs/node_modules/.package-lock.json" ]] || ! cmp -s <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/package-lock.json") <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/node_modules/.package-lock.json"); then
-        command -v npm >/dev/null || die "npm is missing (Node.js is needed for the docs page test)"
         log "installing tests/docs node modules (npm ci)"
         (cd "$docs" && npm ci --no-audit --no-fund --silent) || die "npm ci failed in tests/docs"
     fi
@@ -182,7 +196,7 @@ start_moto() {
         return 0
     fi
     port_busy "$MOTO_PORT" && die "port $MOTO_PORT is in use by something else (set MOTO_PORT)"
-    "$PYTHON" -c 'import moto.server, flask_cors' 2>/dev/null || die "moto[server] is not installed: run devtools/local.sh deps"
+    "$PYTHON" -c 'import moto.server, flask_cors' 2>/dev/null || die "moto[server] is not in .venv/: run make deps"
     # Each function calls the emulator with its own access key; the emulator
     # authorises every call against the function's role in template.yaml, as
     # AWS does (devtools/iam.py), unless told not to.
@@ -195,7 +209,7 @@ start_moto() {
     log "starting moto server on $ENDPOINT (log: .local/logs/moto.log)"
     # devtools/moto_server.py = moto_server with DynamoDB calls serialised and
     # IAM enforced (see there).
-    nohup "$PYTHON" "$ROOT/devtools/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" "${iam_flag[@]}" >>"$LOGS/moto.log" 2>&1 </dev/null &
+    nohup "$PYTHON" "$ROOT/devtools/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" ${iam_flag[@]+"${iam_flag[@]}"} >>"$LOGS/moto.log" 2>&1 </dev/null &
     pid=$!
     record_pid moto "$pid" "moto_server.py"
     wait_for "$ENDPOINT/moto-api/" 30 "$pid" || {
@@ -231,7 +245,7 @@ start_gateway() {
         --invoke-addr "127.0.0.1:$INVOKE_PORT" \
         --env STOCKROOM_ENV=local \
         --env STOCKROOM_WEBHOOK_ALLOW_LOOPBACK=true \
-        "${echo_flag[@]}" "${fault_flag[@]}" ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
+        ${echo_flag[@]+"${echo_flag[@]}"} ${fault_flag[@]+"${fault_flag[@]}"} ${STOCKROOM_LOCAL_ARGS:-} >>"$LOGS/stockroom-local.log" 2>&1 </dev/null &
     local pid=$!
     record_pid gateway "$pid" "stockroom-local"
     if ! wait_for "$API_URL/_local/health" 30 "$pid"; then
@@ -295,6 +309,7 @@ cmd_start() {
     done
     mkdir -p "$STATE" "$LOGS"
     command -v curl >/dev/null || die "curl is required"
+    [[ -x "$PYTHON" ]] || die ".venv/ is missing: run make deps (or make run, which does)"
     ((foreground)) && export STOCKROOM_ECHO_LOGS="${STOCKROOM_ECHO_LOGS:-1}"
 
     local moto_state=fresh
@@ -356,12 +371,13 @@ cmd_status() {
 
 case "${1:-}" in
 deps) cmd_deps ;;
+test-deps) cmd_test_deps ;;
 start) shift && cmd_start "$@" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
-render) "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" ;;
+render) [[ -x "$PYTHON" ]] || die ".venv/ is missing: run make deps"; "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" ;;
 *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2
     ;;
 esac

@@ -16,8 +16,8 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+fn python() -> PathBuf {
+    stockroom_tests::venv_tool("python")
 }
 
 /// A moto server of this test's own, killed when dropped.

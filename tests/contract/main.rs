@@ -31,7 +31,7 @@ async fn generated_requests_get_documented_answers_and_never_a_5xx() -> anyhow::
     let workdir = std::env::temp_dir().join(format!("stockroom-contract-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&workdir);
     std::fs::create_dir_all(&workdir)?;
-    let out = Command::new("st")
+    let out = Command::new(stockroom_tests::venv_tool("st"))
         .current_dir(&workdir)
         .arg("run")
         .arg(format!("{}/openapi.json", base_url()))
@@ -52,7 +52,7 @@ async fn generated_requests_get_documented_answers_and_never_a_5xx() -> anyhow::
         .args(["--exclude-name", "DELETE /v1/keys/{key_id}"])
         .args(["--no-color"])
         .output()
-        .context("run schemathesis (`st`): install it with devtools/local.sh deps")?;
+        .context("run schemathesis (`st`): `make deps` installs it in .venv")?;
     let _ = std::fs::remove_dir_all(&workdir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");

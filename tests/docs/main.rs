@@ -15,21 +15,46 @@ fn repo_root() -> &'static Path {
         .expect("tests/ is in the repository")
 }
 
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Only this test needs Node.js and Chromium (`make run` does not): where
+/// `make test` could not install them, it fails with the one line that does.
+fn browser_prerequisites(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    ensure!(
+        on_path("node"),
+        "Node.js is missing (only the docs page test needs it): \
+         `sudo apt-get install nodejs npm` or `brew install node`, then `make test-deps`"
+    );
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    ensure!(
+        chromium.exists(),
+        "Chromium is missing at {} (only the docs page test needs it): \
+         `sudo apt-get install chromium`, or set CHROMIUM to a Chromium binary",
+        chromium.display()
+    );
+    ensure!(
+        root.join("tests/docs/node_modules/playwright-core").exists(),
+        "playwright-core is not installed in tests/docs: run `make test-deps`"
+    );
+    Ok(chromium)
+}
+
 fn open_docs_in_chromium() -> anyhow::Result<Value> {
     let root = repo_root();
     let script = root.join("tests/docs/browser.mjs");
-    ensure!(
-        root.join("tests/docs/node_modules/playwright-core")
-            .exists()
-            && Path::new("/usr/bin/chromium").exists(),
-        "Chromium or playwright-core is not installed: run devtools/local.sh deps"
-    );
+    let chromium = browser_prerequisites(root)?;
     let shots = root.join(".local/screenshots");
     std::fs::create_dir_all(&shots)?;
     let screenshot = shots.join("docs.png");
     let _ = std::fs::remove_file(&screenshot);
     let url = format!("{}/docs", stockroom_tests::base_url());
     let out = Command::new("node")
+        .env("CHROMIUM", &chromium)
         .arg(&script)
         .arg(&url)
         .arg(&screenshot)

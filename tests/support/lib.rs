@@ -15,6 +15,21 @@ use tokio::sync::OnceCell;
 
 pub mod receiver;
 
+/// A tool of the project's Python virtualenv (`.venv/`, made by `make deps`
+/// from requirements-dev.txt): tests call `python`, `st` and the others
+/// there, never whichever one PATH happens to find.
+pub fn venv_tool(name: &str) -> std::path::PathBuf {
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run `make deps` (creates .venv from requirements-dev.txt)",
+        tool.display()
+    );
+    tool
+}
+
 /// The local gateway: `STOCKROOM_URL`, else the one `.local/env` names.
 pub fn base_url() -> String {
     std::env::var("STOCKROOM_URL")

@@ -26,14 +26,14 @@ fn cfn() -> &'static Value {
         let template = std::env::var("STOCKROOM_TEMPLATE")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root().join("template.yaml"));
-        let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        let out = Command::new(stockroom_tests::venv_tool("python"))
             .arg(root().join("devtools/stack.py"))
             .arg("show")
             .arg("--template")
             .arg(&template)
             .env_remove("STOCKROOM_PARAMETER_OVERRIDES")
             .output()
-            .expect("python3 runs devtools/stack.py");
+            .expect(".venv/bin/python runs devtools/stack.py");
         assert!(
             out.status.success(),
             "stack.py show failed: {}",
@@ -498,14 +498,14 @@ fn no_retained_resource_has_a_name_a_redeploy_would_collide_with() {
 
 fn samconfig() -> Value {
     let path = root().join("samconfig.toml");
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+    let out = Command::new(stockroom_tests::venv_tool("python"))
         .args([
             "-c",
             "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))",
         ])
         .arg(&path)
         .output()
-        .expect("python3 runs");
+        .expect(".venv/bin/python runs");
     assert!(
         out.status.success(),
         "{} does not parse: {}",
