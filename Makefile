@@ -62,6 +62,26 @@ webhook-listen: ## Print and verify webhook deliveries locally: make webhook-lis
 	cargo build -q -p stockroom-cli
 	$${CARGO_TARGET_DIR:-target}/debug/stockroom webhooks listen --port $${PORT:-4000} $${SECRET:+--secret "$$SECRET"} $${FAIL:+--fail $$FAIL}
 
+# One function under `cargo lambda watch` (rebuilt and restarted on every
+# change), while the running local stack (make run, in another terminal)
+# sends that function's invocations to it: API routes, queue pollers and the
+# Invoke API alike, with the stack's environment for the function. Ctrl-C
+# hands the function back to the stack's own binary; the emulator keeps its data.
+WATCH_PORT ?= 9100
+watch: deps ## Live-reload one function of the running local stack: make watch FN=items-api [WATCH_PORT=9100]
+	@test -n "$(FN)" || { echo "usage: make watch FN=<function, e.g. items-api>"; exit 2; }
+	@set -euo pipefail; \
+	  test -f .local/env || { echo "the local stack is not running: start it with make run (in another terminal)"; exit 1; }; \
+	  invoke="http://127.0.0.1:$${STOCKROOM_INVOKE_PORT:-9000}"; \
+	  mkdir -p .local/watch; \
+	  curl -sf "$$invoke/_local/functions/$(FN)/env" >.local/watch/$(FN).env \
+	    || { echo "the local stack on $$invoke does not answer, or has no function $(FN)"; exit 1; }; \
+	  release() { curl -sf -X DELETE "$$invoke/_local/functions/$(FN)/watch" >/dev/null && echo "$(FN): back to the stack's own binary"; }; \
+	  trap release EXIT; \
+	  curl -sf -X PUT -d '{"invoke_url":"http://127.0.0.1:$(WATCH_PORT)"}' "$$invoke/_local/functions/$(FN)/watch" >/dev/null; \
+	  echo "$(FN): the local stack now invokes cargo lambda watch on 127.0.0.1:$(WATCH_PORT) (Ctrl-C ends)"; \
+	  PATH="$(VENV_BIN):$$PATH" cargo lambda watch --bin $(FN) -A 127.0.0.1 -P $(WATCH_PORT) --env-file .local/watch/$(FN).env || true
+
 cli: ## Build the command-line client (import with progress, items, webhooks listen): target/debug/stockroom
 	cargo build -q -p stockroom-cli
 

@@ -10,8 +10,8 @@
 #   devtools/local.sh render               only rewrite .local/stack.json and .local/env
 #
 # Environment: MOTO_PORT (5000), STOCKROOM_API_PORT (3000), STOCKROOM_INVOKE_PORT
-# (9000), STOCKROOM_BIN_DIR (target/debug), STOCKROOM_DEMO_API_KEY (optional
-# fixed key for the demo tenant), STOCKROOM_ECHO_LOGS=1 (function output on the
+# (9000), STOCKROOM_BIN_DIR (target/debug), STOCKROOM_DEMO_API_KEY (the demo
+# tenant's key; default: the sample one of events/authorizer/demo-key.json), STOCKROOM_ECHO_LOGS=1 (function output on the
 # console; the default in --foreground), STOCKROOM_LOCAL_ARGS (extra
 # stockroom-local flags, e.g. "--env RUST_LOG=debug"), STOCKROOM_IAM_ENFORCEMENT
 # (on; "off" lets every function call everything, as plain moto does),
@@ -45,6 +45,8 @@ ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 API_URL="http://127.0.0.1:$API_PORT"
 VENV="$ROOT/.venv"
 PYTHON="$VENV/bin/python"
+# The demo tenant's key: the one events/authorizer/demo-key.json sends.
+DEMO_API_KEY="${STOCKROOM_DEMO_API_KEY:-sk_test_demo_key_for_local_development_only}"
 BOOTSTRAP_PYTHON="${STOCKROOM_BOOTSTRAP_PYTHON:-python3}"
 
 log() { printf '\033[1m[local]\033[0m %s\n' "$*" >&2; }
@@ -265,15 +267,23 @@ seed_demo() {
         return 0
     fi
     # Same moto process and a key on record: the tenant is still there.
-    if [[ -f "$STATE/demo.json" && "${1:-}" == reused ]]; then
-        return 0
+    if [[ ! -f "$STATE/demo.json" || "${1:-}" != reused ]]; then
+        args+=(--api-key "$DEMO_API_KEY")
+        if out="$(set -a && source "$STATE/env" && set +a && "$admin" "${args[@]}" 2>>"$LOGS/stockroom-admin.log")"; then
+            printf '%s\n' "$out" | tail -n 1 >"$STATE/demo.json"
+        else
+            log "warning: stockroom-admin create-tenant failed (see .local/logs/stockroom-admin.log)"
+            rm -f "$STATE/demo.json"
+            return 0
+        fi
     fi
-    [[ -n "${STOCKROOM_DEMO_API_KEY:-}" ]] && args+=(--api-key "$STOCKROOM_DEMO_API_KEY")
-    if out="$(set -a && source "$STATE/env" && set +a && "$admin" "${args[@]}" 2>>"$LOGS/stockroom-admin.log")"; then
-        printf '%s\n' "$out" | tail -n 1 >"$STATE/demo.json"
+    # What the sample events in events/ name (items, batches, a webhook and
+    # its delivery): idempotent, so a reused emulator keeps its data.
+    log "seeding the data of the sample events (events/; log: .local/logs/stockroom-admin.log)"
+    if (set -a && source "$STATE/env" && set +a && "$admin" seed-samples --events "$ROOT/events" --api-key "$DEMO_API_KEY" >>"$LOGS/stockroom-admin.log" 2>&1); then
+        :
     else
-        log "warning: stockroom-admin create-tenant failed (see .local/logs/stockroom-admin.log)"
-        rm -f "$STATE/demo.json"
+        log "warning: seeding the sample events' data failed (see .local/logs/stockroom-admin.log); the samples in events/ that need it will not succeed"
     fi
 }
 
@@ -284,7 +294,9 @@ print_summary() {
     fi
     echo
     echo "  Stockroom API   $API_URL   (e.g. curl $API_URL/v1/health)"
-    echo "  Lambda invoke   cargo lambda invoke items-api -A 127.0.0.1 -P $INVOKE_PORT --data-file events/<x>.json"
+    echo "  Lambda invoke   source .venv/bin/activate; cargo lambda invoke items-api -A 127.0.0.1 -P $INVOKE_PORT \\"
+    echo "                    --data-file events/items-api/get-item.json   (every file in events/ works: its data is seeded)"
+    echo "  Live reload     make watch FN=items-api   (in another terminal; this stack sends items-api's invocations to it)"
     echo "  AWS emulator    $ENDPOINT   (source .local/env for scripts/tests)"
     echo "  Logs            .local/logs/"
     if [[ -n "$key" ]]; then

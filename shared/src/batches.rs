@@ -209,6 +209,21 @@ impl BatchesService {
         request_id: &str,
         idempotency: Option<&IdempotencyRequest>,
     ) -> Result<SubmitOutcome, ApiError> {
+        self.submit_with_id(tenant, body, request_id, idempotency, new_batch_id())
+            .await
+    }
+
+    /// `submit` under a batch id chosen by the caller. The API always takes
+    /// a fresh one; the local stack seeds the batches its sample events name
+    /// (stockroom-admin seed-samples) through this same path.
+    pub async fn submit_with_id(
+        &self,
+        tenant: &TenantId,
+        body: &serde_json::Value,
+        request_id: &str,
+        idempotency: Option<&IdempotencyRequest>,
+        batch_id: String,
+    ) -> Result<SubmitOutcome, ApiError> {
         if let Some(idem) = idempotency
             && let Some(outcome) = self.replay(tenant, idem).await?
         {
@@ -217,11 +232,10 @@ impl BatchesService {
         let atomic = body.get("mode").and_then(|m| m.as_str()) == Some("atomic");
         if is_upload_request(body) {
             return self
-                .submit_upload(tenant, body, request_id, idempotency, atomic)
+                .submit_upload(tenant, body, request_id, idempotency, atomic, batch_id)
                 .await;
         }
         let request = parse_batch(body).map_err(|r| rejection(r, atomic))?;
-        let batch_id = new_batch_id();
         let chunks = match request.mode {
             // Applied from one message, in one transaction.
             BatchMode::Atomic => vec![atomic_chunk(request.valid).map_err(ApiError::Validation)?],
@@ -339,12 +353,12 @@ impl BatchesService {
         request_id: &str,
         idempotency: Option<&IdempotencyRequest>,
         atomic: bool,
+        batch_id: String,
     ) -> Result<SubmitOutcome, ApiError> {
         let request = parse_upload_request(body).map_err(|r| rejection(r, atomic))?;
         let Some(uploads) = &self.uploads else {
             return Err(ApiError::Internal("uploads are not configured".into()));
         };
-        let batch_id = new_batch_id();
         let now = clock::now();
         let now_s = clock::format(now);
         let url_expires = now + uploads.url_ttl;

@@ -1,5 +1,6 @@
 //! `stockroom-admin [--stack NAME] create-tenant --name NAME [--plan standard|trial] [--api-key KEY] [--scopes a,b]`
 //! `stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial`
+//! `stockroom-admin seed-samples [--events DIR] [--api-key KEY]` (local stack only)
 //!
 //! `--stack NAME` works on a deployed stack: its API keys table comes from
 //! the stack's outputs (CloudFormation DescribeStacks) and the keys it mints
@@ -15,6 +16,9 @@
 //! `{"tenant_id":..,"api_key":..,"key_id":..,"plan":..}` as its last line. The
 //! key is shown only here: only its SHA-256 is stored. `set-plan` moves a
 //! tenant to another plan (its keys keep working; the new limits apply at once).
+//! `seed-samples` seeds the data the sample events in `events/` name (the
+//! demo tenant must exist with `--api-key`, the sample key by default):
+//! see `samples.rs`.
 
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -22,16 +26,20 @@ use stockroom::auth::{ALL_SCOPES, generate_api_key};
 use stockroom::domain::TenantId;
 use stockroom::ports::ApiKeyStore;
 use stockroom::{adapters::dynamodb::DynamoApiKeyStore, config};
+mod samples;
+
 use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};
 
 const USAGE: &str = "usage: stockroom-admin [--stack NAME] create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
        stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial
+       stockroom-admin seed-samples [--events DIR] [--api-key KEY]   (local stack only)
 --stack NAME: a deployed stack (live keys); without it, the stack of .local/env (test keys)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     CreateTenant,
     SetPlan,
+    SeedSamples,
 }
 
 struct Args {
@@ -43,6 +51,7 @@ struct Args {
     plan: String,
     api_key: Option<String>,
     scopes: Vec<String>,
+    events: Option<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -52,6 +61,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             Some("--stack") => stack = Some(argv.next().context(USAGE)?),
             Some("create-tenant") => break Command::CreateTenant,
             Some("set-plan") => break Command::SetPlan,
+            Some("seed-samples") => break Command::SeedSamples,
             _ => bail!(USAGE),
         }
     };
@@ -63,6 +73,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         plan: "standard".into(),
         api_key: None,
         scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+        events: None,
     };
     while let Some(flag) = argv.next() {
         let value = argv
@@ -75,12 +86,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--plan" => args.plan = value,
             "--api-key" if !value.is_empty() => args.api_key = Some(value),
             "--api-key" => {}
+            "--events" => args.events = Some(value),
             "--scopes" => args.scopes = value.split(',').map(|s| s.trim().to_owned()).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
     if args.command == Command::CreateTenant && args.name.is_empty() {
         bail!("--name is required\n{USAGE}");
+    }
+    if args.command == Command::SeedSamples && args.stack.is_some() {
+        bail!("seed-samples seeds the local stack only (no --stack)\n{USAGE}");
     }
     if args.command == Command::SetPlan && args.tenant_id.is_none() {
         bail!("--tenant-id is required\n{USAGE}");
@@ -119,6 +134,13 @@ fn tenant_id_for(name: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
     let sdk = config::aws_sdk_config().await;
+    if args.command == Command::SeedSamples {
+        let events = args.events.as_deref().unwrap_or("events");
+        let seeder = samples::Seeder::from_env(&sdk, std::path::Path::new(events)).await?;
+        let api_key = args.api_key.as_deref().unwrap_or(samples::SAMPLE_API_KEY);
+        println!("{}", seeder.seed(api_key).await?);
+        return Ok(());
+    }
     let target = match &args.stack {
         Some(stack) => StackTarget::deployed(&sdk, stack).await?,
         None => StackTarget::from_env()?,

@@ -190,6 +190,9 @@ fn media_type_matches(pattern: &str, content_type: &str) -> bool {
 
 /// The access-log metric filter counts 429s on AWS; here an EMF line in the
 /// gateway's log lets `make metrics` count them too.
+/// Where the local stack's seeded sample webhook delivers (make run).
+pub const WEBHOOK_SINK_PATH: &str = "/_local/webhook-sink";
+
 fn log_rate_limited() {
     println!(
         "{}",
@@ -588,6 +591,26 @@ impl Gateway {
 
         // Dev-only introspection, unless the template itself routes there.
         let matched = self.routes.find(r.method.as_str(), &r.path);
+        if matched.is_none() && r.method == Method::POST && r.path == WEBHOOK_SINK_PATH {
+            // The seeded sample webhook's target: it accepts every delivery
+            // and logs which one arrived (never the payload).
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("")
+            };
+            println!(
+                "{}",
+                json!({
+                    "message": "webhook delivery received by /_local/webhook-sink",
+                    "webhook-id": header("webhook-id"),
+                    "signed": !header("webhook-signature").is_empty(),
+                })
+            );
+            return (StatusCode::NO_CONTENT.into_response(), None);
+        }
         if matched.is_none() && r.method == Method::GET {
             match r.path.as_str() {
                 "/_local/routes" => {

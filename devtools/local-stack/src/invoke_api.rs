@@ -26,6 +26,11 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/_local/functions", get(list))
+        .route("/_local/functions/{name}/env", get(function_env))
+        .route(
+            "/_local/functions/{name}/watch",
+            axum::routing::put(watch).delete(unwatch),
+        )
         .layer(DefaultBodyLimit::max(PAYLOAD_LIMIT * 2))
         .with_state(lambda)
 }
@@ -38,6 +43,53 @@ async fn list(State(l): State<Arc<Lambda>>) -> Response {
         .map(|(id, f)| json!({"logical_id": id, "binary": f.binary, "name": f.name, "arn": f.arn}))
         .collect();
     axum::Json(json!({ "functions": fns })).into_response()
+}
+
+/// `make watch`: the env file `cargo lambda watch --env-file` reads.
+async fn function_env(State(l): State<Arc<Lambda>>, Path(name): Path<String>) -> Response {
+    match l.function_env(&name) {
+        Ok(env) => {
+            let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            ([("content-type", "text/plain")], text).into_response()
+        }
+        Err(_) => not_found(&name),
+    }
+}
+
+fn not_found(name: &str) -> Response {
+    aws_error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        format!("Function not found: {name}"),
+    )
+}
+
+/// `make watch`: `{"invoke_url": "http://127.0.0.1:<port>"}` hands the
+/// function's invocations to that runtime (loopback only).
+async fn watch(State(l): State<Arc<Lambda>>, Path(name): Path<String>, body: Bytes) -> Response {
+    let url = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["invoke_url"].as_str().map(str::to_owned));
+    let Some(url) = url.filter(|u| {
+        u.starts_with("http://127.0.0.1:") || u.starts_with("http://[::1]:") || u.starts_with("http://localhost:")
+    }) else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "expected {\"invoke_url\": \"http://127.0.0.1:<port>\"}".into(),
+        );
+    };
+    match l.watch(&name, Some(url)) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => not_found(&name),
+    }
+}
+
+async fn unwatch(State(l): State<Arc<Lambda>>, Path(name): Path<String>) -> Response {
+    match l.watch(&name, None) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => not_found(&name),
+    }
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {

@@ -69,6 +69,10 @@ pub struct Lambda {
     pools: HashMap<String, Arc<Pool>>,
     stack: Arc<Stack>,
     children: Arc<Children>,
+    /// Functions handed to an outside runtime (`make watch`: `cargo lambda
+    /// watch`), by logical id: the base URL of its Invoke API.
+    watched: Mutex<HashMap<String, String>>,
+    http: reqwest::Client,
 }
 
 /// Every live child process, so shutdown can kill them all.
@@ -125,11 +129,46 @@ impl Lambda {
             pools,
             stack,
             children,
+            watched: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
         })
     }
 
     pub fn stack(&self) -> &Stack {
         &self.stack
+    }
+
+    /// From now on, `function`'s invocations go to the Invoke API at `base`
+    /// (`cargo lambda watch`), or back to its binary with `None`.
+    pub fn watch(&self, function: &str, base: Option<String>) -> Result<(), InvokeError> {
+        let id = self
+            .resolve(function)
+            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
+        let pool = &self.pools[id];
+        let mut watched = self.watched.lock().unwrap();
+        match base {
+            Some(base) => {
+                pool.log
+                    .line(&format!("WATCH invocations now go to {base} (make watch)"));
+                watched.insert(id.to_owned(), base);
+            }
+            None => {
+                if watched.remove(id).is_some() {
+                    pool.log.line("WATCH ended: invocations go to the binary again");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment the stack gives `function` beyond what a Lambda
+    /// runtime sets itself: its identity, the emulator and the template's
+    /// variables (the env file of `make watch`).
+    pub fn function_env(&self, function: &str) -> Result<Vec<(String, String)>, InvokeError> {
+        let id = self
+            .resolve(function)
+            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
+        Ok(stack_env(&self.pools[id].spec, &self.stack))
     }
 
     pub fn children(&self) -> Arc<Children> {
@@ -150,6 +189,10 @@ impl Lambda {
             return Err(InvokeError::TooLarge(req.payload.len()));
         }
         let pool = self.pools[id].clone();
+        let watched = self.watched.lock().unwrap().get(id).cloned();
+        if let Some(base) = watched {
+            return Ok(pool.forward(&self.http, &base, req).await);
+        }
         // Run detached: a caller that gives up (integration timeout, client
         // gone) must not strand the instance half-way through an invocation.
         let task = tokio::spawn(pool.invoke(req));
@@ -157,6 +200,22 @@ impl Lambda {
             Outcome::error("Runtime.Unknown", format!("invocation task failed: {e}"))
         }))
     }
+}
+
+/// What a function gets from the stack: its region, its own access key
+/// (the emulator enforces its role), the emulator's endpoint, and the
+/// template's variables.
+fn stack_env(spec: &FunctionSpec, stack: &Stack) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("AWS_REGION".to_owned(), stack.region.clone()),
+        ("AWS_DEFAULT_REGION".to_owned(), stack.region.clone()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), spec.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+        ("AWS_SESSION_TOKEN".to_owned(), "test".to_owned()),
+        ("AWS_ENDPOINT_URL".to_owned(), stack.endpoint.clone()),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
 }
 
 struct LogSink {
@@ -233,6 +292,42 @@ impl Pool {
         out
     }
 
+    /// One invocation through the Invoke API of an outside runtime (`cargo
+    /// lambda watch`), with the function's timeout.
+    async fn forward(&self, http: &reqwest::Client, base: &str, req: InvokeRequest) -> Outcome {
+        let url = format!(
+            "{}/2015-03-31/functions/{}/invocations",
+            base.trim_end_matches('/'),
+            self.spec.binary
+        );
+        self.log.line(&format!("START forwarded to {url} (make watch)"));
+        let mut call = http
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(self.spec.timeout.max(1)))
+            .body(req.payload);
+        if let Some(ctx) = &req.client_context {
+            call = call.header("lambda-runtime-client-context", ctx);
+        }
+        if let Some(id) = &req.cognito_identity {
+            call = call.header("lambda-runtime-cognito-identity", id);
+        }
+        let resp = match call.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                return Outcome::error(
+                    "Runtime.Unavailable",
+                    format!("the watched function at {base} does not answer ({e}): is make watch still running?"),
+                );
+            }
+        };
+        let failed = resp.headers().contains_key("x-amz-function-error") || !resp.status().is_success();
+        match resp.bytes().await {
+            Ok(body) if failed => Outcome::FunctionError(body),
+            Ok(body) => Outcome::Success(body),
+            Err(e) => Outcome::error("Runtime.Unavailable", format!("reading the watched function's answer: {e}")),
+        }
+    }
+
     async fn spawn_instance(self: Arc<Self>) -> anyhow::Result<Arc<Instance>> {
         if !self.binary.is_file() {
             anyhow::bail!("binary not found");
@@ -268,7 +363,6 @@ impl Pool {
                 cmd.env(key, v);
             }
         }
-        let region = &self.stack.region;
         cmd.env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &self.spec.name)
             .env(
@@ -283,19 +377,13 @@ impl Pool {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", stream)
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
-            .env("AWS_REGION", region)
-            .env("AWS_DEFAULT_REGION", region)
-            .env("AWS_ACCESS_KEY_ID", self.spec.access_key())
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_SESSION_TOKEN", "test")
-            .env("AWS_ENDPOINT_URL", &self.stack.endpoint)
             .env("_HANDLER", &self.spec.handler)
             .env(
                 "LAMBDA_TASK_ROOT",
                 self.binary.parent().unwrap_or(Path::new(".")),
             )
             .env("TZ", ":UTC");
-        cmd.envs(&self.spec.env);
+        cmd.envs(stack_env(&self.spec, &self.stack));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -10,7 +10,7 @@ mod items;
 mod keys;
 mod openapi;
 pub mod problem;
-pub use extract::parse_json_body;
+pub use extract::{idempotency_request, parse_json_body};
 mod webhooks;
 
 pub use batches::BatchesState;

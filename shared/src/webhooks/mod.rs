@@ -83,6 +83,19 @@ impl WebhooksService {
         tenant: &TenantId,
         body: &serde_json::Value,
     ) -> Result<CreatedWebhook, ApiError> {
+        let id = format!("wh_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+        self.create_with_id(tenant, body, id).await
+    }
+
+    /// `create` under an id chosen by the caller: the API always takes a
+    /// fresh one; the local stack seeds the webhook its sample events name
+    /// (stockroom-admin seed-samples) through this same path.
+    pub async fn create_with_id(
+        &self,
+        tenant: &TenantId,
+        body: &serde_json::Value,
+        id: String,
+    ) -> Result<CreatedWebhook, ApiError> {
         let new = NewWebhook::from_json(body).map_err(ApiError::Validation)?;
         let url = target::validate_url(&new.url, &self.policy)?;
         target::check_resolved(&url, &self.policy).await?;
@@ -91,7 +104,6 @@ impl WebhooksService {
                 limit: MAX_WEBHOOKS_PER_TENANT,
             });
         }
-        let id = format!("wh_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
         let secret = signing::generate_secret();
         let now = clock::now_rfc3339();
         let ciphertext = self
