@@ -76,6 +76,8 @@ watch: deps ## Live-reload one function of the running local stack: make watch F
 	  mkdir -p .local/watch; \
 	  curl -sf "$$invoke/_local/functions/$(FN)/env" >.local/watch/$(FN).env \
 	    || { echo "the local stack on $$invoke does not answer, or has no function $(FN)"; exit 1; }; \
+	  echo "building $(FN) (cargo lambda watch builds it on its own: the first time takes minutes, then it is incremental)"; \
+	  cargo build -q --bin $(FN); \
 	  release() { curl -sf -X DELETE "$$invoke/_local/functions/$(FN)/watch" >/dev/null && echo "$(FN): back to the stack's own binary"; }; \
 	  trap release EXIT; \
 	  curl -sf -X PUT -d '{"invoke_url":"http://127.0.0.1:$(WATCH_PORT)"}' "$$invoke/_local/functions/$(FN)/watch" >/dev/null; \

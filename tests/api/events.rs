@@ -30,32 +30,108 @@ enum Expect {
 /// In invocation order: the items before what reads them.
 const EXPECTED: &[(&str, &str, Expect)] = &[
     ("authorizer", "authorizer/demo-key.json", Expect::Allow),
-    ("authorizer", "authorizer/unknown-key.json", Expect::Unauthorized),
+    (
+        "authorizer",
+        "authorizer/unknown-key.json",
+        Expect::Unauthorized,
+    ),
     ("items-api", "items-api/health.json", Expect::Http(&[200])),
     // 409 only when an earlier run on the same stack created SAMPLE-3.
-    ("items-api", "items-api/create-item.json", Expect::Http(&[201, 409])),
+    (
+        "items-api",
+        "items-api/create-item.json",
+        Expect::Http(&[201, 409]),
+    ),
     ("items-api", "items-api/get-item.json", Expect::Http(&[200])),
-    ("items-api", "items-api/list-items.json", Expect::Http(&[200])),
+    (
+        "items-api",
+        "items-api/list-items.json",
+        Expect::Http(&[200]),
+    ),
     // Its Idempotency-Key makes a repeat replay the first answer.
-    ("items-api", "items-api/adjust-stock.json", Expect::Http(&[200])),
-    ("items-api", "items-api/list-movements.json", Expect::Http(&[200])),
+    (
+        "items-api",
+        "items-api/adjust-stock.json",
+        Expect::Http(&[200]),
+    ),
+    (
+        "items-api",
+        "items-api/list-movements.json",
+        Expect::Http(&[200]),
+    ),
     // Replays the seeded batch (same Idempotency-Key and body).
-    ("batches-api", "batches-api/create-batch.json", Expect::Http(&[202])),
-    ("batches-api", "batches-api/get-batch.json", Expect::Http(&[200])),
-    ("batches-api", "batches-api/list-batches.json", Expect::Http(&[200])),
+    (
+        "batches-api",
+        "batches-api/create-batch.json",
+        Expect::Http(&[202]),
+    ),
+    (
+        "batches-api",
+        "batches-api/get-batch.json",
+        Expect::Http(&[200]),
+    ),
+    (
+        "batches-api",
+        "batches-api/list-batches.json",
+        Expect::Http(&[200]),
+    ),
     ("keys-api", "keys-api/list-keys.json", Expect::Http(&[200])),
-    ("webhooks-api", "webhooks-api/create-webhook.json", Expect::Http(&[201])),
-    ("webhooks-api", "webhooks-api/list-webhooks.json", Expect::Http(&[200])),
+    (
+        "webhooks-api",
+        "webhooks-api/create-webhook.json",
+        Expect::Http(&[201]),
+    ),
+    (
+        "webhooks-api",
+        "webhooks-api/list-webhooks.json",
+        Expect::Http(&[200]),
+    ),
     // A cloud metadata address: refused (webhook_url_*).
-    ("webhooks-api", "webhooks-api/refused-target.json", Expect::Http(&[422])),
-    ("batch-splitter", "batch-splitter/s3-test-event.json", Expect::NoFailures),
-    ("batch-splitter", "batch-splitter/upload-notification.json", Expect::NoFailures),
-    ("batch-worker", "batch-worker/chunk.json", Expect::NoFailures),
-    ("batch-worker", "batch-worker/dead-lettered-chunk.json", Expect::NoFailures),
-    ("batch-worker", "batch-worker/poison-message.json", Expect::OneFailure),
-    ("webhook-dispatcher", "webhook-dispatcher/event.json", Expect::NoFailures),
-    ("webhook-dispatcher", "webhook-dispatcher/delivery-job.json", Expect::NoFailures),
-    ("webhook-dispatcher", "webhook-dispatcher/unreadable.json", Expect::NoFailures),
+    (
+        "webhooks-api",
+        "webhooks-api/refused-target.json",
+        Expect::Http(&[422]),
+    ),
+    (
+        "batch-splitter",
+        "batch-splitter/s3-test-event.json",
+        Expect::NoFailures,
+    ),
+    (
+        "batch-splitter",
+        "batch-splitter/upload-notification.json",
+        Expect::NoFailures,
+    ),
+    (
+        "batch-worker",
+        "batch-worker/chunk.json",
+        Expect::NoFailures,
+    ),
+    (
+        "batch-worker",
+        "batch-worker/dead-lettered-chunk.json",
+        Expect::NoFailures,
+    ),
+    (
+        "batch-worker",
+        "batch-worker/poison-message.json",
+        Expect::OneFailure,
+    ),
+    (
+        "webhook-dispatcher",
+        "webhook-dispatcher/event.json",
+        Expect::NoFailures,
+    ),
+    (
+        "webhook-dispatcher",
+        "webhook-dispatcher/delivery-job.json",
+        Expect::NoFailures,
+    ),
+    (
+        "webhook-dispatcher",
+        "webhook-dispatcher/unreadable.json",
+        Expect::NoFailures,
+    ),
 ];
 
 fn events_dir() -> std::path::PathBuf {
@@ -103,7 +179,9 @@ fn check(file: &str, expect: Expect, error: Option<String>, out: &Value) -> Resu
     if ok {
         Ok(())
     } else {
-        Err(format!("{file}: expected {expect:?}, got error {error:?}: {out}"))
+        Err(format!(
+            "{file}: expected {expect:?}, got error {error:?}: {out}"
+        ))
     }
 }
 
@@ -117,7 +195,10 @@ async fn every_sample_event_gets_its_documented_answer() -> anyhow::Result<()> {
             for file in std::fs::read_dir(&dir)? {
                 let file = file?.path();
                 if file.extension().is_some_and(|e| e == "json") {
-                    let rel = file.strip_prefix(events_dir())?.to_string_lossy().into_owned();
+                    let rel = file
+                        .strip_prefix(events_dir())?
+                        .to_string_lossy()
+                        .into_owned();
                     files.push(rel);
                 }
             }

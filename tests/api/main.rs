@@ -10,3 +10,4 @@ mod keys;
 mod limits;
 mod meta;
 mod stock;
+mod watch;

@@ -38,7 +38,8 @@ fn browser_prerequisites(root: &Path) -> anyhow::Result<std::path::PathBuf> {
         chromium.display()
     );
     ensure!(
-        root.join("tests/docs/node_modules/playwright-core").exists(),
+        root.join("tests/docs/node_modules/playwright-core")
+            .exists(),
         "playwright-core is not installed in tests/docs: run `make test-deps`"
     );
     Ok(chromium)

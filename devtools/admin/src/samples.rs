@@ -43,7 +43,8 @@ const SAMPLE_UPLOAD_BATCH: &str = "b_01jd8x3b6q5w3z2y1x0v9t8s7w";
 /// The webhook of the webhook-dispatcher samples.
 const SAMPLE_WEBHOOK: &str = "wh_01jd8x3b6q5w3z2y1x0v9t8s7r";
 /// The uploaded file: what `upload-notification.json`'s object holds.
-pub const SAMPLE_UPLOAD_CSV: &str = "op,sku,name,quantity\nupsert,SAMPLE-4,Counted jug,12\nupsert,SAMPLE-5,Counted bowl,7\n";
+pub const SAMPLE_UPLOAD_CSV: &str =
+    "op,sku,name,quantity\nupsert,SAMPLE-4,Counted jug,12\nupsert,SAMPLE-5,Counted bowl,7\n";
 const WAIT: Duration = Duration::from_secs(60);
 
 pub struct Seeder {

@@ -71,7 +71,9 @@ async fn watch(State(l): State<Arc<Lambda>>, Path(name): Path<String>, body: Byt
         .ok()
         .and_then(|v| v["invoke_url"].as_str().map(str::to_owned));
     let Some(url) = url.filter(|u| {
-        u.starts_with("http://127.0.0.1:") || u.starts_with("http://[::1]:") || u.starts_with("http://localhost:")
+        u.starts_with("http://127.0.0.1:")
+            || u.starts_with("http://[::1]:")
+            || u.starts_with("http://localhost:")
     }) else {
         return aws_error(
             StatusCode::BAD_REQUEST,

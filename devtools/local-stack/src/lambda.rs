@@ -154,7 +154,8 @@ impl Lambda {
             }
             None => {
                 if watched.remove(id).is_some() {
-                    pool.log.line("WATCH ended: invocations go to the binary again");
+                    pool.log
+                        .line("WATCH ended: invocations go to the binary again");
                 }
             }
         }
@@ -300,7 +301,8 @@ impl Pool {
             base.trim_end_matches('/'),
             self.spec.binary
         );
-        self.log.line(&format!("START forwarded to {url} (make watch)"));
+        self.log
+            .line(&format!("START forwarded to {url} (make watch)"));
         let mut call = http
             .post(&url)
             .timeout(std::time::Duration::from_secs(self.spec.timeout.max(1)))
@@ -316,15 +318,21 @@ impl Pool {
             Err(e) => {
                 return Outcome::error(
                     "Runtime.Unavailable",
-                    format!("the watched function at {base} does not answer ({e}): is make watch still running?"),
+                    format!(
+                        "the watched function at {base} does not answer ({e}): is make watch still running?"
+                    ),
                 );
             }
         };
-        let failed = resp.headers().contains_key("x-amz-function-error") || !resp.status().is_success();
+        let failed =
+            resp.headers().contains_key("x-amz-function-error") || !resp.status().is_success();
         match resp.bytes().await {
             Ok(body) if failed => Outcome::FunctionError(body),
             Ok(body) => Outcome::Success(body),
-            Err(e) => Outcome::error("Runtime.Unavailable", format!("reading the watched function's answer: {e}")),
+            Err(e) => Outcome::error(
+                "Runtime.Unavailable",
+                format!("reading the watched function's answer: {e}"),
+            ),
         }
     }
 
