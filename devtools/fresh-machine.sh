@@ -27,7 +27,7 @@ SANDBOX="$CLONE.bin"
 log() { printf '\033[1m[fresh]\033[0m %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
-[[ -f /usr/lib/python3*/EXTERNALLY-MANAGED ]] 2>/dev/null || ls /usr/lib/python3*/EXTERNALLY-MANAGED >/dev/null 2>&1 ||
+ls /usr/lib/python3*/EXTERNALLY-MANAGED >/dev/null 2>&1 ||
     die "/usr/bin/python3 has no PEP 668 marker: this simulation needs Debian 12+ or Ubuntu 23.04+"
 
 log "PATH sandbox in $SANDBOX: system programs without node/npm/npx and Python tools"

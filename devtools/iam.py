@@ -18,7 +18,7 @@ authorised by the key policy. This module is that check for the local stack:
   BatchGetItem, the index ARN of a Query on a GSI, the KMS uses an encrypted
   queue, topic, bucket or table implies) and answers a denied call the way
   the service does (AccessDeniedException, AuthorizationError, AccessDenied);
-* `python3 devtools/iam.py report` prints, per function, what was denied and
+* `.venv/bin/python devtools/iam.py report` prints, per function, what was denied and
   which granted permissions no call used.
 
 moto has IAM access-control code (moto.iam.access_control); it is not used

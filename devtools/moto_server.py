@@ -17,7 +17,7 @@ and SNS -> SQS and S3 -> SQS deliveries are checked against the queue policy
 and the key policy, as AWS checks them; a refused delivery is dropped, as on
 AWS, and logged.
 
-Usage: python3 devtools/moto_server.py [-H 127.0.0.1] [-p 5000] [--iam-policies FILE]
+Usage: .venv/bin/python devtools/moto_server.py [-H 127.0.0.1] [-p 5000] [--iam-policies FILE]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Unit tests of devtools/iam.py: the policy language as AWS evaluates it,
 and what each request needs. `make test` runs them
-(python3 -m unittest discover -s devtools -p 'test_*.py')."""
+(.venv/bin/python -m unittest discover -s devtools -p 'test_*.py')."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ impl Stack {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
-                "reading {} (run `python3 devtools/stack.py render` first)",
+                "reading {} (run `devtools/local.sh render` first)",
                 path.display()
             )
         })?;
