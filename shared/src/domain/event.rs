@@ -27,6 +27,26 @@ pub enum EventType {
     WebhookPing,
 }
 
+/// The schema of the event types a webhook can subscribe to (every
+/// `EventType` but `webhook.ping`), built from `EventType::SUBSCRIBABLE` so
+/// the document and the server's check are the same list.
+pub struct SubscribableEventType;
+
+impl utoipa::PartialSchema for SubscribableEventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(EventType::SUBSCRIBABLE.iter().map(|t| t.as_str())))
+            .description(Some(
+                "An event type a webhook can subscribe to (`webhook.ping` is sent by the test \
+                 route only).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SubscribableEventType {}
+
 impl EventType {
     pub const SUBSCRIBABLE: [EventType; 6] = [
         EventType::BatchCompleted,
@@ -48,6 +68,52 @@ impl EventType {
             EventType::WebhookPing => "webhook.ping",
         }
     }
+
+    /// What the event tells, and its `data` (the OpenAPI document's
+    /// `webhooks` section).
+    pub fn description(self) -> &'static str {
+        match self {
+            EventType::BatchCompleted => {
+                "A batch finished with every record applied. `data`: `batch_id`, `mode`, `status`, \
+                 `total`, `succeeded`, `failed`, `status_url`, `failures_url`."
+            }
+            EventType::BatchCompletedWithErrors => {
+                "A batch finished with some records failed (isolated mode). `data`: `batch_id`, \
+                 `mode`, `status`, `total`, `succeeded`, `failed`, `status_url`, `failures_url`."
+            }
+            EventType::BatchFailed => {
+                "A batch failed as a whole (atomic mode, or an upload that could not be read). \
+                 `data`: `batch_id`, `mode`, `status`, `total`, `succeeded`, `failed`, \
+                 `status_url`, `failures_url` and, when the batch failed as a whole, `error`."
+            }
+            EventType::ItemLowStock => {
+                "An item's stock fell to or below its `low_stock_threshold`. `data`: `sku`, \
+                 `quantity`, `low_stock_threshold`, `version` and, from a batch, `batch_id`."
+            }
+            EventType::ItemDeleted => {
+                "An item was deleted. `data`: `sku` and, from a batch, `batch_id`."
+            }
+            EventType::WebhookDisabled => {
+                "One of the tenant's webhooks was disabled (410 Gone, or failing for too long); \
+                 the disabled one itself does not receive it. `data`: `webhook_id`, `reason`."
+            }
+            EventType::WebhookPing => {
+                "Sent by `POST /v1/webhooks/{webhook_id}/test` to that webhook only; cannot be \
+                 subscribed to. `data`: `webhook_id`."
+            }
+        }
+    }
+
+    /// Every type that can be delivered: the subscribable ones and the ping.
+    pub const DELIVERABLE: [EventType; 7] = [
+        EventType::BatchCompleted,
+        EventType::BatchCompletedWithErrors,
+        EventType::BatchFailed,
+        EventType::ItemLowStock,
+        EventType::ItemDeleted,
+        EventType::WebhookDisabled,
+        EventType::WebhookPing,
+    ];
 
     pub fn parse(raw: &str) -> Option<EventType> {
         Self::SUBSCRIBABLE
@@ -252,6 +318,18 @@ mod tests {
             );
         }
         assert_eq!(EventType::parse("batch.exploded"), None);
+    }
+
+    /// Every type that can be delivered is listed (the document's webhooks):
+    /// the subscribable ones and the ping.
+    #[test]
+    fn deliverable_types_are_the_subscribable_ones_and_the_ping() {
+        let mut want = EventType::SUBSCRIBABLE.to_vec();
+        want.push(EventType::WebhookPing);
+        assert_eq!(EventType::DELIVERABLE.to_vec(), want);
+        for t in EventType::DELIVERABLE {
+            assert!(!t.description().is_empty());
+        }
     }
 
     #[test]

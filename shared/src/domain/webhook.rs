@@ -80,6 +80,7 @@ pub struct Webhook {
     pub id: String,
     #[schema(example = "https://erp.example.com/hooks/stockroom")]
     pub url: String,
+    #[schema(value_type = Vec<crate::domain::event::SubscribableEventType>)]
     pub events: Vec<EventType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

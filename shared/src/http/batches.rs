@@ -83,10 +83,15 @@ pub struct BatchRequestBody {
     size_bytes: Option<u64>,
 }
 
-/// Submit a batch of stock updates; applied asynchronously. An upload batch
-/// answers `awaiting_upload` with `upload` (URL, method, headers); once the
-/// file is PUT there the batch goes `accepted` -> `processing` -> terminal,
-/// and fails with `error.code` `upload_expired` if no file arrives in time.
+/// Submit a batch of stock updates; applied asynchronously.
+///
+/// Inline records (up to 50,000, 5 MiB) are validated at once: invalid ones are reported as
+/// failures, the rest applied exactly once by the workers, in `isolated` mode (only bad
+/// records fail) or `atomic` mode (all or nothing, up to 99 records). An upload batch
+/// answers `awaiting_upload` with `upload` (URL, method, headers); once the file is PUT
+/// there the batch goes `accepted` -> `processing` -> terminal, and fails with `error.code`
+/// `upload_expired` if no file arrives in time. With `Idempotency-Key` a retry replays the
+/// first answer for 24 h.
 #[utoipa::path(post, path = "/v1/batches", tag = "batches",
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key and body returns the first batch for 24 h")),
     request_body(content = BatchRequestBody, content_type = "application/json"),
@@ -153,6 +158,9 @@ pub async fn create_batch(
 }
 
 /// A batch's status and counts.
+///
+/// Status, counts (`total`, `succeeded`, `failed`) and progress (`records_read`,
+/// `records_enqueued`); the counts are exact once the status is terminal.
 #[utoipa::path(get, path = "/v1/batches/{batch_id}", tag = "batches",
     params(("batch_id" = String, Path, description = "Id returned by POST /v1/batches")),
     security(("api_key" = ["batches:read"])),
@@ -173,6 +181,9 @@ pub async fn get_batch(
 }
 
 /// Every failed record of a batch, in record order.
+///
+/// Each failed record with its record id, sku, problem code and message, in the order the
+/// records were submitted, paginated by `next_cursor`.
 #[utoipa::path(get, path = "/v1/batches/{batch_id}/failures", tag = "batches",
     params(
         ("batch_id" = String, Path, description = "Id returned by POST /v1/batches"),
@@ -215,6 +226,9 @@ pub async fn list_failures(
 }
 
 /// The tenant's batches, newest first.
+///
+/// One page of the tenant's batches, newest first; `status` keeps only the batches in that
+/// status.
 #[utoipa::path(get, path = "/v1/batches", tag = "batches",
     params(
         ("status" = Option<BatchStatus>, Query, description = "Only batches with this status"),

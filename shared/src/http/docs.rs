@@ -40,6 +40,9 @@ form-action 'none'; frame-ancestors 'none'";
 const ASSET_CACHE: &str = "public, max-age=3600";
 
 /// The API reference page (no authentication).
+///
+/// Swagger UI over `/openapi.json`, served from the API itself with a strict
+/// Content-Security-Policy; it loads nothing from elsewhere.
 #[utoipa::path(get, path = "/docs", tag = "meta", security(()),
     responses((status = 200, description = "Interactive API reference (HTML) rendered from /openapi.json", content_type = "text/html")))]
 pub async fn page() -> Response {
@@ -52,6 +55,9 @@ pub async fn page() -> Response {
 }
 
 /// A script or stylesheet of the reference page (no authentication).
+///
+/// The page's own scripts and stylesheets, vendored and versioned with the API; cacheable
+/// for an hour.
 #[utoipa::path(get, path = "/docs/{asset}", tag = "meta", security(()),
     params(("asset" = String, Path, description = "`swagger-ui-bundle.js`, `swagger-ui.css` or `stockroom-docs.js`")),
     responses(

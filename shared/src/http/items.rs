@@ -128,6 +128,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
 }
 
 /// Service health (no authentication).
+///
+/// Answers 200 while the function runs; it reads nothing from the store, so it shows the
+/// API is reachable, not that every dependency is healthy.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
     responses((status = 200, description = "The service is up", body = Health)))]
 pub async fn health() -> Json<Health> {
@@ -135,6 +138,10 @@ pub async fn health() -> Json<Health> {
 }
 
 /// Create an item.
+///
+/// Creates the item with its opening stock, recorded as the first movement of its ledger.
+/// The sku is unique per tenant: a second create answers 409 `sku_exists`. Answers 201
+/// with the item, its `ETag` and `Location`.
 #[utoipa::path(post, path = "/v1/items", tag = "items",
     request_body(content = CreateItemRequest, content_type = "application/json"),
     security(("api_key" = ["items:write"])),
@@ -169,6 +176,9 @@ pub async fn create_item(
 }
 
 /// Get an item.
+///
+/// Answers the item with its `ETag`; send it back in `If-None-Match` for a 304 when nothing
+/// changed. `fields` returns only the named fields.
 #[utoipa::path(get, path = "/v1/items/{sku}", tag = "items",
     params(
         ("sku" = String, Path, description = "The item's sku"),
@@ -243,6 +253,8 @@ fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
 }
 
 /// List the tenant's items, ordered by sku.
+///
+/// One page of the tenant's items in sku order; follow `next_cursor` for the next page.
 #[utoipa::path(get, path = "/v1/items", tag = "items",
     params(
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
@@ -278,6 +290,10 @@ pub async fn list_items(
 }
 
 /// Replace an item's descriptive fields (stock changes go through adjustments).
+///
+/// Replaces name, description, threshold and attributes; optional fields left out are
+/// cleared. The same content again answers 204 (nothing changed). `If-Match` with the
+/// item's `ETag` makes the write conditional (412 when it changed meanwhile).
 #[utoipa::path(put, path = "/v1/items/{sku}", tag = "items",
     params(
         ("sku" = String, Path, description = "The item's sku"),
@@ -326,6 +342,9 @@ pub async fn replace_item(
 }
 
 /// Delete an item (its ledger is kept; the closing stock is recorded as a movement).
+///
+/// Removes the item; its stock ledger stays readable and records the closing stock.
+/// `If-Match` makes the delete conditional.
 #[utoipa::path(delete, path = "/v1/items/{sku}", tag = "items",
     params(
         ("sku" = String, Path, description = "The item's sku"),
@@ -362,6 +381,10 @@ pub async fn delete_item(
 }
 
 /// Adjust an item's stock by a signed delta (never below zero).
+///
+/// Applies the delta atomically with a ledger movement; a delta that would take the stock
+/// below zero answers 409 `insufficient_stock` and changes nothing. With `Idempotency-Key`
+/// a retry replays the first answer for 24 h.
 #[utoipa::path(post, path = "/v1/items/{sku}/adjustments", tag = "stock",
     params(
         ("sku" = String, Path, description = "The item's sku"),
@@ -422,6 +445,9 @@ pub async fn adjust_stock(
 }
 
 /// The item's stock ledger, newest first.
+///
+/// Every stock change of the item (opening stock, adjustments, batch records, deletion)
+/// with its reason, reference and request id, newest first, paginated by `next_cursor`.
 #[utoipa::path(get, path = "/v1/items/{sku}/movements", tag = "stock",
     params(
         ("sku" = String, Path, description = "The item's sku"),

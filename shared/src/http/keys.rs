@@ -57,6 +57,9 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
 }
 
 /// Create an API key for the caller's tenant (shown once).
+///
+/// The new key is in this response only (only its SHA-256 is stored). It may carry only
+/// scopes the calling key holds (403 `scope_not_grantable` otherwise).
 #[utoipa::path(post, path = "/v1/keys", tag = "keys",
     request_body(content = CreateKeyRequest, content_type = "application/json"),
     security(("api_key" = ["keys:manage"])),
@@ -89,6 +92,8 @@ pub async fn create_key(
 }
 
 /// The tenant's API keys (metadata only), oldest first.
+///
+/// Name, scopes, creation, last use and revocation of each key; never the key itself.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
@@ -124,6 +129,8 @@ pub async fn list_keys(
 }
 
 /// One API key's metadata.
+///
+/// Name, scopes, creation, last use and revocation; never the key itself.
 #[utoipa::path(get, path = "/v1/keys/{key_id}", tag = "keys",
     params(("key_id" = String, Path, description = "The key's id")),
     security(("api_key" = ["keys:manage"])),
@@ -145,6 +152,8 @@ pub async fn get_key(
 
 /// Revoke an API key. It stops working once the authorizer's cached decision
 /// for it expires (the template's `AuthorizerCacheTtlSeconds`, 300 s by default).
+///
+/// Revoking is permanent; the key's metadata stays readable, with `revoked_at`.
 #[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys",
     params(("key_id" = String, Path, description = "The key's id")),
     security(("api_key" = ["keys:manage"])),

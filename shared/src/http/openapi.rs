@@ -20,7 +20,17 @@ status changes are pushed to signed webhooks.\n\n\
 Authenticate with `Authorization: Bearer <API key>`; each route names the scope it needs. Every \
 response carries `x-request-id` (send your own to correlate). Input limits: JSON bodies at most \
 256 KiB (batches 5 MiB, 50,000 records, atomic 99) and 16 levels deep; strings as documented per field.",
-        license(name = "Apache-2.0"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    servers(
+        (url = "https://{api_id}.execute-api.{region}.amazonaws.com/{stage}",
+            description = "A deployed stack (its `ApiUrl` stack output)",
+            variables(
+                ("api_id" = (default = "abc123", description = "The REST API's id")),
+                ("region" = (default = "us-east-1", description = "The AWS region")),
+                ("stage" = (default = "live", description = "The `StageName` parameter")),
+            )),
+        (url = "http://127.0.0.1:3000", description = "The local stack (`make run`)"),
     ),
     paths(
         items::health,
@@ -64,6 +74,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         crate::domain::webhook::Delivery, crate::domain::webhook::DeliveryStatus,
         crate::domain::webhook::Attempt, crate::domain::webhook::AttemptOutcome,
         crate::domain::event::Event, crate::domain::event::EventType,
+        crate::domain::event::SubscribableEventType,
         crate::webhooks::CreatedWebhook, crate::webhooks::RotatedSecret,
         webhooks::WebhookList, webhooks::DeliveryPage, webhooks::CreateWebhookRequest,
     )),
@@ -101,17 +112,173 @@ impl Modify for BearerKey {
 /// annotations, with the examples and the problem codes table added.
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    doc["webhooks"] = webhooks_section();
     super::examples::annotate(&mut doc);
     super::deprecation::annotate(&mut doc, super::deprecation::DEPRECATED_ROUTES);
     doc
 }
 
+/// OpenAPI 3.1 `webhooks`: what a subscriber's endpoint receives, one entry
+/// per event type that can be delivered (utoipa has no attribute for it).
+fn webhooks_section() -> serde_json::Value {
+    use crate::domain::event::EventType;
+    let header = |name: &str, description: &str| {
+        serde_json::json!({
+            "name": name, "in": "header", "required": true,
+            "description": description, "schema": {"type": "string"}
+        })
+    };
+    let entries = EventType::DELIVERABLE.iter().map(|&kind| {
+        let name = kind.as_str();
+        let operation = serde_json::json!({
+            "post": {
+                "operationId": format!("webhook_{}", name.replace('.', "_")),
+                "summary": format!("`{name}` delivered to a webhook that subscribed to it"),
+                "description": kind.description(),
+                "tags": ["webhooks"],
+                "security": [],
+                "parameters": [
+                    header("webhook-id", "The event's id (`evt_...`): the same for every attempt and replay; deduplicate on it"),
+                    header("webhook-timestamp", "Unix seconds when this attempt was signed; reject it when more than 5 minutes off"),
+                    header("webhook-signature", "`v1,<base64 HMAC-SHA256>` of `<webhook-id>.<webhook-timestamp>.<body>` with the webhook's secret; during a rotation, one per valid secret, space-separated"),
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {"schema": {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {"type": "object", "properties": {"type": {"const": name}}}
+                        ]
+                    }}}
+                },
+                "responses": {
+                    "2XX": {"description": "Received: any 2xx within 10 s ends the delivery"},
+                    "410": {"description": "Gone: the webhook is disabled, no further delivery"},
+                    "default": {"description": "Anything else, or no answer within 10 s: retried on the schedule, then recorded as failed"}
+                }
+            }
+        });
+        (name.to_owned(), operation)
+    });
+    serde_json::Value::Object(entries.collect())
+}
+
 /// This document (no authentication).
+///
+/// The OpenAPI 3.1 description of `/v1`, generated from the handlers: every route
+/// with its scope, parameters, answers and examples, the problem codes, and the
+/// webhook payloads. The frozen copy is `docs/openapi/v1.json` in the repository.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn serve() -> Json<&'static serde_json::Value> {
     static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     Json(DOCUMENT.get_or_init(document))
+}
+
+#[cfg(test)]
+mod completeness {
+    //! What a strict client reads in the document beyond the routes.
+
+    use super::document;
+    use crate::domain::event::EventType;
+    use serde_json::Value;
+
+    #[test]
+    fn every_operation_has_a_summary_and_a_description() {
+        let doc = document();
+        let mut missing = Vec::new();
+        for section in ["paths", "webhooks"] {
+            for (path, methods) in doc[section].as_object().into_iter().flatten() {
+                for (method, op) in methods.as_object().into_iter().flatten() {
+                    for field in ["summary", "description"] {
+                        if op[field].as_str().is_none_or(str::is_empty) {
+                            missing.push(format!("{method} {path}: no {field}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn the_document_names_its_servers_and_its_license() {
+        let doc = document();
+        let urls: Vec<&str> = doc["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["url"].as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://{api_id}.execute-api.{region}.amazonaws.com/{stage}",
+                "http://127.0.0.1:3000"
+            ]
+        );
+        assert_eq!(doc["servers"][0]["variables"]["stage"]["default"], "live");
+        assert_eq!(doc["info"]["license"]["identifier"], "Apache-2.0");
+    }
+
+    /// One `webhooks` entry per type that can be delivered, its body the
+    /// `Event` schema with that type.
+    #[test]
+    fn every_deliverable_event_is_a_webhook_of_the_document() {
+        let doc = document();
+        let names: Vec<&String> = doc["webhooks"]
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        let mut want: Vec<&str> = EventType::DELIVERABLE.iter().map(|t| t.as_str()).collect();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        for kind in EventType::DELIVERABLE {
+            let body = &doc["webhooks"][kind.as_str()]["post"]["requestBody"]["content"]["application/json"]
+                ["schema"]["allOf"];
+            assert_eq!(body[0]["$ref"], "#/components/schemas/Event");
+            assert_eq!(body[1]["properties"]["type"]["const"], kind.as_str());
+        }
+        // The Event schema is used (it was defined and referenced nowhere).
+        assert!(doc["components"]["schemas"]["Event"].is_object());
+    }
+
+    /// A webhook subscribes to the server's list, which leaves out the ping;
+    /// deliveries and events may carry every type.
+    #[test]
+    fn subscriptions_and_deliveries_use_their_own_event_enums() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let subscribable: Vec<&str> = schemas["SubscribableEventType"]["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let want: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
+        assert_eq!(subscribable, want);
+        assert!(!subscribable.contains(&"webhook.ping"));
+        for schema in ["CreateWebhookRequest", "Webhook"] {
+            assert_eq!(
+                schemas[schema]["properties"]["events"]["items"]["$ref"],
+                "#/components/schemas/SubscribableEventType",
+                "{schema}"
+            );
+        }
+        let deliverable: Vec<&str> = schemas["EventType"]["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(deliverable.contains(&"webhook.ping"));
+        // The server refuses to subscribe to the ping, as the schema says.
+        let refused = crate::domain::webhook::NewWebhook::from_json(&serde_json::json!({
+            "url": "https://erp.example.com/hooks",
+            "events": ["webhook.ping"],
+        }));
+        assert!(refused.is_err());
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use super::extract::{Auth, JsonBody, QueryParams, is_prefixed_id};
 use super::problem::{Problem, current_request_id};
 use crate::auth::WEBHOOKS_MANAGE;
 use crate::cursor::CursorCodec;
-use crate::domain::event::EventType;
 use crate::domain::webhook::{Delivery, Webhook};
 use crate::error::ApiError;
 use crate::webhooks::{CreatedWebhook, RotatedSecret, WebhooksService};
@@ -42,7 +41,7 @@ pub struct CreateWebhookRequest {
     url: String,
     /// Event types to receive.
     #[schema(example = json!(["batch.completed", "batch.completed_with_errors", "batch.failed", "item.low_stock"]))]
-    events: Vec<EventType>,
+    events: Vec<crate::domain::event::SubscribableEventType>,
     #[schema(max_length = 256)]
     description: Option<String>,
 }
@@ -87,6 +86,9 @@ impl WebhookPath {
 }
 
 /// Register a webhook; the signing secret is shown only in this response.
+///
+/// The URL must be https and resolve to a public address. Deliveries are signed with the
+/// secret (Standard Webhooks `webhook-signature`); store it, it is not shown again.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
     request_body(content = CreateWebhookRequest, content_type = "application/json"),
     security(("api_key" = ["webhooks:manage"])),
@@ -118,6 +120,9 @@ pub async fn create_webhook(
 }
 
 /// The tenant's webhooks (at most 20).
+///
+/// Each webhook with its events, status and, while deliveries fail, `failing_since`; never
+/// the secrets.
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
     security(("api_key" = ["webhooks:manage"])),
     responses(
@@ -139,6 +144,8 @@ pub async fn list_webhooks(
 }
 
 /// One webhook (without its secret).
+///
+/// Its URL, events, status, `disabled_reason` and `failing_since`; never the secret.
 #[utoipa::path(get, path = "/v1/webhooks/{webhook_id}", tag = "webhooks",
     params(("webhook_id" = String, Path, description = "The webhook's id")),
     security(("api_key" = ["webhooks:manage"])),
@@ -161,6 +168,8 @@ pub async fn get_webhook(
 }
 
 /// Delete a webhook; queued deliveries to it are dropped.
+///
+/// Deleting is permanent; no further delivery is attempted.
 #[utoipa::path(delete, path = "/v1/webhooks/{webhook_id}", tag = "webhooks",
     params(("webhook_id" = String, Path, description = "The webhook's id")),
     security(("api_key" = ["webhooks:manage"])),
@@ -184,6 +193,9 @@ pub async fn delete_webhook(
 }
 
 /// Re-enable a disabled webhook.
+///
+/// A webhook is disabled when its endpoint answered 410 Gone or kept failing past the
+/// disable period; enabling it resumes deliveries of new events.
 #[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/enable", tag = "webhooks",
     params(("webhook_id" = String, Path, description = "The webhook's id")),
     security(("api_key" = ["webhooks:manage"])),
@@ -209,6 +221,9 @@ pub async fn enable_webhook(
 
 /// Replace the signing secret; the previous one keeps signing for 24 h
 /// (deliveries carry both signatures meanwhile).
+///
+/// Answers the new secret once and when the previous one stops signing; receivers verify
+/// against either until then.
 #[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/rotate-secret", tag = "webhooks",
     params(("webhook_id" = String, Path, description = "The webhook's id")),
     security(("api_key" = ["webhooks:manage"])),
@@ -234,6 +249,8 @@ pub async fn rotate_secret(
 }
 
 /// Send a `webhook.ping` event to this webhook; follow it in its deliveries.
+///
+/// Answers 202 with the delivery; a disabled webhook answers 409 `webhook_disabled`.
 #[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/test", tag = "webhooks",
     params(("webhook_id" = String, Path, description = "The webhook's id")),
     security(("api_key" = ["webhooks:manage"])),
@@ -259,6 +276,9 @@ pub async fn test_webhook(
 }
 
 /// Deliveries to this webhook, newest first, with every attempt.
+///
+/// Each delivery with its event, status, every attempt (status code, latency, error) and
+/// `next_retry_at`, paginated by `next_cursor`.
 #[utoipa::path(get, path = "/v1/webhooks/{webhook_id}/deliveries", tag = "webhooks",
     params(
         ("webhook_id" = String, Path, description = "The webhook's id"),
@@ -301,6 +321,9 @@ pub async fn list_deliveries(
 }
 
 /// One delivery with every attempt.
+///
+/// The delivery's event, status, every attempt (status code, latency, error) and
+/// `next_retry_at`.
 #[utoipa::path(get, path = "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", tag = "webhooks",
     params(
         ("webhook_id" = String, Path, description = "The webhook's id"),
@@ -328,6 +351,9 @@ pub async fn get_delivery(
 }
 
 /// Send a delivery again: same event, same `webhook-id`, a fresh retry schedule.
+///
+/// Receivers that deduplicate on `webhook-id` see the replay as the same event. Answers
+/// 202.
 #[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", tag = "webhooks",
     params(
         ("webhook_id" = String, Path, description = "The webhook's id"),
