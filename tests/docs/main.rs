@@ -112,11 +112,34 @@ fn the_docs_page_renders_every_route_offline_without_console_errors() -> anyhow:
             .starts_with("Stockroom API")
     );
 
-    let mut shown = strings(&report["routes"]);
+    // The page lists the routes, then the document's webhooks (`POST <event type>`).
+    let (mut shown, mut shown_webhooks): (Vec<String>, Vec<String>) =
+        strings(&report["routes"]).into_iter().partition(|r| {
+            r.split_once(' ')
+                .is_some_and(|(_, path)| path.starts_with('/'))
+        });
     shown.sort();
     let mut routes = stockroom_tests::template_routes()?;
     routes.sort();
     assert_eq!(shown, routes, "routes on the page vs template.yaml");
+    shown_webhooks.sort();
+    let document: Value = tokio::runtime::Runtime::new()?.block_on(async {
+        stockroom_tests::client()
+            .get(format!("{}/openapi.json", stockroom_tests::base_url()))
+            .send()
+            .await?
+            .json()
+            .await
+    })?;
+    let webhooks: Vec<String> = document["webhooks"]
+        .as_object()
+        .map(|o| o.keys().map(|k| format!("POST {k}")).collect())
+        .unwrap_or_default();
+    assert!(!webhooks.is_empty(), "the document has no webhooks");
+    assert_eq!(
+        shown_webhooks, webhooks,
+        "webhooks on the page vs the document"
+    );
 
     let table = report["codesTable"].as_str().unwrap_or_default();
     for code in [
