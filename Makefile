@@ -202,7 +202,7 @@ fuzz: ## Fuzz the body parsers, the cursor decoder and the batch record validato
 test-unit: ## Unit tests only (no local stack)
 	cargo test --workspace --lib --bins
 
-lint: security-lint ## rustfmt, clippy (warnings are errors), cfn-lint, checkov
+lint: deps security-lint ## rustfmt, clippy (warnings are errors), cfn-lint, checkov
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV_BIN)/cfn-lint template.yaml
