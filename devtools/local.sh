@@ -126,10 +126,13 @@ port_busy() { # port
 # .venv/ holds every Python tool at the versions and hashes of
 # requirements-dev.txt; a copy of the lock it was installed from marks it
 # current (.venv/.requirements-dev.txt).
+venv_usable() { [[ -x "$PYTHON" ]] && "$PYTHON" -c '' 2>/dev/null; }
+require_venv() { [[ -x "$PYTHON" ]] || die ".venv/ is missing: run make deps (make run and make test do)"; }
+
 cmd_deps() {
     local lock="$ROOT/requirements-dev.txt" stamp="$VENV/.requirements-dev.txt"
     [[ -f "$lock" ]] || die "missing $lock"
-    if [[ -x "$PYTHON" ]] && "$PYTHON" -c '' 2>/dev/null && cmp -s "$lock" "$stamp"; then
+    if venv_usable && cmp -s "$lock" "$stamp"; then
         log "dev tools up to date in .venv/ (requirements-dev.txt)"
         return 0
     fi
@@ -138,7 +141,7 @@ cmd_deps() {
     "$BOOTSTRAP_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
         die "$("$BOOTSTRAP_PYTHON" --version 2>&1) is too old: Python >= 3.11 is needed (or set STOCKROOM_BOOTSTRAP_PYTHON)"
     # A venv made by another interpreter (upgraded or removed since) is rebuilt.
-    if [[ ! -x "$PYTHON" ]] || ! "$PYTHON" -c '' 2>/dev/null; then
+    if ! venv_usable; then
         rm -rf "$VENV"
         log "creating .venv/ with $("$BOOTSTRAP_PYTHON" --version 2>&1)"
         "$BOOTSTRAP_PYTHON" -m venv "$VENV" ||
@@ -157,22 +160,26 @@ cmd_test_deps() {
 }
 
 # The docs page test (tests/docs) drives Debian's Chromium with playwright-core.
+# Debian packages, where this runs as root with apt-get (the package lists
+# are refreshed only when the first try fails).
+can_apt() { command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; }
+apt_install() { # package...
+    apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
 browser_deps() {
     if [[ ! -x /usr/bin/chromium ]]; then
-        if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+        if can_apt; then
             log "installing chromium (Debian package) for the docs page test"
-            apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
-                || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
-                || die "could not install chromium (apt-get install chromium)"
+            apt_install chromium || die "could not install chromium (apt-get install chromium)"
         else
             log "warning: /usr/bin/chromium is missing and cannot be installed here (needs root and apt-get); the docs page test will fail and say how to install it"
         fi
     fi
-    if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    if ! command -v npm >/dev/null && can_apt; then
         log "installing Node.js and npm (Debian packages) for the docs page test"
-        { apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nodejs npm >/dev/null; }; } ||
-            log "warning: could not install nodejs and npm with apt-get"
+        apt_install nodejs npm || log "warning: could not install nodejs and npm with apt-get"
     fi
     if ! command -v npm >/dev/null; then
         log "warning: Node.js/npm are missing and cannot be installed here; the docs page test will fail and say how to install them"
@@ -280,9 +287,7 @@ seed_demo() {
     # What the sample events in events/ name (items, batches, a webhook and
     # its delivery): idempotent, so a reused emulator keeps its data.
     log "seeding the data of the sample events (events/; log: .local/logs/stockroom-admin.log)"
-    if (set -a && source "$STATE/env" && set +a && "$admin" seed-samples --events "$ROOT/events" --api-key "$DEMO_API_KEY" >>"$LOGS/stockroom-admin.log" 2>&1); then
-        :
-    else
+    if ! (set -a && source "$STATE/env" && set +a && "$admin" seed-samples --events "$ROOT/events" --api-key "$DEMO_API_KEY" >>"$LOGS/stockroom-admin.log" 2>&1); then
         log "warning: seeding the sample events' data failed (see .local/logs/stockroom-admin.log); the samples in events/ that need it will not succeed"
     fi
 }
@@ -321,7 +326,7 @@ cmd_start() {
     done
     mkdir -p "$STATE" "$LOGS"
     command -v curl >/dev/null || die "curl is required"
-    [[ -x "$PYTHON" ]] || die ".venv/ is missing: run make deps (or make run, which does)"
+    require_venv
     ((foreground)) && export STOCKROOM_ECHO_LOGS="${STOCKROOM_ECHO_LOGS:-1}"
 
     local moto_state=fresh
@@ -387,7 +392,7 @@ test-deps) cmd_test_deps ;;
 start) shift && cmd_start "$@" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
-render) [[ -x "$PYTHON" ]] || die ".venv/ is missing: run make deps"; "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" ;;
+render) require_venv && "$PYTHON" devtools/stack.py render --endpoint "$ENDPOINT" --api-url "$API_URL" ;;
 *)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2

@@ -3,8 +3,9 @@
 //! own, so the running stack is not touched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use stockroom_tests::{KilledOnDrop, free_port};
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_sdk_dynamodb::Client;
@@ -22,21 +23,8 @@ fn python() -> PathBuf {
 
 /// A moto server of this test's own, killed when dropped.
 struct Emulator {
-    child: Child,
+    _child: KilledOnDrop,
     endpoint: String,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn stack_py(template: &Path, state: &Path, endpoint: &str, command: &str) -> Result<()> {
@@ -68,7 +56,7 @@ async fn start_emulator(policies: &Path, log: &Path) -> Result<Emulator> {
         .spawn()
         .context("starting devtools/moto_server.py")?;
     let emulator = Emulator {
-        child,
+        _child: KilledOnDrop(child),
         endpoint: format!("http://127.0.0.1:{port}"),
     };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -10,22 +10,16 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use stockroom_tests::Tenant;
+use stockroom_tests::{KilledOnDrop, Tenant, free_port};
 
+/// Fields drop in order: the process first, then its directory.
 struct Gateway {
-    child: Child,
+    _child: KilledOnDrop,
     api: String,
     invoke: String,
     _dir: tempdir::Dir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 mod tempdir {
@@ -36,12 +30,6 @@ mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// target/debug (or $CARGO_TARGET_DIR/debug): the test binary is in its deps/.
@@ -77,7 +65,7 @@ async fn private_gateway() -> anyhow::Result<Gateway> {
         .stderr(Stdio::null())
         .spawn()?;
     let gw = Gateway {
-        child,
+        _child: KilledOnDrop(child),
         api: format!("http://127.0.0.1:{api}"),
         invoke: format!("http://127.0.0.1:{invoke}"),
         _dir: tempdir::Dir(dir),

@@ -15,6 +15,23 @@ use tokio::sync::OnceCell;
 
 pub mod receiver;
 
+/// A free loopback port, for a server of the test's own.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A process the test started, killed and reaped when dropped.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A tool of the project's Python virtualenv (`.venv/`, made by `make deps`
 /// from requirements-dev.txt): tests call `python`, `st` and the others
 /// there, never whichever one PATH happens to find.

@@ -56,7 +56,7 @@ pub struct Seeder {
     batch_store: Arc<DynamoBatchStore>,
     webhooks: WebhooksService,
     webhook_store: Arc<DynamoWebhookStore>,
-    publisher: SnsEventPublisher,
+    publisher: Arc<SnsEventPublisher>,
 }
 
 impl Seeder {
@@ -75,18 +75,18 @@ impl Seeder {
             sdk,
             batches_cfg.stock_table.clone(),
         ));
-        let publisher =
-            SnsEventPublisher::from_sdk_config(sdk, batches_cfg.events_topic_arn.clone());
+        // One publisher for the batches' events and the sample event alike.
+        let publisher = Arc::new(SnsEventPublisher::from_sdk_config(
+            sdk,
+            batches_cfg.events_topic_arn,
+        ));
         let batches = BatchesService::new(
             batch_store.clone(),
             Arc::new(SqsChunkQueue::from_sdk_config(
                 sdk,
                 batches_cfg.batch_queue_url,
             )),
-            Arc::new(SnsEventPublisher::from_sdk_config(
-                sdk,
-                batches_cfg.events_topic_arn,
-            )),
+            publisher.clone(),
         )
         .with_uploads(UploadSettings {
             store: Arc::new(S3UploadStore::from_sdk_config(
@@ -192,10 +192,14 @@ impl Seeder {
             .as_str()
             .context("create-batch.json has no body")?;
         let body: Value = serde_json::from_str(raw)?;
-        let idempotency = idempotency_request(&headers_of(&event)?, "batches", raw.as_bytes())
+        let headers = headers_of(&event)?;
+        let idempotency = idempotency_request(&headers, "batches", raw.as_bytes())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .context("create-batch.json has no Idempotency-Key")?;
-        let request_id = header(&event, "x-request-id").unwrap_or("sample-batch-post");
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("sample-batch-post");
         let outcome = self
             .batches
             .submit_with_id(
@@ -341,14 +345,6 @@ impl Seeder {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
-
-fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
-    event["headers"]
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.as_str())
 }
 
 fn headers_of(event: &Value) -> anyhow::Result<http::HeaderMap> {

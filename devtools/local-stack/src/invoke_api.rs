@@ -136,11 +136,7 @@ async fn invoke(
     };
     let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or_default();
     if l.resolve(&name).is_none() {
-        return aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("Function not found: {name}"),
-        );
+        return not_found(&name);
     }
     match invocation_type.as_str() {
         "DryRun" => return StatusCode::NO_CONTENT.into_response(),
@@ -176,11 +172,7 @@ async fn invoke(
             payload,
         )
             .into_response(),
-        Err(InvokeError::NotFound(n)) => aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("Function not found: {n}"),
-        ),
+        Err(InvokeError::NotFound(n)) => not_found(&n),
         Err(InvokeError::TooLarge(n)) => aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLargeException",

@@ -141,19 +141,16 @@ impl Lambda {
     /// From now on, `function`'s invocations go to the Invoke API at `base`
     /// (`cargo lambda watch`), or back to its binary with `None`.
     pub fn watch(&self, function: &str, base: Option<String>) -> Result<(), InvokeError> {
-        let id = self
-            .resolve(function)
-            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
-        let pool = &self.pools[id];
+        let pool = self.pool(function)?;
         let mut watched = self.watched.lock().unwrap();
         match base {
             Some(base) => {
                 pool.log
                     .line(&format!("WATCH invocations now go to {base} (make watch)"));
-                watched.insert(id.to_owned(), base);
+                watched.insert(pool.logical_id.clone(), base);
             }
             None => {
-                if watched.remove(id).is_some() {
+                if watched.remove(&pool.logical_id).is_some() {
                     pool.log
                         .line("WATCH ended: invocations go to the binary again");
                 }
@@ -166,10 +163,14 @@ impl Lambda {
     /// runtime sets itself: its identity, the emulator and the template's
     /// variables (the env file of `make watch`).
     pub fn function_env(&self, function: &str) -> Result<Vec<(String, String)>, InvokeError> {
-        let id = self
-            .resolve(function)
-            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
-        Ok(stack_env(&self.pools[id].spec, &self.stack))
+        Ok(stack_env(&self.pool(function)?.spec, &self.stack))
+    }
+
+    /// The pool of a function named by binary, logical id, name or ARN.
+    fn pool(&self, function: &str) -> Result<&Arc<Pool>, InvokeError> {
+        self.resolve(function)
+            .map(|id| &self.pools[id])
+            .ok_or_else(|| InvokeError::NotFound(function.to_string()))
     }
 
     pub fn children(&self) -> Arc<Children> {
@@ -183,14 +184,11 @@ impl Lambda {
 
     /// Invoke synchronously (RequestResponse).
     pub async fn invoke(&self, function: &str, req: InvokeRequest) -> Result<Outcome, InvokeError> {
-        let id = self
-            .resolve(function)
-            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
+        let pool = self.pool(function)?.clone();
         if req.payload.len() > PAYLOAD_LIMIT {
             return Err(InvokeError::TooLarge(req.payload.len()));
         }
-        let pool = self.pools[id].clone();
-        let watched = self.watched.lock().unwrap().get(id).cloned();
+        let watched = self.watched.lock().unwrap().get(&pool.logical_id).cloned();
         if let Some(base) = watched {
             return Ok(pool.forward(&self.http, &base, req).await);
         }

@@ -116,10 +116,7 @@ impl EventType {
     ];
 
     pub fn parse(raw: &str) -> Option<EventType> {
-        Self::SUBSCRIBABLE
-            .into_iter()
-            .chain([EventType::WebhookPing])
-            .find(|t| t.as_str() == raw)
+        Self::DELIVERABLE.into_iter().find(|t| t.as_str() == raw)
     }
 }
 

@@ -7,7 +7,7 @@ pub mod target;
 
 use crate::clock;
 use crate::domain::TenantId;
-use crate::domain::event::{Event, EventType};
+use crate::domain::event::Event;
 use crate::domain::webhook::{
     Attempt, AttemptOutcome, Delivery, DeliveryStatus, MAX_ATTEMPTS_KEPT, MAX_WEBHOOKS_PER_TENANT,
     NewWebhook, RetrySchedule, StoredSecret, Webhook, WebhookStatus, delivery_id,
@@ -657,9 +657,4 @@ impl Dispatcher {
         }
         Ok(())
     }
-}
-
-/// Whether a subscribable event type is known (for the OpenAPI enum).
-pub fn subscribable_types() -> Vec<&'static str> {
-    EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect()
 }
