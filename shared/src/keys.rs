@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 
-const MAX_KEY_NAME: usize = 100;
+pub const MAX_KEY_NAME: usize = 100;
 
 /// A key as listed: metadata only, never the key or its hash.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -73,11 +73,17 @@ impl NewKey {
             }
         }
         let name = match obj.get("name").and_then(Value::as_str) {
-            Some(n) if !n.trim().is_empty() && n.chars().count() <= MAX_KEY_NAME => n.to_owned(),
+            Some(n)
+                if !n.is_empty()
+                    && n.chars().count() <= MAX_KEY_NAME
+                    && crate::domain::validation::is_plain_text(n) =>
+            {
+                n.to_owned()
+            }
             _ => {
                 errors.push(
                     "name",
-                    format!("is required: 1 to {MAX_KEY_NAME} characters"),
+                    format!("is required: 1 to {MAX_KEY_NAME} characters, no control characters"),
                 );
                 String::new()
             }

@@ -96,13 +96,45 @@ async fn openapi_document_covers_every_template_route() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unknown paths are API Gateway's own answer (403 Missing Authentication
+/// Token, made a problem 404 by the template's gateway response); a method
+/// a path lacks reaches the function through the path's ANY method and is a
+/// 405 naming the path's methods, with or without a key.
 #[tokio::test]
-async fn unknown_routes_are_problem_404s() -> anyhow::Result<()> {
+async fn unknown_routes_are_404s_and_missing_methods_405s() -> anyhow::Result<()> {
     let t = Tenant::new().await?;
-    let resp = t.get("/v1/nothing-here").send().await?;
-    expect_problem(resp, 404, "route_not_found").await?;
-    let resp = t.request(Method::PATCH, "/v1/items").send().await?;
-    expect_problem(resp, 404, "route_not_found").await?;
+    for path in ["/v1/nothing-here", "/", "/v1/items/A/nothing"] {
+        let resp = t.get(path).send().await?;
+        assert!(resp.headers().contains_key("x-request-id"), "{path}");
+        expect_problem(resp, 404, "route_not_found").await?;
+    }
+    for (method, path, allow) in [
+        (Method::PATCH, "/v1/items", "GET,HEAD,POST,OPTIONS"),
+        (
+            Method::POST,
+            "/v1/items/SKU-1",
+            "GET,HEAD,PUT,DELETE,OPTIONS",
+        ),
+        (Method::GET, "/v1/items/SKU-1/adjustments", "POST,OPTIONS"),
+        (Method::DELETE, "/v1/batches", "GET,HEAD,POST,OPTIONS"),
+        (Method::PUT, "/v1/keys/k_1", "GET,HEAD,DELETE,OPTIONS"),
+        (Method::GET, "/v1/webhooks/wh_1/test", "POST,OPTIONS"),
+        (Method::POST, "/v1/health", "GET,HEAD,OPTIONS"),
+    ] {
+        for resp in [
+            t.request(method.clone(), path).send().await?,
+            anonymous(method.clone(), path).send().await?,
+        ] {
+            let got = resp
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
+            assert!(resp.headers().contains_key("x-request-id"));
+            expect_problem(resp, 405, "method_not_allowed").await?;
+        }
+    }
     Ok(())
 }
 
@@ -170,17 +202,28 @@ async fn cors_follows_the_stage_setting() -> anyhow::Result<()> {
         )
         .send()
         .await?;
-    assert_eq!(pre.status(), 200);
+    assert_eq!(pre.status(), 204);
     assert_eq!(
         header(&pre, "access-control-allow-origin").as_deref(),
         Some(ORIGIN)
     );
     let allowed = header(&pre, "access-control-allow-headers").unwrap_or_default();
     assert!(allowed.contains("Authorization") && allowed.contains("Idempotency-Key"));
-    assert!(
-        header(&pre, "access-control-allow-methods")
-            .unwrap_or_default()
-            .contains("POST")
+    // The path's own methods, nothing it does not implement.
+    assert_eq!(
+        header(&pre, "access-control-allow-methods").as_deref(),
+        Some("POST,OPTIONS")
+    );
+    assert!(header(&pre, "x-request-id").is_some());
+    let pre = anonymous(Method::OPTIONS, "/v1/items/SKU-1")
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await?;
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        header(&pre, "access-control-allow-methods").as_deref(),
+        Some("GET,HEAD,PUT,DELETE,OPTIONS")
     );
 
     let t = Tenant::new().await?;
@@ -247,6 +290,46 @@ async fn the_local_stack_counts_the_functions_aws_calls() -> anyhow::Result<()> 
             .unwrap_or(0)
             > 0,
         "{after}"
+    );
+    Ok(())
+}
+
+/// Every path of the API has an `ANY` method, open like API Gateway's own
+/// answers, on the function that owns the path: without it a missing method
+/// would be API Gateway's 404, not the router's 405 with `Allow`.
+#[test]
+fn every_path_sends_the_methods_it_lacks_to_its_own_function() -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.json");
+    let stack: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let mut owners: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut any: BTreeMap<&str, &Value> = BTreeMap::new();
+    for route in stack["api"]["routes"].as_array().into_iter().flatten() {
+        let path = route["path"].as_str().unwrap_or_default();
+        if route["method"] == "ANY" {
+            any.insert(path, route);
+        } else {
+            let function = route["function"].as_str().unwrap_or_default();
+            owners.entry(path).or_default().insert(function);
+        }
+    }
+    anyhow::ensure!(!owners.is_empty(), "no routes in {}", path.display());
+    for (path, functions) in &owners {
+        let route = any
+            .get(path)
+            .ok_or_else(|| anyhow::anyhow!("{path} has no ANY method"))?;
+        assert_eq!(functions.len(), 1, "{path} is served by {functions:?}");
+        assert!(
+            functions.contains(route["function"].as_str().unwrap_or_default()),
+            "{path}"
+        );
+        assert!(route["authorizer"].is_null(), "{path}: ANY must be open");
+        assert_eq!(route["api_key_required"], false, "{path}");
+    }
+    assert_eq!(
+        any.len(),
+        owners.len(),
+        "ANY methods on paths without operations"
     );
     Ok(())
 }

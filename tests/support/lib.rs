@@ -236,7 +236,8 @@ pub fn template_routes() -> Result<Vec<String>> {
 }
 
 /// The rendered routes with their authorizer (null for open routes), without
-/// the CORS preflight methods (mock integrations, not part of the API).
+/// each path's `ANY` method (it only answers the methods a path lacks: 405,
+/// or the CORS preflight) and mock integrations: not operations of the API.
 pub fn stack_routes() -> Result<Vec<Value>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.json");
     let stack: Value = serde_json::from_slice(
@@ -248,7 +249,7 @@ pub fn stack_routes() -> Result<Vec<Value>> {
         .context("stack.json has no api.routes")?;
     Ok(routes
         .iter()
-        .filter(|r| r["mock"].is_null())
+        .filter(|r| r["mock"].is_null() && r["method"] != "ANY")
         .cloned()
         .collect())
 }

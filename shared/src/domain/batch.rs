@@ -272,7 +272,7 @@ pub struct BatchRequest {
     pub invalid: Vec<RecordFailure>,
 }
 
-const OPS: &[&str] = &["upsert", "adjust", "delete"];
+pub const OPS: &[&str] = &["upsert", "adjust", "delete"];
 
 /// The body of a batch request, which must be a JSON object.
 pub(crate) fn request_object(

@@ -115,7 +115,7 @@ impl ItemFields {
             "attributes",
             "quantity",
         ]);
-        if r.has("quantity") {
+        if r.names("quantity") {
             r.errors.push(
                 "quantity",
                 "cannot be set by PUT; use POST /v1/items/{sku}/adjustments",

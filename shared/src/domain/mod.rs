@@ -6,11 +6,11 @@ pub mod event;
 mod item;
 mod movement;
 pub mod upload;
-mod validation;
+pub mod validation;
 pub mod webhook;
 
-pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
-pub use movement::{Adjustment, Movement, MovementContext, MovementId};
+pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, MAX_DESCRIPTION, MAX_NAME, NewItem};
+pub use movement::{Adjustment, MAX_REASON, MAX_REFERENCE, Movement, MovementContext, MovementId};
 pub use validation::{FieldError, FieldErrors};
 
 use std::fmt;

@@ -44,9 +44,19 @@ pub(crate) struct ObjectReader<'a> {
     pub errors: FieldErrors,
 }
 
-pub(crate) const MAX_ATTRIBUTES: usize = 50;
-pub(crate) const MAX_ATTRIBUTE_KEY: usize = 64;
-pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 500;
+/// What every free-text field accepts: no control characters but tab and
+/// newline (`char::is_control` is Unicode's Cc: U+0000-U+001F, U+007F-U+009F).
+/// The OpenAPI schemas carry this pattern; a test ties it to the check.
+pub const TEXT_PATTERN: &str = "^[^\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F]*$";
+
+/// Whether `s` holds only what `TEXT_PATTERN` allows.
+pub fn is_plain_text(s: &str) -> bool {
+    !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
+pub const MAX_ATTRIBUTES: usize = 50;
+pub const MAX_ATTRIBUTE_KEY: usize = 64;
+pub const MAX_ATTRIBUTE_VALUE: usize = 500;
 
 impl<'a> ObjectReader<'a> {
     /// Fails (as a field error on the root) when the body is not a JSON object.
@@ -73,8 +83,9 @@ impl<'a> ObjectReader<'a> {
         }
     }
 
-    pub fn has(&self, field: &str) -> bool {
-        self.obj.get(field).is_some_and(|v| !v.is_null())
+    /// Whether the body names `field` at all, even as null.
+    pub fn names(&self, field: &str) -> bool {
+        self.obj.contains_key(field)
     }
 
     pub fn string(&mut self, field: &str, required: bool, max_chars: usize) -> Option<String> {
@@ -94,7 +105,7 @@ impl<'a> ObjectReader<'a> {
                     self.errors
                         .push(field, format!("must be at most {max_chars} characters"));
                     None
-                } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                } else if !is_plain_text(s) {
                     self.errors
                         .push(field, "must not contain control characters");
                     None

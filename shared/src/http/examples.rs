@@ -16,6 +16,9 @@ const REQUEST_ID: &str = "0b6ad5a2-7f0e-4c1b-9a8e-3d2f1c0b9a87";
 
 /// Where a problem can occur, for attaching its example to the right routes.
 enum Occurs {
+    /// Every route: what API Gateway and the firewall answer before any
+    /// function runs.
+    Everywhere,
     /// Every route that needs an API key.
     Authenticated,
     /// Every route that takes a JSON body.
@@ -271,7 +274,7 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::Internal("example".into()),
-            Authenticated,
+            Everywhere,
             "A fault on our side; nothing is leaked. Quote `request_id` when reporting it.",
         ),
     ];
@@ -329,7 +332,7 @@ fn catalogue() -> Vec<ProblemEntry> {
             "rate",
             "Rate limit exceeded; retry after the Retry-After delay.",
         ),
-        occurs: Authenticated,
+        occurs: Everywhere,
         meaning: "Over the tenant plan's requests per second (or the stage's overall rate), `limit: rate`; nothing was done. Retry after `Retry-After` seconds.",
     });
     all.push(ProblemEntry {
@@ -345,7 +348,7 @@ fn catalogue() -> Vec<ProblemEntry> {
             "client_ip",
             "Too many requests from this address; retry after the Retry-After delay.",
         ),
-        occurs: Authenticated,
+        occurs: Everywhere,
         meaning: "The firewall's per-client-address rate (`WafRequestsPerIpPer5Minutes`), before authentication, `limit: client_ip`; nothing was done. Retry after `Retry-After` seconds.",
     });
     all
@@ -560,6 +563,7 @@ fn success_examples() -> Vec<RouteExamples> {
 fn occurs_on(occurs: &Occurs, route: &str, path: &str, op: &Value) -> bool {
     let params = || op["parameters"].as_array().into_iter().flatten();
     match occurs {
+        Occurs::Everywhere => true,
         Occurs::Authenticated => !op["security"]
             .as_array()
             .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(Map::is_empty))),
@@ -608,8 +612,9 @@ fn codes_table(entries: &[ProblemEntry]) -> String {
     table
 }
 
-/// Responses any authenticated route can give, whatever its handler does:
-/// API Gateway's throttling and quotas (429), and a fault on our side (500).
+/// Responses any route can give, whatever its handler does: the firewall's
+/// and API Gateway's throttling (and, with a key, quotas) (429), and a
+/// fault on our side (500).
 fn document_everywhere_responses(op: &mut Value) {
     let problem = json!({"schema": {"$ref": "#/components/schemas/Problem"}});
     let responses = [
@@ -652,9 +657,7 @@ pub(super) fn annotate(doc: &mut Value) {
         };
         for (method, op) in ops.iter_mut() {
             let route = format!("{} {path}", method.to_uppercase());
-            if occurs_on(&Occurs::Authenticated, &route, path, op) {
-                document_everywhere_responses(op);
-            }
+            document_everywhere_responses(op);
             if let Some((_, request, responses)) = successes.iter().find(|(r, _, _)| *r == route) {
                 if let Some(request) = request {
                     set_example(&mut op["requestBody"]["content"], request.clone());

@@ -243,7 +243,9 @@ pub fn idempotency_request(
     use sha2::{Digest, Sha256};
     match header_str(headers, "idempotency-key")? {
         None => Ok(None),
-        Some(key) if (1..=255).contains(&key.len()) => {
+        Some(key)
+            if (1..=super::request_rules::MAX_IDEMPOTENCY_KEY).contains(&key.chars().count()) =>
+        {
             let digest = Sha256::new()
                 .chain_update(scope.as_bytes())
                 .chain_update([0])

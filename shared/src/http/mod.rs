@@ -10,13 +10,14 @@ mod items;
 mod keys;
 mod openapi;
 pub mod problem;
+mod request_rules;
 pub use extract::{idempotency_request, parse_json_body};
 mod webhooks;
 
 pub use batches::BatchesState;
 pub use extract::{Auth, JsonBody, MAX_BODY_BYTES, auth_context};
 pub use keys::KeysState;
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, document as openapi_document};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use webhooks::WebhooksState;
 
@@ -28,7 +29,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderValue, header};
+use http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use std::time::Instant;
 use tracing::Instrument;
@@ -150,7 +151,9 @@ fn with_layers(
             request_context(function.clone(), deprecations, req, next)
         }));
     // The URI must be fixed before routing, hence outside the router.
-    Router::new().fallback_service(tower::ServiceExt::map_request(routed, restore_encoded_path))
+    Router::new()
+        .fallback_service(tower::ServiceExt::map_request(routed, restore_encoded_path))
+        .layer(middleware::from_fn(answer_missing_methods))
 }
 
 /// Characters that cannot stand unencoded in a URI path.
@@ -290,6 +293,71 @@ async fn request_context(
     resp.into_response()
 }
 
+/// Request headers a browser may send cross-origin (the preflight's
+/// `Access-Control-Allow-Headers`).
+const CORS_ALLOW_HEADERS: &str =
+    "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, x-request-id";
+
+/// A method the route does not have. Every path's `ANY` method in the
+/// template sends such requests here (API Gateway prefers the explicit
+/// methods), so the router's `Allow` is the truth: `OPTIONS` gets the CORS
+/// preflight answer from it, any other method a 405 naming it. Runs outside
+/// the router, which sets `Allow` after its own layers.
+async fn answer_missing_methods(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    method_not_routed(&method, resp, cors_allow_origin())
+}
+
+fn method_not_routed(
+    method: &http::Method,
+    mut resp: Response,
+    origin: Option<&HeaderValue>,
+) -> Response {
+    let routed = resp
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let allow = if routed.is_empty() {
+        "OPTIONS".to_owned()
+    } else {
+        format!("{routed},OPTIONS")
+    };
+    let Ok(allow) = HeaderValue::from_str(&allow) else {
+        return resp;
+    };
+    if method != http::Method::OPTIONS {
+        resp.headers_mut().insert(header::ALLOW, allow);
+        return resp;
+    }
+    // The preflight: the 405's headers (request id, security, CORS origin)
+    // without its problem body.
+    let mut preflight = StatusCode::NO_CONTENT.into_response();
+    let headers = preflight.headers_mut();
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if origin.is_some() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow.clone());
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    headers.insert(header::ALLOW, allow);
+    preflight
+}
+
 /// The stage's CORS origin (`CORS_ALLOW_ORIGIN`, the template's
 /// `CorsAllowOrigin`): None = CORS off. Read once per process.
 fn cors_allow_origin() -> Option<&'static HeaderValue> {
@@ -304,8 +372,8 @@ fn cors_allow_origin() -> Option<&'static HeaderValue> {
         .as_ref()
 }
 
-/// Lets a browser on the allowed origin read the answer (the preflight is
-/// API Gateway's mock OPTIONS methods, from the same parameter).
+/// Lets a browser on the allowed origin read the answer (the preflight's
+/// other headers: `method_not_routed`).
 fn add_cors_headers(headers: &mut http::HeaderMap, origin: Option<&HeaderValue>) {
     let Some(origin) = origin else {
         return;
@@ -419,6 +487,72 @@ mod tests {
                 .expect("body");
             assert_eq!(body, id.as_bytes(), "{id}");
         }
+    }
+
+    /// A method the path lacks is a 405 naming the methods it has; OPTIONS
+    /// is the CORS preflight, from the same list; an unknown path stays 404.
+    #[tokio::test]
+    async fn methods_a_route_lacks_are_405s_and_options_is_the_preflight() {
+        let app = with_layers(
+            Router::new().route(
+                "/v1/things",
+                get(|| async { "list" }).post(|| async { "made" }),
+            ),
+            "test".into(),
+            &[],
+        );
+        let call = |method: &str, path: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            app.clone().oneshot(req)
+        };
+        let patch = call("PATCH", "/v1/things").await.expect("answer");
+        assert_eq!(patch.status(), 405);
+        assert_eq!(patch.headers()[header::ALLOW], "GET,HEAD,POST,OPTIONS");
+        assert_eq!(patch.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(patch.headers().contains_key("x-request-id"));
+        let options = call("OPTIONS", "/v1/things").await.expect("answer");
+        assert_eq!(options.status(), 204);
+        assert_eq!(options.headers()[header::ALLOW], "GET,HEAD,POST,OPTIONS");
+        assert!(options.headers().contains_key("x-request-id"));
+        assert_eq!(
+            call("OPTIONS", "/v1/nothing")
+                .await
+                .expect("answer")
+                .status(),
+            404
+        );
+
+        let origin = HeaderValue::from_static("https://app.example.com");
+        let routed = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET,HEAD,POST")],
+        );
+        let preflight = method_not_routed(
+            &http::Method::OPTIONS,
+            routed.into_response(),
+            Some(&origin),
+        );
+        let h = preflight.headers();
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_METHODS],
+            "GET,HEAD,POST,OPTIONS"
+        );
+        assert!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("Idempotency-Key")
+        );
+        assert!(
+            !h[header::ACCESS_CONTROL_ALLOW_METHODS]
+                .to_str()
+                .unwrap()
+                .contains("PATCH")
+        );
     }
 
     #[test]
