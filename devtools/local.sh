@@ -178,7 +178,7 @@ browser_deps() {
         fi
     fi
     if ! command -v npm >/dev/null && can_apt; then
-        log "installing Node.js and npm (Debian packages) for the docs page test"
+        log "installing Node.js and npm (Debian packages) for the docs page test and the OpenAPI linters"
         apt_install nodejs npm || log "warning: could not install nodejs and npm with apt-get"
     fi
     if ! command -v npm >/dev/null; then
@@ -189,6 +189,14 @@ browser_deps() {
     if [[ ! -f "$docs/node_modules/.package-lock.json" ]] || ! cmp -s <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/package-lock.json") <(sed -n '/"node_modules\/playwright-core"/,/}/p' "$docs/node_modules/.package-lock.json"); then
         log "installing tests/docs node modules (npm ci)"
         (cd "$docs" && npm ci --no-audit --no-fund --silent) || die "npm ci failed in tests/docs"
+    fi
+    # The OpenAPI linters and breaking-change check (tests/contract/lint.rs).
+    # Their install scripts are usage analytics and a banner: not run.
+    local contract="$ROOT/tests/contract"
+    if ! cmp -s "$contract/package-lock.json" "$contract/node_modules/.stockroom-lock.json"; then
+        log "installing tests/contract node modules (npm ci): Spectral, Redocly, Optic"
+        (cd "$contract" && npm ci --ignore-scripts --no-audit --no-fund --silent) || die "npm ci failed in tests/contract"
+        cp "$contract/package-lock.json" "$contract/node_modules/.stockroom-lock.json"
     fi
 }
 
