@@ -59,7 +59,11 @@ pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejectio
             None
         }
     };
-    let size_bytes = match obj.get("size_bytes").and_then(Value::as_u64) {
+    let size_bytes = match obj
+        .get("size_bytes")
+        .and_then(crate::domain::validation::integer)
+        .and_then(|n| u64::try_from(n).ok())
+    {
         Some(n) if (1..=MAX_UPLOAD_BYTES).contains(&n) => Some(n),
         Some(n) if n > MAX_UPLOAD_BYTES => {
             return Err(BatchRejection::UploadTooLarge {

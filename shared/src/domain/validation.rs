@@ -54,6 +54,19 @@ pub fn is_plain_text(s: &str) -> bool {
     !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
 }
 
+/// A JSON integer as JSON Schema reads `"type": "integer"`: any number
+/// with a zero fractional part, so `3.0` is 3 (a client's JSON library may
+/// well write it so).
+pub fn integer(v: &Value) -> Option<i64> {
+    /// 2^63: every f64 below it in magnitude converts to i64 exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < LIMIT)
+            .map(|f| f as i64)
+    })
+}
+
 pub const MAX_ATTRIBUTES: usize = 50;
 pub const MAX_ATTRIBUTE_KEY: usize = 64;
 pub const MAX_ATTRIBUTE_VALUE: usize = 500;
@@ -128,7 +141,7 @@ impl<'a> ObjectReader<'a> {
                 }
                 None
             }
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(v @ Value::Number(_)) => match integer(v) {
                 Some(v) if (min..=max).contains(&v) => Some(v),
                 Some(_) => {
                     self.errors
