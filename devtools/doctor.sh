@@ -77,8 +77,21 @@ fi
 
 echo
 echo "make test (adds, for the docs page test only):"
-check_tool test node "Node.js runs the docs page test's browser script" "sudo apt-get install nodejs npm" "brew install node"
-check_tool test npm "installs playwright-core for the docs page test" "sudo apt-get install npm" "brew install node"
+# Node.js: the docs page test's browser script and the OpenAPI linters;
+# Redocly CLI needs 20.19 or later (Debian 12's own nodejs is 18).
+MIN_NODE=20.19
+if command -v node >/dev/null 2>&1; then
+    have="$(node --version 2>/dev/null | sed 's/^v//')"
+    if [[ "$(printf '%s\n%s\n' "$MIN_NODE" "$have" | sort -V | head -n1)" == "$MIN_NODE" ]]; then
+        ok "Node.js $have" "$(command -v node)"
+    else
+        missing test "Node.js >= $MIN_NODE" "node $have is too old for Redocly (the OpenAPI lint)" \
+            "install Node.js 20 LTS or newer from https://nodejs.org (Debian 12's nodejs is 18)" "brew install node"
+    fi
+else
+    missing test node "Node.js runs the docs page test and the OpenAPI linters" "sudo apt-get install nodejs npm" "brew install node"
+fi
+check_tool test npm "installs playwright-core and the OpenAPI linters (make test-deps)" "sudo apt-get install npm" "brew install node"
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 if [[ -x "$chromium" ]]; then
     ok chromium "$chromium"
