@@ -144,6 +144,12 @@ impl Suite {
     /// Every check, in order; later ones use what earlier ones created.
     pub async fn run_checks(&mut self) {
         check!(self, "health", QUICK, self.health());
+        check!(
+            self,
+            "routing: 404, 405 with Allow, OPTIONS",
+            QUICK,
+            self.routing()
+        );
         check!(self, "auth: no key -> 401", QUICK, self.no_key());
         check!(self, "auth: unknown key -> 401", QUICK, self.unknown_key());
         check!(

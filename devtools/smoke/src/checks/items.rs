@@ -37,6 +37,28 @@ impl Suite {
         Ok("401 unauthorized".into())
     }
 
+    /// API Gateway's own answers as the template shapes them: an unknown
+    /// path is a problem 404, a method the path lacks a 405 naming the
+    /// path's methods (each path's ANY method), OPTIONS the preflight.
+    pub async fn routing(&mut self) -> anyhow::Result<String> {
+        let a = send(self.api.unauthenticated(Method::GET, "/v1/nothing-here")).await?;
+        a.expect_problem(404, "route_not_found")?;
+        let a = send(self.api.unauthenticated(Method::PATCH, "/v1/items")).await?;
+        a.expect_problem(405, "method_not_allowed")?;
+        ensure!(
+            a.header("allow") == Some("GET,HEAD,POST,OPTIONS"),
+            "PATCH /v1/items: Allow {:?}",
+            a.header("allow")
+        );
+        let a = send(self.api.unauthenticated(Method::OPTIONS, "/v1/items")).await?;
+        a.expect(204)?;
+        ensure!(
+            a.header("x-request-id").is_some(),
+            "OPTIONS /v1/items: no x-request-id"
+        );
+        Ok("404 route_not_found, 405 with Allow, OPTIONS 204".into())
+    }
+
     /// The key the suite runs with reads (a 401 here stops the run).
     pub async fn key_accepted(&mut self) -> anyhow::Result<String> {
         let a = self.api.get("/v1/items?limit=1").await?;
