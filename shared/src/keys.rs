@@ -13,6 +13,21 @@ use std::sync::Arc;
 
 const MAX_KEY_NAME: usize = 100;
 
+/// Names of the fields a key's metadata has (for `?fields=`).
+pub const KEY_FIELDS: &[&str] = &[
+    "key_id",
+    "name",
+    "scopes",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+];
+
+impl crate::domain::Selectable for ApiKeyView {
+    const FIELDS: &'static [&'static str] = KEY_FIELDS;
+}
+
 /// A key as listed: metadata only, never the key or its hash.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
@@ -214,6 +229,19 @@ impl KeysService {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn key_fields_name_every_field_of_the_representation() {
+        crate::domain::fields::assert_names_every_field(&ApiKeyView {
+            key_id: "key_1".into(),
+            name: "ci".into(),
+            scopes: vec!["items:read".into()],
+            created_at: "t".into(),
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        });
+    }
 
     #[test]
     fn new_keys_are_validated() {

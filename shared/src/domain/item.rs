@@ -41,6 +41,10 @@ pub struct Item {
     pub updated_at: String,
 }
 
+impl super::Selectable for Item {
+    const FIELDS: &'static [&'static str] = ITEM_FIELDS;
+}
+
 /// The descriptive part of an item: what `PUT` replaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemFields {
@@ -255,5 +259,20 @@ mod tests {
         assert_eq!(changed.version, 2);
         assert_eq!(changed.quantity, item.quantity);
         assert_ne!(changed.etag(), item.etag());
+    }
+
+    #[test]
+    fn item_fields_name_every_field_of_the_representation() {
+        crate::domain::fields::assert_names_every_field(&Item {
+            sku: "A".into(),
+            name: "Mug".into(),
+            description: Some("tall".into()),
+            quantity: 1,
+            low_stock_threshold: Some(1),
+            attributes: [("c".to_owned(), "red".to_owned())].into(),
+            version: 1,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        });
     }
 }

@@ -3,14 +3,16 @@
 
 pub mod batch;
 pub mod event;
+pub mod fields;
 mod item;
 mod movement;
 pub mod upload;
 mod validation;
 pub mod webhook;
 
+pub use fields::{Fields, Selectable};
 pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
-pub use movement::{Adjustment, Movement, MovementContext, MovementId};
+pub use movement::{Adjustment, MOVEMENT_FIELDS, Movement, MovementContext, MovementId};
 pub use validation::{FieldError, FieldErrors};
 
 use std::fmt;
