@@ -11,7 +11,7 @@ mod validation;
 pub mod webhook;
 
 pub use fields::{Fields, Selectable};
-pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
+pub use item::{ETAG_FIELDS, ITEM_FIELDS, Item, ItemFields, ItemPatch, NewItem};
 pub use movement::{Adjustment, MOVEMENT_FIELDS, Movement, MovementContext, MovementId};
 pub use validation::{FieldError, FieldErrors};
 

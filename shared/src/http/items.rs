@@ -91,20 +91,24 @@ fn movement_context(auth: &Auth) -> MovementContext {
     }
 }
 
-/// An item as the API answers with it: its JSON and the entity tag of exactly
-/// those bytes, serialised once (tag and body used to take one serialisation
-/// each, a third for `fields`).
+/// An item as the API answers with it: its JSON (serialised once, straight
+/// to bytes) and its entity tag.
 struct Representation {
     json: Vec<u8>,
     etag: HeaderValue,
 }
 
+fn etag_header(item: &Item) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&item.etag()).map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
 impl Representation {
     fn of(item: &Item) -> Result<Self, ApiError> {
         let json = serde_json::to_vec(item).map_err(|e| ApiError::Internal(Box::new(e)))?;
-        let etag = HeaderValue::from_str(&Item::etag_of_json(&json))
-            .map_err(|e| ApiError::Internal(Box::new(e)))?;
-        Ok(Self { json, etag })
+        Ok(Self {
+            json,
+            etag: etag_header(item)?,
+        })
     }
 
     /// `status` with the ETag header and the item as the JSON body.
