@@ -4,7 +4,7 @@ use crate::auth::{
     ALL_SCOPES, ApiKeyRecord, AuthContext, generate_api_key, hash_api_key, key_prefix,
 };
 use crate::clock;
-use crate::domain::{FieldErrors, TenantId};
+use crate::domain::{FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
 use serde::Serialize;
@@ -163,7 +163,7 @@ impl KeysService {
         // caller's own key.
         let usage_key = self
             .store
-            .find_key_by_id(&caller.tenant_id, &caller.key_id)
+            .find_key_by_id(&caller.tenant_id, &caller.key_id, None)
             .await?
             .and_then(|k| k.usage_key);
         let api_key = generate_api_key(key_prefix(&self.environment));
@@ -195,28 +195,39 @@ impl KeysService {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Page<ApiKeyView>, ApiError> {
-        let page = self.store.list_keys(tenant, limit, start).await?;
+        let page = self.store.list_keys(tenant, limit, start, fields).await?;
         Ok(Page {
             items: page.items.into_iter().map(ApiKeyView::from).collect(),
             next: page.next,
         })
     }
 
-    pub async fn get(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyView, ApiError> {
-        Ok(self.record(tenant, key_id).await?.into())
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<ApiKeyView, ApiError> {
+        Ok(self.record(tenant, key_id, fields).await?.into())
     }
 
-    async fn record(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyRecord, ApiError> {
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<ApiKeyRecord, ApiError> {
         self.store
-            .find_key_by_id(tenant, key_id)
+            .find_key_by_id(tenant, key_id, fields)
             .await?
             .ok_or(ApiError::KeyNotFound)
     }
 
     /// Revokes the key; the authorizer refuses it once its cached decision expires.
     pub async fn revoke(&self, tenant: &TenantId, key_id: &str) -> Result<(), ApiError> {
-        let record = self.record(tenant, key_id).await?;
+        let record = self.record(tenant, key_id, None).await?;
         self.store
             .revoke_key(&record.key_hash, &clock::now_rfc3339())
             .await?;

@@ -113,6 +113,7 @@ impl Modify for BearerKey {
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     doc["webhooks"] = webhooks_section();
+    super::fields::annotate(&mut doc);
     super::examples::annotate(&mut doc);
     super::deprecation::annotate(&mut doc, super::deprecation::DEPRECATED_ROUTES);
     doc
