@@ -178,6 +178,7 @@ bench: deps ## Benchmarks, release profile (starts and stops the local stack); m
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" cold-start "$$STOCKROOM_BIN_DIR" $(COLD_START_ROUNDS) tls warm ahead; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" split-memory; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" pipeline $${BENCH_RECORDS:-100000}; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" lean-reads; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" load
 
 # Parser fuzzing: cargo-fuzz (pinned) with libFuzzer and AddressSanitizer. The

@@ -222,6 +222,7 @@ mod tests {
             _: &TenantId,
             _: u32,
             _: Option<crate::ports::PageKey>,
+            _: Option<&crate::domain::Fields<crate::keys::ApiKeyView>>,
         ) -> Result<crate::ports::Page<ApiKeyRecord>, StoreError> {
             unimplemented!("not used by these tests")
         }
@@ -229,6 +230,7 @@ mod tests {
             &self,
             _: &TenantId,
             _: &str,
+            _: Option<&crate::domain::Fields<crate::keys::ApiKeyView>>,
         ) -> Result<Option<ApiKeyRecord>, StoreError> {
             unimplemented!("not used by these tests")
         }

@@ -8,7 +8,7 @@ use crate::domain::batch::{
 };
 use crate::domain::event::Event;
 use crate::domain::upload::{is_upload_request, parse_upload_request};
-use crate::domain::{FieldError, FieldErrors, TenantId};
+use crate::domain::{FieldError, FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
     BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, EventPublisher, IdempotencyRecord,
@@ -32,6 +32,10 @@ pub const CHUNK_TARGET_BYTES: usize = 60 * 1024;
 /// work (about 8 transactions) far inside the worker's timeout, so a chunk
 /// is never retried for lack of time.
 pub const CHUNK_MAX_RECORDS: usize = 250;
+
+/// The fields of a batch its upload-expiry check reads: every read of a
+/// batch for the API makes that check, whatever fields the client selected.
+const EXPIRY_FIELDS: &[&str] = &["batch_id", "status", "upload"];
 
 /// The 202 body of `POST /v1/batches`.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -193,7 +197,7 @@ impl BatchesService {
     /// After an abort: the stored batch says whether it did end (another
     /// writer may have moved it first).
     async fn announce_aborted(&self, tenant: &TenantId, batch_id: &str) {
-        match self.store.get_batch(tenant, batch_id).await {
+        match self.store.get_batch(tenant, batch_id, None).await {
             Ok(Some(batch)) if batch.status.is_terminal() => self.announce(tenant, &batch).await,
             Ok(_) => {}
             Err(e) => {
@@ -417,7 +421,8 @@ impl BatchesService {
     }
 
     /// An upload batch past its deadline with no file fails (`upload_expired`).
-    /// Returns the batch as it now stands.
+    /// Returns the batch as it now stands (read whole when it expired here).
+    /// Reads only [`EXPIRY_FIELDS`] of `batch`.
     async fn expire_if_due(&self, tenant: &TenantId, batch: Batch) -> Result<Batch, ApiError> {
         let (Some(upload), Some(uploads)) = (&batch.upload, &self.uploads) else {
             return Ok(batch);
@@ -448,7 +453,7 @@ impl BatchesService {
         }
         let current = self
             .store
-            .get_batch(tenant, &batch.batch_id)
+            .get_batch(tenant, &batch.batch_id, None)
             .await?
             .ok_or(ApiError::BatchNotFound)?;
         if current.status.is_terminal() {
@@ -472,10 +477,17 @@ impl BatchesService {
         }
     }
 
-    pub async fn get(&self, tenant: &TenantId, batch_id: &str) -> Result<Batch, ApiError> {
+    /// The batch, whole or with `fields`.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Batch, ApiError> {
+        let read = fields.map(|f| f.and(EXPIRY_FIELDS));
         let batch = self
             .store
-            .get_batch(tenant, batch_id)
+            .get_batch(tenant, batch_id, read.as_ref())
             .await?
             .ok_or(ApiError::BatchNotFound)?;
         self.expire_if_due(tenant, batch).await
@@ -487,10 +499,12 @@ impl BatchesService {
         status: Option<BatchStatus>,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Batch>>,
     ) -> Result<Page<Batch>, ApiError> {
+        let read = fields.map(|f| f.and(EXPIRY_FIELDS));
         let mut page = self
             .store
-            .list_batches(tenant, status, limit, start)
+            .list_batches(tenant, status, limit, start, read.as_ref())
             .await?;
         let mut items = Vec::with_capacity(page.items.len());
         for batch in page.items {
@@ -506,12 +520,14 @@ impl BatchesService {
         batch_id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<RecordFailure>>,
     ) -> Result<Page<RecordFailure>, ApiError> {
         // 404 for a batch of another tenant or none at all.
-        self.get(tenant, batch_id).await?;
+        self.get(tenant, batch_id, Some(&Fields::identifier()))
+            .await?;
         Ok(self
             .store
-            .list_failures(tenant, batch_id, limit, start)
+            .list_failures(tenant, batch_id, limit, start, fields)
             .await?)
     }
 }
@@ -606,5 +622,19 @@ impl BatchWorker {
             .fail_unreadable_chunk(&tenant, batch_id, chunk, count)
             .await?;
         self.finish(&tenant, batch_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::batch::BATCH_FIELDS;
+
+    #[test]
+    fn the_expiry_check_reads_fields_a_batch_has() {
+        assert!(
+            super::EXPIRY_FIELDS
+                .iter()
+                .all(|f| BATCH_FIELDS.contains(f))
+        );
     }
 }

@@ -4,7 +4,7 @@ use crate::auth::{
     ALL_SCOPES, ApiKeyRecord, AuthContext, generate_api_key, hash_api_key, key_prefix,
 };
 use crate::clock;
-use crate::domain::{FieldErrors, TenantId};
+use crate::domain::{FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
 use serde::Serialize;
@@ -12,6 +12,21 @@ use serde_json::Value;
 use std::sync::Arc;
 
 pub const MAX_KEY_NAME: usize = 100;
+
+/// Names of the fields a key's metadata has (for `?fields=`).
+pub const KEY_FIELDS: &[&str] = &[
+    "key_id",
+    "name",
+    "scopes",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+];
+
+impl crate::domain::Selectable for ApiKeyView {
+    const FIELDS: &'static [&'static str] = KEY_FIELDS;
+}
 
 /// A key as listed: metadata only, never the key or its hash.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -154,7 +169,7 @@ impl KeysService {
         // caller's own key.
         let usage_key = self
             .store
-            .find_key_by_id(&caller.tenant_id, &caller.key_id)
+            .find_key_by_id(&caller.tenant_id, &caller.key_id, None)
             .await?
             .and_then(|k| k.usage_key);
         let api_key = generate_api_key(key_prefix(&self.environment));
@@ -186,28 +201,39 @@ impl KeysService {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Page<ApiKeyView>, ApiError> {
-        let page = self.store.list_keys(tenant, limit, start).await?;
+        let page = self.store.list_keys(tenant, limit, start, fields).await?;
         Ok(Page {
             items: page.items.into_iter().map(ApiKeyView::from).collect(),
             next: page.next,
         })
     }
 
-    pub async fn get(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyView, ApiError> {
-        Ok(self.record(tenant, key_id).await?.into())
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<ApiKeyView, ApiError> {
+        Ok(self.record(tenant, key_id, fields).await?.into())
     }
 
-    async fn record(&self, tenant: &TenantId, key_id: &str) -> Result<ApiKeyRecord, ApiError> {
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<ApiKeyRecord, ApiError> {
         self.store
-            .find_key_by_id(tenant, key_id)
+            .find_key_by_id(tenant, key_id, fields)
             .await?
             .ok_or(ApiError::KeyNotFound)
     }
 
     /// Revokes the key; the authorizer refuses it once its cached decision expires.
     pub async fn revoke(&self, tenant: &TenantId, key_id: &str) -> Result<(), ApiError> {
-        let record = self.record(tenant, key_id).await?;
+        let record = self.record(tenant, key_id, None).await?;
         self.store
             .revoke_key(&record.key_hash, &clock::now_rfc3339())
             .await?;
@@ -220,6 +246,19 @@ impl KeysService {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn key_fields_name_every_field_of_the_representation() {
+        crate::domain::fields::assert_names_every_field(&ApiKeyView {
+            key_id: "key_1".into(),
+            name: "ci".into(),
+            scopes: vec!["items:read".into()],
+            created_at: "t".into(),
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        });
+    }
 
     #[test]
     fn new_keys_are_validated() {

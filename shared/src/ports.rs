@@ -1,7 +1,15 @@
 //! Narrow async ports the use cases depend on; adapters implement them.
+//!
+//! Reads that take `fields` (`?fields=`) read only what those fields need:
+//! in what they return, the fields outside the selection may hold
+//! placeholders (the DynamoDB stores do not fetch them). Callers that read a
+//! field themselves add it to the selection (`Fields::and`), and the API
+//! renders such records through `Fields::select` with the client's own
+//! selection. `None` reads whole records.
 
 use crate::auth::ApiKeyRecord;
-use crate::domain::{Item, Movement, Sku, TenantId};
+use crate::domain::{Fields, Item, Movement, Sku, TenantId};
+use crate::keys::ApiKeyView;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
@@ -50,7 +58,12 @@ pub struct IdempotencyRecord {
 /// Stock and description of a tenant's items, plus their ledger.
 #[async_trait]
 pub trait ItemStore: Send + Sync {
-    async fn get_item(&self, tenant: &TenantId, sku: &Sku) -> Result<Option<Item>, StoreError>;
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError>;
 
     /// Creates the item (and its opening movement) unless the sku exists.
     async fn create_item(
@@ -82,6 +95,7 @@ pub trait ItemStore: Send + Sync {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, StoreError>;
 
     /// Atomically sets the new quantity (if the version is unchanged), appends
@@ -102,6 +116,7 @@ pub trait ItemStore: Send + Sync {
         sku: &Sku,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, StoreError>;
 
     async fn get_idempotency(
@@ -123,11 +138,15 @@ pub trait ApiKeyStore: Send + Sync {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Page<ApiKeyRecord>, StoreError>;
+    /// With `fields`, the record's other attributes (`key_hash`,
+    /// `usage_key`...) are not read.
     async fn find_key_by_id(
         &self,
         tenant: &TenantId,
         key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Sets `revoked_at` unless already set.
     async fn revoke_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
@@ -173,6 +192,7 @@ pub trait BatchStore: Send + Sync {
         &self,
         tenant: &TenantId,
         batch_id: &str,
+        fields: Option<&Fields<Batch>>,
     ) -> Result<Option<Batch>, StoreError>;
 
     /// Newest first, optionally only those with `status`.
@@ -182,6 +202,7 @@ pub trait BatchStore: Send + Sync {
         status: Option<BatchStatus>,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Batch>>,
     ) -> Result<Page<Batch>, StoreError>;
 
     /// Failed records in record order.
@@ -191,6 +212,7 @@ pub trait BatchStore: Send + Sync {
         batch_id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<RecordFailure>>,
     ) -> Result<Page<RecordFailure>, StoreError>;
 
     async fn get_idempotency(
@@ -388,11 +410,18 @@ pub trait WebhookStore: Send + Sync {
         tenant: &TenantId,
         rec: &WebhookRecord,
     ) -> Result<(), StoreError>;
-    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// With `fields`, the secrets are not read (empty).
+    async fn list_webhooks(
+        &self,
+        tenant: &TenantId,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// With `fields`, the secrets are not read (empty).
     async fn get_webhook(
         &self,
         tenant: &TenantId,
         webhook_id: &str,
+        fields: Option<&Fields<Webhook>>,
     ) -> Result<Option<WebhookRecord>, StoreError>;
     /// `ConditionFailed` when there is no such webhook.
     async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError>;
@@ -420,11 +449,13 @@ pub trait WebhookStore: Send + Sync {
         tenant: &TenantId,
         rec: &DeliveryRecord,
     ) -> Result<bool, StoreError>;
+    /// With `fields`, the payload and request id are not read (empty).
     async fn get_delivery(
         &self,
         tenant: &TenantId,
         webhook_id: &str,
         delivery_id: &str,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Option<DeliveryRecord>, StoreError>;
     async fn record_attempt(
         &self,
@@ -450,6 +481,7 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Page<Delivery>, StoreError>;
 }
 

@@ -4,8 +4,8 @@
 use crate::clock;
 use crate::domain::event::{Event, crosses_low_stock};
 use crate::domain::{
-    Adjustment, Item, ItemFields, Movement, MovementContext, NewItem, Sku, StockCheck, TenantId,
-    apply_delta,
+    Adjustment, ETAG_FIELDS, Fields, Item, ItemFields, Movement, MovementContext, NewItem, Sku,
+    StockCheck, TenantId, apply_delta,
 };
 use crate::error::ApiError;
 use crate::ports::{EventPublisher, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
@@ -110,9 +110,17 @@ impl ItemsService {
         }
     }
 
-    pub async fn get(&self, tenant: &TenantId, sku: &Sku) -> Result<Item, ApiError> {
+    /// The item, whole or with `fields` (and what its entity tag is made
+    /// of, so `Item::etag` holds either way).
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Item, ApiError> {
+        let read = fields.map(|f| f.and(ETAG_FIELDS));
         self.store
-            .get_item(tenant, sku)
+            .get_item(tenant, sku, read.as_ref())
             .await?
             .ok_or(ApiError::ItemNotFound)
     }
@@ -125,7 +133,7 @@ impl ItemsService {
         if_match: Option<&IfMatch>,
     ) -> Result<Replaced, ApiError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku).await?;
+            let current = self.get(tenant, sku, None).await?;
             if let Some(cond) = if_match
                 && !cond.matches(&current.etag())
             {
@@ -159,7 +167,7 @@ impl ItemsService {
         ctx: &MovementContext,
     ) -> Result<(), ApiError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku).await?;
+            let current = self.get(tenant, sku, None).await?;
             if let Some(cond) = if_match
                 && !cond.matches(&current.etag())
             {
@@ -208,18 +216,30 @@ impl ItemsService {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, ApiError> {
-        Ok(self.store.list_items(tenant, limit, start).await?)
+        Ok(self.store.list_items(tenant, limit, start, fields).await?)
     }
 
+    /// Newest first. A sku with neither ledger nor item is not found (a
+    /// deleted item keeps its ledger).
     pub async fn movements(
         &self,
         tenant: &TenantId,
         sku: &Sku,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, ApiError> {
-        Ok(self.store.list_movements(tenant, sku, limit, start).await?)
+        let first_page = start.is_none();
+        let page = self
+            .store
+            .list_movements(tenant, sku, limit, start, fields)
+            .await?;
+        if first_page && page.items.is_empty() {
+            self.get(tenant, sku, Some(&Fields::identifier())).await?;
+        }
+        Ok(page)
     }
 
     /// Applies a stock adjustment with optimistic concurrency: read, check the
@@ -240,7 +260,7 @@ impl ItemsService {
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku).await?;
+            let current = self.get(tenant, sku, None).await?;
             let quantity = match apply_delta(current.quantity, adjustment.delta) {
                 StockCheck::Ok(q) => q,
                 StockCheck::Insufficient { available } => {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod events;
+mod fields;
 mod iam;
 mod isolation;
 mod items;

@@ -218,7 +218,10 @@ async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::
         None,
         "the terminal event is offered until published, then never"
     );
-    let batch = store.get_batch(&tenant, &batch_id).await?.expect("batch");
+    let batch = store
+        .get_batch(&tenant, &batch_id, None)
+        .await?
+        .expect("batch");
     assert_eq!(
         (batch.succeeded, batch.failed, batch.chunks_done),
         (60, 0, 1)

@@ -469,3 +469,48 @@ pub async fn all_pages(tenant: &Tenant, path: &str, field: &str) -> Result<Vec<V
         }
     }
 }
+
+/// The raw bodies of the DynamoDB responses one client received: what came
+/// over the wire before the SDK decoded it (to see what a projection left
+/// out, and to count its bytes).
+#[derive(Clone, Debug, Default)]
+pub struct DynamoWire(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl DynamoWire {
+    /// A DynamoDB client on the stack's SDK settings that records here.
+    pub fn client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(self.clone())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// The bodies recorded since the last call, oldest first.
+    pub fn take(&self) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .map(|mut bodies| std::mem::take(&mut *bodies))
+            .unwrap_or_default()
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for DynamoWire {
+    fn name(&self) -> &'static str {
+        "DynamoWire"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // Bodies of non-streaming operations are whole in memory by now.
+        if let (Some(bytes), Ok(mut bodies)) = (context.response().body().bytes(), self.0.lock()) {
+            bodies.push(bytes.to_vec());
+        }
+        Ok(())
+    }
+}

@@ -219,7 +219,7 @@ impl Seeder {
     async fn seed_upload_batch(&self) -> anyhow::Result<bool> {
         if self
             .batch_store
-            .get_batch(&self.tenant, SAMPLE_UPLOAD_BATCH)
+            .get_batch(&self.tenant, SAMPLE_UPLOAD_BATCH, None)
             .await?
             .is_some()
         {
@@ -270,7 +270,7 @@ impl Seeder {
     async fn seed_webhook(&self) -> anyhow::Result<bool> {
         if self
             .webhook_store
-            .get_webhook(&self.tenant, SAMPLE_WEBHOOK)
+            .get_webhook(&self.tenant, SAMPLE_WEBHOOK, None)
             .await?
             .is_some()
         {
@@ -320,7 +320,7 @@ impl Seeder {
     async fn delivery_status(&self, delivery_id: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .webhook_store
-            .get_delivery(&self.tenant, SAMPLE_WEBHOOK, delivery_id)
+            .get_delivery(&self.tenant, SAMPLE_WEBHOOK, delivery_id, None)
             .await?
             .map(|d| {
                 serde_json::to_value(d.delivery.status)
@@ -333,7 +333,10 @@ impl Seeder {
     async fn wait_until_done(&self, batch_id: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let batch = self.batch_store.get_batch(&self.tenant, batch_id).await?;
+            let batch = self
+                .batch_store
+                .get_batch(&self.tenant, batch_id, None)
+                .await?;
             if batch.as_ref().is_some_and(|b| b.status.is_terminal()) {
                 return Ok(());
             }

@@ -21,7 +21,7 @@ use lambda_http::lambda_runtime::{Context, LambdaEvent, Service as _};
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
 use stockroom::cursor::CursorCodec;
-use stockroom::domain::{Item, Movement, Sku, TenantId};
+use stockroom::domain::{Fields, Item, Movement, Sku, TenantId};
 use stockroom::http::{AppState, router};
 use stockroom::ports::{IdempotencyRecord, ItemStore, NoEvents, Page, PageKey, StoreError};
 use stockroom::service::ItemsService;
@@ -38,7 +38,13 @@ fn not_benchmarked() -> StoreError {
 
 #[async_trait]
 impl ItemStore for MemItems {
-    async fn get_item(&self, tenant: &TenantId, sku: &Sku) -> Result<Option<Item>, StoreError> {
+    /// Whole items even with `fields` (a store may read more than asked).
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        _fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
         let items = self.items.lock().map_err(|_| not_benchmarked())?;
         Ok(items
             .get(&(tenant.to_string(), sku.as_str().to_owned()))
@@ -80,6 +86,7 @@ impl ItemStore for MemItems {
         _: &TenantId,
         _: u32,
         _: Option<PageKey>,
+        _: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, StoreError> {
         Err(not_benchmarked())
     }
@@ -101,6 +108,7 @@ impl ItemStore for MemItems {
         _: &Sku,
         _: u32,
         _: Option<PageKey>,
+        _: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, StoreError> {
         Err(not_benchmarked())
     }

@@ -1,7 +1,8 @@
 //! `make bench` entry point, one subcommand per figure of
 //! docs/performance.md: `cold-start` (cold.rs), `sizes` (artifact.rs),
-//! `pipeline` (pipeline.rs), `load` (load.rs), `handler-summary` (criterion's
-//! medians of benches/handler.rs) and `split-memory`, here:
+//! `pipeline` (pipeline.rs), `load` (load.rs), `lean-reads` (lean_reads.rs),
+//! `handler-summary` (criterion's medians of benches/handler.rs) and
+//! `split-memory`, here:
 //!
 //! `stockroom-bench split-memory` runs one child process per file size; each
 //! child splits a generated NDJSON file (produced row by row as it is read,
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 mod artifact;
 mod cold;
+mod lean_reads;
 mod load;
 mod pipeline;
 mod tls_front;
@@ -286,6 +288,7 @@ async fn main() -> Result<()> {
         ["split-memory"] | [] => split_memory(),
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
+        ["lean-reads"] => lean_reads::run().await,
         ["handler-summary"] => handler_summary(),
         ["sizes", bin_dir] => artifact::run(std::path::Path::new(bin_dir)),
         ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, cold::Modes::default()).await,
@@ -295,7 +298,7 @@ async fn main() -> Result<()> {
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | lean-reads | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
         ),
     }
 }

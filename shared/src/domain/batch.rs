@@ -75,6 +75,28 @@ impl BatchStatus {
     }
 }
 
+/// Names of the fields a batch representation has (for `?fields=`).
+pub const BATCH_FIELDS: &[&str] = &[
+    "batch_id",
+    "mode",
+    "status",
+    "total",
+    "succeeded",
+    "failed",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "request_id",
+    "records_read",
+    "records_enqueued",
+    "upload",
+    "error",
+];
+
+impl super::Selectable for Batch {
+    const FIELDS: &'static [&'static str] = BATCH_FIELDS;
+}
+
 /// A batch as reported by the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
@@ -244,6 +266,13 @@ impl RecordFailure {
             message: message.into(),
         }
     }
+}
+
+/// Names of the fields a record failure has (for `?fields=`).
+pub const FAILURE_FIELDS: &[&str] = &["record_id", "sku", "code", "message"];
+
+impl super::Selectable for RecordFailure {
+    const FIELDS: &'static [&'static str] = FAILURE_FIELDS;
 }
 
 /// Why a whole batch request is refused.
@@ -677,6 +706,40 @@ mod tests {
 
     fn batch(records: Value) -> Value {
         json!({"mode": "isolated", "records": records})
+    }
+
+    #[test]
+    fn batch_and_failure_fields_name_every_field_of_their_representations() {
+        crate::domain::fields::assert_names_every_field(&Batch {
+            batch_id: "b_1".into(),
+            mode: BatchMode::Isolated,
+            status: BatchStatus::Failed,
+            total: 1,
+            succeeded: 0,
+            failed: 1,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            completed_at: Some("t".into()),
+            request_id: "r".into(),
+            records_read: 1,
+            records_enqueued: 0,
+            upload: Some(UploadInfo {
+                format: UploadFormat::Csv,
+                size_bytes: 1,
+                url_expires_at: "t".into(),
+                expires_at: "t".into(),
+            }),
+            error: Some(BatchError::new("invalid_upload", "no rows")),
+            chunks_total: 0,
+            chunks_done: 0,
+        });
+        crate::domain::fields::assert_names_every_field(&RecordFailure::new(
+            0,
+            "row-1",
+            Some("A"),
+            "item_not_found",
+            "no item",
+        ));
     }
 
     #[test]

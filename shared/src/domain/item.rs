@@ -41,6 +41,13 @@ pub struct Item {
     pub updated_at: String,
 }
 
+/// The fields [`Item::etag`] is made of.
+pub const ETAG_FIELDS: &[&str] = &["sku", "created_at", "version"];
+
+impl super::Selectable for Item {
+    const FIELDS: &'static [&'static str] = ITEM_FIELDS;
+}
+
 /// The descriptive part of an item: what `PUT` replaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemFields {
@@ -175,17 +182,26 @@ impl Item {
         }
     }
 
-    /// Strong entity tag of this version of the item: a digest of its full
-    /// representation, so a deleted-and-recreated item never reuses a tag.
+    /// Strong entity tag of this state of the item (RFC 9110): a digest of
+    /// what identifies it. Every change of an item raises its version, and a
+    /// deleted-and-recreated item starts again with a new `created_at`, so
+    /// sku, `created_at` and version name one state of one item; the field
+    /// names are in the digest too, so a representation that gains a field
+    /// gets new tags. Three small attributes rather than the whole item: a
+    /// read of a few fields (`?fields=`) fetches them and still answers with
+    /// the full item's tag, and `If-None-Match` needs nothing more.
     pub fn etag(&self) -> String {
-        Self::etag_of_json(&serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    /// The entity tag of the item whose JSON (`serde_json::to_vec`) is
-    /// `json`: for callers that have serialised the item already.
-    pub fn etag_of_json(json: &[u8]) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(json);
+        // Reads exactly ETAG_FIELDS (and the constant field names).
+        let digest = Sha256::new()
+            .chain_update(ITEM_FIELDS.join(",").as_bytes())
+            .chain_update([0])
+            .chain_update(self.sku.as_bytes())
+            .chain_update([0])
+            .chain_update(self.created_at.as_bytes())
+            .chain_update([0])
+            .chain_update(self.version.to_be_bytes())
+            .finalize();
         format!("\"{}\"", hex::encode(&digest[..12]))
     }
 }
@@ -255,5 +271,47 @@ mod tests {
         assert_eq!(changed.version, 2);
         assert_eq!(changed.quantity, item.quantity);
         assert_ne!(changed.etag(), item.etag());
+    }
+
+    #[test]
+    fn the_tag_changes_with_every_state_and_only_then() {
+        let new = NewItem::from_json(&json!({"sku": "A", "name": "Mug"})).unwrap();
+        let item = Item::new(new, "2026-01-01T00:00:00.000Z");
+        let tag = item.etag();
+        assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 26);
+        let adjusted = Item {
+            quantity: 5,
+            version: 2,
+            ..item.clone()
+        };
+        assert_ne!(adjusted.etag(), tag);
+        let recreated = Item {
+            created_at: "2026-01-01T00:00:01.000Z".into(),
+            ..item.clone()
+        };
+        assert_ne!(recreated.etag(), tag, "a recreated item never reuses a tag");
+        // What a read of a few fields fetches is enough for the full tag.
+        let sparse = Item {
+            name: String::new(),
+            attributes: Default::default(),
+            ..item.clone()
+        };
+        assert_eq!(sparse.etag(), tag);
+        assert!(ETAG_FIELDS.iter().all(|f| ITEM_FIELDS.contains(f)));
+    }
+
+    #[test]
+    fn item_fields_name_every_field_of_the_representation() {
+        crate::domain::fields::assert_names_every_field(&Item {
+            sku: "A".into(),
+            name: "Mug".into(),
+            description: Some("tall".into()),
+            quantity: 1,
+            low_stock_threshold: Some(1),
+            attributes: [("c".to_owned(), "red".to_owned())].into(),
+            version: 1,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        });
     }
 }

@@ -3,14 +3,20 @@
 
 pub mod batch;
 pub mod event;
+pub mod fields;
 mod item;
 mod movement;
 pub mod upload;
 pub mod validation;
 pub mod webhook;
 
-pub use item::{ITEM_FIELDS, Item, ItemFields, ItemPatch, MAX_DESCRIPTION, MAX_NAME, NewItem};
-pub use movement::{Adjustment, MAX_REASON, MAX_REFERENCE, Movement, MovementContext, MovementId};
+pub use fields::{Fields, Selectable};
+pub use item::{
+    ETAG_FIELDS, ITEM_FIELDS, Item, ItemFields, ItemPatch, MAX_DESCRIPTION, MAX_NAME, NewItem,
+};
+pub use movement::{
+    Adjustment, MAX_REASON, MAX_REFERENCE, MOVEMENT_FIELDS, Movement, MovementContext, MovementId,
+};
 pub use validation::{FieldError, FieldErrors};
 
 use std::fmt;

@@ -55,6 +55,25 @@ pub struct MovementContext {
     pub key_id: Option<String>,
 }
 
+/// Names of the fields a movement representation has (for `?fields=`).
+pub const MOVEMENT_FIELDS: &[&str] = &[
+    "movement_id",
+    "sku",
+    "delta",
+    "quantity_after",
+    "reason",
+    "reference",
+    "request_id",
+    "key_id",
+    "batch_id",
+    "record_id",
+    "created_at",
+];
+
+impl super::Selectable for Movement {
+    const FIELDS: &'static [&'static str] = MOVEMENT_FIELDS;
+}
+
 /// One entry of an item's stock ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Movement {
@@ -124,6 +143,24 @@ mod tests {
         let err = Adjustment::from_json(&json!({"delta": 0})).unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["delta", "reason"]);
+    }
+
+    #[test]
+    fn movement_fields_name_every_field_of_the_representation() {
+        let movement = Movement::record(
+            "A",
+            -1,
+            2,
+            "sale",
+            Some("order-1".into()),
+            &MovementContext {
+                request_id: "r".into(),
+                key_id: Some("key_1".into()),
+            },
+            "t",
+        )
+        .in_batch("b_1", "row-1");
+        crate::domain::fields::assert_names_every_field(&movement);
     }
 
     #[test]

@@ -73,6 +73,23 @@ pub enum WebhookStatus {
     Disabled,
 }
 
+/// Names of the fields a webhook representation has (for `?fields=`).
+pub const WEBHOOK_FIELDS: &[&str] = &[
+    "id",
+    "url",
+    "events",
+    "description",
+    "status",
+    "disabled_reason",
+    "failing_since",
+    "created_at",
+    "updated_at",
+];
+
+impl super::Selectable for Webhook {
+    const FIELDS: &'static [&'static str] = WEBHOOK_FIELDS;
+}
+
 /// A webhook as the API shows it (never with its secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
@@ -150,6 +167,23 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// Names of the fields a delivery representation has (for `?fields=`).
+pub const DELIVERY_FIELDS: &[&str] = &[
+    "id",
+    "webhook_id",
+    "event_id",
+    "event_type",
+    "status",
+    "attempts",
+    "next_retry_at",
+    "created_at",
+    "updated_at",
+];
+
+impl super::Selectable for Delivery {
+    const FIELDS: &'static [&'static str] = DELIVERY_FIELDS;
+}
+
 /// One event's delivery to one webhook, with every attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
@@ -224,6 +258,32 @@ impl RetrySchedule {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn webhook_and_delivery_fields_name_every_field_of_their_representations() {
+        crate::domain::fields::assert_names_every_field(&Webhook {
+            id: "wh_1".into(),
+            url: "https://example.com/hook".into(),
+            events: vec![EventType::ItemLowStock],
+            description: Some("erp".into()),
+            status: WebhookStatus::Disabled,
+            disabled_reason: Some("gone".into()),
+            failing_since: Some("t".into()),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        });
+        crate::domain::fields::assert_names_every_field(&Delivery {
+            id: "dlv_1".into(),
+            webhook_id: "wh_1".into(),
+            event_id: "evt_1".into(),
+            event_type: EventType::ItemLowStock,
+            status: DeliveryStatus::Pending,
+            attempts: vec![],
+            next_retry_at: Some("t".into()),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        });
+    }
 
     #[test]
     fn new_webhooks_are_validated_with_every_error() {

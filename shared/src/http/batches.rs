@@ -1,6 +1,7 @@
 //! Handlers of the batch routes.
 
 use super::extract::{Auth, BatchIdPath, JsonBody, QueryParams, idempotency_request};
+use super::fields::{FieldsParam, Shown};
 use super::problem::{Problem, current_request_id};
 use crate::auth::{BATCHES_READ, BATCHES_WRITE};
 use crate::batches::{BatchAccepted, BatchesService, MAX_BATCH_BODY_BYTES, SubmitOutcome};
@@ -23,13 +24,17 @@ pub struct BatchesState {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct BatchPage {
-    pub batches: Vec<Batch>,
+    /// With `fields`, each batch has only those fields.
+    #[schema(value_type = Vec<Batch>)]
+    pub batches: Vec<Shown<Batch>>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FailurePage {
-    pub failures: Vec<RecordFailure>,
+    /// With `fields`, each failure has only those fields.
+    #[schema(value_type = Vec<RecordFailure>)]
+    pub failures: Vec<Shown<RecordFailure>>,
     pub next_cursor: Option<String>,
 }
 
@@ -160,12 +165,17 @@ pub async fn create_batch(
 /// A batch's status and counts.
 ///
 /// Status, counts (`total`, `succeeded`, `failed`) and progress (`records_read`,
-/// `records_enqueued`); the counts are exact once the status is terminal.
+/// `records_enqueued`); the counts are exact once the status is terminal. `fields` returns
+/// only the named fields.
 #[utoipa::path(get, path = "/v1/batches/{batch_id}", tag = "batches",
-    params(("batch_id" = String, Path, description = "Id returned by POST /v1/batches")),
+    params(
+        ("batch_id" = String, Path, description = "Id returned by POST /v1/batches"),
+        FieldsParam<Batch>,
+    ),
     security(("api_key" = ["batches:read"])),
     responses(
         (status = 200, description = "The batch", body = Batch),
+        (status = 400, description = "`invalid_parameter`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope batches:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`batch_not_found`", body = Problem, content_type = "application/problem+json"),
@@ -175,9 +185,16 @@ pub async fn get_batch(
     State(app): State<BatchesState>,
     auth: Auth,
     BatchIdPath(id): BatchIdPath,
-) -> Result<Json<Batch>, ApiError> {
+    query: QueryParams,
+) -> Result<Json<Shown<Batch>>, ApiError> {
     let caller = auth.require(BATCHES_READ)?;
-    Ok(Json(app.batches.get(&caller.tenant_id, &id).await?))
+    query.only(&["fields"])?;
+    let fields = query.fields::<Batch>()?;
+    let batch = app
+        .batches
+        .get(&caller.tenant_id, &id, fields.as_ref())
+        .await?;
+    Ok(Json(Shown::of(batch, fields.as_ref())?))
 }
 
 /// Every failed record of a batch, in record order.
@@ -189,6 +206,7 @@ pub async fn get_batch(
         ("batch_id" = String, Path, description = "Id returned by POST /v1/batches"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<RecordFailure>,
     ),
     security(("api_key" = ["batches:read"])),
     responses(
@@ -206,8 +224,9 @@ pub async fn list_failures(
     query: QueryParams,
 ) -> Result<Json<FailurePage>, ApiError> {
     let caller = auth.require(BATCHES_READ)?;
-    query.only(&["limit", "cursor"])?;
+    query.only(&["limit", "cursor", "fields"])?;
     let limit = query.limit(DEFAULT_PAGE)?;
+    let fields = query.fields::<RecordFailure>()?;
     let listing = format!("failures:{id}");
     let start = query
         .get("cursor")
@@ -215,10 +234,10 @@ pub async fn list_failures(
         .transpose()?;
     let page = app
         .batches
-        .failures(&caller.tenant_id, &id, limit, start)
+        .failures(&caller.tenant_id, &id, limit, start, fields.as_ref())
         .await?;
     Ok(Json(FailurePage {
-        failures: page.items,
+        failures: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
@@ -234,6 +253,7 @@ pub async fn list_failures(
         ("status" = Option<BatchStatus>, Query, description = "Only batches with this status"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<Batch>,
     ),
     security(("api_key" = ["batches:read"])),
     responses(
@@ -249,8 +269,9 @@ pub async fn list_batches(
     query: QueryParams,
 ) -> Result<Json<BatchPage>, ApiError> {
     let caller = auth.require(BATCHES_READ)?;
-    query.only(&["status", "limit", "cursor"])?;
+    query.only(&["status", "limit", "cursor", "fields"])?;
     let limit = query.limit(DEFAULT_PAGE)?;
+    let fields = query.fields::<Batch>()?;
     let status = query
         .get("status")
         .map(|s| {
@@ -269,10 +290,10 @@ pub async fn list_batches(
         .transpose()?;
     let page = app
         .batches
-        .list(&caller.tenant_id, status, limit, start)
+        .list(&caller.tenant_id, status, limit, start, fields.as_ref())
         .await?;
     Ok(Json(BatchPage {
-        batches: page.items,
+        batches: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),

@@ -4,11 +4,10 @@ use super::AppState;
 use super::extract::{
     Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str, idempotency_request,
 };
+use super::fields::{FieldsParam, Shown};
 use super::problem::{Problem, current_request_id};
 use crate::auth::{ITEMS_READ, ITEMS_WRITE};
-use crate::domain::{
-    Adjustment, FieldErrors, ITEM_FIELDS, Item, ItemFields, Movement, MovementContext, NewItem,
-};
+use crate::domain::{Adjustment, Item, ItemFields, Movement, MovementContext, NewItem};
 use crate::error::ApiError;
 use crate::service::{AdjustOutcome, AdjustmentResult, IfMatch, Replaced};
 use axum::Json;
@@ -27,14 +26,18 @@ pub struct Health {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ItemPage {
-    pub items: Vec<Item>,
+    /// With `fields`, each item has only those fields.
+    #[schema(value_type = Vec<Item>)]
+    pub items: Vec<Shown<Item>>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MovementPage {
-    pub movements: Vec<Movement>,
+    /// With `fields`, each movement has only those fields.
+    #[schema(value_type = Vec<Movement>)]
+    pub movements: Vec<Shown<Movement>>,
     pub next_cursor: Option<String>,
 }
 
@@ -91,19 +94,25 @@ fn movement_context(auth: &Auth) -> MovementContext {
     }
 }
 
-/// An item as the API answers with it: its JSON and the entity tag of exactly
-/// those bytes, serialised once (tag and body used to take one serialisation
-/// each, a third for `fields`).
+/// An item as the API answers with it: its JSON (serialised once, straight
+/// to bytes) and its entity tag.
 struct Representation {
     json: Vec<u8>,
     etag: HeaderValue,
 }
 
+fn etag_header(item: &Item) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&item.etag()).map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
 impl Representation {
     fn of(item: &Item) -> Result<Self, ApiError> {
+        Self::tagged(item, etag_header(item)?)
+    }
+
+    /// With the tag the caller has already computed.
+    fn tagged(item: &Item, etag: HeaderValue) -> Result<Self, ApiError> {
         let json = serde_json::to_vec(item).map_err(|e| ApiError::Internal(Box::new(e)))?;
-        let etag = HeaderValue::from_str(&Item::etag_of_json(&json))
-            .map_err(|e| ApiError::Internal(Box::new(e)))?;
         Ok(Self { json, etag })
     }
 
@@ -178,11 +187,11 @@ pub async fn create_item(
 /// Get an item.
 ///
 /// Answers the item with its `ETag`; send it back in `If-None-Match` for a 304 when nothing
-/// changed. `fields` returns only the named fields.
+/// changed. `fields` returns only the named fields, with the whole item's `ETag`.
 #[utoipa::path(get, path = "/v1/items/{sku}", tag = "items",
     params(
         ("sku" = String, Path, description = "The item's sku"),
-        ("fields" = Option<String>, Query, description = "Comma-separated fields to return, e.g. `sku,quantity`"),
+        FieldsParam<Item>,
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds"),
     ),
     security(("api_key" = ["items:read"])),
@@ -204,12 +213,16 @@ pub async fn get_item(
 ) -> Result<Response, ApiError> {
     let caller = auth.require(ITEMS_READ)?;
     query.only(&["fields"])?;
-    let fields = parse_fields(query.get("fields"))?;
-    let item = app.items.get(&caller.tenant_id, &sku).await?;
-    let representation = Representation::of(&item)?;
+    let fields = query.fields::<Item>()?;
+    // With `fields`, only those and what the tag is made of are read.
+    let item = app
+        .items
+        .get(&caller.tenant_id, &sku, fields.as_ref())
+        .await?;
+    let etag = etag_header(&item)?;
     if let Some(inm) = header_str(&headers, "if-none-match")? {
         // Weak comparison, as RFC 9110 prescribes for If-None-Match.
-        let current = representation.etag.as_bytes();
+        let current = etag.as_bytes();
         let matched = match entity_tags(inm) {
             None => true,
             Some(tags) => tags
@@ -217,39 +230,18 @@ pub async fn get_item(
                 .any(|t| t.trim_start_matches("W/").as_bytes() == current),
         };
         if matched {
-            return Ok((
-                StatusCode::NOT_MODIFIED,
-                [(header::ETAG, representation.etag)],
-            )
-                .into_response());
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
         }
     }
-    let Some(fields) = fields else {
-        return Ok(representation.response(StatusCode::OK, HeaderMap::new()));
-    };
-    // A sparse fieldset: the tag stays the full item's.
-    let mut value = serde_json::to_value(&item).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    if let Some(obj) = value.as_object_mut() {
-        obj.retain(|k, _| fields.iter().any(|f| f == k));
+    match fields {
+        None => Ok(Representation::tagged(&item, etag)?.response(StatusCode::OK, HeaderMap::new())),
+        // A sparse fieldset: the tag stays the full item's.
+        Some(fields) => Ok((
+            [(header::ETAG, etag)],
+            Json(Shown::of(item, Some(&fields))?),
+        )
+            .into_response()),
     }
-    Ok(([(header::ETAG, representation.etag)], Json(value)).into_response())
-}
-
-fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let mut errors = FieldErrors::default();
-    let fields: Vec<String> = raw.split(',').map(|f| f.trim().to_owned()).collect();
-    for f in &fields {
-        if !ITEM_FIELDS.contains(&f.as_str()) {
-            errors.push(
-                "fields",
-                format!("unknown field {f:?}; known: {}", ITEM_FIELDS.join(",")),
-            );
-        }
-    }
-    errors
-        .into_result(Some(fields))
-        .map_err(ApiError::InvalidParameters)
 }
 
 /// List the tenant's items, ordered by sku.
@@ -259,6 +251,7 @@ fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
     params(
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<Item>,
     ),
     security(("api_key" = ["items:read"])),
     responses(
@@ -274,15 +267,19 @@ pub async fn list_items(
     query: QueryParams,
 ) -> Result<Json<ItemPage>, ApiError> {
     let caller = auth.require(ITEMS_READ)?;
-    query.only(&["limit", "cursor"])?;
+    query.only(&["limit", "cursor", "fields"])?;
     let limit = query.limit(DEFAULT_PAGE)?;
+    let fields = query.fields::<Item>()?;
     let start = query
         .get("cursor")
         .map(|c| app.cursors.decode("items", &caller.tenant_id, c))
         .transpose()?;
-    let page = app.items.list(&caller.tenant_id, limit, start).await?;
+    let page = app
+        .items
+        .list(&caller.tenant_id, limit, start, fields.as_ref())
+        .await?;
     Ok(Json(ItemPage {
-        items: page.items,
+        items: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode("items", &caller.tenant_id, &k)),
@@ -453,6 +450,7 @@ pub async fn adjust_stock(
         ("sku" = String, Path, description = "The item's sku"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<Movement>,
     ),
     security(("api_key" = ["items:read"])),
     responses(
@@ -470,24 +468,20 @@ pub async fn list_movements(
     query: QueryParams,
 ) -> Result<Json<MovementPage>, ApiError> {
     let caller = auth.require(ITEMS_READ)?;
-    query.only(&["limit", "cursor"])?;
+    query.only(&["limit", "cursor", "fields"])?;
     let limit = query.limit(DEFAULT_PAGE)?;
+    let fields = query.fields::<Movement>()?;
     let listing = format!("movements:{sku}");
     let start = query
         .get("cursor")
         .map(|c| app.cursors.decode(&listing, &caller.tenant_id, c))
         .transpose()?;
-    let first_page = start.is_none();
     let page = app
         .items
-        .movements(&caller.tenant_id, &sku, limit, start)
+        .movements(&caller.tenant_id, &sku, limit, start, fields.as_ref())
         .await?;
-    // A deleted item keeps its ledger; a sku that never existed is a 404.
-    if first_page && page.items.is_empty() {
-        app.items.get(&caller.tenant_id, &sku).await?;
-    }
     Ok(Json(MovementPage {
-        movements: page.items,
+        movements: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),

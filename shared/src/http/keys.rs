@@ -1,6 +1,7 @@
 //! Handlers of the key management routes.
 
 use super::extract::{Auth, JsonBody, QueryParams, is_prefixed_id};
+use super::fields::{FieldsParam, Shown};
 use super::problem::Problem;
 use crate::auth::KEYS_MANAGE;
 use crate::cursor::CursorCodec;
@@ -21,7 +22,9 @@ pub struct KeysState {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct KeyPage {
-    pub keys: Vec<ApiKeyView>,
+    /// With `fields`, each key has only those fields.
+    #[schema(value_type = Vec<ApiKeyView>)]
+    pub keys: Vec<Shown<ApiKeyView>>,
     pub next_cursor: Option<String>,
 }
 
@@ -98,6 +101,7 @@ pub async fn create_key(
     params(
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<ApiKeyView>,
     ),
     security(("api_key" = ["keys:manage"])),
     responses(
@@ -113,15 +117,19 @@ pub async fn list_keys(
     query: QueryParams,
 ) -> Result<Json<KeyPage>, ApiError> {
     let caller = auth.require(KEYS_MANAGE)?;
-    query.only(&["limit", "cursor"])?;
+    query.only(&["limit", "cursor", "fields"])?;
     let limit = query.limit(20)?;
+    let fields = query.fields::<ApiKeyView>()?;
     let start = query
         .get("cursor")
         .map(|c| app.cursors.decode("keys", &caller.tenant_id, c))
         .transpose()?;
-    let page = app.keys.list(&caller.tenant_id, limit, start).await?;
+    let page = app
+        .keys
+        .list(&caller.tenant_id, limit, start, fields.as_ref())
+        .await?;
     Ok(Json(KeyPage {
-        keys: page.items,
+        keys: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode("keys", &caller.tenant_id, &k)),
@@ -132,10 +140,14 @@ pub async fn list_keys(
 ///
 /// Name, scopes, creation, last use and revocation; never the key itself.
 #[utoipa::path(get, path = "/v1/keys/{key_id}", tag = "keys",
-    params(("key_id" = String, Path, description = "The key's id")),
+    params(
+        ("key_id" = String, Path, description = "The key's id"),
+        FieldsParam<ApiKeyView>,
+    ),
     security(("api_key" = ["keys:manage"])),
     responses(
         (status = 200, description = "The key", body = ApiKeyView),
+        (status = 400, description = "`invalid_parameter`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope keys:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json"),
@@ -145,9 +157,16 @@ pub async fn get_key(
     State(app): State<KeysState>,
     auth: Auth,
     KeyIdPath(id): KeyIdPath,
-) -> Result<Json<ApiKeyView>, ApiError> {
+    query: QueryParams,
+) -> Result<Json<Shown<ApiKeyView>>, ApiError> {
     let caller = auth.require(KEYS_MANAGE)?;
-    Ok(Json(app.keys.get(&caller.tenant_id, &id).await?))
+    query.only(&["fields"])?;
+    let fields = query.fields::<ApiKeyView>()?;
+    let key = app
+        .keys
+        .get(&caller.tenant_id, &id, fields.as_ref())
+        .await?;
+    Ok(Json(Shown::of(key, fields.as_ref())?))
 }
 
 /// Revoke an API key. It stops working once the authorizer's cached decision

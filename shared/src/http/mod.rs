@@ -6,6 +6,7 @@ pub mod deprecation;
 mod docs;
 mod examples;
 mod extract;
+mod fields;
 mod items;
 mod keys;
 mod openapi;

@@ -114,6 +114,7 @@ impl Modify for BearerKey {
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     doc["webhooks"] = webhooks_section();
+    super::fields::annotate(&mut doc);
     super::request_rules::annotate(&mut doc);
     add_links(&mut doc);
     super::examples::annotate(&mut doc);

@@ -650,6 +650,43 @@ mod tests {
         assert!(!found.is_empty());
     }
 
+    /// The `fields` parameter's pattern accepts what the parser does.
+    #[test]
+    fn the_fields_pattern_is_the_parser() {
+        use crate::domain::{Fields, Item};
+        let doc = document();
+        let param = doc["paths"]["/v1/items/{sku}"]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "fields")
+            .expect("fields parameter");
+        let schema = jsonschema::validator_for(&param["schema"]).expect("schema");
+        for raw in [
+            "sku",
+            "sku,quantity",
+            "quantity,sku",
+            "sku,sku",
+            "",
+            ",",
+            "sku,",
+            ",sku",
+            " sku",
+            "sku ,quantity",
+            "sku, quantity",
+            "nope",
+            "SKU",
+            "sku;quantity",
+            "sku,name,description,quantity,low_stock_threshold,attributes,version",
+        ] {
+            assert_eq!(
+                schema.is_valid(&json!(raw)),
+                Fields::<Item>::parse(raw).is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
+
     /// Parameters the handlers check carry the same rules.
     #[test]
     fn parameters_carry_the_handlers_rules() {

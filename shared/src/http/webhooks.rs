@@ -1,6 +1,7 @@
 //! Handlers of the webhook routes (scope `webhooks:manage`).
 
 use super::extract::{Auth, JsonBody, QueryParams, is_prefixed_id};
+use super::fields::{FieldsParam, Shown};
 use super::problem::{Problem, current_request_id};
 use crate::auth::WEBHOOKS_MANAGE;
 use crate::cursor::CursorCodec;
@@ -22,12 +23,16 @@ pub struct WebhooksState {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookList {
-    pub webhooks: Vec<Webhook>,
+    /// With `fields`, each webhook has only those fields.
+    #[schema(value_type = Vec<Webhook>)]
+    pub webhooks: Vec<Shown<Webhook>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeliveryPage {
-    pub deliveries: Vec<Delivery>,
+    /// With `fields`, each delivery has only those fields.
+    #[schema(value_type = Vec<Delivery>)]
+    pub deliveries: Vec<Shown<Delivery>>,
     pub next_cursor: Option<String>,
 }
 
@@ -124,9 +129,11 @@ pub async fn create_webhook(
 /// Each webhook with its events, status and, while deliveries fail, `failing_since`; never
 /// the secrets.
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    params(FieldsParam<Webhook>),
     security(("api_key" = ["webhooks:manage"])),
     responses(
         (status = 200, description = "Every webhook of the tenant", body = WebhookList),
+        (status = 400, description = "`invalid_parameter`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope webhooks:manage", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
@@ -137,9 +144,14 @@ pub async fn list_webhooks(
     query: QueryParams,
 ) -> Result<Json<WebhookList>, ApiError> {
     let caller = auth.require(WEBHOOKS_MANAGE)?;
-    query.only(&[])?;
+    query.only(&["fields"])?;
+    let fields = query.fields::<Webhook>()?;
+    let webhooks = app
+        .webhooks
+        .list(&caller.tenant_id, fields.as_ref())
+        .await?;
     Ok(Json(WebhookList {
-        webhooks: app.webhooks.list(&caller.tenant_id).await?,
+        webhooks: Shown::each(webhooks, fields.as_ref())?,
     }))
 }
 
@@ -147,10 +159,14 @@ pub async fn list_webhooks(
 ///
 /// Its URL, events, status, `disabled_reason` and `failing_since`; never the secret.
 #[utoipa::path(get, path = "/v1/webhooks/{webhook_id}", tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The webhook's id")),
+    params(
+        ("webhook_id" = String, Path, description = "The webhook's id"),
+        FieldsParam<Webhook>,
+    ),
     security(("api_key" = ["webhooks:manage"])),
     responses(
         (status = 200, description = "The webhook", body = Webhook),
+        (status = 400, description = "`invalid_parameter`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope webhooks:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`webhook_not_found`", body = Problem, content_type = "application/problem+json"),
@@ -160,11 +176,16 @@ pub async fn get_webhook(
     State(app): State<WebhooksState>,
     auth: Auth,
     path: WebhookPath,
-) -> Result<Json<Webhook>, ApiError> {
+    query: QueryParams,
+) -> Result<Json<Shown<Webhook>>, ApiError> {
     let caller = auth.require(WEBHOOKS_MANAGE)?;
-    Ok(Json(
-        app.webhooks.get(&caller.tenant_id, &path.webhook).await?,
-    ))
+    query.only(&["fields"])?;
+    let fields = query.fields::<Webhook>()?;
+    let webhook = app
+        .webhooks
+        .get(&caller.tenant_id, &path.webhook, fields.as_ref())
+        .await?;
+    Ok(Json(Shown::of(webhook, fields.as_ref())?))
 }
 
 /// Delete a webhook; queued deliveries to it are dropped.
@@ -284,6 +305,7 @@ pub async fn test_webhook(
         ("webhook_id" = String, Path, description = "The webhook's id"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        FieldsParam<Delivery>,
     ),
     security(("api_key" = ["webhooks:manage"])),
     responses(
@@ -301,8 +323,9 @@ pub async fn list_deliveries(
     query: QueryParams,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let caller = auth.require(WEBHOOKS_MANAGE)?;
-    query.only(&["limit", "cursor"])?;
+    query.only(&["limit", "cursor", "fields"])?;
     let limit = query.limit(20)?;
+    let fields = query.fields::<Delivery>()?;
     let listing = format!("deliveries:{}", path.webhook);
     let start = query
         .get("cursor")
@@ -310,10 +333,16 @@ pub async fn list_deliveries(
         .transpose()?;
     let page = app
         .webhooks
-        .deliveries(&caller.tenant_id, &path.webhook, limit, start)
+        .deliveries(
+            &caller.tenant_id,
+            &path.webhook,
+            limit,
+            start,
+            fields.as_ref(),
+        )
         .await?;
     Ok(Json(DeliveryPage {
-        deliveries: page.items,
+        deliveries: Shown::each(page.items, fields.as_ref())?,
         next_cursor: page
             .next
             .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
@@ -328,10 +357,12 @@ pub async fn list_deliveries(
     params(
         ("webhook_id" = String, Path, description = "The webhook's id"),
         ("delivery_id" = String, Path, description = "The delivery's id"),
+        FieldsParam<Delivery>,
     ),
     security(("api_key" = ["webhooks:manage"])),
     responses(
         (status = 200, description = "The delivery", body = Delivery),
+        (status = 400, description = "`invalid_parameter`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope webhooks:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`webhook_not_found` or `delivery_not_found`", body = Problem, content_type = "application/problem+json"),
@@ -341,13 +372,21 @@ pub async fn get_delivery(
     State(app): State<WebhooksState>,
     auth: Auth,
     path: WebhookPath,
-) -> Result<Json<Delivery>, ApiError> {
+    query: QueryParams,
+) -> Result<Json<Shown<Delivery>>, ApiError> {
     let caller = auth.require(WEBHOOKS_MANAGE)?;
-    Ok(Json(
-        app.webhooks
-            .delivery(&caller.tenant_id, &path.webhook, path.delivery()?)
-            .await?,
-    ))
+    query.only(&["fields"])?;
+    let fields = query.fields::<Delivery>()?;
+    let delivery = app
+        .webhooks
+        .delivery(
+            &caller.tenant_id,
+            &path.webhook,
+            path.delivery()?,
+            fields.as_ref(),
+        )
+        .await?;
+    Ok(Json(Shown::of(delivery, fields.as_ref())?))
 }
 
 /// Send a delivery again: same event, same `webhook-id`, a fresh retry schedule.

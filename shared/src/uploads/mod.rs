@@ -111,7 +111,7 @@ impl UploadSplitter {
         let Some((tenant, batch_id)) = parse_upload_key(key) else {
             return Ok(SplitOutcome::Ignored("the key is not a batch upload"));
         };
-        let Some(batch) = self.store.get_batch(&tenant, &batch_id).await? else {
+        let Some(batch) = self.store.get_batch(&tenant, &batch_id, None).await? else {
             return Ok(SplitOutcome::Ignored("no such batch"));
         };
         tracing::Span::current().record("request_id", batch.request_id.as_str());
@@ -200,7 +200,7 @@ impl UploadSplitter {
             .store
             .fail_upload(tenant, batch_id, &error, failed)
             .await?
-            && let Some(batch) = self.store.get_batch(tenant, batch_id).await?
+            && let Some(batch) = self.store.get_batch(tenant, batch_id, None).await?
         {
             announce(&*self.store, &*self.events, tenant, &batch).await;
         }
@@ -375,7 +375,7 @@ impl UploadSplitter {
         batch_id: &str,
         key: &str,
     ) -> Result<SplitOutcome, SplitError> {
-        let Some(batch) = self.store.get_batch(tenant, batch_id).await? else {
+        let Some(batch) = self.store.get_batch(tenant, batch_id, None).await? else {
             return Ok(SplitOutcome::Ignored("no such batch"));
         };
         let Some(upload) = &batch.upload else {

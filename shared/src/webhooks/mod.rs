@@ -6,12 +6,12 @@ pub mod signing;
 pub mod target;
 
 use crate::clock;
-use crate::domain::TenantId;
 use crate::domain::event::Event;
 use crate::domain::webhook::{
     Attempt, AttemptOutcome, Delivery, DeliveryStatus, MAX_ATTEMPTS_KEPT, MAX_WEBHOOKS_PER_TENANT,
     NewWebhook, RetrySchedule, StoredSecret, Webhook, WebhookStatus, delivery_id,
 };
+use crate::domain::{Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
     DeliveryJob, DeliveryQueue, DeliveryRecord, EndpointHealth, EventPublisher, Page, PageKey,
@@ -99,7 +99,12 @@ impl WebhooksService {
         let new = NewWebhook::from_json(body).map_err(ApiError::Validation)?;
         let url = target::validate_url(&new.url, &self.policy)?;
         target::check_resolved(&url, &self.policy).await?;
-        if self.store.list_webhooks(tenant).await?.len() >= MAX_WEBHOOKS_PER_TENANT {
+        // Counting them needs their ids only, not their secrets.
+        let existing = self
+            .store
+            .list_webhooks(tenant, Some(&Fields::identifier()))
+            .await?;
+        if existing.len() >= MAX_WEBHOOKS_PER_TENANT {
             return Err(ApiError::WebhookLimitReached {
                 limit: MAX_WEBHOOKS_PER_TENANT,
             });
@@ -134,10 +139,17 @@ impl WebhooksService {
         Ok(CreatedWebhook { webhook, secret })
     }
 
-    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Webhook>, ApiError> {
+    /// Every webhook of the tenant by id, whole or with `fields`.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Vec<Webhook>, ApiError> {
+        // The id is the sort key, whatever the client selected.
+        let read = fields.map(|f| f.and(&["id"]));
         let mut hooks: Vec<Webhook> = self
             .store
-            .list_webhooks(tenant)
+            .list_webhooks(tenant, read.as_ref())
             .await?
             .into_iter()
             .map(|r| r.webhook)
@@ -146,15 +158,32 @@ impl WebhooksService {
         Ok(hooks)
     }
 
-    async fn record(&self, tenant: &TenantId, id: &str) -> Result<WebhookRecord, ApiError> {
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<WebhookRecord, ApiError> {
         self.store
-            .get_webhook(tenant, id)
+            .get_webhook(tenant, id, fields)
             .await?
             .ok_or(ApiError::WebhookNotFound)
     }
 
-    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Webhook, ApiError> {
-        Ok(self.record(tenant, id).await?.webhook)
+    /// 404 unless the webhook exists (reads its id only).
+    async fn exists(&self, tenant: &TenantId, id: &str) -> Result<(), ApiError> {
+        self.record(tenant, id, Some(&Fields::identifier()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Webhook, ApiError> {
+        Ok(self.record(tenant, id, fields).await?.webhook)
     }
 
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), ApiError> {
@@ -167,11 +196,11 @@ impl WebhooksService {
 
     /// Re-enables a disabled webhook (its failure streak starts over).
     pub async fn enable(&self, tenant: &TenantId, id: &str) -> Result<Webhook, ApiError> {
-        self.record(tenant, id).await?;
+        self.exists(tenant, id).await?;
         self.store
             .set_health(tenant, id, &EndpointHealth::Succeeded)
             .await?;
-        Ok(self.record(tenant, id).await?.webhook)
+        Ok(self.record(tenant, id, None).await?.webhook)
     }
 
     /// A new secret; the previous ones keep signing for 24 h so receivers
@@ -181,7 +210,7 @@ impl WebhooksService {
         tenant: &TenantId,
         id: &str,
     ) -> Result<RotatedSecret, ApiError> {
-        let record = self.record(tenant, id).await?;
+        let record = self.record(tenant, id, None).await?;
         let now = clock::now();
         let now_s = clock::format(now);
         let overlap_end = clock::format(now + ROTATION_OVERLAP);
@@ -233,7 +262,7 @@ impl WebhooksService {
         id: &str,
         request_id: &str,
     ) -> Result<Delivery, ApiError> {
-        let record = self.record(tenant, id).await?;
+        let record = self.record(tenant, id, None).await?;
         if record.webhook.status != WebhookStatus::Enabled {
             return Err(ApiError::WebhookDisabled);
         }
@@ -253,9 +282,13 @@ impl WebhooksService {
         id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Page<Delivery>, ApiError> {
-        self.record(tenant, id).await?;
-        Ok(self.store.list_deliveries(tenant, id, limit, start).await?)
+        self.exists(tenant, id).await?;
+        Ok(self
+            .store
+            .list_deliveries(tenant, id, limit, start, fields)
+            .await?)
     }
 
     pub async fn delivery(
@@ -263,10 +296,11 @@ impl WebhooksService {
         tenant: &TenantId,
         id: &str,
         delivery: &str,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Delivery, ApiError> {
-        self.record(tenant, id).await?;
+        self.exists(tenant, id).await?;
         self.store
-            .get_delivery(tenant, id, delivery)
+            .get_delivery(tenant, id, delivery, fields)
             .await?
             .map(|d| d.delivery)
             .ok_or(ApiError::DeliveryNotFound)
@@ -281,13 +315,13 @@ impl WebhooksService {
         delivery: &str,
         request_id: &str,
     ) -> Result<Delivery, ApiError> {
-        let record = self.record(tenant, id).await?;
+        let record = self.record(tenant, id, None).await?;
         if record.webhook.status != WebhookStatus::Enabled {
             return Err(ApiError::WebhookDisabled);
         }
         let existing = self
             .store
-            .get_delivery(tenant, id, delivery)
+            .get_delivery(tenant, id, delivery, None)
             .await?
             .ok_or(ApiError::DeliveryNotFound)?;
         let now = clock::now_rfc3339();
@@ -382,7 +416,7 @@ impl Dispatcher {
         let tenant = TenantId::parse(&event.tenant_id).map_err(DispatchError::Unreadable)?;
         let now = clock::now_rfc3339();
         let mut jobs = Vec::new();
-        for hook in self.store.list_webhooks(&tenant).await? {
+        for hook in self.store.list_webhooks(&tenant, None).await? {
             if !hook.webhook.wants(event.kind) {
                 continue;
             }
@@ -393,7 +427,7 @@ impl Dispatcher {
             let unsent = created
                 || self
                     .store
-                    .get_delivery(&tenant, &hook.webhook.id, &rec.delivery.id)
+                    .get_delivery(&tenant, &hook.webhook.id, &rec.delivery.id, None)
                     .await?
                     .is_some_and(|d| {
                         d.delivery.status == DeliveryStatus::Pending
@@ -422,12 +456,16 @@ impl Dispatcher {
         receipt_handle: Option<&str>,
     ) -> Result<JobOutcome, DispatchError> {
         let tenant = TenantId::parse(&job.tenant_id).map_err(DispatchError::Unreadable)?;
-        let Some(hook) = self.store.get_webhook(&tenant, &job.webhook_id).await? else {
+        let Some(hook) = self
+            .store
+            .get_webhook(&tenant, &job.webhook_id, None)
+            .await?
+        else {
             return Ok(JobOutcome::Dropped("webhook deleted"));
         };
         let Some(rec) = self
             .store
-            .get_delivery(&tenant, &job.webhook_id, &job.delivery_id)
+            .get_delivery(&tenant, &job.webhook_id, &job.delivery_id, None)
             .await?
         else {
             return Ok(JobOutcome::Dropped("delivery expired"));

@@ -3,12 +3,13 @@
 
 use super::error::{applied, build_error, classify};
 use super::items::{page_key, start_key};
+use super::projection::{Decoder, StoredFields, project_get, project_query};
 use super::records::*;
 use super::tx::{TransactFailure, batch_write, transact};
-use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
-use crate::domain::TenantId;
+use super::{Attrs, n, query_page, s, to_attrs};
 use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
 use crate::domain::event::Event;
+use crate::domain::{Fields, TenantId};
 use crate::ports::{
     BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, SplitTotals, StoreError,
 };
@@ -17,6 +18,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
+
+/// Batch headers and failure entries keep every API field under its own name.
+const BATCH_STORED: StoredFields = StoredFields::SAME_NAMES;
+const FAILURE_STORED: StoredFields = StoredFields::SAME_NAMES;
 
 /// [`BatchStore`] on the same table as the items (see `mod.rs` for keys).
 #[derive(Clone, Debug)]
@@ -59,16 +64,29 @@ impl DynamoBatchStore {
         tenant: &TenantId,
         batch_id: &str,
     ) -> Result<Option<BatchStored>, StoreError> {
-        let out = self
+        self.read_header(tenant, batch_id, None).await
+    }
+
+    /// The header, or only what `fields` needs of it.
+    async fn read_header(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Option<BatchStored>, StoreError> {
+        let projection = BATCH_STORED.projection(fields);
+        let decoder = Decoder::<BatchStored>::new(projection.is_some())?;
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
-            .consistent_read(true)
+            .consistent_read(true);
+        let out = project_get(get, projection)
             .send()
             .await
             .map_err(classify)?;
-        out.item.map(from_attrs::<BatchStored>).transpose()
+        out.item.map(|attrs| decoder.decode(attrs)).transpose()
     }
 
     /// Adds a chunk's outcome counts to the header exactly once: the chunk
@@ -264,8 +282,12 @@ impl BatchStore for DynamoBatchStore {
         &self,
         tenant: &TenantId,
         batch_id: &str,
+        fields: Option<&Fields<Batch>>,
     ) -> Result<Option<Batch>, StoreError> {
-        Ok(self.header(tenant, batch_id).await?.map(Batch::from))
+        Ok(self
+            .read_header(tenant, batch_id, fields)
+            .await?
+            .map(Batch::from))
     }
 
     async fn list_batches(
@@ -274,7 +296,9 @@ impl BatchStore for DynamoBatchStore {
         status: Option<BatchStatus>,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Batch>>,
     ) -> Result<Page<Batch>, StoreError> {
+        let decoder = Decoder::<BatchStored>::new(fields.is_some())?;
         // With a status filter DynamoDB may return short pages; keep reading
         // (each call evaluating at most what is still missing) to fill one.
         let mut items = Vec::new();
@@ -296,9 +320,11 @@ impl BatchStore for DynamoBatchStore {
                     .expression_attribute_names("#st", "status")
                     .expression_attribute_values(":st", s(st.as_str()));
             }
+            // The filter reads `status` whatever the projection returns.
+            let q = project_query(q, BATCH_STORED.projection(fields));
             let out = q.send().await.map_err(classify)?;
             for a in out.items.unwrap_or_default() {
-                items.push(Batch::from(from_attrs::<BatchStored>(a)?));
+                items.push(Batch::from(decoder.decode(a)?));
             }
             next = page_key(out.last_evaluated_key.as_ref());
             if next.is_none() || items.len() >= limit as usize {
@@ -314,8 +340,11 @@ impl BatchStore for DynamoBatchStore {
         batch_id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<RecordFailure>>,
     ) -> Result<Page<RecordFailure>, StoreError> {
-        let out = self
+        let projection = FAILURE_STORED.projection(fields);
+        let decoder = Decoder::<FailureStored>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -323,11 +352,12 @@ impl BatchStore for DynamoBatchStore {
             .expression_attribute_values(":pk", s(failures_pk(tenant, batch_id)))
             .expression_attribute_values(":f", s(FAILURE_PREFIX))
             .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start))
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
-        query_page::<FailureStored, RecordFailure>(out)
+        query_page::<FailureStored, RecordFailure>(out, &decoder)
     }
 
     async fn get_idempotency(

@@ -1,14 +1,19 @@
 use super::error::{build_error, classify};
+use super::projection::{Decoder, StoredFields, project_get, project_query};
 use super::records::*;
 use super::tx::{TransactFailure, transact};
 use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
-use crate::domain::{Item, Movement, Sku, TenantId};
+use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 
 const ITEMS_INDEX: &str = "gsi1";
+
+/// Items and movements keep every API field under its own name.
+const ITEM_STORED: StoredFields = StoredFields::SAME_NAMES;
+const MOVEMENT_STORED: StoredFields = StoredFields::SAME_NAMES;
 
 /// [`ItemStore`] on one DynamoDB table (see the module docs for the layout).
 #[derive(Clone, Debug)]
@@ -75,18 +80,26 @@ pub(crate) fn start_key(key: Option<PageKey>) -> Option<Attrs> {
 
 #[async_trait]
 impl ItemStore for DynamoItemStore {
-    async fn get_item(&self, tenant: &TenantId, sku: &Sku) -> Result<Option<Item>, StoreError> {
-        let out = self
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
+        let projection = ITEM_STORED.projection(fields);
+        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
-            .consistent_read(true)
+            .consistent_read(true);
+        let out = project_get(get, projection)
             .send()
             .await
             .map_err(classify)?;
         out.item
-            .map(|attrs| from_attrs::<ItemRecord>(attrs).map(Item::from))
+            .map(|attrs| decoder.decode(attrs).map(Item::from))
             .transpose()
     }
 
@@ -174,8 +187,11 @@ impl ItemStore for DynamoItemStore {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, StoreError> {
-        let out = self
+        let projection = ITEM_STORED.projection(fields);
+        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -183,11 +199,12 @@ impl ItemStore for DynamoItemStore {
             .key_condition_expression("gsi1pk = :t")
             .expression_attribute_values(":t", s(tenant_items_pk(tenant)))
             .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start))
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
-        query_page::<ItemRecord, Item>(out)
+        query_page::<ItemRecord, Item>(out, &decoder)
     }
 
     async fn record_adjustment(
@@ -242,8 +259,11 @@ impl ItemStore for DynamoItemStore {
         sku: &Sku,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, StoreError> {
-        let out = self
+        let projection = MOVEMENT_STORED.projection(fields);
+        let decoder = Decoder::<MovementRecord>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -252,11 +272,12 @@ impl ItemStore for DynamoItemStore {
             .expression_attribute_values(":m", s(MOVEMENT_PREFIX))
             .scan_index_forward(false)
             .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start))
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
-        query_page::<MovementRecord, Movement>(out)
+        query_page::<MovementRecord, Movement>(out, &decoder)
     }
 
     async fn get_idempotency(

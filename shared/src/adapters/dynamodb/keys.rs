@@ -1,14 +1,36 @@
 use super::error::classify;
 use super::items::start_key;
+use super::projection::{Decoder, StoredFields, Unread, project_query};
 use super::{from_attrs, query_page, s, to_attrs};
 use crate::auth::ApiKeyRecord;
-use crate::domain::TenantId;
+use crate::domain::{Fields, TenantId};
+use crate::keys::ApiKeyView;
 use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 /// Index of the keys table by tenant and key id.
 const TENANT_INDEX: &str = "by_tenant";
+
+/// A key's metadata is stored under the names the API shows.
+const KEY_STORED: StoredFields = StoredFields::SAME_NAMES;
+
+impl Unread for ApiKeyRecord {
+    fn unread() -> Self {
+        Self {
+            key_hash: String::new(),
+            key_id: String::new(),
+            tenant_id: String::new(),
+            name: String::new(),
+            scopes: Vec::new(),
+            created_at: String::new(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            usage_key: None,
+        }
+    }
+}
 
 /// [`ApiKeyStore`] on the API keys table (partition key `key_hash`).
 #[derive(Clone, Debug)]
@@ -70,8 +92,11 @@ impl ApiKeyStore for DynamoApiKeyStore {
         tenant: &TenantId,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Page<ApiKeyRecord>, StoreError> {
-        let out = self
+        let projection = KEY_STORED.projection(fields);
+        let decoder = Decoder::<ApiKeyRecord>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -79,26 +104,31 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .key_condition_expression("tenant_id = :t")
             .expression_attribute_values(":t", s(tenant.as_str()))
             .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start))
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
-        query_page::<ApiKeyRecord, ApiKeyRecord>(out)
+        query_page::<ApiKeyRecord, ApiKeyRecord>(out, &decoder)
     }
 
     async fn find_key_by_id(
         &self,
         tenant: &TenantId,
         key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let out = self
+        let projection = KEY_STORED.projection(fields);
+        let decoder = Decoder::<ApiKeyRecord>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(TENANT_INDEX)
             .key_condition_expression("tenant_id = :t AND key_id = :k")
             .expression_attribute_values(":t", s(tenant.as_str()))
-            .expression_attribute_values(":k", s(key_id))
+            .expression_attribute_values(":k", s(key_id));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
@@ -106,7 +136,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .unwrap_or_default()
             .into_iter()
             .next()
-            .map(from_attrs)
+            .map(|attrs| decoder.decode(attrs))
             .transpose()
     }
 

@@ -13,6 +13,7 @@ mod chunks;
 mod error;
 mod items;
 mod keys;
+mod projection;
 mod records;
 mod tx;
 mod webhooks;
@@ -47,16 +48,17 @@ pub(crate) fn n(v: impl ToString) -> AttributeValue {
 /// A query's items converted through their stored shape `R`, plus the next page key.
 pub(crate) fn query_page<R, T>(
     out: aws_sdk_dynamodb::operation::query::QueryOutput,
+    decoder: &projection::Decoder<R>,
 ) -> Result<crate::ports::Page<T>, StoreError>
 where
-    R: serde::de::DeserializeOwned,
+    R: serde::de::DeserializeOwned + projection::Unread,
     T: From<R>,
 {
     let items = out
         .items
         .unwrap_or_default()
         .into_iter()
-        .map(|a| from_attrs::<R>(a).map(T::from))
+        .map(|a| decoder.decode(a).map(T::from))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(crate::ports::Page {
         items,

@@ -1,5 +1,6 @@
 //! Stored shapes of the domain records and their conversions.
 
+use super::projection::Unread;
 use crate::domain::{Item, Movement, TenantId};
 use crate::ports::IdempotencyRecord;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,27 @@ impl ItemRecord {
     }
 }
 
+impl Unread for ItemRecord {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            gsi1pk: String::new(),
+            gsi1sk: String::new(),
+            tenant_id: String::new(),
+            sku: String::new(),
+            name: String::new(),
+            description: None,
+            quantity: 0,
+            low_stock_threshold: None,
+            attributes: BTreeMap::new(),
+            version: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+}
+
 impl From<ItemRecord> for Item {
     fn from(r: ItemRecord) -> Self {
         Item {
@@ -118,6 +140,27 @@ impl MovementRecord {
             batch_id: m.batch_id.clone(),
             record_id: m.record_id.clone(),
             created_at: m.created_at.clone(),
+        }
+    }
+}
+
+impl Unread for MovementRecord {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            tenant_id: String::new(),
+            movement_id: String::new(),
+            sku: String::new(),
+            delta: 0,
+            quantity_after: 0,
+            reason: String::new(),
+            reference: None,
+            request_id: String::new(),
+            key_id: None,
+            batch_id: None,
+            record_id: None,
+            created_at: String::new(),
         }
     }
 }
@@ -296,6 +339,39 @@ impl BatchStored {
     }
 }
 
+impl Unread for BatchStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            gsi1pk: String::new(),
+            gsi1sk: String::new(),
+            tenant_id: String::new(),
+            batch_id: String::new(),
+            mode: crate::domain::batch::BatchMode::Isolated,
+            status: crate::domain::batch::BatchStatus::Accepted,
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            chunks_total: 0,
+            chunks_done: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+            completed_at: None,
+            request_id: String::new(),
+            atomic_plan: None,
+            atomic_failures: None,
+            ledger_written: false,
+            notify_pending: false,
+            records_read: 0,
+            records_enqueued: 0,
+            upload: None,
+            error: None,
+            splitting: false,
+        }
+    }
+}
+
 impl From<BatchStored> for crate::domain::batch::Batch {
     fn from(r: BatchStored) -> Self {
         Self {
@@ -350,6 +426,20 @@ impl FailureStored {
             code: f.code.clone(),
             message: f.message.clone(),
             index: f.index,
+        }
+    }
+}
+
+impl Unread for FailureStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            record_id: String::new(),
+            sku: None,
+            code: String::new(),
+            message: String::new(),
+            index: 0,
         }
     }
 }

@@ -9,13 +9,14 @@
 //! the newest first; deliveries expire (TTL) after 30 days.
 
 use super::error::{classify, condition};
-use super::items::{page_key, start_key};
-use super::{Attrs, from_attrs, n, s, to_attrs};
-use crate::domain::TenantId;
+use super::items::start_key;
+use super::projection::{Decoder, StoredFields, Unread, project_get, project_query};
+use super::{Attrs, n, query_page, s, to_attrs};
 use crate::domain::event::EventType;
 use crate::domain::webhook::{
     Attempt, Delivery, DeliveryStatus, StoredSecret, Webhook, WebhookStatus,
 };
+use crate::domain::{Fields, TenantId};
 use crate::ports::{
     DeliveryRecord, EndpointHealth, Page, PageKey, StoreError, WebhookRecord, WebhookStore,
 };
@@ -26,6 +27,16 @@ use serde::{Deserialize, Serialize};
 
 const DELIVERY_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
+/// A webhook's and a delivery's `id` are stored as `webhook_id` and
+/// `delivery_id` (the records share a table with other kinds); every other
+/// field under its own name.
+const WEBHOOK_STORED: StoredFields = StoredFields {
+    sources: &[("id", &["webhook_id"])],
+};
+const DELIVERY_STORED: StoredFields = StoredFields {
+    sources: &[("id", &["delivery_id"])],
+};
+
 #[derive(Clone, Debug)]
 pub struct DynamoWebhookStore {
     client: Client,
@@ -33,29 +44,37 @@ pub struct DynamoWebhookStore {
 }
 
 impl DynamoWebhookStore {
-    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
-            client: Client::new(sdk),
+            client,
             table: table.into(),
         }
     }
 
-    /// One record by key (strongly consistent), in its stored shape.
-    async fn get<R: serde::de::DeserializeOwned>(
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    /// One record by key (strongly consistent), in its stored shape, whole
+    /// or only what `projection` names.
+    async fn get<R: serde::de::DeserializeOwned + Unread>(
         &self,
         pk: String,
         sk: String,
+        projection: Option<super::projection::Projection>,
     ) -> Result<Option<R>, StoreError> {
-        let out = self
+        let decoder = Decoder::<R>::new(projection.is_some())?;
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
+            .consistent_read(true);
+        let out = project_get(get, projection)
             .send()
             .await
             .map_err(classify)?;
-        out.item.map(from_attrs::<R>).transpose()
+        out.item.map(|attrs| decoder.decode(attrs)).transpose()
     }
 
     /// Writes a record unless its key exists (`ConditionFailed` then).
@@ -108,6 +127,26 @@ struct WebhookStored {
     secrets: Vec<StoredSecret>,
 }
 
+impl Unread for WebhookStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            tenant_id: String::new(),
+            webhook_id: String::new(),
+            url: String::new(),
+            events: Vec::new(),
+            description: None,
+            status: WebhookStatus::Enabled,
+            disabled_reason: None,
+            failing_since: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            secrets: Vec::new(),
+        }
+    }
+}
+
 impl From<WebhookStored> for WebhookRecord {
     fn from(r: WebhookStored) -> Self {
         WebhookRecord {
@@ -145,6 +184,28 @@ struct DeliveryStored {
     payload: String,
     request_id: String,
     expires_at: i64,
+}
+
+impl Unread for DeliveryStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            tenant_id: String::new(),
+            delivery_id: String::new(),
+            webhook_id: String::new(),
+            event_id: String::new(),
+            event_type: EventType::WebhookPing,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_retry_at: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            payload: String::new(),
+            request_id: String::new(),
+            expires_at: 0,
+        }
+    }
 }
 
 fn delivery_view(r: &DeliveryStored) -> Delivery {
@@ -207,23 +268,29 @@ impl WebhookStore for DynamoWebhookStore {
         self.put_new(&stored).await
     }
 
-    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+    async fn list_webhooks(
+        &self,
+        tenant: &TenantId,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        let decoder = Decoder::<WebhookStored>::new(fields.is_some())?;
         let mut out = Vec::new();
         let mut start: Option<Attrs> = None;
         loop {
-            let page = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :p")
                 .expression_attribute_values(":p", s(webhooks_pk(tenant)))
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
+                .set_exclusive_start_key(start);
+            let page = project_query(query, WEBHOOK_STORED.projection(fields))
                 .send()
                 .await
                 .map_err(classify)?;
             for item in page.items.unwrap_or_default() {
-                out.push(from_attrs::<WebhookStored>(item)?.into());
+                out.push(decoder.decode(item)?.into());
             }
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -236,9 +303,14 @@ impl WebhookStore for DynamoWebhookStore {
         &self,
         tenant: &TenantId,
         webhook_id: &str,
+        fields: Option<&Fields<Webhook>>,
     ) -> Result<Option<WebhookRecord>, StoreError> {
         let stored: Option<WebhookStored> = self
-            .get(webhooks_pk(tenant), webhook_sk(webhook_id))
+            .get(
+                webhooks_pk(tenant),
+                webhook_sk(webhook_id),
+                WEBHOOK_STORED.projection(fields),
+            )
             .await?;
         Ok(stored.map(Into::into))
     }
@@ -357,9 +429,14 @@ impl WebhookStore for DynamoWebhookStore {
         tenant: &TenantId,
         webhook_id: &str,
         delivery_id: &str,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let stored: Option<DeliveryStored> = self
-            .get(deliveries_pk(tenant, webhook_id), delivery_sk(delivery_id))
+            .get(
+                deliveries_pk(tenant, webhook_id),
+                delivery_sk(delivery_id),
+                DELIVERY_STORED.projection(fields),
+            )
             .await?;
         Ok(stored.map(Into::into))
     }
@@ -438,8 +515,11 @@ impl WebhookStore for DynamoWebhookStore {
         webhook_id: &str,
         limit: u32,
         start: Option<PageKey>,
+        fields: Option<&Fields<Delivery>>,
     ) -> Result<Page<Delivery>, StoreError> {
-        let out = self
+        let projection = DELIVERY_STORED.projection(fields);
+        let decoder = Decoder::<DeliveryStored>::new(projection.is_some())?;
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -447,17 +527,11 @@ impl WebhookStore for DynamoWebhookStore {
             .expression_attribute_values(":p", s(deliveries_pk(tenant, webhook_id)))
             .scan_index_forward(false)
             .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start))
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
             .send()
             .await
             .map_err(classify)?;
-        let next = page_key(out.last_evaluated_key.as_ref());
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| from_attrs::<DeliveryStored>(a).map(Delivery::from))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, next })
+        query_page::<DeliveryStored, Delivery>(out, &decoder)
     }
 }
