@@ -10,27 +10,15 @@
 //! produce the same failures report. Everything else (bad values, unknown
 //! fields) is left for the API to judge.
 
-use serde_json::{Map, Value};
+//!
+//! The row rules are the API's own (`stockroom_domain::upload`): only the
+//! reading of the whole file is the CLI's.
 
-/// Longest row the API reads from a file.
-const MAX_ROW_BYTES: usize = 192 * 1024;
-/// Most cells a CSV row may have.
-const MAX_CSV_FIELDS: usize = 128;
+use serde_json::Value;
+use stockroom_domain::batch::RecordFailure;
+use stockroom_domain::upload::{CsvHeader, UnreadableRow, ndjson_row_object};
+
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-const CSV_COLUMNS: &[&str] = &[
-    "op",
-    "sku",
-    "name",
-    "description",
-    "quantity",
-    "low_stock_threshold",
-    "delta",
-    "reason",
-    "reference",
-];
-const CSV_INTEGERS: &[&str] = &["quantity", "low_stock_threshold", "delta"];
-const ATTRIBUTE_PREFIX: &str = "attributes.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -64,13 +52,13 @@ pub struct Failure {
     pub message: String,
 }
 
-impl Failure {
-    fn invalid(row: u32, sku: Option<&str>, message: impl Into<String>) -> Self {
+impl From<RecordFailure> for Failure {
+    fn from(f: RecordFailure) -> Self {
         Self {
-            record_id: row.to_string(),
-            sku: sku.map(str::to_owned),
-            code: "invalid_record".into(),
-            message: message.into(),
+            record_id: f.record_id,
+            sku: f.sku,
+            code: f.code,
+            message: f.message,
         }
     }
 }
@@ -83,10 +71,10 @@ pub struct Inline {
 }
 
 impl Inline {
-    fn push(&mut self, row: Result<Value, Failure>) {
+    fn push(&mut self, row: Result<serde_json::Map<String, Value>, RecordFailure>) {
         match row {
-            Ok(record) => self.records.push(record),
-            Err(failure) => self.rejected.push(failure),
+            Ok(record) => self.records.push(Value::Object(record)),
+            Err(failure) => self.rejected.push(failure.into()),
         }
     }
 
@@ -119,32 +107,11 @@ fn ndjson(file: &[u8]) -> Inline {
     for (i, line) in file.split(|b| *b == b'\n').enumerate() {
         let row = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if let Some(record) = ndjson_row_object(row, line) {
+            out.push(record);
         }
-        if line.len() > MAX_ROW_BYTES {
-            out.push(Err(Failure::invalid(
-                row,
-                None,
-                format!("the row is longer than {MAX_ROW_BYTES} bytes"),
-            )));
-            continue;
-        }
-        out.push(match serde_json::from_slice::<Value>(line) {
-            Ok(value) => record(row, value),
-            Err(e) => Err(Failure::invalid(
-                row,
-                None,
-                format!("not a JSON object: {e}"),
-            )),
-        });
     }
     out
-}
-
-enum Column {
-    Field(&'static str),
-    Attribute(String),
 }
 
 fn csv(file: &[u8]) -> Result<Inline, String> {
@@ -163,150 +130,23 @@ fn csv(file: &[u8]) -> Result<Inline, String> {
         .map(std::str::from_utf8)
         .collect::<Result<_, _>>()
         .map_err(|_| "the CSV header is not valid UTF-8".to_owned())?;
-    let columns = csv_header(&names)?;
+    let header = CsvHeader::parse(&names)?;
     let mut out = Inline::default();
     for (i, cells) in rows.enumerate() {
         let row = u32::try_from(i + 2).unwrap_or(u32::MAX);
         let cells = cells.map_err(|e| format!("row {row} cannot be read: {e}"))?;
-        out.push(csv_row(row, &columns, &cells));
+        out.push(
+            match cells
+                .iter()
+                .map(std::str::from_utf8)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(cells) => header.row_object(row, &cells),
+                Err(_) => Err(UnreadableRow::NotUtf8.failure(row)),
+            },
+        );
     }
     Ok(out)
-}
-
-/// Refuses unknown, duplicate or missing required columns, as the API does.
-fn csv_header(names: &[&str]) -> Result<Vec<Column>, String> {
-    let mut columns = Vec::with_capacity(names.len());
-    let mut problems = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, raw) in names.iter().enumerate() {
-        let name = raw.trim();
-        if !seen.insert(name) {
-            problems.push(format!("column {name:?} appears twice"));
-            continue;
-        }
-        if let Some(known) = CSV_COLUMNS.iter().find(|c| **c == name) {
-            columns.push(Column::Field(known));
-        } else if let Some(key) = name.strip_prefix(ATTRIBUTE_PREFIX)
-            && !key.is_empty()
-        {
-            columns.push(Column::Attribute(key.to_owned()));
-        } else {
-            problems.push(format!("column {} {name:?} is not known", i + 1));
-        }
-    }
-    for required in ["op", "sku"] {
-        if !seen.contains(required) {
-            problems.push(format!("column {required:?} is required"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(columns)
-    } else {
-        Err(format!(
-            "the CSV header is not usable: {}; columns are {}, and attributes.<key>",
-            problems.join("; "),
-            CSV_COLUMNS.join(", ")
-        ))
-    }
-}
-
-/// One data row: empty cells are absent fields, integer columns holding an
-/// integer become numbers (anything else stays text for the API to name).
-fn csv_row(row: u32, columns: &[Column], cells: &csv::ByteRecord) -> Result<Value, Failure> {
-    if cells.as_slice().len() > MAX_ROW_BYTES {
-        return Err(Failure::invalid(
-            row,
-            None,
-            format!("the row is longer than {MAX_ROW_BYTES} bytes"),
-        ));
-    }
-    if cells.len() > MAX_CSV_FIELDS {
-        return Err(Failure::invalid(
-            row,
-            None,
-            format!("the row has more than {MAX_CSV_FIELDS} cells"),
-        ));
-    }
-    let Ok(cells) = cells
-        .iter()
-        .map(std::str::from_utf8)
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return Err(Failure::invalid(row, None, "the row is not valid UTF-8"));
-    };
-    if cells.len() != columns.len() {
-        return Err(Failure::invalid(
-            row,
-            None,
-            format!(
-                "the row has {} cells; the header names {} columns",
-                cells.len(),
-                columns.len()
-            ),
-        ));
-    }
-    let mut obj = Map::new();
-    let mut attributes = Map::new();
-    for (column, cell) in columns.iter().zip(cells) {
-        if cell.is_empty() {
-            continue;
-        }
-        match column {
-            Column::Field(name) if CSV_INTEGERS.contains(name) => {
-                let value = cell
-                    .trim()
-                    .parse::<i64>()
-                    .map_or_else(|_| Value::from(cell), Value::from);
-                obj.insert((*name).to_owned(), value);
-            }
-            Column::Field(name) => {
-                obj.insert((*name).to_owned(), Value::from(cell));
-            }
-            Column::Attribute(key) => {
-                attributes.insert(key.clone(), Value::from(cell));
-            }
-        }
-    }
-    if !attributes.is_empty() {
-        obj.insert("attributes".into(), Value::Object(attributes));
-    }
-    record(row, Value::Object(obj))
-}
-
-/// The checks the API makes before a row becomes a record, then the row
-/// number as its `id`.
-fn record(row: u32, value: Value) -> Result<Value, Failure> {
-    let Value::Object(mut obj) = value else {
-        return Err(Failure::invalid(row, None, "the row must be a JSON object"));
-    };
-    let sku = obj.get("sku").and_then(Value::as_str).map(str::to_owned);
-    let sku = sku.as_deref();
-    if obj.contains_key("id") {
-        return Err(Failure::invalid(
-            row,
-            sku,
-            "id: rows of an uploaded file are identified by their row number; remove id",
-        ));
-    }
-    match obj.get("op").and_then(Value::as_str) {
-        Some("upsert" | "adjust" | "delete") => {}
-        Some(op) => {
-            return Err(Failure::invalid(
-                row,
-                sku,
-                format!("op: unknown op {op:?}; expected upsert, adjust or delete"),
-            ));
-        }
-        None => {
-            return Err(Failure::invalid(
-                row,
-                sku,
-                "op: is required (upsert, adjust or delete)",
-            ));
-        }
-    }
-    obj.insert("id".into(), Value::String(row.to_string()));
-    Ok(Value::Object(obj))
 }
 
 #[cfg(test)]
@@ -357,11 +197,12 @@ mod tests {
         );
         assert_eq!(
             inline.rejected[0],
-            Failure::invalid(
-                5,
-                Some("C-1"),
-                "op: unknown op \"explode\"; expected upsert, adjust or delete"
-            )
+            Failure {
+                record_id: "5".into(),
+                sku: Some("C-1".into()),
+                code: "invalid_record".into(),
+                message: "op: unknown op \"explode\"; expected upsert, adjust or delete".into()
+            }
         );
         assert_eq!(
             inline.rejected[1].message,
@@ -406,7 +247,12 @@ mod tests {
         assert!(inline.rejected[2].message.contains("row number"));
         assert_eq!(
             inline.rejected[3],
-            Failure::invalid(6, Some("C"), "op: is required (upsert, adjust or delete)")
+            Failure {
+                record_id: "6".into(),
+                sku: Some("C".into()),
+                code: "invalid_record".into(),
+                message: "op: is required (upsert, adjust or delete)".into()
+            }
         );
     }
 }

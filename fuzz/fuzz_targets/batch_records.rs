@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stockroom::domain::batch::{chunk_records, parse_batch};
-use stockroom::domain::upload::{CsvHeader, parse_ndjson_row};
+use stockroom_domain::batch::{chunk_records, parse_batch};
+use stockroom_domain::upload::{CsvHeader, parse_ndjson_row};
 
 const MAX_CHUNK_BYTES: usize = 4096;
 const MAX_CHUNK_RECORDS: usize = 25;

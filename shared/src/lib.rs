@@ -8,7 +8,6 @@ pub mod batches;
 pub mod clock;
 pub mod config;
 pub mod cursor;
-pub mod domain;
 pub mod error;
 pub mod http;
 pub mod keys;
@@ -18,3 +17,7 @@ pub mod sqs_batch;
 pub mod telemetry;
 pub mod uploads;
 pub mod webhooks;
+
+/// The pure domain lives in its own crate, so nothing here can make it
+/// depend on AWS, HTTP or the async runtime.
+pub use stockroom_domain as domain;

@@ -6,12 +6,12 @@
 //! inside quoted cells without buffering more than the row.
 
 use crate::domain::batch::{BatchRecord, RecordFailure, UploadFormat};
-use crate::domain::upload::{CsvHeader, MAX_ROW_BYTES, parse_ndjson_row};
+use crate::domain::upload::{
+    CsvHeader, MAX_CSV_FIELDS, MAX_ROW_BYTES, UnreadableRow, parse_ndjson_row,
+};
 use crate::ports::UploadBody;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-/// Most columns a CSV row may have (9 fields and up to 50 attributes fit).
-const MAX_CSV_FIELDS: usize = 128;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One row: a valid record or the reason it is not one.
@@ -52,7 +52,7 @@ struct CsvState {
 enum CsvRecord {
     Cells(Vec<String>),
     /// The row is unusable as a whole (too long, too many cells, not UTF-8).
-    Bad(String),
+    Bad(UnreadableRow),
 }
 
 impl RowReader {
@@ -120,13 +120,7 @@ impl RowReader {
                 let row = self.row;
                 Ok(Some(match record {
                     CsvRecord::Cells(cells) => header.parse_row(row, &cells),
-                    CsvRecord::Bad(why) => Err(RecordFailure::new(
-                        row,
-                        &row.to_string(),
-                        None,
-                        "invalid_record",
-                        format!("the row {why}"),
-                    )),
+                    CsvRecord::Bad(why) => Err(why.failure(row)),
                 }))
             }
         }
@@ -134,13 +128,7 @@ impl RowReader {
 }
 
 fn too_long(row: u32) -> RecordFailure {
-    RecordFailure::new(
-        row,
-        &row.to_string(),
-        None,
-        "invalid_record",
-        format!("the row is longer than {MAX_ROW_BYTES} bytes"),
-    )
+    UnreadableRow::TooLong.failure(row)
 }
 
 async fn skip_bom<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<()> {
@@ -204,7 +192,7 @@ async fn read_csv_record<R: AsyncBufRead + Unpin>(
 ) -> std::io::Result<Option<CsvRecord>> {
     use csv_core::ReadRecordResult as R;
     let (mut outlen, mut endlen) = (0, 0);
-    let mut problem: Option<String> = None;
+    let mut problem: Option<UnreadableRow> = None;
     loop {
         let buf = input.fill_buf().await?;
         let (res, nin, nout, nend) =
@@ -217,12 +205,12 @@ async fn read_csv_record<R: AsyncBufRead + Unpin>(
             R::InputEmpty => continue,
             // Keep reading to the row's end, discarding it.
             R::OutputFull => {
-                problem.get_or_insert_with(|| format!("is longer than {MAX_ROW_BYTES} bytes"));
+                problem.get_or_insert(UnreadableRow::TooLong);
                 outlen = 0;
                 endlen = 0;
             }
             R::OutputEndsFull => {
-                problem.get_or_insert_with(|| format!("has more than {MAX_CSV_FIELDS} cells"));
+                problem.get_or_insert(UnreadableRow::TooManyCells);
                 outlen = 0;
                 endlen = 0;
             }
@@ -243,7 +231,7 @@ fn cells(out: &[u8], ends: &[usize]) -> CsvRecord {
     for &end in ends {
         match std::str::from_utf8(&out[start..end]) {
             Ok(s) => cells.push(s.to_owned()),
-            Err(_) => return CsvRecord::Bad("is not valid UTF-8".into()),
+            Err(_) => return CsvRecord::Bad(UnreadableRow::NotUtf8),
         }
         start = end;
     }

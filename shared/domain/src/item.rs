@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn item_fields_name_every_field_of_the_representation() {
-        crate::domain::fields::assert_names_every_field(&Item {
+        crate::fields::assert_names_every_field(&Item {
             sku: "A".into(),
             name: "Mug".into(),
             description: Some("tall".into()),

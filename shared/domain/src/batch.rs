@@ -710,7 +710,7 @@ mod tests {
 
     #[test]
     fn batch_and_failure_fields_name_every_field_of_their_representations() {
-        crate::domain::fields::assert_names_every_field(&Batch {
+        crate::fields::assert_names_every_field(&Batch {
             batch_id: "b_1".into(),
             mode: BatchMode::Isolated,
             status: BatchStatus::Failed,
@@ -733,7 +733,7 @@ mod tests {
             chunks_total: 0,
             chunks_done: 0,
         });
-        crate::domain::fields::assert_names_every_field(&RecordFailure::new(
+        crate::fields::assert_names_every_field(&RecordFailure::new(
             0,
             "row-1",
             Some("A"),

@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn batch_events_have_ids_derived_from_the_batch() {
-        use crate::domain::batch::{BatchMode, BatchStatus};
+        use crate::batch::{BatchMode, BatchStatus};
         let mut b = Batch {
             batch_id: "b_01abc".into(),
             mode: BatchMode::Isolated,

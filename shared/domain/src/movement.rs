@@ -160,7 +160,7 @@ mod tests {
             "t",
         )
         .in_batch("b_1", "row-1");
-        crate::domain::fields::assert_names_every_field(&movement);
+        crate::fields::assert_names_every_field(&movement);
     }
 
     #[test]

@@ -127,8 +127,8 @@ impl<E: Selectable> Fields<E> {
 
 /// Asserts that `E::FIELDS` names exactly the fields of `full`'s
 /// representation (`full` with every optional field set).
-#[cfg(test)]
-pub(crate) fn assert_names_every_field<E: Selectable>(full: &E) {
+#[cfg(any(test, feature = "test-support"))]
+pub fn assert_names_every_field<E: Selectable>(full: &E) {
     let value = serde_json::to_value(full).expect("serialisable");
     let mut shown: Vec<&str> = value
         .as_object()

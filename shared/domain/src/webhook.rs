@@ -97,7 +97,7 @@ pub struct Webhook {
     pub id: String,
     #[schema(example = "https://erp.example.com/hooks/stockroom")]
     pub url: String,
-    #[schema(value_type = Vec<crate::domain::event::SubscribableEventType>)]
+    #[schema(value_type = Vec<crate::event::SubscribableEventType>)]
     pub events: Vec<EventType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn webhook_and_delivery_fields_name_every_field_of_their_representations() {
-        crate::domain::fields::assert_names_every_field(&Webhook {
+        crate::fields::assert_names_every_field(&Webhook {
             id: "wh_1".into(),
             url: "https://example.com/hook".into(),
             events: vec![EventType::ItemLowStock],
@@ -272,7 +272,7 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
         });
-        crate::domain::fields::assert_names_every_field(&Delivery {
+        crate::fields::assert_names_every_field(&Delivery {
             id: "dlv_1".into(),
             webhook_id: "wh_1".into(),
             event_id: "evt_1".into(),

@@ -1,6 +1,6 @@
 //! Batches submitted as a file: the upload request, and how one row of an
 //! NDJSON or CSV file becomes a batch record. Reading the file (streaming,
-//! bounded memory) is `crate::uploads`; this module sees one row at a time.
+//! bounded memory) is `stockroom::uploads`; this module sees one row at a time.
 //!
 //! A row's record id is its row number (1-based; in a CSV file the header is
 //! row 1), so failures point at the line a person would open the file at.
@@ -20,6 +20,8 @@ pub const MAX_UPLOAD_ROWS: u64 = 2_000_000;
 /// Longest row: a record with every field at its limit fits, and a row is
 /// never more than one SQS message.
 pub const MAX_ROW_BYTES: usize = 192 * 1024;
+/// Most cells a CSV row may have (9 fields and up to 50 attributes fit).
+pub const MAX_CSV_FIELDS: usize = 128;
 
 /// `POST /v1/batches` with `upload: true`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejectio
     };
     let size_bytes = match obj
         .get("size_bytes")
-        .and_then(crate::domain::validation::integer)
+        .and_then(crate::validation::integer)
         .and_then(|n| u64::try_from(n).ok())
     {
         Some(n) if (1..=MAX_UPLOAD_BYTES).contains(&n) => Some(n),
@@ -90,18 +92,50 @@ pub fn parse_upload_request(body: &Value) -> Result<UploadRequest, BatchRejectio
     }
 }
 
-fn row_failure(row: u32, sku: Option<&str>, message: impl Into<String>) -> RecordFailure {
+/// A row of a file that failed before it became a record.
+pub fn invalid_row(row: u32, sku: Option<&str>, message: impl Into<String>) -> RecordFailure {
     RecordFailure::new(row, &row.to_string(), sku, "invalid_record", message)
 }
 
-/// Validates a row already parsed into a JSON object (either format).
-pub fn parse_row(row: u32, value: Value) -> Result<BatchRecord, RecordFailure> {
+/// Why a row could not even be read as a line or as cells. Every reader of
+/// an upload (the splitter, the CLI's `import --inline`) reports it alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnreadableRow {
+    /// Longer than `MAX_ROW_BYTES`.
+    TooLong,
+    /// A CSV row with more than `MAX_CSV_FIELDS` cells.
+    TooManyCells,
+    NotUtf8,
+}
+
+impl UnreadableRow {
+    pub fn failure(self, row: u32) -> RecordFailure {
+        invalid_row(row, None, format!("the row {self}"))
+    }
+}
+
+/// The predicate, after "the row" or "the CSV header".
+impl std::fmt::Display for UnreadableRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLong => write!(f, "is longer than {MAX_ROW_BYTES} bytes"),
+            Self::TooManyCells => write!(f, "has more than {MAX_CSV_FIELDS} cells"),
+            Self::NotUtf8 => f.write_str("is not valid UTF-8"),
+        }
+    }
+}
+
+/// The checks a row passes before it is a record (a JSON object, no `id`, a
+/// known `op`), then its row number as its `id`. What is left (field values,
+/// unknown fields) is `parse_record`'s to judge: the CLI's `import --inline`
+/// sends this object and lets the API judge the rest.
+pub fn row_object(row: u32, value: Value) -> Result<Map<String, Value>, RecordFailure> {
     let Value::Object(mut obj) = value else {
-        return Err(row_failure(row, None, "the row must be a JSON object"));
+        return Err(invalid_row(row, None, "the row must be a JSON object"));
     };
     let sku = obj.get("sku").and_then(Value::as_str).map(str::to_owned);
     if obj.contains_key("id") {
-        return Err(row_failure(
+        return Err(invalid_row(
             row,
             sku.as_deref(),
             "id: rows of an uploaded file are identified by their row number; remove id",
@@ -110,14 +144,14 @@ pub fn parse_row(row: u32, value: Value) -> Result<BatchRecord, RecordFailure> {
     match obj.get("op").and_then(Value::as_str) {
         Some("upsert" | "adjust" | "delete") => {}
         Some(op) => {
-            return Err(row_failure(
+            return Err(invalid_row(
                 row,
                 sku.as_deref(),
                 format!("op: unknown op {op:?}; expected upsert, adjust or delete"),
             ));
         }
         None => {
-            return Err(row_failure(
+            return Err(invalid_row(
                 row,
                 sku.as_deref(),
                 "op: is required (upsert, adjust or delete)",
@@ -125,18 +159,37 @@ pub fn parse_row(row: u32, value: Value) -> Result<BatchRecord, RecordFailure> {
         }
     }
     obj.insert("id".into(), Value::String(row.to_string()));
+    Ok(obj)
+}
+
+/// Validates a row already parsed into a JSON object (either format).
+pub fn parse_row(row: u32, value: Value) -> Result<BatchRecord, RecordFailure> {
+    let obj = row_object(row, value)?;
     parse_record(row, &Value::Object(obj))
+}
+
+/// One NDJSON line (without its line break) as a row object. `None` for a
+/// blank line.
+pub fn ndjson_row_object(
+    row: u32,
+    line: &[u8],
+) -> Option<Result<Map<String, Value>, RecordFailure>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    if line.len() > MAX_ROW_BYTES {
+        return Some(Err(UnreadableRow::TooLong.failure(row)));
+    }
+    Some(match serde_json::from_slice::<Value>(line) {
+        Ok(v) => row_object(row, v),
+        Err(e) => Err(invalid_row(row, None, format!("not a JSON object: {e}"))),
+    })
 }
 
 /// One NDJSON line (without its line break). `None` for a blank line.
 pub fn parse_ndjson_row(row: u32, line: &[u8]) -> Option<Result<BatchRecord, RecordFailure>> {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return None;
-    }
-    Some(match serde_json::from_slice::<Value>(line) {
-        Ok(v) => parse_row(row, v),
-        Err(e) => Err(row_failure(row, None, format!("not a JSON object: {e}"))),
-    })
+    ndjson_row_object(row, line)
+        .map(|obj| obj.and_then(|obj| parse_record(row, &Value::Object(obj))))
 }
 
 /// Columns a CSV file may have, besides `attributes.<key>`.
@@ -167,12 +220,12 @@ pub struct CsvHeader {
 impl CsvHeader {
     /// Refuses unknown, duplicate or missing required columns: the file is
     /// unusable, not some of its rows.
-    pub fn parse(names: &[String]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
         let mut columns = Vec::with_capacity(names.len());
         let mut problems = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, raw) in names.iter().enumerate() {
-            let name = raw.trim();
+            let name = raw.as_ref().trim();
             if !seen.insert(name.to_owned()) {
                 problems.push(format!("column {name:?} appears twice"));
                 continue;
@@ -203,11 +256,22 @@ impl CsvHeader {
         }
     }
 
-    /// One data row. Empty cells are absent fields; integer columns that do
-    /// not hold an integer are kept as text so validation names them.
-    pub fn parse_row(&self, row: u32, cells: &[String]) -> Result<BatchRecord, RecordFailure> {
+    /// One data row as a row object (see `row_object`). Empty cells are
+    /// absent fields; integer columns that do not hold an integer are kept
+    /// as text so validation names them.
+    pub fn row_object<S: AsRef<str>>(
+        &self,
+        row: u32,
+        cells: &[S],
+    ) -> Result<Map<String, Value>, RecordFailure> {
+        if cells.iter().map(|c| c.as_ref().len()).sum::<usize>() > MAX_ROW_BYTES {
+            return Err(UnreadableRow::TooLong.failure(row));
+        }
+        if cells.len() > MAX_CSV_FIELDS {
+            return Err(UnreadableRow::TooManyCells.failure(row));
+        }
         if cells.len() != self.columns.len() {
-            return Err(row_failure(
+            return Err(invalid_row(
                 row,
                 None,
                 format!(
@@ -220,6 +284,7 @@ impl CsvHeader {
         let mut obj = Map::new();
         let mut attributes = Map::new();
         for (column, cell) in self.columns.iter().zip(cells) {
+            let cell = cell.as_ref();
             if cell.is_empty() {
                 continue;
             }
@@ -228,29 +293,38 @@ impl CsvHeader {
                     let value = if CSV_INTEGERS.contains(name) {
                         cell.trim()
                             .parse::<i64>()
-                            .map(Value::from)
-                            .unwrap_or_else(|_| Value::String(cell.clone()))
+                            .map_or_else(|_| Value::from(cell), Value::from)
                     } else {
-                        Value::String(cell.clone())
+                        Value::from(cell)
                     };
                     obj.insert((*name).to_owned(), value);
                 }
                 Column::Attribute(key) => {
-                    attributes.insert(key.clone(), Value::String(cell.clone()));
+                    attributes.insert(key.clone(), Value::from(cell));
                 }
             }
         }
         if !attributes.is_empty() {
             obj.insert("attributes".into(), Value::Object(attributes));
         }
-        parse_row(row, Value::Object(obj))
+        row_object(row, Value::Object(obj))
+    }
+
+    /// One data row as a record.
+    pub fn parse_row<S: AsRef<str>>(
+        &self,
+        row: u32,
+        cells: &[S],
+    ) -> Result<BatchRecord, RecordFailure> {
+        let obj = self.row_object(row, cells)?;
+        parse_record(row, &Value::Object(obj))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::batch::RecordOp;
+    use crate::batch::RecordOp;
     use serde_json::json;
 
     #[test]

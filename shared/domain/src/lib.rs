@@ -1,5 +1,6 @@
-//! Pure domain: value types that cannot hold invalid data, and the stock rules.
-//! No AWS, Lambda or HTTP types here.
+//! Stockroom's pure domain: value types that cannot hold invalid data, the
+//! stock and batch rules, and request parsing. No AWS, Lambda, HTTP or async
+//! runtime types here: the crate does not depend on them.
 
 pub mod batch;
 pub mod event;
