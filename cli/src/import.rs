@@ -2,6 +2,7 @@
 //! follow it with a progress bar, then report and write its failures.
 
 use crate::api::{Api, Retry, read_json, refused, transport_error};
+use crate::batch::Batch;
 use crate::cli::{ImportArgs, Mode};
 use crate::error::{CliError, Exit};
 use crate::progress::Progress;
@@ -17,42 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Largest inline batch body the API takes.
 pub const MAX_INLINE_BYTES: u64 = 5 * 1024 * 1024;
-
-/// `GET /v1/batches/{id}`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Batch {
-    pub batch_id: String,
-    pub status: String,
-    #[serde(default)]
-    pub total: u64,
-    #[serde(default)]
-    pub succeeded: u64,
-    #[serde(default)]
-    pub failed: u64,
-    #[serde(default)]
-    pub records_read: u64,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-    #[serde(default)]
-    pub error: Option<BatchError>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct BatchError {
-    pub code: String,
-    pub message: String,
-}
-
-impl Batch {
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "completed" | "completed_with_errors" | "failed"
-        )
-    }
-}
 
 /// The 202 of `POST /v1/batches`.
 #[derive(Debug, Deserialize)]

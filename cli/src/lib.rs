@@ -2,6 +2,7 @@
 //! client of the public API (no AWS SDK, no `stockroom-shared`).
 
 pub mod api;
+pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod import;

@@ -1,7 +1,7 @@
 //! Progress bars (indicatif, on stderr). When stderr is not a terminal the
 //! bars are hidden and each status change is printed as one line instead.
 
-use crate::import::Batch;
+use crate::batch::Batch;
 use futures_util::StreamExt;
 use indicatif::{HumanDuration, ProgressBar, ProgressState, ProgressStyle};
 use std::time::{Duration, Instant};

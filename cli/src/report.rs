@@ -2,8 +2,8 @@
 //! and the failures file.
 
 use crate::api::Api;
+use crate::batch::Batch;
 use crate::error::Exit;
-use crate::import::Batch;
 use crate::records::Failure;
 use anyhow::Context;
 use serde::Deserialize;

@@ -2,52 +2,16 @@
 //! scopes, and the authorizer's decision.
 
 use crate::domain::TenantId;
-use crate::ports::{ApiKeyStore, StoreError};
+use crate::ports::{ApiKeyLookup, StoreError};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
-pub const ITEMS_READ: &str = "items:read";
-pub const ITEMS_WRITE: &str = "items:write";
-pub const BATCHES_READ: &str = "batches:read";
-pub const BATCHES_WRITE: &str = "batches:write";
-pub const WEBHOOKS_MANAGE: &str = "webhooks:manage";
-pub const KEYS_MANAGE: &str = "keys:manage";
-pub const ALL_SCOPES: &[&str] = &[
-    ITEMS_READ,
-    ITEMS_WRITE,
-    BATCHES_READ,
-    BATCHES_WRITE,
+pub use crate::domain::key::{
+    ALL_SCOPES, ApiKeyRecord, BATCHES_READ, BATCHES_WRITE, ITEMS_READ, ITEMS_WRITE, KEYS_MANAGE,
     WEBHOOKS_MANAGE,
-    KEYS_MANAGE,
-];
-
-/// A stored API key. The key itself is never stored, only `key_hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKeyRecord {
-    pub key_hash: String,
-    pub key_id: String,
-    pub tenant_id: String,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub created_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
-    /// Refreshed by the authorizer (at most once per cache period).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_used_at: Option<String>,
-    /// The tenant's API Gateway API key value: the authorizer returns it as
-    /// `usageIdentifierKey`, which binds the request to the tenant's usage
-    /// plan (rate, burst, daily quota). Every key of a tenant carries the same
-    /// one; it is an identifier for metering, not a credential (the API takes
-    /// its API Gateway keys only from the authorizer, never from clients).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage_key: Option<String>,
-}
+};
 
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -135,7 +99,7 @@ pub enum Decision {
 
 /// Decides on an `Authorization` header value by looking up the key's hash.
 pub async fn authorize(
-    store: &dyn ApiKeyStore,
+    store: &dyn ApiKeyLookup,
     authorization: Option<&str>,
     now: time::OffsetDateTime,
 ) -> Result<Decision, StoreError> {
@@ -168,7 +132,7 @@ pub async fn authorize(
     };
     // Best effort: a failed bookkeeping write must not refuse a valid key.
     if let Err(e) = store.touch_key(&hash, &crate::clock::format(now)).await {
-        tracing::warn!(key_id = %record.key_id, error = %crate::error::error_chain(&e), "could not record last use");
+        tracing::warn!(key_id = %record.key_id, error = %crate::telemetry::error_chain(&e), "could not record last use");
     }
     Ok(Decision::Allow(
         AuthContext {
@@ -199,11 +163,18 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::Mutex;
 
+    /// The authorizer's port, and nothing else: it never lists or revokes.
     #[derive(Default)]
     struct MemKeys(Mutex<Vec<ApiKeyRecord>>);
 
+    impl MemKeys {
+        fn insert(&self, record: ApiKeyRecord) {
+            self.0.lock().unwrap().push(record);
+        }
+    }
+
     #[async_trait]
-    impl ApiKeyStore for MemKeys {
+    impl ApiKeyLookup for MemKeys {
         async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
             Ok(self
                 .0
@@ -213,31 +184,12 @@ mod tests {
                 .find(|r| r.key_hash == key_hash)
                 .cloned())
         }
-        async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-            self.0.lock().unwrap().push(record.clone());
-            Ok(())
-        }
-        async fn list_keys(
-            &self,
-            _: &TenantId,
-            _: u32,
-            _: Option<crate::ports::PageKey>,
-            _: Option<&crate::domain::Fields<crate::keys::ApiKeyView>>,
-        ) -> Result<crate::ports::Page<ApiKeyRecord>, StoreError> {
-            unimplemented!("not used by these tests")
-        }
-        async fn find_key_by_id(
-            &self,
-            _: &TenantId,
-            _: &str,
-            _: Option<&crate::domain::Fields<crate::keys::ApiKeyView>>,
-        ) -> Result<Option<ApiKeyRecord>, StoreError> {
-            unimplemented!("not used by these tests")
-        }
-        async fn revoke_key(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            unimplemented!("not used by these tests")
-        }
-        async fn touch_key(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
+            for r in self.0.lock().unwrap().iter_mut() {
+                if r.key_hash == key_hash {
+                    r.last_used_at = Some(now.to_owned());
+                }
+            }
             Ok(())
         }
     }
@@ -288,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn allows_known_key_and_refuses_the_rest() {
         let store = MemKeys::default();
-        store.put_key(&record("sk_test_good")).await.unwrap();
+        store.insert(record("sk_test_good"));
         let now = crate::clock::now();
         let d = authorize(&store, Some("Bearer sk_test_good"), now)
             .await
@@ -314,8 +266,8 @@ mod tests {
         revoked.revoked_at = Some(crate::clock::now_rfc3339());
         let mut expired = record("k2");
         expired.expires_at = Some("2020-01-01T00:00:00Z".into());
-        store.put_key(&revoked).await.unwrap();
-        store.put_key(&expired).await.unwrap();
+        store.insert(revoked);
+        store.insert(expired);
         let now = crate::clock::now();
         for h in ["Bearer k1", "Bearer k2"] {
             assert!(matches!(

@@ -191,7 +191,7 @@ impl BatchesService {
     /// Publishes the event of a batch that ended outside the workers; the
     /// batch stands either way (the event is logged as lost if SNS fails).
     async fn announce(&self, tenant: &TenantId, batch: &Batch) {
-        crate::uploads::announce(&*self.store, &*self.events, tenant, batch).await;
+        announce(&*self.store, &*self.events, tenant, batch).await;
     }
 
     /// After an abort: the stored batch says whether it did end (another
@@ -366,7 +366,7 @@ impl BatchesService {
         let now = clock::now();
         let now_s = clock::format(now);
         let url_expires = now + uploads.url_ttl;
-        let key = crate::uploads::upload_key(tenant, &batch_id);
+        let key = crate::domain::upload::upload_key(tenant, &batch_id);
         let PresignedUpload {
             url,
             method,
@@ -433,7 +433,7 @@ impl BatchesService {
             return Ok(batch);
         }
         // A file that did arrive is the splitter's, however late its notification.
-        let key = crate::uploads::upload_key(tenant, &batch.batch_id);
+        let key = crate::domain::upload::upload_key(tenant, &batch.batch_id);
         if uploads.store.size(&key).await?.is_some() {
             return Ok(batch);
         }
@@ -622,6 +622,19 @@ impl BatchWorker {
             .fail_unreadable_chunk(&tenant, batch_id, chunk, count)
             .await?;
         self.finish(&tenant, batch_id).await
+    }
+}
+
+/// Publishes the status event of a batch that just ended; the batch stands
+/// either way (a failure leaves its notification pending, and is logged).
+pub(crate) async fn announce(
+    store: &dyn BatchStore,
+    events: &dyn EventPublisher,
+    tenant: &TenantId,
+    batch: &Batch,
+) {
+    if let Err(e) = publish_finished(store, events, tenant, batch).await {
+        tracing::error!(batch_id = %batch.batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
     }
 }
 

@@ -88,14 +88,4 @@ impl ApiError {
     }
 }
 
-/// Renders an error with its whole `source()` chain, for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub use crate::telemetry::error_chain;

@@ -13,49 +13,7 @@ use std::sync::Arc;
 
 pub const MAX_KEY_NAME: usize = 100;
 
-/// Names of the fields a key's metadata has (for `?fields=`).
-pub const KEY_FIELDS: &[&str] = &[
-    "key_id",
-    "name",
-    "scopes",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "revoked_at",
-];
-
-impl crate::domain::Selectable for ApiKeyView {
-    const FIELDS: &'static [&'static str] = KEY_FIELDS;
-}
-
-/// A key as listed: metadata only, never the key or its hash.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct ApiKeyView {
-    #[schema(example = "key_01jd8x3b6q5w3z2y1x0v9t8s7r")]
-    pub key_id: String,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    /// When the authorizer last checked this key (refreshed at most once per
-    /// authorizer cache period).
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-impl From<ApiKeyRecord> for ApiKeyView {
-    fn from(r: ApiKeyRecord) -> Self {
-        Self {
-            key_id: r.key_id,
-            name: r.name,
-            scopes: r.scopes,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            last_used_at: r.last_used_at,
-            revoked_at: r.revoked_at,
-        }
-    }
-}
+pub use crate::domain::key::{ApiKeyView, KEY_FIELDS};
 
 /// The 201 body of `POST /v1/keys`: the only time the key is shown.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -246,19 +204,6 @@ impl KeysService {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn key_fields_name_every_field_of_the_representation() {
-        crate::domain::fields::assert_names_every_field(&ApiKeyView {
-            key_id: "key_1".into(),
-            name: "ci".into(),
-            scopes: vec!["items:read".into()],
-            created_at: "t".into(),
-            expires_at: None,
-            last_used_at: None,
-            revoked_at: None,
-        });
-    }
 
     #[test]
     fn new_keys_are_validated() {

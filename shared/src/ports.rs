@@ -7,9 +7,8 @@
 //! renders such records through `Fields::select` with the client's own
 //! selection. `None` reads whole records.
 
-use crate::auth::ApiKeyRecord;
+use crate::domain::key::{ApiKeyRecord, ApiKeyView};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
-use crate::keys::ApiKeyView;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
@@ -126,10 +125,17 @@ pub trait ItemStore: Send + Sync {
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 }
 
-/// Hashed API keys.
+/// What the authorizer needs of the hashed API keys: find one, note its use.
+#[async_trait]
+pub trait ApiKeyLookup: Send + Sync {
+    async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Records `last_used_at`.
+    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
+}
+
+/// A tenant's management of its hashed API keys (keys API, admin CLI).
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// `AlreadyExists` if a key with this hash exists.
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
     /// A tenant's keys, oldest first.
@@ -150,8 +156,6 @@ pub trait ApiKeyStore: Send + Sync {
     ) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Sets `revoked_at` unless already set.
     async fn revoke_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
-    /// Records `last_used_at`.
-    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
 }
 
 use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
@@ -360,7 +364,7 @@ pub trait EventPublisher: Send + Sync {
         }
         if let Err(e) = self.publish(events).await {
             let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-            tracing::error!(event_ids = %ids.join(","), error = %crate::error::error_chain(&e), "publishing events failed; they are lost");
+            tracing::error!(event_ids = %ids.join(","), error = %crate::telemetry::error_chain(&e), "publishing events failed; they are lost");
         }
     }
 }

@@ -83,3 +83,15 @@ pub fn webhook_attempt(outcome: &'static str, attempt: u32) {
     };
     metrics::counter!("WebhookDeliveries", "outcome" => outcome, "attempt" => attempt).increment(1);
 }
+
+/// Renders an error with its whole `source()` chain, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

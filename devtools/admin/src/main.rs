@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use stockroom::auth::{ALL_SCOPES, generate_api_key};
 use stockroom::domain::TenantId;
-use stockroom::ports::ApiKeyStore;
+use stockroom::ports::{ApiKeyLookup, ApiKeyStore};
 use stockroom::{adapters::dynamodb::DynamoApiKeyStore, config};
 mod samples;
 

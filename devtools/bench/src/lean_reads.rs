@@ -71,7 +71,7 @@ pub async fn run() -> Result<()> {
         "lean reads: one page of {ITEMS} items, whole and with fields={FIELDS}, {ROUNDS} rounds"
     );
     for shape in [Shape::Bare, Shape::Catalogue] {
-        let (tenant_id, key) = crate::load::tenant().await?;
+        let (tenant_id, key) = crate::tenants::tenant().await?;
         create_items(&base, &key, shape).await?;
         let tenant = TenantId::parse(&tenant_id).map_err(anyhow::Error::msg)?;
         let http = reqwest::Client::new();

@@ -32,6 +32,7 @@ mod cold;
 mod lean_reads;
 mod load;
 mod pipeline;
+mod tenants;
 mod tls_front;
 
 const SIZES: &[u64] = &[10_000, 100_000, 1_000_000];

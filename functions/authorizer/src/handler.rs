@@ -8,7 +8,7 @@ use serde_json::Value;
 use stockroom::auth::{Decision, authorize, stage_wide_resource};
 use stockroom::clock;
 use stockroom::error::error_chain;
-use stockroom::ports::ApiKeyStore;
+use stockroom::ports::ApiKeyLookup;
 use tracing::Instrument;
 
 /// How an authorization ends without a policy. API Gateway answers 401 for
@@ -39,7 +39,7 @@ impl From<AuthorizerError> for Diagnostic {
 
 pub async fn handle(
     event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>,
-    store: &dyn ApiKeyStore,
+    store: &dyn ApiKeyLookup,
     function: &str,
 ) -> Result<ApiGatewayCustomAuthorizerResponse, AuthorizerError> {
     let request = event.payload;

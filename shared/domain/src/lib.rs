@@ -6,6 +6,7 @@ pub mod batch;
 pub mod event;
 pub mod fields;
 mod item;
+pub mod key;
 mod movement;
 pub mod upload;
 pub mod validation;

@@ -5,6 +5,7 @@
 //! A row's record id is its row number (1-based; in a CSV file the header is
 //! row 1), so failures point at the line a person would open the file at.
 
+use super::TenantId;
 use super::batch::UploadFormat;
 use super::batch::{
     BatchMode, BatchRecord, BatchRejection, RecordFailure, parse_mode, parse_record, request_object,
@@ -321,6 +322,19 @@ impl CsvHeader {
     }
 }
 
+/// Object key of a batch's upload.
+pub fn upload_key(tenant: &TenantId, batch_id: &str) -> String {
+    format!("uploads/{}/{batch_id}", tenant.as_str())
+}
+
+/// The tenant and batch an object key belongs to.
+pub fn parse_upload_key(key: &str) -> Option<(TenantId, String)> {
+    let rest = key.strip_prefix("uploads/")?;
+    let (tenant, batch_id) = rest.split_once('/')?;
+    let tenant = TenantId::parse(tenant).ok()?;
+    super::is_prefixed_id(batch_id, "b_").then(|| (tenant, batch_id.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +432,25 @@ mod tests {
         assert!(e.contains("\"qty\" is not known"), "{e}");
         assert!(e.contains("twice"), "{e}");
         assert!(e.contains("\"op\" is required"), "{e}");
+    }
+
+    #[test]
+    fn upload_keys_name_tenant_and_batch() {
+        let t = TenantId::parse("acme").unwrap();
+        let key = upload_key(&t, "b_01jd8x3b6q5w3z2y1x0v9t8s7r");
+        assert_eq!(key, "uploads/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r");
+        assert_eq!(
+            parse_upload_key(&key),
+            Some((t, "b_01jd8x3b6q5w3z2y1x0v9t8s7r".to_owned()))
+        );
+        for bad in [
+            "uploads/acme",
+            "other/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r",
+            "uploads/ACME/b_01jd8x3b6q5w3z2y1x0v9t8s7r",
+            "uploads/acme/x_1",
+            "uploads/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r/more",
+        ] {
+            assert_eq!(parse_upload_key(bad), None, "{bad}");
+        }
     }
 }

@@ -14,7 +14,7 @@
 
 pub mod reader;
 
-use crate::batches::{CHUNK_MAX_RECORDS, CHUNK_TARGET_BYTES, chunk_envelope, publish_finished};
+use crate::batches::{CHUNK_MAX_RECORDS, CHUNK_TARGET_BYTES, announce, chunk_envelope};
 use crate::domain::TenantId;
 use crate::domain::batch::{
     Batch, BatchError, BatchMode, BatchRecord, BatchStatus, Chunker, MAX_ATOMIC_RECORDS,
@@ -27,18 +27,7 @@ use crate::ports::{
 use reader::{ReadError, RowReader};
 use std::sync::Arc;
 
-/// Object key of a batch's upload.
-pub fn upload_key(tenant: &TenantId, batch_id: &str) -> String {
-    format!("uploads/{}/{batch_id}", tenant.as_str())
-}
-
-/// The tenant and batch an object key belongs to.
-pub fn parse_upload_key(key: &str) -> Option<(TenantId, String)> {
-    let rest = key.strip_prefix("uploads/")?;
-    let (tenant, batch_id) = rest.split_once('/')?;
-    let tenant = TenantId::parse(tenant).ok()?;
-    crate::domain::is_prefixed_id(batch_id, "b_").then(|| (tenant, batch_id.to_owned()))
-}
+pub use crate::domain::upload::{parse_upload_key, upload_key};
 
 /// Failure entries are written in groups of this many (DynamoDB batch writes).
 const FAILURE_FLUSH: usize = 100;
@@ -456,43 +445,5 @@ impl UploadSplitter {
             invalid: batch.total - enqueued,
             chunks,
         })
-    }
-}
-
-/// Publishes the status event of a batch that just ended; the batch stands
-/// either way (a failure leaves its notification pending, and is logged).
-pub(crate) async fn announce(
-    store: &dyn BatchStore,
-    events: &dyn EventPublisher,
-    tenant: &TenantId,
-    batch: &Batch,
-) {
-    if let Err(e) = publish_finished(store, events, tenant, batch).await {
-        tracing::error!(batch_id = %batch.batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upload_keys_name_tenant_and_batch() {
-        let t = TenantId::parse("acme").unwrap();
-        let key = upload_key(&t, "b_01jd8x3b6q5w3z2y1x0v9t8s7r");
-        assert_eq!(key, "uploads/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r");
-        assert_eq!(
-            parse_upload_key(&key),
-            Some((t, "b_01jd8x3b6q5w3z2y1x0v9t8s7r".to_owned()))
-        );
-        for bad in [
-            "uploads/acme",
-            "other/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r",
-            "uploads/ACME/b_01jd8x3b6q5w3z2y1x0v9t8s7r",
-            "uploads/acme/x_1",
-            "uploads/acme/b_01jd8x3b6q5w3z2y1x0v9t8s7r/more",
-        ] {
-            assert_eq!(parse_upload_key(bad), None, "{bad}");
-        }
     }
 }

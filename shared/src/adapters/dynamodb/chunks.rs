@@ -18,7 +18,7 @@
 //! movements and failure entries are written from the stored plan afterwards,
 //! idempotently, and re-written by a redelivery until `ledger_written`.
 
-use super::batches::DynamoBatchStore;
+use super::batch_table::DynamoBatchStore;
 use super::error::{build_error, classify};
 use super::records::*;
 use super::tx::{TransactFailure, batch_get, batch_write, transact};

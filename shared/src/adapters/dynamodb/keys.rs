@@ -2,10 +2,9 @@ use super::error::classify;
 use super::items::start_key;
 use super::projection::{Decoder, StoredFields, Unread, project_query};
 use super::{from_attrs, query_page, s, to_attrs};
-use crate::auth::ApiKeyRecord;
+use crate::domain::key::{ApiKeyRecord, ApiKeyView};
 use crate::domain::{Fields, TenantId};
-use crate::keys::ApiKeyView;
-use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
+use crate::ports::{ApiKeyLookup, ApiKeyStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
@@ -32,7 +31,7 @@ impl Unread for ApiKeyRecord {
     }
 }
 
-/// [`ApiKeyStore`] on the API keys table (partition key `key_hash`).
+/// [`ApiKeyLookup`] and [`ApiKeyStore`] on the API keys table (partition key `key_hash`).
 #[derive(Clone, Debug)]
 pub struct DynamoApiKeyStore {
     client: Client,
@@ -54,7 +53,7 @@ impl DynamoApiKeyStore {
 }
 
 #[async_trait]
-impl ApiKeyStore for DynamoApiKeyStore {
+impl ApiKeyLookup for DynamoApiKeyStore {
     async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let out = self
             .client
@@ -67,6 +66,23 @@ impl ApiKeyStore for DynamoApiKeyStore {
         out.item.map(from_attrs).transpose()
     }
 
+    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_hash", s(key_hash))
+            .update_expression("SET last_used_at = :now")
+            .condition_expression("attribute_exists(key_hash)")
+            .expression_attribute_values(":now", s(now))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for DynamoApiKeyStore {
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
         self.client
             .put_item()
@@ -166,19 +182,5 @@ impl ApiKeyStore for DynamoApiKeyStore {
             }
             Err(e) => Err(classify(e)),
         }
-    }
-
-    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("key_hash", s(key_hash))
-            .update_expression("SET last_used_at = :now")
-            .condition_expression("attribute_exists(key_hash)")
-            .expression_attribute_values(":now", s(now))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
     }
 }

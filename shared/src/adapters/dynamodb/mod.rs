@@ -8,6 +8,7 @@
 //!
 //! API keys live in their own table keyed by `key_hash`.
 
+mod batch_table;
 mod batches;
 mod chunks;
 mod error;
