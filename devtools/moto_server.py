@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """moto_server for the local stack, with DynamoDB requests serialised and two
 emulator hot spots made linear (transaction rollback, SQS retention checks,
-DynamoDB queries).
+DynamoDB queries), and TransactWriteItems' idempotency token honoured as
+DynamoDB honours it.
 
 moto 5.2.1's server is threaded, and its DynamoDB backend is not thread-safe:
 concurrent TransactWriteItems deep-copy tables while another request mutates
@@ -29,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -66,9 +68,71 @@ class FairLock:
             self._cond.notify_all()
 
 
+class TransactionTokens:
+    """TransactWriteItems' ClientRequestToken, as DynamoDB honours it.
+
+    The SDK puts a token on every TransactWriteItems call and keeps it across
+    its retries. DynamoDB answers a repeat of a call that succeeded, within 10
+    minutes, with success and changes nothing; the same token with other
+    parameters is IdempotentParameterMismatchException. moto ignores the
+    token, so a retry after a lost answer (the fault proxy's `drop_after`)
+    would run the transaction again and fail its own conditions: a failure
+    AWS never returns. Runs inside the DynamoDB lock (calls are serialised).
+    """
+
+    TARGET = "DynamoDB_20120810.TransactWriteItems"
+    VALID_SECONDS = 600
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], clock: Callable[[], float] = time.monotonic):
+        self.app = app
+        self.clock = clock
+        # token -> (parameters, when, status, headers, body) of a call that succeeded
+        self.done: dict[str, tuple[str, float, str, list[tuple[str, str]], bytes]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET") != self.TARGET:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            request = json.loads(raw or b"{}")
+        except ValueError:
+            return self.app(environ, start_response)
+        token = request.pop("ClientRequestToken", None) if isinstance(request, dict) else None
+        if not isinstance(token, str):
+            return self.app(environ, start_response)
+        now = self.clock()
+        self.done = {t: d for t, d in self.done.items() if now - d[1] < self.VALID_SECONDS}
+        parameters = json.dumps(request, sort_keys=True)
+        if token in self.done:
+            seen, _, status, headers, body = self.done[token]
+            if seen != parameters:
+                body = json.dumps(
+                    {
+                        "__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                        "message": "The request uses the same client token as a previous, but non-identical request.",
+                    }
+                ).encode()
+                start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0")])
+                return [body]
+            start_response(status, headers)
+            return [body]
+        answer: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer["status"], answer["headers"] = status, list(headers)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        body = b"".join(self.app(environ, capture))
+        if answer.get("status", "").startswith("200"):
+            self.done[token] = (parameters, now, answer["status"], answer["headers"], body)
+        return [body]
+
+
 class SerialiseDynamoDB:
     def __init__(self, app: Callable[..., Iterable[bytes]]):
-        self.app = app
+        self.app = TransactionTokens(app)
         self.lock = FairLock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
