@@ -11,8 +11,8 @@ use crate::domain::upload::{is_upload_request, parse_upload_request};
 use crate::domain::{FieldError, FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
-    BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, EventPublisher, IdempotencyRecord,
-    Page, PageKey, PresignedUpload, StoreError, UploadStore,
+    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, ChunkEnvelope, ChunkQueue,
+    EventPublisher, IdempotencyRecord, Page, PageKey, PresignedUpload, StoreError, UploadStore,
 };
 use crate::service::{IDEMPOTENCY_TTL_SECONDS, IdempotencyRequest};
 use serde::Serialize;
@@ -79,7 +79,7 @@ pub enum SubmitOutcome {
 
 #[derive(Clone)]
 pub struct BatchesService {
-    store: Arc<dyn BatchStore>,
+    store: Arc<dyn BatchSubmissions>,
     queue: Arc<dyn ChunkQueue>,
     events: Arc<dyn EventPublisher>,
     uploads: Option<UploadSettings>,
@@ -118,7 +118,7 @@ pub(crate) fn chunk_envelope(
 /// clears its pending flag. A failure leaves the flag set, so whoever
 /// finalizes the batch next (a redelivered chunk) publishes it.
 pub(crate) async fn publish_finished(
-    store: &dyn BatchStore,
+    store: &dyn BatchHeaders,
     events: &dyn EventPublisher,
     tenant: &TenantId,
     batch: &Batch,
@@ -170,7 +170,7 @@ pub fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
 
 impl BatchesService {
     pub fn new(
-        store: Arc<dyn BatchStore>,
+        store: Arc<dyn BatchSubmissions>,
         queue: Arc<dyn ChunkQueue>,
         events: Arc<dyn EventPublisher>,
     ) -> Self {
@@ -553,12 +553,12 @@ pub struct ChunkAttributes {
 /// Applies delivered chunks; used by the batch worker.
 #[derive(Clone)]
 pub struct BatchWorker {
-    store: Arc<dyn BatchStore>,
+    store: Arc<dyn ChunkApplication>,
     events: Arc<dyn EventPublisher>,
 }
 
 impl BatchWorker {
-    pub fn new(store: Arc<dyn BatchStore>, events: Arc<dyn EventPublisher>) -> Self {
+    pub fn new(store: Arc<dyn ChunkApplication>, events: Arc<dyn EventPublisher>) -> Self {
         Self { store, events }
     }
 
@@ -628,7 +628,7 @@ impl BatchWorker {
 /// Publishes the status event of a batch that just ended; the batch stands
 /// either way (a failure leaves its notification pending, and is logged).
 pub(crate) async fn announce(
-    store: &dyn BatchStore,
+    store: &dyn BatchHeaders,
     events: &dyn EventPublisher,
     tenant: &TenantId,
     batch: &Batch,

@@ -160,26 +160,17 @@ pub trait ApiKeyStore: Send + Sync {
 
 use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
 
-/// How a chunk is being processed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkDisposition {
-    /// Apply the records.
-    Apply,
-    /// The chunk exhausted its deliveries (dead-letter queue): report every
-    /// record without an outcome as failed so the batch still ends.
-    DeadLettered,
-}
+pub use crate::domain::chunk_plan::ChunkDisposition;
 
-/// Batch headers, per-record outcomes and chunk application.
+/// A batch's header as every batch use case reads and finishes it.
 #[async_trait]
-pub trait BatchStore: Send + Sync {
-    /// Stores the header and, atomically with it, the idempotent response.
-    async fn create_batch(
+pub trait BatchHeaders: Send + Sync {
+    async fn get_batch(
         &self,
         tenant: &TenantId,
-        batch: &Batch,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<(), StoreError>;
+        batch_id: &str,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Option<Batch>, StoreError>;
 
     /// Records outcomes decided at submission (records that failed validation).
     async fn record_failures(
@@ -189,15 +180,44 @@ pub trait BatchStore: Send + Sync {
         failures: &[RecordFailure],
     ) -> Result<(), StoreError>;
 
-    /// Marks a batch failed before any chunk ran (e.g. it could not be enqueued).
-    async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
-
-    async fn get_batch(
+    /// Moves the batch to its terminal status once every chunk is counted.
+    /// Returns the terminal batch while its status event is still to be
+    /// published (from the call that made the transition, and again from
+    /// later calls until `mark_notified`).
+    async fn finalize(
         &self,
         tenant: &TenantId,
         batch_id: &str,
-        fields: Option<&Fields<Batch>>,
     ) -> Result<Option<Batch>, StoreError>;
+
+    /// The batch's terminal event was published: stop offering it.
+    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// Fails an upload batch whose file is missing or unusable, before any
+    /// of its records was enqueued (a no-op otherwise); returns whether
+    /// this call failed it.
+    async fn fail_upload(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        error: &BatchError,
+        failed_records: u64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the batches API does: submit, abort, list and read batches.
+#[async_trait]
+pub trait BatchSubmissions: BatchHeaders {
+    /// Stores the header and, atomically with it, the idempotent response.
+    async fn create_batch(
+        &self,
+        tenant: &TenantId,
+        batch: &Batch,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a batch failed before any chunk ran (e.g. it could not be enqueued).
+    async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
 
     /// Newest first, optionally only those with `status`.
     async fn list_batches(
@@ -224,7 +244,11 @@ pub trait BatchStore: Send + Sync {
         tenant: &TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
 
+/// What the batch worker does: apply chunks exactly once and count them.
+#[async_trait]
+pub trait ChunkApplication: BatchHeaders {
     /// Applies (or reports as dead-lettered) one chunk exactly once, however
     /// often it is delivered, and counts it into the batch header. Returns
     /// the events caused by the writes this call committed.
@@ -243,20 +267,11 @@ pub trait BatchStore: Send + Sync {
         chunk: u32,
         record_count: u64,
     ) -> Result<(), StoreError>;
+}
 
-    /// Moves the batch to its terminal status once every chunk is counted.
-    /// Returns the terminal batch while its status event is still to be
-    /// published (from the call that made the transition, and again from
-    /// later calls until `mark_notified`).
-    async fn finalize(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-    ) -> Result<Option<Batch>, StoreError>;
-
-    /// The batch's terminal event was published: stop offering it.
-    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
-
+/// What the upload splitter records of its progress through a file.
+#[async_trait]
+pub trait UploadSplits: BatchHeaders {
     /// An upload batch's file arrived: `awaiting_upload` -> `accepted`
     /// (a no-op in any other status).
     async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
@@ -279,18 +294,14 @@ pub trait BatchStore: Send + Sync {
         batch_id: &str,
         totals: &SplitTotals,
     ) -> Result<bool, StoreError>;
-
-    /// Fails an upload batch whose file is missing or unusable, before any
-    /// of its records was enqueued (a no-op otherwise); returns whether
-    /// this call failed it.
-    async fn fail_upload(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-        error: &BatchError,
-        failed_records: u64,
-    ) -> Result<bool, StoreError>;
 }
+
+/// Every batch port: what one adapter implements, and what code holding a
+/// single store (tests, the benchmark) uses. Each use case takes only its
+/// own port.
+pub trait BatchStore: BatchSubmissions + ChunkApplication + UploadSplits {}
+
+impl<T: BatchSubmissions + ChunkApplication + UploadSplits + ?Sized> BatchStore for T {}
 
 /// What the first read of an uploaded file found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

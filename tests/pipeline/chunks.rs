@@ -9,7 +9,7 @@ use std::time::Duration;
 use stockroom::adapters::dynamodb::DynamoBatchStore;
 use stockroom::domain::TenantId;
 use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, ChunkMessage, parse_batch};
-use stockroom::ports::{BatchStore, ChunkDisposition};
+use stockroom::ports::{BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition};
 use stockroom_tests::{Tenant, all_failures, function_env, unique_sku, wait_for_batch};
 
 async fn sqs() -> aws_sdk_sqs::Client {

@@ -26,7 +26,7 @@ use stockroom::config;
 use stockroom::domain::TenantId;
 use stockroom::domain::event::Event;
 use stockroom::http::idempotency_request;
-use stockroom::ports::{BatchStore, EventPublisher, WebhookStore};
+use stockroom::ports::{BatchHeaders, EventPublisher, WebhookStore};
 use stockroom::webhooks::WebhooksService;
 use stockroom::webhooks::target::TargetPolicy;
 

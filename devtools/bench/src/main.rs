@@ -21,7 +21,7 @@ use stockroom::adapters::dynamodb::DynamoBatchStore;
 use stockroom::domain::TenantId;
 use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, UploadFormat, UploadInfo};
 use stockroom::ports::{
-    BatchStore, ChunkEnvelope, ChunkQueue, NoEvents, PresignedUpload, StoreError, UploadBody,
+    BatchSubmissions, ChunkEnvelope, ChunkQueue, NoEvents, PresignedUpload, StoreError, UploadBody,
     UploadStore,
 };
 use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};

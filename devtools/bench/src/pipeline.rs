@@ -24,7 +24,10 @@ use serde_json::{Value, json};
 use stockroom::adapters::dynamodb::DynamoBatchStore;
 use stockroom::domain::TenantId;
 use stockroom::domain::batch::ChunkMessage;
-use stockroom::ports::{BatchStore, ChunkDisposition, ChunkEnvelope, ChunkQueue, StoreError};
+use stockroom::ports::{
+    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, ChunkEnvelope, ChunkQueue,
+    StoreError,
+};
 use tokio::sync::Mutex;
 
 use crate::{GeneratedUploads, line, upload_header};

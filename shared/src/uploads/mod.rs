@@ -22,7 +22,7 @@ use crate::domain::batch::{
 };
 use crate::domain::upload::MAX_UPLOAD_ROWS;
 use crate::ports::{
-    BatchStore, ChunkEnvelope, ChunkQueue, EventPublisher, SplitTotals, StoreError, UploadStore,
+    ChunkEnvelope, ChunkQueue, EventPublisher, SplitTotals, StoreError, UploadSplits, UploadStore,
 };
 use reader::{ReadError, RowReader};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub enum SplitOutcome {
 
 #[derive(Clone)]
 pub struct UploadSplitter {
-    store: Arc<dyn BatchStore>,
+    store: Arc<dyn UploadSplits>,
     uploads: Arc<dyn UploadStore>,
     queue: Arc<dyn ChunkQueue>,
     events: Arc<dyn EventPublisher>,
@@ -82,7 +82,7 @@ struct Survey {
 
 impl UploadSplitter {
     pub fn new(
-        store: Arc<dyn BatchStore>,
+        store: Arc<dyn UploadSplits>,
         uploads: Arc<dyn UploadStore>,
         queue: Arc<dyn ChunkQueue>,
         events: Arc<dyn EventPublisher>,

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 pub(super) const BATCH_STORED: StoredFields = StoredFields::SAME_NAMES;
 pub(super) const FAILURE_STORED: StoredFields = StoredFields::SAME_NAMES;
 
-/// [`BatchStore`] on the same table as the items (see `mod.rs` for keys).
+/// The batch ports (`BatchStore`) on the same table as the items (see `mod.rs` for keys).
 #[derive(Clone, Debug)]
 pub struct DynamoBatchStore {
     pub(crate) client: Client,

@@ -11,7 +11,8 @@ use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordF
 use crate::domain::event::Event;
 use crate::domain::{Fields, TenantId};
 use crate::ports::{
-    BatchStore, ChunkDisposition, IdempotencyRecord, Page, PageKey, SplitTotals, StoreError,
+    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, IdempotencyRecord, Page,
+    PageKey, SplitTotals, StoreError, UploadSplits,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
@@ -20,7 +21,124 @@ pub use super::batch_table::DynamoBatchStore;
 use super::batch_table::{BATCH_STORED, FAILURE_STORED};
 
 #[async_trait]
-impl BatchStore for DynamoBatchStore {
+impl BatchHeaders for DynamoBatchStore {
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Option<Batch>, StoreError> {
+        Ok(self
+            .read_header(tenant, batch_id, fields)
+            .await?
+            .map(Batch::from))
+    }
+
+    async fn record_failures(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        failures: &[RecordFailure],
+    ) -> Result<(), StoreError> {
+        // Submission-time outcomes: nothing else writes these records, so
+        // unconditional (idempotent) batch writes suffice.
+        batch_write(
+            &self.client,
+            &self.table,
+            self.failure_puts(tenant, batch_id, failures)?,
+        )
+        .await
+    }
+
+    async fn finalize(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<Option<Batch>, StoreError> {
+        let Some(h) = self.header(tenant, batch_id).await? else {
+            return Err(StoreError::Corrupt(format!(
+                "batch {batch_id} has no header"
+            )));
+        };
+        if h.status.is_terminal() {
+            return Ok(h.notify_pending.then(|| Batch::from(h)));
+        }
+        if h.splitting || h.chunks_done < h.chunks_total {
+            return Ok(None);
+        }
+        let status = BatchStatus::from_counts(h.succeeded, h.failed);
+        let now = crate::clock::now_rfc3339();
+        let result = self
+            .update_header(tenant, batch_id)
+            .update_expression(
+                "SET #st = :terminal, completed_at = :now, updated_at = :now, notify_pending = :true",
+            )
+            .condition_expression(
+                "(#st = :accepted OR #st = :processing) AND chunks_done = chunks_total AND attribute_not_exists(splitting)",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":terminal", s(status.as_str()))
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(":processing", s(BatchStatus::Processing.as_str()))
+            .expression_attribute_values(":now", s(&now))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await;
+        Ok(applied(result)?.then(|| Batch {
+            status,
+            completed_at: Some(now.clone()),
+            updated_at: now,
+            ..Batch::from(h)
+        }))
+    }
+
+    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
+        self.update_header(tenant, batch_id)
+            .update_expression("REMOVE notify_pending")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn fail_upload(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        error: &BatchError,
+        failed_records: u64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::clock::now_rfc3339();
+        let result = self
+            .update_header(tenant, batch_id)
+            .update_expression(
+                "SET #st = :failed, #err = :err, #total = :n, failed = :n, updated_at = :now, completed_at = :now, notify_pending = :true REMOVE splitting",
+            )
+            .condition_expression(
+                "(#st = :awaiting OR #st = :accepted) AND attribute_exists(splitting)",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_values(":failed", s(BatchStatus::Failed.as_str()))
+            .expression_attribute_values(":awaiting", s(BatchStatus::AwaitingUpload.as_str()))
+            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            .expression_attribute_values(
+                ":err",
+                AttributeValue::M(to_attrs(error)?),
+            )
+            .expression_attribute_values(":n", n(failed_records))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await;
+        applied(result)
+    }
+}
+
+#[async_trait]
+impl BatchSubmissions for DynamoBatchStore {
     async fn create_batch(
         &self,
         tenant: &TenantId,
@@ -57,37 +175,9 @@ impl BatchStore for DynamoBatchStore {
         }
     }
 
-    async fn record_failures(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-        failures: &[RecordFailure],
-    ) -> Result<(), StoreError> {
-        // Submission-time outcomes: nothing else writes these records, so
-        // unconditional (idempotent) batch writes suffice.
-        batch_write(
-            &self.client,
-            &self.table,
-            self.failure_puts(tenant, batch_id, failures)?,
-        )
-        .await
-    }
-
     async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
         self.leave_accepted(tenant, batch_id, BatchStatus::Failed)
             .await
-    }
-
-    async fn get_batch(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-        fields: Option<&Fields<Batch>>,
-    ) -> Result<Option<Batch>, StoreError> {
-        Ok(self
-            .read_header(tenant, batch_id, fields)
-            .await?
-            .map(Batch::from))
     }
 
     async fn list_batches(
@@ -167,7 +257,10 @@ impl BatchStore for DynamoBatchStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         super::items::read_idempotency(&self.client, &self.table, tenant, key).await
     }
+}
 
+#[async_trait]
+impl ChunkApplication for DynamoBatchStore {
     async fn process_chunk(
         &self,
         chunk: &ChunkMessage,
@@ -212,59 +305,10 @@ impl BatchStore for DynamoBatchStore {
         self.count_chunk(tenant, batch_id, chunk, 0, record_count)
             .await
     }
+}
 
-    async fn finalize(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-    ) -> Result<Option<Batch>, StoreError> {
-        let Some(h) = self.header(tenant, batch_id).await? else {
-            return Err(StoreError::Corrupt(format!(
-                "batch {batch_id} has no header"
-            )));
-        };
-        if h.status.is_terminal() {
-            return Ok(h.notify_pending.then(|| Batch::from(h)));
-        }
-        if h.splitting || h.chunks_done < h.chunks_total {
-            return Ok(None);
-        }
-        let status = BatchStatus::from_counts(h.succeeded, h.failed);
-        let now = crate::clock::now_rfc3339();
-        let result = self
-            .update_header(tenant, batch_id)
-            .update_expression(
-                "SET #st = :terminal, completed_at = :now, updated_at = :now, notify_pending = :true",
-            )
-            .condition_expression(
-                "(#st = :accepted OR #st = :processing) AND chunks_done = chunks_total AND attribute_not_exists(splitting)",
-            )
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":terminal", s(status.as_str()))
-            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
-            .expression_attribute_values(":processing", s(BatchStatus::Processing.as_str()))
-            .expression_attribute_values(":now", s(&now))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .send()
-            .await;
-        Ok(applied(result)?.then(|| Batch {
-            status,
-            completed_at: Some(now.clone()),
-            updated_at: now,
-            ..Batch::from(h)
-        }))
-    }
-
-    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
-        self.update_header(tenant, batch_id)
-            .update_expression("REMOVE notify_pending")
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
-    }
-
+#[async_trait]
+impl UploadSplits for DynamoBatchStore {
     async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError> {
         let result = self
             .update_header(tenant, batch_id)
@@ -318,40 +362,6 @@ impl BatchStore for DynamoBatchStore {
             .expression_attribute_values(":f", n(totals.invalid))
             .expression_attribute_values(":c", n(totals.chunks))
             .expression_attribute_values(":now", s(crate::clock::now_rfc3339()))
-            .send()
-            .await;
-        applied(result)
-    }
-
-    async fn fail_upload(
-        &self,
-        tenant: &TenantId,
-        batch_id: &str,
-        error: &BatchError,
-        failed_records: u64,
-    ) -> Result<bool, StoreError> {
-        let now = crate::clock::now_rfc3339();
-        let result = self
-            .update_header(tenant, batch_id)
-            .update_expression(
-                "SET #st = :failed, #err = :err, #total = :n, failed = :n, updated_at = :now, completed_at = :now, notify_pending = :true REMOVE splitting",
-            )
-            .condition_expression(
-                "(#st = :awaiting OR #st = :accepted) AND attribute_exists(splitting)",
-            )
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_names("#err", "error")
-            .expression_attribute_names("#total", "total")
-            .expression_attribute_values(":failed", s(BatchStatus::Failed.as_str()))
-            .expression_attribute_values(":awaiting", s(BatchStatus::AwaitingUpload.as_str()))
-            .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
-            .expression_attribute_values(
-                ":err",
-                AttributeValue::M(to_attrs(error)?),
-            )
-            .expression_attribute_values(":n", n(failed_records))
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
             .send()
             .await;
         applied(result)

@@ -17,6 +17,11 @@
 //! failure with the failure report and nothing is written to items. Ledger
 //! movements and failure entries are written from the stored plan afterwards,
 //! idempotently, and re-written by a redelivery until `ledger_written`.
+//!
+//! What each record does, which records share a transaction, which events a
+//! write causes and what an atomic batch commits to are the domain's rules
+//! (`domain::chunk_plan`, unit-tested there); this module reads, commits what
+//! they plan, and counts.
 
 use super::batch_table::DynamoBatchStore;
 use super::error::{build_error, classify};
@@ -24,18 +29,19 @@ use super::records::*;
 use super::tx::{TransactFailure, batch_get, batch_write, transact};
 use super::{Attrs, from_attrs, n, s, to_attrs};
 use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordEffect, RecordFailure};
-use crate::domain::event::{Event, crosses_low_stock};
-use crate::domain::{Item, Movement, MovementContext, TenantId};
-use crate::ports::{ChunkDisposition, StoreError};
+use crate::domain::chunk_plan::{
+    AtomicPlan, ChunkDisposition, count_outcomes, plan_atomic, plan_record, record_event,
+    take_group,
+};
+use crate::domain::event::Event;
+use crate::domain::{Item, Movement, TenantId};
+use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::{
     ConditionCheck, Delete, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// Records per isolated transaction: up to 3 actions each (item, movement,
-/// marker) within DynamoDB's 100-action limit.
-const GROUP_RECORDS: usize = 33;
 const MAX_ROUNDS: u32 = 40;
 
 pub(crate) async fn process(
@@ -47,42 +53,6 @@ pub(crate) async fn process(
     match chunk.mode {
         BatchMode::Isolated => isolated(store, &tenant, chunk, disposition).await,
         BatchMode::Atomic => atomic(store, &tenant, chunk, disposition).await,
-    }
-}
-
-/// The events a committed write of this record causes.
-fn record_events(
-    tenant: &TenantId,
-    chunk: &ChunkMessage,
-    sku: &str,
-    before: Option<&Item>,
-    after: Option<&Item>,
-    now: &str,
-) -> Option<Event> {
-    let batch = Some(chunk.batch_id.as_str());
-    match after {
-        Some(item) => crosses_low_stock(before, item)
-            .then(|| Event::low_stock(tenant.as_str(), item, &chunk.request_id, batch)),
-        None => {
-            before.map(|_| Event::item_deleted(tenant.as_str(), sku, now, &chunk.request_id, batch))
-        }
-    }
-}
-
-fn context(chunk: &ChunkMessage) -> MovementContext {
-    MovementContext {
-        request_id: chunk.request_id.clone(),
-        key_id: None,
-    }
-}
-
-fn dead_lettered(rec: &BatchRecord) -> RecordEffect {
-    RecordEffect::Fail {
-        code: "chunk_dead_lettered",
-        message: format!(
-            "record {} was not applied: its chunk failed repeatedly and was dead-lettered",
-            rec.id
-        ),
     }
 }
 
@@ -184,29 +154,6 @@ async fn chunk_counted(store: &DynamoBatchStore, pk: &str, chunk: u32) -> Result
     Ok(out.item.is_some())
 }
 
-/// Takes the next group: records in order, distinct skus, and no record
-/// overtaking an earlier one of the same sku.
-fn take_group<'a>(pending: &mut Vec<&'a BatchRecord>) -> Vec<&'a BatchRecord> {
-    let mut group = Vec::new();
-    let mut rest = Vec::new();
-    let mut in_group: HashSet<&str> = HashSet::new();
-    let mut blocked: HashSet<&str> = HashSet::new();
-    for rec in pending.drain(..) {
-        if group.len() < GROUP_RECORDS
-            && !in_group.contains(rec.sku.as_str())
-            && !blocked.contains(rec.sku.as_str())
-        {
-            in_group.insert(rec.sku.as_str());
-            group.push(rec);
-        } else {
-            blocked.insert(rec.sku.as_str());
-            rest.push(rec);
-        }
-    }
-    *pending = rest;
-    group
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     Item,
@@ -271,15 +218,9 @@ async fn isolated(
             all.len()
         )));
     }
-    let applied = outcomes.values().filter(|a| **a).count() as u64;
+    let (applied, failed) = count_outcomes(&outcomes);
     store
-        .count_chunk(
-            tenant,
-            &chunk.batch_id,
-            chunk.chunk,
-            applied,
-            all.len() as u64 - applied,
-        )
+        .count_chunk(tenant, &chunk.batch_id, chunk.chunk, applied, failed)
         .await?;
     Ok(events)
 }
@@ -309,44 +250,16 @@ async fn apply_group<'a>(
         ChunkDisposition::DeadLettered => HashMap::new(),
     };
     let now = crate::clock::now_rfc3339();
-    let ctx = context(chunk);
     let mut actions = Vec::new();
     let mut roles: Vec<(usize, Role)> = Vec::new();
     let mut events = Vec::new();
     let mut failed: Vec<RecordFailure> = Vec::new();
     for (i, rec) in group.iter().enumerate() {
         let cur = current.get(&rec.sku);
-        let effect = match disposition {
-            ChunkDisposition::Apply => rec.effect(cur, &now),
-            ChunkDisposition::DeadLettered => dead_lettered(rec),
-        };
-        let (reason, reference) = rec.movement_reason();
-        let movement = |delta: i64, after: i64| {
-            Movement::record(
-                &rec.sku,
-                delta,
-                after,
-                reason,
-                reference.clone(),
-                &ctx,
-                &now,
-            )
-            .in_batch(&chunk.batch_id, &rec.id)
-        };
-        let applied = match effect {
-            RecordEffect::Put {
-                item,
-                delta,
-                created,
-            } => {
-                events.extend(record_events(
-                    tenant,
-                    chunk,
-                    &rec.sku,
-                    cur,
-                    Some(&item),
-                    &now,
-                ));
+        let plan = plan_record(chunk, rec, cur, disposition, &now);
+        let applied = plan.applied();
+        match plan.effect {
+            RecordEffect::Put { item, created, .. } => {
                 let attrs = to_attrs(&ItemRecord::new(tenant, &item))?;
                 let action = match (created, cur) {
                     (false, Some(c)) => {
@@ -356,20 +269,8 @@ async fn apply_group<'a>(
                 };
                 actions.push(action);
                 roles.push((i, Role::Item));
-                if delta != 0 {
-                    actions.push(plain_put(
-                        table,
-                        to_attrs(&MovementRecord::new(
-                            tenant,
-                            &movement(delta, item.quantity),
-                        ))?,
-                    )?);
-                    roles.push((i, Role::Other));
-                }
-                true
             }
-            RecordEffect::Delete { delta } => {
-                events.extend(record_events(tenant, chunk, &rec.sku, cur, None, &now));
+            RecordEffect::Delete { .. } => {
                 let version = cur.map(|c| c.version).unwrap_or_default();
                 let delete = Delete::builder()
                     .table_name(table)
@@ -383,26 +284,25 @@ async fn apply_group<'a>(
                     .map_err(build_error)?;
                 actions.push(TransactWriteItem::builder().delete(delete).build());
                 roles.push((i, Role::Item));
-                if delta != 0 {
-                    actions.push(plain_put(
-                        table,
-                        to_attrs(&MovementRecord::new(tenant, &movement(delta, 0)))?,
-                    )?);
-                    roles.push((i, Role::Other));
-                }
-                true
             }
-            RecordEffect::Fail { code, message } => {
-                let failure = RecordFailure::new(rec.index, &rec.id, Some(&rec.sku), code, message);
-                actions.push(plain_put(
-                    table,
-                    to_attrs(&FailureStored::new(tenant, &chunk.batch_id, &failure))?,
-                )?);
-                failed.push(failure);
-                roles.push((i, Role::Other));
-                false
-            }
-        };
+            RecordEffect::Fail { .. } => {}
+        }
+        if let Some(movement) = &plan.movement {
+            actions.push(plain_put(
+                table,
+                to_attrs(&MovementRecord::new(tenant, movement))?,
+            )?);
+            roles.push((i, Role::Other));
+        }
+        if let Some(failure) = plan.failure {
+            actions.push(plain_put(
+                table,
+                to_attrs(&FailureStored::new(tenant, &chunk.batch_id, &failure))?,
+            )?);
+            failed.push(failure);
+            roles.push((i, Role::Other));
+        }
+        events.extend(plan.event);
         let marker = OutcomeStored {
             pk: pk.clone(),
             sk: outcome_sk(rec.index),
@@ -443,101 +343,6 @@ async fn apply_group<'a>(
         Err(TransactFailure::Conflict) => Ok((group.to_vec(), Vec::new())),
         Err(TransactFailure::Store(e)) => Err(e),
     }
-}
-
-/// The outcome an atomic batch commits to.
-enum AtomicPlan {
-    Apply {
-        /// sku -> (item as read, item after every record).
-        items: BTreeMap<String, (Option<Item>, Option<Item>)>,
-        movements: Vec<Movement>,
-    },
-    Reject(Vec<RecordFailure>),
-}
-
-fn plan_atomic(
-    chunk: &ChunkMessage,
-    read: &HashMap<String, Item>,
-    disposition: ChunkDisposition,
-) -> AtomicPlan {
-    let now = crate::clock::now_rfc3339();
-    let ctx = context(chunk);
-    let mut state: BTreeMap<String, (Option<Item>, Option<Item>)> = BTreeMap::new();
-    let mut movements = Vec::new();
-    let mut failures = Vec::new();
-    for rec in &chunk.records {
-        let entry = state
-            .entry(rec.sku.clone())
-            .or_insert_with(|| (read.get(&rec.sku).cloned(), read.get(&rec.sku).cloned()));
-        let effect = match disposition {
-            ChunkDisposition::Apply => rec.effect(entry.1.as_ref(), &now),
-            ChunkDisposition::DeadLettered => dead_lettered(rec),
-        };
-        let (reason, reference) = rec.movement_reason();
-        match effect {
-            RecordEffect::Put { item, delta, .. } => {
-                if delta != 0 {
-                    movements.push(
-                        Movement::record(
-                            &rec.sku,
-                            delta,
-                            item.quantity,
-                            reason,
-                            reference,
-                            &ctx,
-                            &now,
-                        )
-                        .in_batch(&chunk.batch_id, &rec.id),
-                    );
-                }
-                entry.1 = Some(item);
-            }
-            RecordEffect::Delete { delta } => {
-                if delta != 0 {
-                    movements.push(
-                        Movement::record(&rec.sku, delta, 0, reason, reference, &ctx, &now)
-                            .in_batch(&chunk.batch_id, &rec.id),
-                    );
-                }
-                entry.1 = None;
-            }
-            RecordEffect::Fail { code, message } => {
-                failures.push(RecordFailure::new(
-                    rec.index,
-                    &rec.id,
-                    Some(&rec.sku),
-                    code,
-                    message,
-                ));
-            }
-        }
-    }
-    if failures.is_empty() {
-        return AtomicPlan::Apply {
-            items: state,
-            movements,
-        };
-    }
-    // Everything else is reported as aborted, so total = failed and the
-    // culprits say why.
-    let culprits: Vec<String> = failures.iter().map(|f| f.record_id.clone()).collect();
-    let culprit_indexes: HashSet<u32> = failures.iter().map(|f| f.index).collect();
-    for rec in &chunk.records {
-        if !culprit_indexes.contains(&rec.index) {
-            failures.push(RecordFailure::new(
-                rec.index,
-                &rec.id,
-                Some(&rec.sku),
-                "atomic_batch_aborted",
-                format!(
-                    "not applied: the atomic batch was rejected because of record(s) {}",
-                    culprits.join(", ")
-                ),
-            ));
-        }
-    }
-    failures.sort_by_key(|f| f.index);
-    AtomicPlan::Reject(failures)
 }
 
 async fn atomic(
@@ -586,7 +391,7 @@ async fn atomic(
         let mut events = Vec::new();
         let mut rejected: Vec<RecordFailure> = Vec::new();
         let items_in_tx;
-        match plan_atomic(chunk, &read, disposition) {
+        match plan_atomic(chunk, &read, disposition, &now) {
             AtomicPlan::Reject(failures) => {
                 let json = serde_json::to_string(
                     &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),
@@ -602,8 +407,7 @@ async fn atomic(
             }
             AtomicPlan::Apply { items, movements } => {
                 for (sku, (before, after)) in &items {
-                    events.extend(record_events(
-                        tenant,
+                    events.extend(record_event(
                         chunk,
                         sku,
                         before.as_ref(),
@@ -731,43 +535,4 @@ async fn write_atomic_side_effects(
         .await
         .map_err(classify)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::batch::RecordOp;
-
-    fn rec(index: u32, sku: &str) -> BatchRecord {
-        BatchRecord {
-            index,
-            id: index.to_string(),
-            sku: sku.into(),
-            op: RecordOp::Delete,
-        }
-    }
-
-    #[test]
-    fn groups_keep_per_sku_order_and_distinct_skus() {
-        let records = [
-            rec(0, "A"),
-            rec(1, "B"),
-            rec(2, "A"),
-            rec(3, "C"),
-            rec(4, "B"),
-        ];
-        let mut pending: Vec<&BatchRecord> = records.iter().collect();
-        let g1: Vec<u32> = take_group(&mut pending).iter().map(|r| r.index).collect();
-        assert_eq!(g1, vec![0, 1, 3]);
-        let g2: Vec<u32> = take_group(&mut pending).iter().map(|r| r.index).collect();
-        assert_eq!(g2, vec![2, 4]);
-        assert!(pending.is_empty());
-    }
-
-    #[test]
-    fn groups_are_bounded() {
-        let records: Vec<BatchRecord> = (0..100).map(|i| rec(i, &format!("S{i}"))).collect();
-        let mut pending: Vec<&BatchRecord> = records.iter().collect();
-        assert_eq!(take_group(&mut pending).len(), GROUP_RECORDS);
-    }
 }

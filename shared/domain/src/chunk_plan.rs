@@ -1,0 +1,490 @@
+//! Applying a chunk of batch records, as rules: which records share a
+//! transaction, what each record does to its item, which events a committed
+//! write causes, and the outcome an atomic batch commits to. The store only
+//! reads items and outcomes, commits what is planned here, and counts the
+//! chunk (`stockroom::adapters::dynamodb` chunks.rs).
+
+use super::batch::{BatchRecord, ChunkMessage, RecordEffect, RecordFailure};
+use super::event::{Event, crosses_low_stock};
+use super::{Item, Movement, MovementContext};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Records per isolated transaction: up to 3 actions each (item, movement,
+/// outcome marker) within DynamoDB's 100-action limit.
+pub const GROUP_RECORDS: usize = 33;
+
+/// How a chunk is being processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkDisposition {
+    /// Apply the records.
+    Apply,
+    /// The chunk exhausted its deliveries (dead-letter queue): report every
+    /// record without an outcome as failed so the batch still ends.
+    DeadLettered,
+}
+
+/// Takes the next group: records in order, distinct skus, at most
+/// `GROUP_RECORDS`, and no record overtaking an earlier one of the same sku.
+pub fn take_group<'a>(pending: &mut Vec<&'a BatchRecord>) -> Vec<&'a BatchRecord> {
+    let mut group = Vec::new();
+    let mut rest = Vec::new();
+    let mut in_group: HashSet<&str> = HashSet::new();
+    let mut blocked: HashSet<&str> = HashSet::new();
+    for rec in pending.drain(..) {
+        if group.len() < GROUP_RECORDS
+            && !in_group.contains(rec.sku.as_str())
+            && !blocked.contains(rec.sku.as_str())
+        {
+            in_group.insert(rec.sku.as_str());
+            group.push(rec);
+        } else {
+            blocked.insert(rec.sku.as_str());
+            rest.push(rec);
+        }
+    }
+    *pending = rest;
+    group
+}
+
+/// The event a committed write of this record causes: low stock when the
+/// write crosses the threshold, deleted when an existing item goes.
+pub fn record_event(
+    chunk: &ChunkMessage,
+    sku: &str,
+    before: Option<&Item>,
+    after: Option<&Item>,
+    now: &str,
+) -> Option<Event> {
+    let batch = Some(chunk.batch_id.as_str());
+    let tenant = chunk.tenant_id.as_str();
+    match after {
+        Some(item) => crosses_low_stock(before, item)
+            .then(|| Event::low_stock(tenant, item, &chunk.request_id, batch)),
+        None => before.map(|_| Event::item_deleted(tenant, sku, now, &chunk.request_id, batch)),
+    }
+}
+
+/// Who made the chunk's movements: its request, no key (a worker did).
+pub fn context(chunk: &ChunkMessage) -> MovementContext {
+    MovementContext {
+        request_id: chunk.request_id.clone(),
+        key_id: None,
+    }
+}
+
+fn dead_lettered(rec: &BatchRecord) -> RecordEffect {
+    RecordEffect::Fail {
+        code: "chunk_dead_lettered",
+        message: format!(
+            "record {} was not applied: its chunk failed repeatedly and was dead-lettered",
+            rec.id
+        ),
+    }
+}
+
+fn effect(
+    rec: &BatchRecord,
+    current: Option<&Item>,
+    disposition: ChunkDisposition,
+    now: &str,
+) -> RecordEffect {
+    match disposition {
+        ChunkDisposition::Apply => rec.effect(current, now),
+        ChunkDisposition::DeadLettered => dead_lettered(rec),
+    }
+}
+
+fn movement(
+    chunk: &ChunkMessage,
+    rec: &BatchRecord,
+    delta: i64,
+    after: i64,
+    now: &str,
+) -> Option<Movement> {
+    (delta != 0).then(|| {
+        let (reason, reference) = rec.movement_reason();
+        Movement::record(
+            &rec.sku,
+            delta,
+            after,
+            reason,
+            reference,
+            &context(chunk),
+            now,
+        )
+        .in_batch(&chunk.batch_id, &rec.id)
+    })
+}
+
+/// What one record of an isolated chunk does, decided against its item as
+/// read. All of it commits together with the record's outcome marker, or
+/// none of it does.
+#[derive(Debug, PartialEq)]
+pub struct RecordPlan {
+    pub effect: RecordEffect,
+    /// The ledger entry, when the quantity changes.
+    pub movement: Option<Movement>,
+    /// Published only once the write has committed.
+    pub event: Option<Event>,
+    /// The failure entry of a record that is not applied.
+    pub failure: Option<RecordFailure>,
+}
+
+impl RecordPlan {
+    pub fn applied(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+pub fn plan_record(
+    chunk: &ChunkMessage,
+    rec: &BatchRecord,
+    current: Option<&Item>,
+    disposition: ChunkDisposition,
+    now: &str,
+) -> RecordPlan {
+    let effect = effect(rec, current, disposition, now);
+    let (movement, event, failure) = match &effect {
+        RecordEffect::Put { item, delta, .. } => (
+            movement(chunk, rec, *delta, item.quantity, now),
+            record_event(chunk, &rec.sku, current, Some(item), now),
+            None,
+        ),
+        RecordEffect::Delete { delta } => (
+            movement(chunk, rec, *delta, 0, now),
+            record_event(chunk, &rec.sku, current, None, now),
+            None,
+        ),
+        RecordEffect::Fail { code, message } => (
+            None,
+            None,
+            Some(RecordFailure::new(
+                rec.index,
+                &rec.id,
+                Some(&rec.sku),
+                code,
+                message.clone(),
+            )),
+        ),
+    };
+    RecordPlan {
+        effect,
+        movement,
+        event,
+        failure,
+    }
+}
+
+/// The outcome an atomic batch commits to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AtomicPlan {
+    Apply {
+        /// sku -> (item as read, item after every record).
+        items: BTreeMap<String, (Option<Item>, Option<Item>)>,
+        movements: Vec<Movement>,
+    },
+    /// Every record's failure: the culprits' own, and `atomic_batch_aborted`
+    /// for the rest, so total = failed and the culprits say why.
+    Reject(Vec<RecordFailure>),
+}
+
+/// Applies the records in order, each to the item as the earlier records
+/// left it; one failure rejects them all.
+pub fn plan_atomic(
+    chunk: &ChunkMessage,
+    read: &HashMap<String, Item>,
+    disposition: ChunkDisposition,
+    now: &str,
+) -> AtomicPlan {
+    let mut state: BTreeMap<String, (Option<Item>, Option<Item>)> = BTreeMap::new();
+    let mut movements = Vec::new();
+    let mut failures = Vec::new();
+    for rec in &chunk.records {
+        let entry = state
+            .entry(rec.sku.clone())
+            .or_insert_with(|| (read.get(&rec.sku).cloned(), read.get(&rec.sku).cloned()));
+        match effect(rec, entry.1.as_ref(), disposition, now) {
+            RecordEffect::Put { item, delta, .. } => {
+                movements.extend(movement(chunk, rec, delta, item.quantity, now));
+                entry.1 = Some(item);
+            }
+            RecordEffect::Delete { delta } => {
+                movements.extend(movement(chunk, rec, delta, 0, now));
+                entry.1 = None;
+            }
+            RecordEffect::Fail { code, message } => {
+                failures.push(RecordFailure::new(
+                    rec.index,
+                    &rec.id,
+                    Some(&rec.sku),
+                    code,
+                    message,
+                ));
+            }
+        }
+    }
+    if failures.is_empty() {
+        return AtomicPlan::Apply {
+            items: state,
+            movements,
+        };
+    }
+    let culprits: Vec<String> = failures.iter().map(|f| f.record_id.clone()).collect();
+    let culprit_indexes: HashSet<u32> = failures.iter().map(|f| f.index).collect();
+    for rec in &chunk.records {
+        if !culprit_indexes.contains(&rec.index) {
+            failures.push(RecordFailure::new(
+                rec.index,
+                &rec.id,
+                Some(&rec.sku),
+                "atomic_batch_aborted",
+                format!(
+                    "not applied: the atomic batch was rejected because of record(s) {}",
+                    culprits.join(", ")
+                ),
+            ));
+        }
+    }
+    failures.sort_by_key(|f| f.index);
+    AtomicPlan::Reject(failures)
+}
+
+/// Records applied and failed, from their outcome markers (index -> applied).
+pub fn count_outcomes(outcomes: &HashMap<u32, bool>) -> (u64, u64) {
+    let applied = outcomes.values().filter(|a| **a).count() as u64;
+    (applied, outcomes.len() as u64 - applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchMode, parse_record};
+    use crate::event::EventType;
+    use serde_json::{Value, json};
+
+    const NOW: &str = "2026-12-03T10:00:00Z";
+
+    fn chunk(mode: BatchMode, records: &[Value]) -> ChunkMessage {
+        ChunkMessage {
+            v: 1,
+            tenant_id: "acme".into(),
+            batch_id: "b_1".into(),
+            mode,
+            chunk: 0,
+            request_id: "req-1".into(),
+            records: records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| parse_record(i as u32, r).unwrap())
+                .collect(),
+        }
+    }
+
+    fn adjust(id: &str, sku: &str, delta: i64) -> Value {
+        json!({"id": id, "op": "adjust", "sku": sku, "delta": delta, "reason": "sale"})
+    }
+
+    fn upsert(id: &str, sku: &str, quantity: i64) -> Value {
+        json!({"id": id, "op": "upsert", "sku": sku, "name": sku, "quantity": quantity, "low_stock_threshold": 5})
+    }
+
+    /// The item an upsert of `quantity` creates.
+    fn item(sku: &str, quantity: i64) -> Item {
+        let c = chunk(BatchMode::Isolated, &[upsert("x", sku, quantity)]);
+        match c.records[0].effect(None, NOW) {
+            RecordEffect::Put { item, .. } => item,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn groups_hold_distinct_skus_in_order_and_nothing_overtakes() {
+        let c = chunk(
+            BatchMode::Isolated,
+            &[
+                adjust("1", "A", 1),
+                adjust("2", "B", 1),
+                adjust("3", "A", 1),
+                adjust("4", "C", 1),
+                adjust("5", "B", 1),
+            ],
+        );
+        let mut pending: Vec<&BatchRecord> = c.records.iter().collect();
+        let ids = |g: &[&BatchRecord]| g.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        // 4 (C) joins the first group; 3 and 5 wait for the A and B before them.
+        assert_eq!(ids(&take_group(&mut pending)), ["1", "2", "4"]);
+        assert_eq!(ids(&take_group(&mut pending)), ["3", "5"]);
+        assert!(pending.is_empty());
+
+        let many: Vec<Value> = (0..80)
+            .map(|i| adjust(&i.to_string(), &format!("S{i}"), 1))
+            .collect();
+        let c = chunk(BatchMode::Isolated, &many);
+        let mut pending: Vec<&BatchRecord> = c.records.iter().collect();
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| (!pending.is_empty()).then(|| take_group(&mut pending).len()))
+                .collect();
+        assert_eq!(
+            sizes,
+            [GROUP_RECORDS, GROUP_RECORDS, 80 - 2 * GROUP_RECORDS]
+        );
+    }
+
+    #[test]
+    fn a_record_plans_its_write_movement_and_event_together() {
+        let c = chunk(
+            BatchMode::Isolated,
+            &[
+                adjust("r1", "A", -3),
+                adjust("r2", "A", -99),
+                json!({"id": "r3", "op": "delete", "sku": "A"}),
+            ],
+        );
+        let current = item("A", 7);
+
+        let sale = plan_record(
+            &c,
+            &c.records[0],
+            Some(&current),
+            ChunkDisposition::Apply,
+            NOW,
+        );
+        assert!(sale.applied());
+        let RecordEffect::Put {
+            item: after,
+            created: false,
+            ..
+        } = &sale.effect
+        else {
+            panic!("{:?}", sale.effect)
+        };
+        assert_eq!(after.quantity, 4);
+        let m = sale
+            .movement
+            .as_ref()
+            .expect("a quantity change is a movement");
+        assert_eq!((m.delta, m.quantity_after), (-3, 4));
+        assert_eq!(
+            (m.batch_id.as_deref(), m.record_id.as_deref()),
+            (Some("b_1"), Some("r1"))
+        );
+        let e = sale
+            .event
+            .as_ref()
+            .expect("7 -> 4 crosses the threshold of 5");
+        assert_eq!(e.kind, EventType::ItemLowStock);
+
+        let short = plan_record(
+            &c,
+            &c.records[1],
+            Some(&current),
+            ChunkDisposition::Apply,
+            NOW,
+        );
+        assert!(!short.applied());
+        assert_eq!(
+            short.failure.as_ref().map(|f| f.code.as_str()),
+            Some("insufficient_stock")
+        );
+        assert_eq!((short.movement, short.event), (None, None));
+
+        let gone = plan_record(
+            &c,
+            &c.records[2],
+            Some(&current),
+            ChunkDisposition::Apply,
+            NOW,
+        );
+        assert_eq!(
+            gone.movement.map(|m| (m.delta, m.quantity_after)),
+            Some((-7, 0))
+        );
+        assert_eq!(gone.event.map(|e| e.kind), Some(EventType::ItemDeleted));
+        let nothing = plan_record(&c, &c.records[2], None, ChunkDisposition::Apply, NOW);
+        assert_eq!(
+            nothing.failure.map(|f| f.code),
+            Some("item_not_found".to_owned())
+        );
+
+        let dead = plan_record(
+            &c,
+            &c.records[0],
+            Some(&current),
+            ChunkDisposition::DeadLettered,
+            NOW,
+        );
+        assert_eq!(
+            dead.failure.map(|f| f.code),
+            Some("chunk_dead_lettered".to_owned())
+        );
+        assert_eq!(dead.movement, None);
+    }
+
+    #[test]
+    fn an_atomic_batch_applies_in_order_or_rejects_every_record() {
+        let c = chunk(
+            BatchMode::Atomic,
+            &[
+                adjust("1", "A", -4),
+                adjust("2", "A", -2),
+                adjust("3", "B", 5),
+            ],
+        );
+        let read = HashMap::from([
+            ("A".to_owned(), item("A", 6)),
+            ("B".to_owned(), item("B", 0)),
+        ]);
+        let AtomicPlan::Apply { items, movements } =
+            plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
+        else {
+            panic!("6 - 4 - 2 leaves 0")
+        };
+        assert_eq!(items["A"].1.as_ref().map(|i| i.quantity), Some(0));
+        assert_eq!(
+            items["A"].0.as_ref().map(|i| i.quantity),
+            Some(6),
+            "as read"
+        );
+        let after: Vec<(i64, i64)> = movements
+            .iter()
+            .map(|m| (m.delta, m.quantity_after))
+            .collect();
+        assert_eq!(after, [(-4, 2), (-2, 0), (5, 5)]);
+
+        let c = chunk(
+            BatchMode::Atomic,
+            &[
+                adjust("1", "A", -4),
+                adjust("2", "A", -3),
+                adjust("3", "B", 5),
+            ],
+        );
+        let AtomicPlan::Reject(failures) = plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
+        else {
+            panic!("the second sale overdraws A")
+        };
+        let codes: Vec<(&str, &str)> = failures
+            .iter()
+            .map(|f| (f.record_id.as_str(), f.code.as_str()))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("1", "atomic_batch_aborted"),
+                ("2", "insufficient_stock"),
+                ("3", "atomic_batch_aborted")
+            ]
+        );
+        assert!(
+            failures[0].message.contains("record(s) 2"),
+            "{}",
+            failures[0].message
+        );
+    }
+
+    #[test]
+    fn outcomes_count_applied_and_failed() {
+        let outcomes = HashMap::from([(0, true), (1, false), (2, true)]);
+        assert_eq!(count_outcomes(&outcomes), (2, 1));
+    }
+}
