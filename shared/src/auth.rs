@@ -160,39 +160,8 @@ pub fn stage_wide_resource(method_arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-
-    /// The authorizer's port, and nothing else: it never lists or revokes.
-    #[derive(Default)]
-    struct MemKeys(Mutex<Vec<ApiKeyRecord>>);
-
-    impl MemKeys {
-        fn insert(&self, record: ApiKeyRecord) {
-            self.0.lock().unwrap().push(record);
-        }
-    }
-
-    #[async_trait]
-    impl ApiKeyLookup for MemKeys {
-        async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|r| r.key_hash == key_hash)
-                .cloned())
-        }
-        async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError> {
-            for r in self.0.lock().unwrap().iter_mut() {
-                if r.key_hash == key_hash {
-                    r.last_used_at = Some(now.to_owned());
-                }
-            }
-            Ok(())
-        }
-    }
+    use crate::memory::MemoryKeyStore;
+    use crate::ports::ApiKeyStore;
 
     fn record(key: &str) -> ApiKeyRecord {
         ApiKeyRecord {
@@ -239,8 +208,8 @@ mod tests {
 
     #[tokio::test]
     async fn allows_known_key_and_refuses_the_rest() {
-        let store = MemKeys::default();
-        store.insert(record("sk_test_good"));
+        let store = MemoryKeyStore::default();
+        store.put_key(&record("sk_test_good")).await.unwrap();
         let now = crate::clock::now();
         let d = authorize(&store, Some("Bearer sk_test_good"), now)
             .await
@@ -251,6 +220,12 @@ mod tests {
         assert_eq!(ctx.tenant_id.as_str(), "acme");
         assert_eq!(usage_key.as_deref(), Some("usage-key-acme"));
         assert!(ctx.has_scope(ITEMS_READ) && !ctx.has_scope(ITEMS_WRITE));
+        let used = store.find_key(&hash_api_key("sk_test_good")).await.unwrap();
+        assert_eq!(
+            used.and_then(|k| k.last_used_at),
+            Some(crate::clock::format(now)),
+            "the authorizer notes the key's use"
+        );
         for h in [None, Some("Bearer sk_test_bad"), Some("sk_test_good")] {
             assert!(matches!(
                 authorize(&store, h, now).await.unwrap(),
@@ -261,13 +236,13 @@ mod tests {
 
     #[tokio::test]
     async fn revoked_and_expired_keys_are_refused() {
-        let store = MemKeys::default();
+        let store = MemoryKeyStore::default();
         let mut revoked = record("k1");
         revoked.revoked_at = Some(crate::clock::now_rfc3339());
         let mut expired = record("k2");
         expired.expires_at = Some("2020-01-01T00:00:00Z".into());
-        store.insert(revoked);
-        store.insert(expired);
+        store.put_key(&revoked).await.unwrap();
+        store.put_key(&expired).await.unwrap();
         let now = crate::clock::now();
         for h in ["Bearer k1", "Bearer k2"] {
             assert!(matches!(

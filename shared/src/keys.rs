@@ -230,4 +230,128 @@ mod tests {
             .is_err()
         );
     }
+
+    /// The key use cases on the in-memory store, checked through the
+    /// authorizer's decision as a client would meet them.
+    mod service {
+        use super::super::*;
+        use crate::auth::{Decision, authorize};
+        use crate::memory::MemoryKeyStore;
+
+        async fn caller(store: &MemoryKeyStore, scopes: &[&str]) -> AuthContext {
+            let record = ApiKeyRecord {
+                key_hash: hash_api_key("sk_test_root"),
+                key_id: "key_00root".into(),
+                tenant_id: "acme".into(),
+                name: "root".into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                created_at: clock::now_rfc3339(),
+                expires_at: None,
+                revoked_at: None,
+                last_used_at: None,
+                usage_key: Some("usage-acme".into()),
+            };
+            store.put_key(&record).await.unwrap();
+            AuthContext {
+                tenant_id: TenantId::parse("acme").unwrap(),
+                key_id: record.key_id,
+                scopes: record.scopes,
+            }
+        }
+
+        fn new_key(scopes: &[&str]) -> NewKey {
+            NewKey {
+                name: "ci".into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: None,
+            }
+        }
+
+        #[tokio::test]
+        async fn a_key_mints_only_keys_weaker_than_itself_and_they_work() {
+            let store = Arc::new(MemoryKeyStore::default());
+            let me = caller(&store, &[crate::auth::KEYS_MANAGE, crate::auth::ITEMS_READ]).await;
+            let keys = KeysService::new(store.clone(), "local".into());
+            let refused = keys.create(&me, new_key(&[crate::auth::ITEMS_WRITE])).await;
+            assert!(
+                matches!(refused, Err(ApiError::ScopeNotGrantable(ref s)) if s == "items:write"),
+                "{refused:?}"
+            );
+            let created = keys
+                .create(&me, new_key(&[crate::auth::ITEMS_READ]))
+                .await
+                .unwrap();
+            assert!(created.api_key.starts_with("sk_test_"));
+            let header = format!("Bearer {}", created.api_key);
+            let Decision::Allow(ctx, usage) = authorize(&*store, Some(&header), clock::now())
+                .await
+                .unwrap()
+            else {
+                panic!("the new key is accepted")
+            };
+            assert_eq!(ctx.scopes, ["items:read"]);
+            assert_eq!(
+                usage.as_deref(),
+                Some("usage-acme"),
+                "metered like its maker"
+            );
+        }
+
+        #[tokio::test]
+        async fn keys_list_oldest_first_stay_in_their_tenant_and_revoke() {
+            let store = Arc::new(MemoryKeyStore::default());
+            let me = caller(&store, &[crate::auth::KEYS_MANAGE]).await;
+            let keys = KeysService::new(store.clone(), "local".into());
+            let mut made = Vec::new();
+            for _ in 0..3 {
+                made.push(
+                    keys.create(&me, new_key(&[crate::auth::KEYS_MANAGE]))
+                        .await
+                        .unwrap(),
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let first = keys.list(&me.tenant_id, 2, None, None).await.unwrap();
+            let rest = keys
+                .list(&me.tenant_id, 2, first.next.clone(), None)
+                .await
+                .unwrap();
+            let listed: Vec<String> = first
+                .items
+                .iter()
+                .chain(&rest.items)
+                .map(|k| k.key_id.clone())
+                .collect();
+            let mut expected = vec![me.key_id.clone()];
+            expected.extend(made.iter().map(|k| k.key.key_id.clone()));
+            assert_eq!(listed, expected);
+            assert!(rest.next.is_none());
+
+            let other = TenantId::parse("other").unwrap();
+            let target = &made[0].key.key_id;
+            assert!(matches!(
+                keys.get(&other, target, None).await,
+                Err(ApiError::KeyNotFound)
+            ));
+            assert!(matches!(
+                keys.revoke(&other, target).await,
+                Err(ApiError::KeyNotFound)
+            ));
+            keys.revoke(&me.tenant_id, target).await.unwrap();
+            let header = format!("Bearer {}", made[0].api_key);
+            assert_eq!(
+                authorize(&*store, Some(&header), clock::now())
+                    .await
+                    .unwrap(),
+                Decision::Unauthorized("revoked key")
+            );
+            assert!(
+                keys.get(&me.tenant_id, target, None)
+                    .await
+                    .unwrap()
+                    .revoked_at
+                    .is_some()
+            );
+        }
+    }
 }

@@ -11,6 +11,8 @@ pub mod cursor;
 pub mod error;
 pub mod http;
 pub mod keys;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod ports;
 pub mod service;
 pub mod sqs_batch;

@@ -361,3 +361,287 @@ async fn backoff(attempt: u32) {
     let ms = rand::rng().random_range(1..=cap_ms);
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+/// The items use cases on the in-memory store: the stock rules, optimistic
+/// concurrency, idempotency replay and the events, without the local stack.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::EventType;
+    use crate::memory::{MemoryItemStore, RecordedEvents};
+    use serde_json::json;
+
+    struct World {
+        store: Arc<MemoryItemStore>,
+        events: Arc<RecordedEvents>,
+        items: ItemsService,
+        tenant: TenantId,
+        ctx: MovementContext,
+    }
+
+    fn world() -> World {
+        let store = Arc::new(MemoryItemStore::default());
+        let events = Arc::new(RecordedEvents::default());
+        World {
+            items: ItemsService::new(store.clone(), events.clone()),
+            store,
+            events,
+            tenant: TenantId::parse("acme").unwrap(),
+            ctx: MovementContext {
+                request_id: "req-1".into(),
+                key_id: Some("key_1".into()),
+            },
+        }
+    }
+
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+
+    fn adjustment(delta: i64) -> Adjustment {
+        Adjustment::from_json(&json!({"delta": delta, "reason": "sale"})).unwrap()
+    }
+
+    impl World {
+        async fn create(&self, body: serde_json::Value) -> Result<Item, ApiError> {
+            let new = NewItem::from_json(&body).unwrap();
+            self.items.create(&self.tenant, new, &self.ctx).await
+        }
+
+        async fn adjust(&self, s: &str, delta: i64) -> Result<AdjustOutcome, ApiError> {
+            self.items
+                .adjust(&self.tenant, &sku(s), &adjustment(delta), &self.ctx, None)
+                .await
+        }
+
+        /// The ledger sums to the quantity: every change is a movement.
+        fn assert_ledger_sums(&self, s: &str, quantity: i64) {
+            let ledger = self.store.ledger(&self.tenant, s);
+            assert_eq!(ledger.iter().map(|m| m.delta).sum::<i64>(), quantity);
+            if let Some(last) = ledger.last() {
+                assert_eq!(last.quantity_after, quantity);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn creating_records_the_opening_stock_and_refuses_a_second_create() {
+        let w = world();
+        let item = w
+            .create(json!({"sku": "MUG-1", "name": "Mug", "quantity": 12}))
+            .await
+            .unwrap();
+        assert_eq!((item.quantity, item.version), (12, 1));
+        w.assert_ledger_sums("MUG-1", 12);
+        let again = w
+            .create(json!({"sku": "MUG-1", "name": "Other", "quantity": 1}))
+            .await;
+        assert!(matches!(again, Err(ApiError::SkuExists)), "{again:?}");
+        let read = w.items.get(&w.tenant, &sku("MUG-1"), None).await.unwrap();
+        assert_eq!(read.name, "Mug");
+    }
+
+    #[tokio::test]
+    async fn stock_never_goes_negative_nor_overflows() {
+        let w = world();
+        w.create(json!({"sku": "A", "name": "A", "quantity": 5}))
+            .await
+            .unwrap();
+        let short = w.adjust("A", -6).await;
+        assert!(
+            matches!(
+                short,
+                Err(ApiError::InsufficientStock {
+                    available: 5,
+                    delta: -6
+                })
+            ),
+            "{short:?}"
+        );
+        let over = w.adjust("A", crate::domain::MAX_QUANTITY).await;
+        assert!(matches!(over, Err(ApiError::QuantityOverflow)), "{over:?}");
+        let Ok(AdjustOutcome::Applied(done)) = w.adjust("A", -5).await else {
+            panic!("the last five units can be taken")
+        };
+        assert_eq!(done.quantity, 0);
+        w.assert_ledger_sums("A", 0);
+        assert!(matches!(
+            w.adjust("NOPE", 1).await,
+            Err(ApiError::ItemNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_adjustments_all_apply_once() {
+        let w = world();
+        w.create(json!({"sku": "HOT", "name": "Hot", "quantity": 100}))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (items, tenant, ctx) = (w.items.clone(), w.tenant.clone(), w.ctx.clone());
+                tokio::spawn(async move {
+                    items
+                        .adjust(&tenant, &sku("HOT"), &adjustment(-2), &ctx, None)
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Ok(AdjustOutcome::Applied(_))));
+        }
+        let item = w.items.get(&w.tenant, &sku("HOT"), None).await.unwrap();
+        assert_eq!((item.quantity, item.version), (20, 41));
+        w.assert_ledger_sums("HOT", 20);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_replays_its_response_and_refuses_another_request() {
+        let w = world();
+        w.create(json!({"sku": "A", "name": "A", "quantity": 10}))
+            .await
+            .unwrap();
+        let idem = IdempotencyRequest {
+            key: "k-1".into(),
+            request_hash: "hash-of-request-1".into(),
+        };
+        let first = w
+            .items
+            .adjust(&w.tenant, &sku("A"), &adjustment(-3), &w.ctx, Some(&idem))
+            .await
+            .unwrap();
+        let AdjustOutcome::Applied(result) = first else {
+            panic!("{first:?}")
+        };
+        let again = w
+            .items
+            .adjust(&w.tenant, &sku("A"), &adjustment(-3), &w.ctx, Some(&idem))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            AdjustOutcome::Replayed {
+                status: 200,
+                body: serde_json::to_string(&result).unwrap()
+            }
+        );
+        let other = IdempotencyRequest {
+            request_hash: "hash-of-request-2".into(),
+            ..idem
+        };
+        let reused = w
+            .items
+            .adjust(&w.tenant, &sku("A"), &adjustment(-1), &w.ctx, Some(&other))
+            .await;
+        assert!(
+            matches!(reused, Err(ApiError::IdempotencyKeyReused)),
+            "{reused:?}"
+        );
+        let item = w.items.get(&w.tenant, &sku("A"), None).await.unwrap();
+        assert_eq!(item.quantity, 7, "applied once");
+        w.assert_ledger_sums("A", 7);
+    }
+
+    #[tokio::test]
+    async fn if_match_guards_replace_and_delete() {
+        let w = world();
+        let item = w
+            .create(json!({"sku": "A", "name": "A", "quantity": 3}))
+            .await
+            .unwrap();
+        let stale = IfMatch::Tags(vec![item.etag()]);
+        let patch =
+            |name: &str| ItemFields::from_put_json(&json!({"name": name}), &sku("A")).unwrap();
+        let Replaced::Changed(next) = w
+            .items
+            .replace(&w.tenant, &sku("A"), patch("B"), Some(&stale))
+            .await
+            .unwrap()
+        else {
+            panic!("a new name changes the item")
+        };
+        assert_eq!((next.name.as_str(), next.version), ("B", 2));
+        let unchanged = w
+            .items
+            .replace(&w.tenant, &sku("A"), patch("B"), None)
+            .await
+            .unwrap();
+        assert!(matches!(unchanged, Replaced::Unchanged(_)));
+        let late = w
+            .items
+            .replace(&w.tenant, &sku("A"), patch("C"), Some(&stale))
+            .await;
+        assert!(
+            matches!(late, Err(ApiError::PreconditionFailed)),
+            "{late:?}"
+        );
+        let refused = w
+            .items
+            .delete(&w.tenant, &sku("A"), Some(&stale), &w.ctx)
+            .await;
+        assert!(matches!(refused, Err(ApiError::PreconditionFailed)));
+        w.items
+            .delete(
+                &w.tenant,
+                &sku("A"),
+                Some(&IfMatch::Tags(vec![next.etag()])),
+                &w.ctx,
+            )
+            .await
+            .unwrap();
+        // The ledger outlives the item and closes at zero.
+        w.assert_ledger_sums("A", 0);
+        let ledger = w
+            .items
+            .movements(&w.tenant, &sku("A"), 10, None, None)
+            .await
+            .unwrap();
+        assert_eq!(ledger.items[0].reason, "item_deleted", "newest first");
+        let kinds: Vec<_> = w.events.take().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventType::ItemDeleted]);
+    }
+
+    #[tokio::test]
+    async fn low_stock_is_announced_once_when_the_threshold_is_crossed() {
+        let w = world();
+        w.create(json!({"sku": "A", "name": "A", "quantity": 10, "low_stock_threshold": 5}))
+            .await
+            .unwrap();
+        w.adjust("A", -4).await.unwrap(); // 6: above
+        assert!(w.events.take().is_empty());
+        w.adjust("A", -1).await.unwrap(); // 5: crossed
+        w.adjust("A", -1).await.unwrap(); // 4: already below
+        let events = w.events.take();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, EventType::ItemLowStock);
+        assert_eq!(events[0].data["quantity"], 5);
+        w.adjust("A", 10).await.unwrap(); // back above
+        w.adjust("A", -10).await.unwrap(); // crossed again
+        assert_eq!(w.events.take().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listings_page_in_order_without_gaps_or_repeats() {
+        let w = world();
+        for i in 0..7 {
+            w.create(json!({"sku": format!("S-{i}"), "name": "n", "quantity": 0}))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut start = None;
+        loop {
+            let page = w.items.list(&w.tenant, 3, start, None).await.unwrap();
+            seen.extend(page.items.into_iter().map(|i| i.sku));
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..7).map(|i| format!("S-{i}")).collect();
+        assert_eq!(seen, expected);
+        let other = TenantId::parse("other").unwrap();
+        let none = w.items.list(&other, 10, None, None).await.unwrap();
+        assert!(none.items.is_empty(), "tenants are isolated");
+    }
+}

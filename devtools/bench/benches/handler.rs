@@ -4,123 +4,26 @@
 //! `events/items-api/`), deserialises it, runs lambda_http's adapter and the
 //! router (routing, auth context from the authorizer, validation, the
 //! service, problem mapping, response serialisation) and serialises the
-//! Lambda response to bytes — with the DynamoDB store replaced by an
-//! in-process map. Not included: the runtime's HTTP exchange with the
-//! Runtime API, and log output (no subscriber is installed here).
+//! Lambda response to bytes — with the DynamoDB store replaced by the
+//! in-memory one (`stockroom::memory`, the same semantics). Not included:
+//! the runtime's HTTP exchange with the Runtime API, and log output (no
+//! subscriber is installed here).
 //!
 //! `cargo bench -p stockroom-bench --features handler-bench --bench handler`
 //! (part of `make bench`);
 //! criterion prints the median (p50) per request for each case.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lambda_http::lambda_runtime::{Context, LambdaEvent, Service as _};
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
 use stockroom::cursor::CursorCodec;
-use stockroom::domain::{Fields, Item, Movement, Sku, TenantId};
 use stockroom::http::{AppState, router};
-use stockroom::ports::{IdempotencyRecord, ItemStore, NoEvents, Page, PageKey, StoreError};
+use stockroom::memory::MemoryItemStore;
+use stockroom::ports::NoEvents;
 use stockroom::service::ItemsService;
-
-/// Items in a map, with the DynamoDB store's create and read semantics.
-#[derive(Default)]
-struct MemItems {
-    items: Mutex<HashMap<(String, String), Item>>,
-}
-
-fn not_benchmarked() -> StoreError {
-    StoreError::Backend("not part of the handler benchmark".into())
-}
-
-#[async_trait]
-impl ItemStore for MemItems {
-    /// Whole items even with `fields` (a store may read more than asked).
-    async fn get_item(
-        &self,
-        tenant: &TenantId,
-        sku: &Sku,
-        _fields: Option<&Fields<Item>>,
-    ) -> Result<Option<Item>, StoreError> {
-        let items = self.items.lock().map_err(|_| not_benchmarked())?;
-        Ok(items
-            .get(&(tenant.to_string(), sku.as_str().to_owned()))
-            .cloned())
-    }
-
-    async fn create_item(
-        &self,
-        tenant: &TenantId,
-        item: &Item,
-        _opening: Option<&Movement>,
-    ) -> Result<(), StoreError> {
-        let mut items = self.items.lock().map_err(|_| not_benchmarked())?;
-        match items.entry((tenant.to_string(), item.sku.clone())) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::AlreadyExists),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(item.clone());
-                Ok(())
-            }
-        }
-    }
-
-    async fn replace_item(&self, _: &TenantId, _: &Item, _: u64) -> Result<(), StoreError> {
-        Err(not_benchmarked())
-    }
-
-    async fn delete_item(
-        &self,
-        _: &TenantId,
-        _: &Sku,
-        _: u64,
-        _: Option<&Movement>,
-    ) -> Result<(), StoreError> {
-        Err(not_benchmarked())
-    }
-
-    async fn list_items(
-        &self,
-        _: &TenantId,
-        _: u32,
-        _: Option<PageKey>,
-        _: Option<&Fields<Item>>,
-    ) -> Result<Page<Item>, StoreError> {
-        Err(not_benchmarked())
-    }
-
-    async fn record_adjustment(
-        &self,
-        _: &TenantId,
-        _: &Item,
-        _: u64,
-        _: &Movement,
-        _: Option<&IdempotencyRecord>,
-    ) -> Result<(), StoreError> {
-        Err(not_benchmarked())
-    }
-
-    async fn list_movements(
-        &self,
-        _: &TenantId,
-        _: &Sku,
-        _: u32,
-        _: Option<PageKey>,
-        _: Option<&Fields<Movement>>,
-    ) -> Result<Page<Movement>, StoreError> {
-        Err(not_benchmarked())
-    }
-
-    async fn get_idempotency(
-        &self,
-        _: &TenantId,
-        _: &str,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        Ok(None)
-    }
-}
 
 fn event(name: &str) -> Value {
     let path = format!(
@@ -170,7 +73,7 @@ fn handler(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let store = Arc::new(MemItems::default());
+    let store = Arc::new(MemoryItemStore::default());
     let app = router(AppState {
         items: ItemsService::new(store.clone(), Arc::new(NoEvents)),
         cursors: CursorCodec::new(vec![7u8; 64]),
@@ -213,7 +116,7 @@ fn handler(c: &mut Criterion) {
     });
     g.finish();
     // Every timed POST created its item (none answered 409 or 500).
-    let created = store.items.lock().map(|m| m.len() as u64).unwrap_or(0);
+    let created = store.item_count() as u64;
     assert_eq!(created, n + 1, "POSTs that created an item");
 }
 
