@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -86,8 +87,9 @@ class TransactionTokens:
     def __init__(self, app: Callable[..., Iterable[bytes]], clock: Callable[[], float] = time.monotonic):
         self.app = app
         self.clock = clock
-        # token -> (parameters, when, status, headers, body) of a call that succeeded
-        self.done: dict[str, tuple[str, float, str, list[tuple[str, str]], bytes]] = {}
+        # token -> (parameters, when, status, headers, body) of a call that
+        # succeeded, oldest first: expiry pops from the front only.
+        self.done: OrderedDict[str, tuple[str, float, str, list[tuple[str, str]], bytes]] = OrderedDict()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("HTTP_X_AMZ_TARGET") != self.TARGET:
@@ -103,7 +105,8 @@ class TransactionTokens:
         if not isinstance(token, str):
             return self.app(environ, start_response)
         now = self.clock()
-        self.done = {t: d for t, d in self.done.items() if now - d[1] < self.VALID_SECONDS}
+        while self.done and now - next(iter(self.done.values()))[1] >= self.VALID_SECONDS:
+            self.done.popitem(last=False)
         parameters = json.dumps(request, sort_keys=True)
         if token in self.done:
             seen, _, status, headers, body = self.done[token]

@@ -3,7 +3,7 @@ use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 struct Tenant {
@@ -22,13 +22,11 @@ pub struct MemoryItemStore {
 }
 
 impl MemoryItemStore {
-    fn tenant(&self, tenant: &TenantId) -> TenantGuard<'_> {
+    /// Runs `f` on the tenant's data, under the one lock (so each call is
+    /// atomic, as the DynamoDB conditions and transactions are).
+    fn with_tenant<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
         let mut all = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(tenant.as_str().to_owned()).or_default();
-        TenantGuard {
-            all,
-            id: tenant.as_str().to_owned(),
-        }
+        f(all.entry(tenant.as_str().to_owned()).or_default())
     }
 
     /// Items held, across tenants.
@@ -39,23 +37,9 @@ impl MemoryItemStore {
 
     /// Every movement of a sku, oldest first (the ledger a test sums).
     pub fn ledger(&self, tenant: &TenantId, sku: &str) -> Vec<Movement> {
-        self.tenant(tenant)
-            .get()
-            .movements
-            .get(sku)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-struct TenantGuard<'a> {
-    all: MutexGuard<'a, HashMap<String, Tenant>>,
-    id: String,
-}
-
-impl TenantGuard<'_> {
-    fn get(&mut self) -> &mut Tenant {
-        self.all.entry(self.id.clone()).or_default()
+        self.with_tenant(tenant, |t| {
+            t.movements.get(sku).cloned().unwrap_or_default()
+        })
     }
 }
 
@@ -86,7 +70,7 @@ impl ItemStore for MemoryItemStore {
         sku: &Sku,
         _fields: Option<&Fields<Item>>,
     ) -> Result<Option<Item>, StoreError> {
-        Ok(self.tenant(tenant).get().items.get(sku.as_str()).cloned())
+        Ok(self.with_tenant(tenant, |t| t.items.get(sku.as_str()).cloned()))
     }
 
     async fn create_item(
@@ -95,14 +79,14 @@ impl ItemStore for MemoryItemStore {
         item: &Item,
         opening: Option<&Movement>,
     ) -> Result<(), StoreError> {
-        let mut guard = self.tenant(tenant);
-        let t = guard.get();
-        if t.items.contains_key(&item.sku) {
-            return Err(StoreError::AlreadyExists);
-        }
-        t.items.insert(item.sku.clone(), item.clone());
-        t.append(opening);
-        Ok(())
+        self.with_tenant(tenant, |t| {
+            if t.items.contains_key(&item.sku) {
+                return Err(StoreError::AlreadyExists);
+            }
+            t.items.insert(item.sku.clone(), item.clone());
+            t.append(opening);
+            Ok(())
+        })
     }
 
     async fn replace_item(
@@ -111,11 +95,11 @@ impl ItemStore for MemoryItemStore {
         item: &Item,
         expected_version: u64,
     ) -> Result<(), StoreError> {
-        let mut guard = self.tenant(tenant);
-        let t = guard.get();
-        t.check_version(&item.sku, expected_version)?;
-        t.items.insert(item.sku.clone(), item.clone());
-        Ok(())
+        self.with_tenant(tenant, |t| {
+            t.check_version(&item.sku, expected_version)?;
+            t.items.insert(item.sku.clone(), item.clone());
+            Ok(())
+        })
     }
 
     async fn delete_item(
@@ -125,12 +109,12 @@ impl ItemStore for MemoryItemStore {
         expected_version: u64,
         closing: Option<&Movement>,
     ) -> Result<(), StoreError> {
-        let mut guard = self.tenant(tenant);
-        let t = guard.get();
-        t.check_version(sku.as_str(), expected_version)?;
-        t.items.remove(sku.as_str());
-        t.append(closing);
-        Ok(())
+        self.with_tenant(tenant, |t| {
+            t.check_version(sku.as_str(), expected_version)?;
+            t.items.remove(sku.as_str());
+            t.append(closing);
+            Ok(())
+        })
     }
 
     async fn list_items(
@@ -140,8 +124,7 @@ impl ItemStore for MemoryItemStore {
         start: Option<PageKey>,
         _fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, StoreError> {
-        let mut guard = self.tenant(tenant);
-        let items: Vec<Item> = guard.get().items.values().cloned().collect();
+        let items: Vec<Item> = self.with_tenant(tenant, |t| t.items.values().cloned().collect());
         Ok(page(&items, limit, start.as_ref(), "sku", |i| &i.sku))
     }
 
@@ -155,18 +138,18 @@ impl ItemStore for MemoryItemStore {
         movement: &Movement,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
-        let mut guard = self.tenant(tenant);
-        let t = guard.get();
-        t.check_version(&item.sku, expected_version)?;
-        if let Some(record) = idempotency {
-            if t.idempotency.contains_key(&record.key) {
-                return Err(StoreError::IdempotencyKeyTaken);
+        self.with_tenant(tenant, |t| {
+            t.check_version(&item.sku, expected_version)?;
+            if let Some(record) = idempotency {
+                if t.idempotency.contains_key(&record.key) {
+                    return Err(StoreError::IdempotencyKeyTaken);
+                }
+                t.idempotency.insert(record.key.clone(), record.clone());
             }
-            t.idempotency.insert(record.key.clone(), record.clone());
-        }
-        t.items.insert(item.sku.clone(), item.clone());
-        t.append(Some(movement));
-        Ok(())
+            t.items.insert(item.sku.clone(), item.clone());
+            t.append(Some(movement));
+            Ok(())
+        })
     }
 
     async fn list_movements(
@@ -177,13 +160,9 @@ impl ItemStore for MemoryItemStore {
         start: Option<PageKey>,
         _fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, StoreError> {
-        let mut guard = self.tenant(tenant);
-        let mut newest_first = guard
-            .get()
-            .movements
-            .get(sku.as_str())
-            .cloned()
-            .unwrap_or_default();
+        let mut newest_first = self.with_tenant(tenant, |t| {
+            t.movements.get(sku.as_str()).cloned().unwrap_or_default()
+        });
         newest_first.reverse();
         Ok(page(
             &newest_first,
@@ -199,6 +178,6 @@ impl ItemStore for MemoryItemStore {
         tenant: &TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        Ok(self.tenant(tenant).get().idempotency.get(key).cloned())
+        Ok(self.with_tenant(tenant, |t| t.idempotency.get(key).cloned()))
     }
 }
