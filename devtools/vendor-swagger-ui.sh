@@ -15,7 +15,7 @@ cp "$work/package/swagger-ui-bundle.js" "$work/package/LICENSE" "$work/package/N
 sed '/sourceMappingURL=/d' "$work/package/swagger-ui.css" > "$dest/swagger-ui.css"
 {
     echo "swagger-ui-dist ${version} (https://www.npmjs.com/package/swagger-ui-dist), Apache-2.0."
-    echo "Vendored by devtools/vendor-swagger-ui.sh; served by GET /docs (shared/src/http/docs.rs)."
+    echo "Vendored by devtools/vendor-swagger-ui.sh; served by GET /docs (shared/http/src/docs.rs)."
     echo
     (cd "$dest" && sha256sum swagger-ui-bundle.js swagger-ui.css)
 } > "$dest/VERSION"

@@ -1,5 +1,5 @@
 //! `stockroom`, the command-line client of the Stockroom API: a plain HTTP
-//! client of the public API (no AWS SDK, no `stockroom-shared`).
+//! client of the public API (no AWS SDK, no `stockroom-aws`).
 
 pub mod api;
 pub mod batch;

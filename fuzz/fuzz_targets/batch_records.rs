@@ -41,6 +41,10 @@ fuzz_target!(|data: &[u8]| {
     for c in &chunks {
         assert!(!c.is_empty() && c.len() <= MAX_CHUNK_RECORDS);
         let bytes = serde_json::to_vec(c).map(|v| v.len()).unwrap_or(0);
-        assert!(c.len() == 1 || bytes <= MAX_CHUNK_BYTES, "{bytes} bytes in {} records", c.len());
+        assert!(
+            c.len() == 1 || bytes <= MAX_CHUNK_BYTES,
+            "{bytes} bytes in {} records",
+            c.len()
+        );
     }
 });

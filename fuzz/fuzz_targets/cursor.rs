@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stockroom::cursor::CursorCodec;
-use stockroom::domain::TenantId;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_domain::TenantId;
 
 fuzz_target!(|data: &[u8]| {
     let codec = CursorCodec::new(b"fuzzing-key".to_vec());

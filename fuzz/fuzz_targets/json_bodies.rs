@@ -4,14 +4,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stockroom::batches::rejection;
-use stockroom::domain::batch::parse_batch;
-use stockroom::domain::upload::parse_upload_request;
-use stockroom::domain::webhook::NewWebhook;
-use stockroom::domain::{Adjustment, ItemPatch, NewItem};
-use stockroom::error::ApiError;
-use stockroom::http::{MAX_BODY_BYTES, parse_json_body};
-use stockroom::keys::NewKey;
+use stockroom_app::batches::rejection;
+use stockroom_app::error::ApiError;
+use stockroom_app::keys::NewKey;
+use stockroom_domain::batch::parse_batch;
+use stockroom_domain::upload::parse_upload_request;
+use stockroom_domain::webhook::NewWebhook;
+use stockroom_domain::{Adjustment, ItemPatch, NewItem};
+use stockroom_http::problem::ProblemMapping;
+use stockroom_http::{MAX_BODY_BYTES, parse_json_body};
 
 fuzz_target!(|data: &[u8]| {
     let body = match parse_json_body(data, MAX_BODY_BYTES) {
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!e.is_empty(), "a refusal names at least one field");
         problem(ApiError::Validation(e));
     }
-    if let Ok(sku) = stockroom::domain::Sku::parse("SKU-1") {
+    if let Ok(sku) = stockroom_domain::Sku::parse("SKU-1") {
         let _ = ItemPatch::from_put_json(&body, &sku);
     }
     let _ = Adjustment::from_json(&body);

@@ -6,10 +6,10 @@
 use anyhow::{Context, Result, ensure};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use stockroom::adapters::dynamodb::{DynamoItemStore, DynamoWebhookStore};
-use stockroom::domain::webhook::Webhook;
-use stockroom::domain::{Fields, Item, Sku, TenantId};
-use stockroom::ports::{ItemStore, WebhookStore};
+use stockroom_app::ports::{ItemStore, WebhookStore};
+use stockroom_aws::dynamodb::{DynamoItemStore, DynamoWebhookStore};
+use stockroom_domain::webhook::Webhook;
+use stockroom_domain::{Fields, Item, Sku, TenantId};
 use stockroom_tests::{DynamoWire, Tenant, all_pages, expect_problem, unique_sku, wait_for_batch};
 
 /// What one tenant has on every read route: items with a ledger, a batch
@@ -326,7 +326,7 @@ async fn dynamodb_returns_only_the_projected_attributes() -> Result<()> {
     for i in 0..3 {
         t.create_item(&format!("wire-{i}"), i).await?;
     }
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
     let wire = DynamoWire::default();
     let items = DynamoItemStore::new(wire.client(&sdk), &table);

@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-use stockroom::auth::{ITEMS_READ, KEYS_MANAGE};
+use stockroom_app::auth::{ITEMS_READ, KEYS_MANAGE};
 use stockroom_tests::{Tenant, anonymous, expect_problem};
 
 /// The test stack runs with `AuthorizerCacheTtlSeconds=2` (see the Makefile).
@@ -143,7 +143,8 @@ async fn a_revoked_key_stops_working_within_the_cache_ttl() -> anyhow::Result<()
 #[tokio::test]
 async fn an_expired_key_stops_working() -> anyhow::Result<()> {
     let admin = Tenant::new().await?;
-    let soon = stockroom::clock::format(stockroom::clock::now() + time::Duration::seconds(2));
+    let soon =
+        stockroom_app::clock::format(stockroom_app::clock::now() + time::Duration::seconds(2));
     let created = create_key(
         &admin,
         &json!({"name": "short", "scopes": ["items:read"], "expires_at": soon}),

@@ -326,7 +326,7 @@ async fn items_get_prints_the_item_or_exits_6() -> anyhow::Result<()> {
 #[tokio::test]
 async fn webhooks_listen_verifies_signatures() -> anyhow::Result<()> {
     use std::io::BufRead;
-    let secret = stockroom::webhooks::signing::generate_secret();
+    let secret = stockroom_app::webhooks::signing::generate_secret();
     let mut child = std::process::Command::new(cli_bin())
         .args([
             "webhooks", "listen", "--port", "0", "--fail", "1", "--secret", &secret,
@@ -350,7 +350,7 @@ async fn webhooks_listen_verifies_signatures() -> anyhow::Result<()> {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs() as i64;
-        let signature = stockroom::webhooks::signing::signature_header(
+        let signature = stockroom_app::webhooks::signing::signature_header(
             &[&secret],
             "evt_1",
             ts,

@@ -400,7 +400,7 @@ fn the_linters_report_errors_in_a_broken_copy() -> anyhow::Result<()> {
 #[test]
 fn the_current_document_keeps_every_v1_promise() -> anyhow::Result<()> {
     let scratch = Scratch::new("current")?;
-    let head = scratch.write("current.json", &stockroom::http::openapi_document())?;
+    let head = scratch.write("current.json", &stockroom_http::openapi_document())?;
     let base = snapshot();
     println!(
         "breaking-change check: {} -> {}",

@@ -79,7 +79,9 @@ fn the_domain_links_no_aws_http_async_runtime_or_lambda_crate() -> Result<()> {
                 "tower",
                 "reqwest",
                 "http",
-                "stockroom-shared",
+                "stockroom-app",
+                "stockroom-aws",
+                "stockroom-http",
             ]
             .iter()
             .any(|p| n.starts_with(p))
@@ -96,7 +98,7 @@ fn the_cli_links_the_domain_and_no_aws_sdk() -> Result<()> {
         "the CLI reads files with the domain's row rules: {names:?}"
     );
     let bad = offending(&names, |n| {
-        is_aws_sdk(n) || n.starts_with("lambda") || n == "stockroom-shared"
+        is_aws_sdk(n) || n.starts_with("lambda") || n.starts_with("stockroom-a")
     });
     ensure!(bad.is_empty(), "stockroom-cli links {bad:?}");
     Ok(())
@@ -111,14 +113,84 @@ fn the_fuzz_targets_link_no_aws_sdk() -> Result<()> {
     Ok(())
 }
 
-/// The check above is not blind: the adapters' crate does link the SDK.
+/// HTTP and Lambda crates: what the use cases must not know about.
+fn is_http_or_lambda(name: &str) -> bool {
+    [
+        "axum",
+        "hyper",
+        "tower",
+        "reqwest",
+        "lambda",
+        "aws_lambda",
+        "aws-lc",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 #[test]
-fn the_shared_crate_links_the_sdk_it_adapts() -> Result<()> {
-    let names = linked(&["-p", "stockroom-shared"])?;
+fn the_use_cases_link_the_domain_and_no_adapter_http_or_lambda_crate() -> Result<()> {
+    let names = linked(&["-p", "stockroom-app"])?;
+    ensure!(names.iter().any(|n| n == "stockroom-domain"), "{names:?}");
+    let bad = offending(&names, |n| {
+        is_aws_sdk(n) || is_http_or_lambda(n) || n == "stockroom-aws" || n == "stockroom-http"
+    });
+    ensure!(bad.is_empty(), "stockroom-app links {bad:?}");
+    Ok(())
+}
+
+#[test]
+fn the_http_surface_links_the_use_cases_and_no_adapter() -> Result<()> {
+    let names = linked(&["-p", "stockroom-http"])?;
+    ensure!(
+        names.iter().any(|n| n == "stockroom-app") && names.iter().any(|n| n == "axum"),
+        "{names:?}"
+    );
+    let bad = offending(&names, |n| is_aws_sdk(n) || n == "stockroom-aws");
+    ensure!(bad.is_empty(), "stockroom-http links {bad:?}");
+    Ok(())
+}
+
+/// Each function links only the layers it runs: the ones that serve no HTTP
+/// route do not link the HTTP surface or axum.
+#[test]
+fn each_function_links_only_the_layers_it_runs() -> Result<()> {
+    let http_functions = ["items-api", "batches-api", "keys-api", "webhooks-api"];
+    let event_functions = [
+        "authorizer",
+        "batch-worker",
+        "batch-splitter",
+        "webhook-dispatcher",
+    ];
+    for f in http_functions {
+        let names = linked(&["-p", f])?;
+        ensure!(
+            ["stockroom-app", "stockroom-aws", "stockroom-http"]
+                .iter()
+                .all(|c| names.iter().any(|n| n == c)),
+            "{f} links {names:?}"
+        );
+    }
+    for f in event_functions {
+        let names = linked(&["-p", f])?;
+        ensure!(names.iter().any(|n| n == "stockroom-aws"), "{f}: {names:?}");
+        let bad = offending(&names, |n| n == "stockroom-http" || n.starts_with("axum"));
+        ensure!(bad.is_empty(), "{f} links {bad:?}");
+    }
+    Ok(())
+}
+
+/// The checks above are not blind: the adapters' crate does link the SDK,
+/// and the HTTP surface does link axum.
+#[test]
+fn the_adapters_link_the_sdk_they_adapt() -> Result<()> {
+    let names = linked(&["-p", "stockroom-aws"])?;
     ensure!(
         !offending(&names, is_aws_sdk).is_empty(),
         "expected the AWS SDK in {names:?}"
     );
+    let http = linked(&["-p", "stockroom-http"])?;
+    ensure!(!offending(&http, is_http_or_lambda).is_empty(), "{http:?}");
     Ok(())
 }
 
@@ -359,8 +431,10 @@ mod modules {
 /// Every crate's source roots.
 fn crate_sources() -> Result<Vec<PathBuf>> {
     let mut roots = vec![
-        repo().join("shared/src"),
         repo().join("shared/domain/src"),
+        repo().join("shared/app/src"),
+        repo().join("shared/aws/src"),
+        repo().join("shared/http/src"),
         repo().join("cli/src"),
         repo().join("tests/support"),
     ];

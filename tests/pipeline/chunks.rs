@@ -6,20 +6,20 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::domain::TenantId;
-use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, ChunkMessage, parse_batch};
-use stockroom::ports::{BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition};
+use stockroom_app::ports::{BatchHeaders, BatchSubmissions, ChunkDisposition};
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_domain::TenantId;
+use stockroom_domain::batch::{Batch, BatchMode, BatchStatus, ChunkMessage, parse_batch};
 use stockroom_tests::{Tenant, all_failures, function_env, unique_sku, wait_for_batch};
 
 async fn sqs() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&stockroom::config::aws_sdk_config().await)
+    aws_sdk_sqs::Client::new(&stockroom_aws::sdk::aws_sdk_config().await)
 }
 
 async fn store() -> anyhow::Result<Arc<DynamoBatchStore>> {
     let table = std::env::var("STOCK_TABLE")?;
     Ok(Arc::new(DynamoBatchStore::from_sdk_config(
-        &stockroom::config::aws_sdk_config().await,
+        &stockroom_aws::sdk::aws_sdk_config().await,
         table,
     )))
 }
@@ -50,7 +50,7 @@ async fn send(body: &str, tenant: &str, batch_id: &str, records: usize) -> anyho
 
 /// A header like the API writes, for a batch whose chunks the test delivers itself.
 fn header(batch_id: &str, total: u64) -> Batch {
-    let now = stockroom::clock::now_rfc3339();
+    let now = stockroom_app::clock::now_rfc3339();
     Batch {
         batch_id: batch_id.to_owned(),
         mode: BatchMode::Isolated,
@@ -197,16 +197,14 @@ async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::
             .valid,
     };
     let (a, b, c) = tokio::join!(
-        store.process_chunk(&message, ChunkDisposition::Apply),
-        store.process_chunk(&message, ChunkDisposition::Apply),
-        store.process_chunk(&message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
     );
     a?;
     b?;
     c?;
-    store
-        .process_chunk(&message, ChunkDisposition::Apply)
-        .await?;
+    stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply).await?;
     let finished = store.finalize(&tenant, &batch_id).await?;
     assert_eq!(finished.map(|b| b.status), Some(BatchStatus::Completed));
     // Until its event is marked published, the terminal batch is offered
@@ -305,7 +303,7 @@ async fn a_chunk_with_an_unknown_op_is_retried_with_backoff_then_dead_lettered()
     assert_eq!(counts, vec![1, 2, 3, 4, 5], "{attempts:?}");
     let times: Vec<time::OffsetDateTime> = attempts
         .iter()
-        .filter_map(|a| stockroom::clock::parse(a["timestamp"].as_str()?))
+        .filter_map(|a| stockroom_app::clock::parse(a["timestamp"].as_str()?))
         .collect();
     for pair in times.windows(2) {
         assert!(

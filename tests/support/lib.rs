@@ -8,9 +8,9 @@
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
-use stockroom::adapters::dynamodb::DynamoApiKeyStore;
-use stockroom::auth::{ALL_SCOPES, generate_api_key};
-use stockroom::ports::ApiKeyStore;
+use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::ports::ApiKeyStore;
+use stockroom_aws::dynamodb::DynamoApiKeyStore;
 use tokio::sync::OnceCell;
 
 pub mod receiver;
@@ -62,7 +62,7 @@ static PLANS: OnceCell<stockroom_admin::UsagePlans> = OnceCell::const_new();
 pub async fn plans() -> Result<&'static stockroom_admin::UsagePlans> {
     PLANS
         .get_or_try_init(|| async {
-            let sdk = stockroom::config::aws_sdk_config().await;
+            let sdk = stockroom_aws::sdk::aws_sdk_config().await;
             stockroom_admin::UsagePlans::from_env(&sdk)
         })
         .await
@@ -74,7 +74,7 @@ async fn keys() -> Result<&'static DynamoApiKeyStore> {
             "API_KEYS_TABLE is not set: run the tests through `make test`, \
              or `source .local/env` after `devtools/local.sh start`",
         )?;
-        let sdk = stockroom::config::aws_sdk_config().await;
+        let sdk = stockroom_aws::sdk::aws_sdk_config().await;
         Ok(DynamoApiKeyStore::from_sdk_config(&sdk, table))
     })
     .await

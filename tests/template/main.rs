@@ -159,22 +159,22 @@ fn allows(statement: &Value, action: &str) -> bool {
 const WRITES_INSIDE_TRANSACTIONS: &[(&str, &str, &[&str])] = &[
     (
         "BatchWorkerFunction",
-        "shared/src/adapters/dynamodb/chunks.rs",
+        "shared/aws/src/dynamodb/chunks.rs",
         &["PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"],
     ),
     (
         "ItemsApiFunction",
-        "shared/src/adapters/dynamodb/items.rs",
+        "shared/aws/src/dynamodb/items.rs",
         &["PutItem", "UpdateItem", "DeleteItem"],
     ),
     (
         "BatchesApiFunction",
-        "shared/src/adapters/dynamodb/batches.rs",
+        "shared/aws/src/dynamodb/batches.rs",
         &["PutItem", "UpdateItem"],
     ),
     (
         "BatchSplitterFunction",
-        "shared/src/adapters/dynamodb/batches.rs",
+        "shared/aws/src/dynamodb/batches.rs",
         &["PutItem", "UpdateItem"],
     ),
 ];

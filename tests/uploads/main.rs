@@ -405,7 +405,7 @@ async fn a_duplicate_notification_applies_every_row_once() -> anyhow::Result<()>
         "s3": {"bucket": {"name": function_env("BatchSplitterFunction", "UPLOADS_BUCKET")?},
                "object": {"key": format!("uploads/{tenant_id}/{batch_id}")}}
     }]});
-    let sqs = aws_sdk_sqs::Client::new(&stockroom::config::aws_sdk_config().await);
+    let sqs = aws_sdk_sqs::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
     let queue = sqs
         .get_queue_url()
         .queue_name("stockroom-local-UploadsQueue")

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use stockroom::webhooks::signing;
-use stockroom::webhooks::target::{TargetPolicy, validate_url};
+use stockroom_app::webhooks::signing;
+use stockroom_app::webhooks::target::{TargetPolicy, validate_url};
 use stockroom_tests::receiver::{Receiver, Reply};
 use stockroom_tests::{Tenant, expect_problem, function_env, unique_sku, wait_for_batch};
 
@@ -218,7 +218,7 @@ async fn exhausted_deliveries_are_dead_lettered_then_replayable() -> Result<()> 
     assert!(last.contains("dead-lettered"), "{d}");
 
     // The job is in the DLQ, for an operator to redrive.
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = function_env("WebhookDispatcherFunction", "WEBHOOK_DLQ_URL")?;
     let mut found = false;
@@ -461,7 +461,7 @@ async fn rotated_secrets_both_sign_during_the_overlap() -> Result<()> {
 async fn tenants_can_subscribe_their_own_queue_filtered_on_tenant_id() -> Result<()> {
     let a = Tenant::new().await?;
     let b = Tenant::new().await?;
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
     let queue_url = sqs
@@ -616,7 +616,7 @@ async fn an_endpoint_failing_for_days_is_disabled_on_its_next_failure() -> Resul
     let rx = Receiver::start(vec![Reply::Status(500); 4]).await?;
     let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
     // Its failure streak began a week ago (the template disables after 5 days).
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     aws_sdk_dynamodb::Client::new(&sdk)
         .update_item()
         .table_name(function_env("WebhooksApiFunction", "STOCK_TABLE")?)
@@ -818,7 +818,7 @@ async fn a_records_fate_can_be_read_from_the_logs() -> Result<()> {
 
 #[tokio::test]
 async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Result<()> {
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = function_env("WebhookDispatcherFunction", "WEBHOOK_DLQ_URL")?;
     let events_queue = dlq.replace("WebhookDLQ", "WebhookEventsQueue");

@@ -214,14 +214,14 @@ pub fn key_record(
     name: &str,
     scopes: &[impl AsRef<str>],
     usage_key: Option<String>,
-) -> stockroom::auth::ApiKeyRecord {
-    stockroom::auth::ApiKeyRecord {
-        key_hash: stockroom::auth::hash_api_key(api_key),
+) -> stockroom_app::auth::ApiKeyRecord {
+    stockroom_app::auth::ApiKeyRecord {
+        key_hash: stockroom_app::auth::hash_api_key(api_key),
         key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
         tenant_id: tenant_id.to_owned(),
         name: name.to_owned(),
         scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
-        created_at: stockroom::clock::now_rfc3339(),
+        created_at: stockroom_app::clock::now_rfc3339(),
         expires_at: None,
         revoked_at: None,
         last_used_at: None,

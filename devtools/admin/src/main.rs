@@ -22,10 +22,10 @@
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use stockroom::auth::{ALL_SCOPES, generate_api_key};
-use stockroom::domain::TenantId;
-use stockroom::ports::{ApiKeyLookup, ApiKeyStore};
-use stockroom::{adapters::dynamodb::DynamoApiKeyStore, config};
+use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::ports::{ApiKeyLookup, ApiKeyStore};
+use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_domain::TenantId;
 mod samples;
 
 use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};
@@ -133,7 +133,7 @@ fn tenant_id_for(name: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     if args.command == Command::SeedSamples {
         let events = args.events.as_deref().unwrap_or("events");
         let seeder = samples::Seeder::from_env(&sdk, std::path::Path::new(events)).await?;
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     match store.put_key(&record).await {
         Ok(()) => {}
         // The same key given again (e.g. a fixed demo key on a second run): reuse it.
-        Err(stockroom::ports::StoreError::AlreadyExists) => {
+        Err(stockroom_app::ports::StoreError::AlreadyExists) => {
             let existing = store
                 .find_key(&record.key_hash)
                 .await?

@@ -16,19 +16,19 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use stockroom::adapters::dynamodb::{DynamoBatchStore, DynamoWebhookStore};
-use stockroom::adapters::kms::KmsSecretCipher;
-use stockroom::adapters::s3::S3UploadStore;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::adapters::sqs::{SqsChunkQueue, SqsDeliveryQueue};
-use stockroom::batches::{BatchesService, SubmitOutcome, UploadSettings};
-use stockroom::config;
-use stockroom::domain::TenantId;
-use stockroom::domain::event::Event;
-use stockroom::http::idempotency_request;
-use stockroom::ports::{BatchHeaders, EventPublisher, WebhookStore};
-use stockroom::webhooks::WebhooksService;
-use stockroom::webhooks::target::TargetPolicy;
+use stockroom_app::batches::{BatchesService, SubmitOutcome, UploadSettings};
+use stockroom_app::config;
+use stockroom_app::ports::{BatchHeaders, EventPublisher, WebhookStore};
+use stockroom_app::webhooks::WebhooksService;
+use stockroom_app::webhooks::target::TargetPolicy;
+use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoWebhookStore};
+use stockroom_aws::kms::KmsSecretCipher;
+use stockroom_aws::s3::S3UploadStore;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::sqs::{SqsChunkQueue, SqsDeliveryQueue};
+use stockroom_domain::TenantId;
+use stockroom_domain::event::Event;
+use stockroom_http::idempotency_request;
 
 /// The tenant every sample acts as (`tenant_id` in their authorizer context).
 pub const SAMPLE_TENANT: &str = "demo";
@@ -297,7 +297,7 @@ impl Seeder {
             .as_str()
             .context("event.json has no record body")?;
         let event: Event = serde_json::from_str(body).context("event.json's body")?;
-        let delivery_id = stockroom::domain::webhook::delivery_id(&event.id);
+        let delivery_id = stockroom_domain::webhook::delivery_id(&event.id);
         if self.delivery_status(&delivery_id).await?.is_none() {
             self.publisher
                 .publish(std::slice::from_ref(&event))

@@ -8,7 +8,7 @@
 //! unless that environment says `STOCKROOM_ENV=aws`.
 
 use anyhow::{Context, bail};
-use stockroom::auth::key_prefix;
+use stockroom_app::auth::key_prefix;
 
 /// The stack output naming the API keys table (template.yaml, Outputs).
 pub const API_KEYS_TABLE_OUTPUT: &str = "ApiKeysTableName";
@@ -65,7 +65,7 @@ impl StackTarget {
         Self::from_vars(
             std::env::var("STOCKROOM_STACK_NAME").ok(),
             std::env::var("API_KEYS_TABLE").ok(),
-            &stockroom::config::environment(),
+            &stockroom_app::config::environment(),
         )
     }
 

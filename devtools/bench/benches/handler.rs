@@ -5,7 +5,7 @@
 //! router (routing, auth context from the authorizer, validation, the
 //! service, problem mapping, response serialisation) and serialises the
 //! Lambda response to bytes — with the DynamoDB store replaced by the
-//! in-memory one (`stockroom::memory`, the same semantics). Not included:
+//! in-memory one (`stockroom_app::memory`, the same semantics). Not included:
 //! the runtime's HTTP exchange with the Runtime API, and log output (no
 //! subscriber is installed here).
 //!
@@ -19,11 +19,11 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lambda_http::lambda_runtime::{Context, LambdaEvent, Service as _};
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
-use stockroom::cursor::CursorCodec;
-use stockroom::http::{AppState, router};
-use stockroom::memory::MemoryItemStore;
-use stockroom::ports::NoEvents;
-use stockroom::service::ItemsService;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_app::items::ItemsService;
+use stockroom_app::memory::MemoryItemStore;
+use stockroom_app::ports::NoEvents;
+use stockroom_http::{AppState, router};
 
 fn event(name: &str) -> Value {
     let path = format!(

@@ -17,9 +17,9 @@
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use stockroom::adapters::dynamodb::DynamoItemStore;
-use stockroom::domain::{Fields, Item, TenantId};
-use stockroom::ports::ItemStore;
+use stockroom_app::ports::ItemStore;
+use stockroom_aws::dynamodb::DynamoItemStore;
+use stockroom_domain::{Fields, Item, TenantId};
 use stockroom_tests::DynamoWire;
 
 const ITEMS: usize = 100;
@@ -63,7 +63,7 @@ pub async fn run() -> Result<()> {
     let base =
         std::env::var("STOCKROOM_API_URL").context("STOCKROOM_API_URL (source .local/env)")?;
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let wire = DynamoWire::default();
     let store = DynamoItemStore::new(wire.client(&sdk), table);
     let fields = Fields::<Item>::parse(FIELDS).map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::domain::TenantId;
-use stockroom::domain::batch::{Batch, BatchMode, BatchStatus, UploadFormat, UploadInfo};
-use stockroom::ports::{
+use stockroom_app::ports::{
     BatchSubmissions, ChunkEnvelope, ChunkQueue, NoEvents, PresignedUpload, StoreError, UploadBody,
     UploadStore,
 };
-use stockroom::uploads::{SplitOutcome, UploadSplitter, upload_key};
+use stockroom_app::uploads::{SplitOutcome, UploadSplitter, upload_key};
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_domain::TenantId;
+use stockroom_domain::batch::{Batch, BatchMode, BatchStatus, UploadFormat, UploadInfo};
 use tokio::io::{AsyncRead, ReadBuf};
 
 mod artifact;
@@ -90,7 +90,7 @@ impl GeneratedUploads {
 
 /// The header of an upload batch whose file (`uploads`) has arrived.
 fn upload_header(batch_id: &str, uploads: &GeneratedUploads) -> Batch {
-    let now = stockroom::clock::now_rfc3339();
+    let now = stockroom_app::clock::now_rfc3339();
     Batch {
         batch_id: batch_id.to_owned(),
         mode: BatchMode::Isolated,
@@ -169,7 +169,7 @@ fn peak_rss_kb() -> Result<u64> {
 /// One split of a generated file of `rows` rows; prints a JSON line.
 async fn split_once(rows: u64) -> Result<()> {
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
     let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
     let batch_id = format!("b_bench{rows}x{}", std::process::id());

@@ -21,13 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::domain::TenantId;
-use stockroom::domain::batch::ChunkMessage;
-use stockroom::ports::{
-    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, ChunkEnvelope, ChunkQueue,
-    StoreError,
+use stockroom_app::ports::{
+    BatchHeaders, BatchSubmissions, ChunkDisposition, ChunkEnvelope, ChunkQueue, StoreError,
 };
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_domain::TenantId;
+use stockroom_domain::batch::ChunkMessage;
 use tokio::sync::Mutex;
 
 use crate::{GeneratedUploads, line, upload_header};
@@ -180,7 +179,7 @@ async fn through_the_pipeline(http: &reqwest::Client, base: &str, records: u64) 
 /// The same split and chunk writes without API, S3, SQS or Lambda; returns seconds.
 async fn straight_to_the_store(records: u64) -> Result<f64> {
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
     let tenant_id = format!(
         "bench-{}",
@@ -194,14 +193,14 @@ async fn straight_to_the_store(records: u64) -> Result<f64> {
         .create_batch(&tenant, &upload_header(&batch_id, &uploads), None)
         .await?;
     let queue = Arc::new(CollectingQueue::default());
-    let splitter = stockroom::uploads::UploadSplitter::new(
+    let splitter = stockroom_app::uploads::UploadSplitter::new(
         store.clone(),
         Arc::new(uploads),
         queue.clone(),
-        Arc::new(stockroom::ports::NoEvents),
+        Arc::new(stockroom_app::ports::NoEvents),
     );
     splitter
-        .split(&stockroom::uploads::upload_key(&tenant, &batch_id))
+        .split(&stockroom_app::uploads::upload_key(&tenant, &batch_id))
         .await?;
     let chunks = Arc::new(std::mem::take(&mut *queue.chunks.lock().await));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -215,7 +214,8 @@ async fn straight_to_the_store(records: u64) -> Result<f64> {
                     return anyhow::Ok(());
                 };
                 let chunk: ChunkMessage = serde_json::from_str(&envelope.body)?;
-                store.process_chunk(&chunk, ChunkDisposition::Apply).await?;
+                stockroom_app::chunks::apply_chunk(&*store, &chunk, ChunkDisposition::Apply)
+                    .await?;
             }
         });
     }

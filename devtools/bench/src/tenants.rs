@@ -1,13 +1,13 @@
 //! Tenants of the benchmarks' own, each with its usage plan and API keys.
 
 use anyhow::{Context, Result};
-use stockroom::adapters::dynamodb::DynamoApiKeyStore;
-use stockroom::auth::{ALL_SCOPES, generate_api_key};
-use stockroom::ports::ApiKeyStore;
+use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::ports::ApiKeyStore;
+use stockroom_aws::dynamodb::DynamoApiKeyStore;
 
 /// with `keys` API keys (all scopes).
 pub(crate) async fn tenant_with_keys(keys: usize) -> Result<(String, Vec<String>)> {
-    let sdk = stockroom::config::aws_sdk_config().await;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let tenant_id = format!(
         "bench-{}",
         ulid::Ulid::new().to_string().to_ascii_lowercase()

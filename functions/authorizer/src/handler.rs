@@ -5,10 +5,10 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
-use stockroom::auth::{Decision, authorize, stage_wide_resource};
-use stockroom::clock;
-use stockroom::error::error_chain;
-use stockroom::ports::ApiKeyLookup;
+use stockroom_app::auth::{Decision, authorize, stage_wide_resource};
+use stockroom_app::clock;
+use stockroom_app::error::error_chain;
+use stockroom_app::ports::ApiKeyLookup;
 use tracing::Instrument;
 
 /// How an authorization ends without a policy. API Gateway answers 401 for
@@ -48,7 +48,7 @@ pub async fn handle(
         .request_id
         .clone()
         .unwrap_or_else(|| event.context.request_id.clone());
-    let span = tracing::info_span!("authorize", request_id = %request_id, tenant = tracing::field::Empty, function = %function, cold_start = stockroom::telemetry::cold_start());
+    let span = tracing::info_span!("authorize", request_id = %request_id, tenant = tracing::field::Empty, function = %function, cold_start = stockroom_app::telemetry::cold_start());
     async move {
         // Never log the header: it carries the key.
         let header = request
@@ -68,7 +68,7 @@ pub async fn handle(
                     AuthorizerError::UnexpectedMethodArn
                 })?;
                 tracing::info!(key_id = %ctx.key_id, "allowed");
-                stockroom::telemetry::authorizer_decision(true);
+                stockroom_app::telemetry::authorizer_decision(true);
                 let mut response = ApiGatewayCustomAuthorizerResponse::<Value>::default();
                 response.principal_id = Some(ctx.key_id.clone());
                 response.policy_document = allow(resource);
@@ -82,7 +82,7 @@ pub async fn handle(
             }
             Decision::Unauthorized(reason) => {
                 tracing::info!(reason, "denied");
-                stockroom::telemetry::authorizer_decision(false);
+                stockroom_app::telemetry::authorizer_decision(false);
                 Err(AuthorizerError::Unauthorized)
             }
         }

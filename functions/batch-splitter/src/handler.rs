@@ -1,8 +1,8 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use stockroom::error::error_chain;
-use stockroom::sqs_batch::{receive_count, trace_header};
-use stockroom::uploads::{SplitOutcome, UploadSplitter, parse_upload_key};
+use stockroom_app::error::error_chain;
+use stockroom_app::uploads::{SplitOutcome, UploadSplitter, parse_upload_key};
+use stockroom_aws::sqs_batch::{receive_count, trace_header};
 use tracing::Instrument;
 
 pub struct App {
@@ -144,9 +144,9 @@ pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
-    let cold_start = stockroom::telemetry::cold_start();
+    let cold_start = stockroom_app::telemetry::cold_start();
     Ok(
-        stockroom::sqs_batch::each_message(event.payload.records, |msg| {
+        stockroom_aws::sqs_batch::each_message(event.payload.records, |msg| {
             process(app, msg, cold_start)
         })
         .await,

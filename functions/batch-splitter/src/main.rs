@@ -6,19 +6,20 @@ mod handler;
 
 use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::adapters::s3::S3UploadStore;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::adapters::sqs::SqsChunkQueue;
-use stockroom::uploads::UploadSplitter;
-use stockroom::{config, telemetry};
+use stockroom_app::config;
+use stockroom_app::uploads::UploadSplitter;
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::s3::S3UploadStore;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::sqs::SqsChunkQueue;
+use stockroom_aws::{runtime, sdk};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("batch-splitter")?;
+    runtime::init();
+    let metrics = runtime::metrics("batch-splitter")?;
     let cfg = config::BatchSplitterConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let app = handler::App {
         splitter: UploadSplitter::new(
             Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
@@ -34,7 +35,7 @@ async fn main() -> Result<(), Error> {
     };
     // Lives as long as the process; spawned per-message tasks borrow it.
     let app: &'static handler::App = Box::leak(Box::new(app));
-    telemetry::emf::lambda::service::run(
+    runtime::emf::lambda::service::run(
         metrics,
         service_fn(move |event| handler::handle(event, app)),
     )

@@ -1,11 +1,11 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use stockroom::adapters::sqs::SqsChunkQueue;
-use stockroom::batches::{BatchWorker, ChunkAttributes};
-use stockroom::error::error_chain;
-use stockroom::ports::ChunkDisposition;
-use stockroom::sqs_batch::{attribute, receive_count, trace_header};
+use stockroom_app::batches::{BatchWorker, ChunkAttributes};
+use stockroom_app::error::error_chain;
+use stockroom_app::ports::ChunkDisposition;
+use stockroom_aws::sqs::SqsChunkQueue;
+use stockroom_aws::sqs_batch::{attribute, receive_count, trace_header};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -103,7 +103,7 @@ pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
-    let cold_start = stockroom::telemetry::cold_start();
+    let cold_start = stockroom_app::telemetry::cold_start();
     let budget = time_left(event.context.deadline);
     let started = tokio::time::Instant::now();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_CHUNKS));
@@ -121,5 +121,5 @@ pub async fn handle(
             .await
         });
     }
-    Ok(stockroom::sqs_batch::partial_failures(tasks).await)
+    Ok(stockroom_aws::sqs_batch::partial_failures(tasks).await)
 }

@@ -5,18 +5,19 @@ mod handler;
 
 use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::adapters::sqs::SqsChunkQueue;
-use stockroom::batches::BatchWorker;
-use stockroom::{config, telemetry};
+use stockroom_app::batches::BatchWorker;
+use stockroom_app::config;
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::sqs::SqsChunkQueue;
+use stockroom_aws::{runtime, sdk};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("batch-worker")?;
+    runtime::init();
+    let metrics = runtime::metrics("batch-worker")?;
     let cfg = config::BatchWorkerConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let app = handler::App {
         worker: BatchWorker::new(
             Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
@@ -31,7 +32,7 @@ async fn main() -> Result<(), Error> {
     };
     // Lives as long as the process; spawned per-message tasks borrow it.
     let app: &'static handler::App = Box::leak(Box::new(app));
-    telemetry::emf::lambda::service::run(
+    runtime::emf::lambda::service::run(
         metrics,
         service_fn(move |event| handler::handle(event, app)),
     )

@@ -2,21 +2,22 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoBatchStore;
-use stockroom::adapters::s3::S3UploadStore;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::adapters::sqs::SqsChunkQueue;
-use stockroom::batches::{BatchesService, UploadSettings};
-use stockroom::cursor::CursorCodec;
-use stockroom::http::{BatchesState, batches_router};
-use stockroom::{config, telemetry};
+use stockroom_app::batches::{BatchesService, UploadSettings};
+use stockroom_app::config;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::s3::S3UploadStore;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::sqs::SqsChunkQueue;
+use stockroom_aws::{runtime, sdk};
+use stockroom_http::{BatchesState, batches_router};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("batches-api")?;
+    runtime::init();
+    let metrics = runtime::metrics("batches-api")?;
     let cfg = config::BatchesApiConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
     let queue = SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url);
     let state = BatchesState {
@@ -35,7 +36,7 @@ async fn main() -> Result<(), Error> {
         }),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
-    telemetry::emf::lambda::service::run_http(
+    runtime::emf::lambda::service::run_http(
         metrics,
         batches_router(state, config::function_name("batches-api")),
     )

@@ -2,19 +2,20 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoItemStore;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::cursor::CursorCodec;
-use stockroom::http::{AppState, router};
-use stockroom::service::ItemsService;
-use stockroom::{config, telemetry};
+use stockroom_app::config;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_app::items::ItemsService;
+use stockroom_aws::dynamodb::DynamoItemStore;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::{runtime, sdk};
+use stockroom_http::{AppState, router};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("items-api")?;
+    runtime::init();
+    let metrics = runtime::metrics("items-api")?;
     let cfg = config::ItemsApiConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
     let state = AppState {
         items: ItemsService::new(
@@ -27,5 +28,5 @@ async fn main() -> Result<(), Error> {
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };
-    telemetry::emf::lambda::service::run_http(metrics, router(state)).await
+    runtime::emf::lambda::service::run_http(metrics, router(state)).await
 }

@@ -2,24 +2,25 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoApiKeyStore;
-use stockroom::cursor::CursorCodec;
-use stockroom::http::{KeysState, keys_router};
-use stockroom::keys::KeysService;
-use stockroom::{config, telemetry};
+use stockroom_app::config;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_app::keys::KeysService;
+use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_aws::{runtime, sdk};
+use stockroom_http::{KeysState, keys_router};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("keys-api")?;
+    runtime::init();
+    let metrics = runtime::metrics("keys-api")?;
     let cfg = config::KeysApiConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let store = DynamoApiKeyStore::from_sdk_config(&sdk, cfg.api_keys_table);
     let state = KeysState {
         keys: KeysService::new(Arc::new(store), config::environment()),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
-    telemetry::emf::lambda::service::run_http(
+    runtime::emf::lambda::service::run_http(
         metrics,
         keys_router(state, config::function_name("keys-api")),
     )

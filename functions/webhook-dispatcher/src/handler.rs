@@ -1,8 +1,8 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use stockroom::error::error_chain;
-use stockroom::sqs_batch::{attribute, receive_count, trace_header};
-use stockroom::webhooks::{DispatchError, DispatchMessage, Dispatcher};
+use stockroom_app::error::error_chain;
+use stockroom_app::webhooks::{DispatchError, DispatchMessage, Dispatcher};
+use stockroom_aws::sqs_batch::{attribute, receive_count, trace_header};
 use tracing::Instrument;
 
 pub struct App {
@@ -86,9 +86,9 @@ pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
-    let cold_start = stockroom::telemetry::cold_start();
+    let cold_start = stockroom_app::telemetry::cold_start();
     Ok(
-        stockroom::sqs_batch::each_message(event.payload.records, |msg| {
+        stockroom_aws::sqs_batch::each_message(event.payload.records, |msg| {
             process(app, msg, cold_start)
         })
         .await,

@@ -6,20 +6,22 @@ mod handler;
 
 use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoWebhookStore;
-use stockroom::adapters::kms::KmsSecretCipher;
-use stockroom::adapters::sns::SnsEventPublisher;
-use stockroom::adapters::sqs::SqsDeliveryQueue;
-use stockroom::webhooks::Dispatcher;
-use stockroom::webhooks::target::{TargetPolicy, WebhookSender};
-use stockroom::{config, telemetry};
+use stockroom_app::config;
+use stockroom_app::webhooks::Dispatcher;
+use stockroom_app::webhooks::target::TargetPolicy;
+use stockroom_aws::dynamodb::DynamoWebhookStore;
+use stockroom_aws::kms::KmsSecretCipher;
+use stockroom_aws::sns::SnsEventPublisher;
+use stockroom_aws::sqs::SqsDeliveryQueue;
+use stockroom_aws::webhook_sender::WebhookSender;
+use stockroom_aws::{runtime, sdk};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("webhook-dispatcher")?;
+    runtime::init();
+    let metrics = runtime::metrics("webhook-dispatcher")?;
     let cfg = config::DispatcherConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let policy = TargetPolicy {
         allow_loopback_http: config::allow_loopback_webhooks(),
     };
@@ -35,7 +37,7 @@ async fn main() -> Result<(), Error> {
             &sdk,
             cfg.events_topic_arn,
         )),
-        sender: WebhookSender::new(policy)?,
+        sender: Arc::new(WebhookSender::new(policy)?),
         schedule: cfg.retry_schedule,
         disable_after: cfg.disable_after,
     };
@@ -45,7 +47,7 @@ async fn main() -> Result<(), Error> {
     };
     // Lives as long as the process; spawned per-message tasks borrow it.
     let app: &'static handler::App = Box::leak(Box::new(app));
-    telemetry::emf::lambda::service::run(
+    runtime::emf::lambda::service::run(
         metrics,
         service_fn(move |event| handler::handle(event, app)),
     )

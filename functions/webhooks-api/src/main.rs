@@ -2,21 +2,22 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
-use stockroom::adapters::dynamodb::DynamoWebhookStore;
-use stockroom::adapters::kms::KmsSecretCipher;
-use stockroom::adapters::sqs::SqsDeliveryQueue;
-use stockroom::cursor::CursorCodec;
-use stockroom::http::{WebhooksState, webhooks_router};
-use stockroom::webhooks::WebhooksService;
-use stockroom::webhooks::target::TargetPolicy;
-use stockroom::{config, telemetry};
+use stockroom_app::config;
+use stockroom_app::cursor::CursorCodec;
+use stockroom_app::webhooks::WebhooksService;
+use stockroom_app::webhooks::target::TargetPolicy;
+use stockroom_aws::dynamodb::DynamoWebhookStore;
+use stockroom_aws::kms::KmsSecretCipher;
+use stockroom_aws::sqs::SqsDeliveryQueue;
+use stockroom_aws::{runtime, sdk};
+use stockroom_http::{WebhooksState, webhooks_router};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let metrics = telemetry::metrics("webhooks-api")?;
+    runtime::init();
+    let metrics = runtime::metrics("webhooks-api")?;
     let cfg = config::WebhooksApiConfig::from_env()?;
-    let sdk = config::aws_sdk_config().await;
+    let sdk = sdk::aws_sdk_config().await;
     let state = WebhooksState {
         webhooks: WebhooksService::new(
             Arc::new(DynamoWebhookStore::from_sdk_config(&sdk, cfg.stock_table)),
@@ -32,7 +33,7 @@ async fn main() -> Result<(), Error> {
         ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
-    telemetry::emf::lambda::service::run_http(
+    runtime::emf::lambda::service::run_http(
         metrics,
         webhooks_router(state, config::function_name("webhooks-api")),
     )

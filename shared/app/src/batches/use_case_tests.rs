@@ -1,0 +1,374 @@
+//! The batch use cases on the in-memory adapters: submission, both modes,
+//! redelivery and concurrent delivery, dead-lettering, idempotency.
+
+use super::*;
+use crate::domain::event::EventType;
+use crate::domain::{Item, Sku};
+use crate::memory::{MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, RecordedEvents};
+use serde_json::json;
+
+struct World {
+    items: Arc<MemoryItemStore>,
+    store: Arc<MemoryBatchStore>,
+    queue: Arc<MemoryChunkQueue>,
+    events: Arc<RecordedEvents>,
+    batches: BatchesService,
+    worker: BatchWorker,
+    tenant: TenantId,
+}
+
+fn world() -> World {
+    let items = Arc::new(MemoryItemStore::default());
+    let store = Arc::new(MemoryBatchStore::new(items.clone()));
+    let queue = Arc::new(MemoryChunkQueue::default());
+    let events = Arc::new(RecordedEvents::default());
+    World {
+        batches: BatchesService::new(store.clone(), queue.clone(), events.clone()),
+        worker: BatchWorker::new(store.clone(), events.clone()),
+        items,
+        store,
+        queue,
+        events,
+        tenant: TenantId::parse("acme").unwrap(),
+    }
+}
+
+impl World {
+    async fn submit(&self, body: serde_json::Value) -> BatchAccepted {
+        self.submit_keyed(body, None).await.unwrap()
+    }
+
+    async fn submit_keyed(
+        &self,
+        body: serde_json::Value,
+        key: Option<&IdempotencyRequest>,
+    ) -> Result<BatchAccepted, ApiError> {
+        match self
+            .batches
+            .submit(&self.tenant, &body, "req-1", key)
+            .await?
+        {
+            SubmitOutcome::Accepted(accepted) => Ok(accepted),
+            SubmitOutcome::Replayed { body, .. } => Ok(serde_json::from_str(&body).unwrap()),
+        }
+    }
+
+    /// Delivers every queued chunk `times` times, as SQS may.
+    async fn deliver_all(&self, times: usize) -> Vec<Option<Batch>> {
+        let mut finished = Vec::new();
+        for envelope in self.queue.take() {
+            for _ in 0..times {
+                finished.push(self.deliver(&envelope, ChunkDisposition::Apply).await);
+            }
+        }
+        finished
+    }
+
+    async fn deliver(
+        &self,
+        envelope: &ChunkEnvelope,
+        disposition: ChunkDisposition,
+    ) -> Option<Batch> {
+        self.worker
+            .handle(&envelope.body, &attributes(envelope), disposition)
+            .await
+            .unwrap()
+    }
+
+    async fn batch(&self, id: &str) -> Batch {
+        self.store
+            .get_batch(&self.tenant, id, None)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn item(&self, sku: &str) -> Option<Item> {
+        use crate::ports::ItemStore;
+        self.items
+            .get_item(&self.tenant, &Sku::parse(sku).unwrap(), None)
+            .await
+            .unwrap()
+    }
+
+    async fn failures(&self, id: &str) -> Vec<RecordFailure> {
+        self.store
+            .list_failures(&self.tenant, id, 100, None, None)
+            .await
+            .unwrap()
+            .items
+    }
+
+    fn finished_events(&self) -> Vec<EventType> {
+        self.events
+            .take()
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| {
+                matches!(
+                    k,
+                    EventType::BatchCompleted
+                        | EventType::BatchCompletedWithErrors
+                        | EventType::BatchFailed
+                )
+            })
+            .collect()
+    }
+}
+
+fn attributes(envelope: &ChunkEnvelope) -> ChunkAttributes {
+    ChunkAttributes {
+        tenant_id: Some(envelope.tenant_id.clone()),
+        batch_id: Some(envelope.batch_id.clone()),
+        chunk: Some(envelope.chunk),
+        record_count: Some(envelope.record_count as u64),
+    }
+}
+
+fn mixed_records() -> serde_json::Value {
+    json!([
+        {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 10},
+        {"id": "r2", "sku": "MUG-1", "op": "adjust", "delta": -3, "reason": "sale"},
+        {"id": "r3", "sku": "CUP-1", "op": "adjust", "delta": -1, "reason": "sale"},
+        {"id": "r4", "sku": "MUG-1", "op": "adjust", "delta": -100, "reason": "sale"},
+        {"id": "r5", "sku": "TEA-1", "op": "upsert", "name": "Tea", "quantity": 4},
+    ])
+}
+
+#[tokio::test]
+async fn an_isolated_batch_applies_each_record_once_and_reports_the_rest() {
+    let w = world();
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": mixed_records()}))
+        .await;
+    assert_eq!(
+        (accepted.status, accepted.total),
+        (BatchStatus::Accepted, 5)
+    );
+    let finished: Vec<Batch> = w.deliver_all(1).await.into_iter().flatten().collect();
+    assert_eq!(finished.len(), 1, "the last chunk finishes the batch");
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!(batch.status, BatchStatus::CompletedWithErrors);
+    assert_eq!((batch.succeeded, batch.failed), (3, 2));
+    assert_eq!(w.item("MUG-1").await.map(|i| i.quantity), Some(7));
+    assert_eq!(w.item("TEA-1").await.map(|i| i.quantity), Some(4));
+    assert_eq!(w.item("CUP-1").await, None);
+    let failures = w.failures(&accepted.batch_id).await;
+    let failed: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| (f.record_id.as_str(), f.code.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [("r3", "item_not_found"), ("r4", "insufficient_stock")]
+    );
+    let ledger = w.items.ledger(&w.tenant, "MUG-1");
+    assert_eq!(ledger.iter().map(|m| m.delta).sum::<i64>(), 7);
+    assert_eq!(w.finished_events(), [EventType::BatchCompletedWithErrors]);
+}
+
+/// Paused time: the losers' backoff sleeps take no wall-clock time.
+#[tokio::test(start_paused = true)]
+async fn redelivered_and_concurrent_chunks_change_nothing_twice() {
+    let w = world();
+    let records: Vec<serde_json::Value> = (0..500)
+        .map(|i| json!({"id": format!("r{i}"), "sku": format!("SKU-{}", i % 7), "op": "upsert", "name": "x", "quantity": i}))
+        .chain((0..200).map(|i| json!({"id": format!("a{i}"), "sku": format!("SKU-{}", i % 7), "op": "adjust", "delta": 1, "reason": "count"})))
+        .collect();
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": records}))
+        .await;
+    let envelopes = w.queue.take();
+    assert!(envelopes.len() > 1, "several chunks: {}", envelopes.len());
+    for envelope in &envelopes {
+        let (a, b, c) = tokio::join!(
+            w.deliver(envelope, ChunkDisposition::Apply),
+            w.deliver(envelope, ChunkDisposition::Apply),
+            w.deliver(envelope, ChunkDisposition::Apply),
+        );
+        let _ = (a, b, c);
+        // And once more after it was counted.
+        w.deliver(envelope, ChunkDisposition::Apply).await;
+    }
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!(batch.status, BatchStatus::Completed);
+    assert_eq!((batch.succeeded, batch.failed, batch.total), (700, 0, 700));
+    for sku in 0..7 {
+        let sku = format!("SKU-{sku}");
+        let item = w.item(&sku).await.unwrap();
+        let ledger = w.items.ledger(&w.tenant, &sku);
+        assert_eq!(ledger.last().map(|m| m.quantity_after), Some(item.quantity));
+    }
+    let adjusted: i64 = (0..7)
+        .map(|s| {
+            w.items
+                .ledger(&w.tenant, &format!("SKU-{s}"))
+                .iter()
+                .filter(|m| m.delta == 1 && m.reason == "count")
+                .count() as i64
+        })
+        .sum();
+    assert_eq!(adjusted, 200, "every adjustment applied once");
+    assert_eq!(
+        w.finished_events(),
+        [EventType::BatchCompleted],
+        "one event"
+    );
+}
+
+#[tokio::test]
+async fn an_atomic_batch_applies_all_or_nothing() {
+    let w = world();
+    let good = w
+        .submit(json!({"mode": "atomic", "records": [
+            {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 5},
+            {"id": "r2", "sku": "MUG-1", "op": "adjust", "delta": -2, "reason": "sale"},
+        ]}))
+        .await;
+    w.deliver_all(2).await;
+    let batch = w.batch(&good.batch_id).await;
+    assert_eq!((batch.status, batch.succeeded), (BatchStatus::Completed, 2));
+    assert_eq!(w.item("MUG-1").await.map(|i| i.quantity), Some(3));
+
+    let bad = w
+        .submit(json!({"mode": "atomic", "records": [
+            {"id": "s1", "sku": "MUG-1", "op": "adjust", "delta": 1, "reason": "count"},
+            {"id": "s2", "sku": "MUG-1", "op": "adjust", "delta": -50, "reason": "sale"},
+        ]}))
+        .await;
+    w.deliver_all(1).await;
+    let batch = w.batch(&bad.batch_id).await;
+    assert_eq!((batch.status, batch.failed), (BatchStatus::Failed, 2));
+    assert_eq!(
+        w.item("MUG-1").await.map(|i| i.quantity),
+        Some(3),
+        "nothing applied"
+    );
+    let codes: Vec<String> = w
+        .failures(&bad.batch_id)
+        .await
+        .into_iter()
+        .map(|f| f.code)
+        .collect();
+    assert_eq!(codes, ["atomic_batch_aborted", "insufficient_stock"]);
+    assert_eq!(
+        w.finished_events(),
+        [EventType::BatchCompleted, EventType::BatchFailed]
+    );
+}
+
+#[tokio::test]
+async fn dead_lettered_chunks_fail_their_records_and_finish_the_batch() {
+    let w = world();
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": mixed_records()}))
+        .await;
+    let envelopes = w.queue.take();
+    for envelope in &envelopes {
+        w.deliver(envelope, ChunkDisposition::DeadLettered).await;
+    }
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.status, batch.failed), (BatchStatus::Failed, 5));
+    assert_eq!(w.item("MUG-1").await, None);
+
+    // A dead-lettered body that cannot be read is attributed by its
+    // message attributes: one synthetic failure for its records.
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": mixed_records()}))
+        .await;
+    let envelope = w.queue.take().remove(0);
+    let finished = w
+        .worker
+        .handle(
+            "{not json",
+            &attributes(&envelope),
+            ChunkDisposition::DeadLettered,
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.map(|b| b.failed), Some(5));
+    let codes: Vec<String> = w
+        .failures(&accepted.batch_id)
+        .await
+        .into_iter()
+        .map(|f| f.code)
+        .collect();
+    assert_eq!(codes, ["chunk_dead_lettered"]);
+    // Without attributes it cannot be attributed: an error, nothing counted.
+    let unattributed = w
+        .worker
+        .handle(
+            "{not json",
+            &ChunkAttributes::default(),
+            ChunkDisposition::DeadLettered,
+        )
+        .await;
+    assert!(matches!(unattributed, Err(ChunkError::Unreadable(_))));
+}
+
+#[tokio::test]
+async fn invalid_records_fail_at_submission_and_the_rest_are_applied() {
+    let w = world();
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": [
+            {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 5},
+            {"id": "r2", "sku": "MUG-1", "op": "adjust", "delta": 0, "reason": "sale"},
+            {"id": "r3", "sku": "bad sku!", "op": "adjust", "delta": 1},
+        ]}))
+        .await;
+    assert_eq!(accepted.total, 3);
+    w.deliver_all(1).await;
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.succeeded, batch.failed), (1, 2));
+    let ids: Vec<String> = w
+        .failures(&accepted.batch_id)
+        .await
+        .into_iter()
+        .map(|f| f.record_id)
+        .collect();
+    assert_eq!(ids, ["r2", "r3"]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_batch_and_refuses_another_body() {
+    let w = world();
+    let key = IdempotencyRequest {
+        key: "nightly-2026-12-03".into(),
+        request_hash: "hash-a".into(),
+    };
+    let body = json!({"mode": "isolated", "records": mixed_records()});
+    let first = w.submit_keyed(body.clone(), Some(&key)).await.unwrap();
+    let again = w.submit_keyed(body, Some(&key)).await.unwrap();
+    assert_eq!(first.batch_id, again.batch_id);
+    assert_eq!(w.queue.take().len(), 1, "the replay queued nothing");
+    let other = IdempotencyRequest {
+        request_hash: "hash-b".into(),
+        ..key
+    };
+    let refused = w
+        .submit_keyed(
+            json!({"mode": "isolated", "records": mixed_records()}),
+            Some(&other),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ApiError::IdempotencyKeyReused)),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_refused_whole() {
+    let w = world();
+    let records: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"id": format!("r{i}"), "sku": "MUG-1", "op": "adjust", "delta": 1}))
+        .collect();
+    let refused = w
+        .submit_keyed(json!({"mode": "atomic", "records": records}), None)
+        .await;
+    assert!(
+        matches!(refused, Err(ApiError::TooManyRecords { atomic: true, .. })),
+        "{refused:?}"
+    );
+    assert!(w.queue.take().is_empty());
+}

@@ -1,0 +1,170 @@
+//! Applying a chunk of batch records exactly once: the batch worker's loop.
+//!
+//! Isolated mode: every record gets exactly one outcome marker (applied or
+//! failed), committed with the record's effect (item write and ledger
+//! movement) and refused if it exists already. A redelivered chunk skips the
+//! records that have a marker; a concurrent delivery that loses the race
+//! sees its markers refused and drops those records. Records are applied in
+//! groups of distinct skus (`domain::chunk_plan::take_group`), one
+//! transaction per group, conditioned on the item versions read just before;
+//! a lost race re-reads and retries only what is left of the group. When
+//! every record has an outcome, the chunk is counted into the header once.
+//!
+//! Atomic mode is one transaction for the whole chunk, which the store
+//! commits from the domain's plan (`ChunkApplication::apply_atomic_chunk`).
+//!
+//! What each record does and which events it causes are the domain's rules
+//! (`domain::chunk_plan`); the store only reads and commits.
+
+use crate::clock;
+use crate::domain::TenantId;
+use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordFailure};
+use crate::domain::chunk_plan::{count_outcomes, plan_record, take_group};
+use crate::domain::event::Event;
+use crate::ports::{ChunkApplication, ChunkDisposition, GroupCommit, PlannedRecord, StoreError};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Rounds of lost races a chunk may go through before the delivery gives
+/// up (and SQS delivers it again).
+const MAX_ROUNDS: u32 = 40;
+
+/// Applies (or, dead-lettered, fails) one chunk exactly once, however often
+/// it is delivered, and counts it into the batch header. Returns the events
+/// caused by the writes this call committed.
+pub async fn apply_chunk(
+    store: &dyn ChunkApplication,
+    chunk: &ChunkMessage,
+    disposition: ChunkDisposition,
+) -> Result<Vec<Event>, StoreError> {
+    match chunk.mode {
+        BatchMode::Isolated => apply_isolated(store, chunk, disposition).await,
+        BatchMode::Atomic => store.apply_atomic_chunk(chunk, disposition).await,
+    }
+}
+
+async fn apply_isolated(
+    store: &dyn ChunkApplication,
+    chunk: &ChunkMessage,
+    disposition: ChunkDisposition,
+) -> Result<Vec<Event>, StoreError> {
+    let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
+    let batch_id = chunk.batch_id.as_str();
+    if store.chunk_counted(&tenant, batch_id, chunk.chunk).await? {
+        return Ok(Vec::new());
+    }
+    match store.get_batch(&tenant, batch_id, None).await? {
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "batch {batch_id} has no header"
+            )));
+        }
+        // Aborted at submission (could not be enqueued in full): apply nothing.
+        Some(header) if header.status.is_terminal() => return Ok(Vec::new()),
+        Some(_) => {}
+    }
+    store.mark_processing(&tenant, batch_id).await?;
+    let indexes: Vec<u32> = chunk.records.iter().map(|r| r.index).collect();
+    let done = store.read_outcomes(&tenant, batch_id, &indexes).await?;
+    let mut pending: Vec<&BatchRecord> = chunk
+        .records
+        .iter()
+        .filter(|r| !done.contains_key(&r.index))
+        .collect();
+    let mut round = 0;
+    let mut events = Vec::new();
+    while !pending.is_empty() {
+        let group = take_group(&mut pending);
+        let planned = plan_group(store, &tenant, chunk, &group, disposition).await?;
+        match store.commit_group(&tenant, batch_id, &planned).await? {
+            GroupCommit::Committed => {
+                let mut failures = Vec::new();
+                for p in planned {
+                    events.extend(p.plan.event);
+                    failures.extend(p.plan.failure);
+                }
+                log_failures(&failures);
+            }
+            GroupCommit::Retry(positions) => {
+                round += 1;
+                if round > MAX_ROUNDS {
+                    return Err(StoreError::Unavailable(
+                        "gave up applying a chunk under contention".into(),
+                    ));
+                }
+                backoff(round).await;
+                let positions: HashSet<usize> = positions.into_iter().collect();
+                pending.extend(
+                    group
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| positions.contains(i))
+                        .map(|(_, r)| *r),
+                );
+                pending.sort_by_key(|r| r.index);
+            }
+        }
+    }
+    let outcomes = store.read_outcomes(&tenant, batch_id, &indexes).await?;
+    if outcomes.len() != indexes.len() {
+        return Err(StoreError::Corrupt(format!(
+            "chunk {} of batch {batch_id}: {} of {} outcomes recorded",
+            chunk.chunk,
+            outcomes.len(),
+            indexes.len()
+        )));
+    }
+    let (applied, failed) = count_outcomes(&outcomes);
+    store
+        .count_chunk(&tenant, batch_id, chunk.chunk, applied, failed)
+        .await?;
+    Ok(events)
+}
+
+/// Plans each record of a group against its item as read now (a
+/// dead-lettered chunk reads nothing: every record fails).
+async fn plan_group<'a>(
+    store: &dyn ChunkApplication,
+    tenant: &TenantId,
+    chunk: &ChunkMessage,
+    group: &[&'a BatchRecord],
+    disposition: ChunkDisposition,
+) -> Result<Vec<PlannedRecord<'a>>, StoreError> {
+    let current = match disposition {
+        ChunkDisposition::Apply => {
+            let skus: Vec<&str> = group
+                .iter()
+                .map(|r| r.sku.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            store.read_items(tenant, &skus).await?
+        }
+        ChunkDisposition::DeadLettered => Default::default(),
+    };
+    let now = clock::now_rfc3339();
+    Ok(group
+        .iter()
+        .map(|record| {
+            let item = current.get(&record.sku);
+            PlannedRecord {
+                record,
+                plan: plan_record(chunk, record, item, disposition, &now),
+                read_version: item.map(|i| i.version),
+            }
+        })
+        .collect())
+}
+
+async fn backoff(round: u32) {
+    let ms = (5u64 << round.min(6)).min(500);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// One line per failed record (its id, code and reason), so "what happened
+/// to record R of batch B" is answered by the logs too.
+pub fn log_failures(failures: &[RecordFailure]) {
+    for f in failures {
+        tracing::info!(record_id = %f.record_id, code = %f.code, reason = %f.message, "record failed");
+    }
+}

@@ -1,0 +1,25 @@
+//! Stockroom's use cases and the narrow ports they need. Adapters
+//! (`stockroom-aws`) implement the ports; the HTTP surface (`stockroom-http`)
+//! and the Lambda functions call the use cases. Nothing here knows AWS,
+//! axum or the Lambda runtime, so the `memory` feature's in-memory adapters
+//! can run every use case in a unit test.
+
+pub mod auth;
+pub mod batches;
+pub mod chunks;
+pub mod clock;
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod items;
+pub mod keys;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+pub mod ports;
+pub mod telemetry;
+pub mod uploads;
+pub mod webhooks;
+
+/// The pure rules and types, re-exported so a use case's callers need one
+/// dependency for both.
+pub use stockroom_domain as domain;

@@ -1,0 +1,216 @@
+use super::page;
+use crate::domain::{Fields, Item, Movement, Sku, TenantId};
+use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub(super) struct Tenant {
+    /// By sku, so listings come in sku order.
+    pub(super) items: BTreeMap<String, Item>,
+    /// Per sku, oldest first (a deleted item keeps its ledger).
+    movements: HashMap<String, Vec<Movement>>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+}
+
+/// [`ItemStore`] in memory. Reads return whole records even when `fields`
+/// asks for fewer, as a store may.
+#[derive(Debug, Default)]
+pub struct MemoryItemStore {
+    tenants: Mutex<HashMap<String, Tenant>>,
+}
+
+impl MemoryItemStore {
+    /// Runs `f` on the tenant's data, under the one lock (so each call is
+    /// atomic, as the DynamoDB conditions and transactions are).
+    pub(super) fn with_tenant<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
+        let mut all = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(tenant.as_str().to_owned()).or_default())
+    }
+
+    /// The items of these skus that exist, by sku.
+    pub(super) fn items_of(&self, tenant: &TenantId, skus: &[&str]) -> HashMap<String, Item> {
+        self.with_tenant(tenant, |t| {
+            skus.iter()
+                .filter_map(|sku| t.items.get(*sku).map(|i| (i.sku.clone(), i.clone())))
+                .collect()
+        })
+    }
+
+    /// Takes an idempotency key, unless a record of it has not expired.
+    pub(super) fn take_idempotency_key(
+        &self,
+        tenant: &TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| t.take_key(record))
+    }
+
+    pub(super) fn idempotency(&self, tenant: &TenantId, key: &str) -> Option<IdempotencyRecord> {
+        self.with_tenant(tenant, |t| t.idempotency.get(key).cloned())
+    }
+
+    /// Items held, across tenants.
+    pub fn item_count(&self) -> usize {
+        let all = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|t| t.items.len()).sum()
+    }
+
+    /// Every movement of a sku, oldest first (the ledger a test sums).
+    pub fn ledger(&self, tenant: &TenantId, sku: &str) -> Vec<Movement> {
+        self.with_tenant(tenant, |t| {
+            t.movements.get(sku).cloned().unwrap_or_default()
+        })
+    }
+}
+
+impl Tenant {
+    /// The condition every versioned write has: the item is there, at `expected`.
+    fn check_version(&self, sku: &str, expected: u64) -> Result<(), StoreError> {
+        match self.items.get(sku) {
+            Some(item) if item.version == expected => Ok(()),
+            _ => Err(StoreError::ConditionFailed),
+        }
+    }
+
+    /// The idempotency key's condition: free, or its record expired.
+    fn take_key(&mut self, record: &IdempotencyRecord) -> Result<(), StoreError> {
+        let now = crate::clock::now().unix_timestamp();
+        if self
+            .idempotency
+            .get(&record.key)
+            .is_some_and(|held| held.expires_at >= now)
+        {
+            return Err(StoreError::IdempotencyKeyTaken);
+        }
+        self.idempotency.insert(record.key.clone(), record.clone());
+        Ok(())
+    }
+
+    pub(super) fn append(&mut self, movement: Option<&Movement>) {
+        if let Some(m) = movement {
+            self.movements
+                .entry(m.sku.clone())
+                .or_default()
+                .push(m.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl ItemStore for MemoryItemStore {
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        _fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| t.items.get(sku.as_str()).cloned()))
+    }
+
+    async fn create_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        opening: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            if t.items.contains_key(&item.sku) {
+                return Err(StoreError::AlreadyExists);
+            }
+            t.items.insert(item.sku.clone(), item.clone());
+            t.append(opening);
+            Ok(())
+        })
+    }
+
+    async fn replace_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            t.check_version(&item.sku, expected_version)?;
+            t.items.insert(item.sku.clone(), item.clone());
+            Ok(())
+        })
+    }
+
+    async fn delete_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        expected_version: u64,
+        closing: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            t.check_version(sku.as_str(), expected_version)?;
+            t.items.remove(sku.as_str());
+            t.append(closing);
+            Ok(())
+        })
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        _fields: Option<&Fields<Item>>,
+    ) -> Result<Page<Item>, StoreError> {
+        let items: Vec<Item> = self.with_tenant(tenant, |t| t.items.values().cloned().collect());
+        Ok(page(&items, limit, start.as_ref(), "sku", |i| &i.sku))
+    }
+
+    /// All or nothing, as the DynamoDB transaction: the version condition,
+    /// then the idempotency key, then the three writes.
+    async fn record_adjustment(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            t.check_version(&item.sku, expected_version)?;
+            if let Some(record) = idempotency {
+                t.take_key(record)?;
+            }
+            t.items.insert(item.sku.clone(), item.clone());
+            t.append(Some(movement));
+            Ok(())
+        })
+    }
+
+    async fn list_movements(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        limit: u32,
+        start: Option<PageKey>,
+        _fields: Option<&Fields<Movement>>,
+    ) -> Result<Page<Movement>, StoreError> {
+        let mut newest_first = self.with_tenant(tenant, |t| {
+            t.movements.get(sku.as_str()).cloned().unwrap_or_default()
+        });
+        newest_first.reverse();
+        Ok(page(
+            &newest_first,
+            limit,
+            start.as_ref(),
+            "movement_id",
+            |m| &m.movement_id,
+        ))
+    }
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self.idempotency(tenant, key))
+    }
+}

@@ -1,0 +1,643 @@
+//! Narrow async ports the use cases depend on; adapters implement them.
+//!
+//! Reads that take `fields` (`?fields=`) read only what those fields need:
+//! in what they return, the fields outside the selection may hold
+//! placeholders (the DynamoDB stores do not fetch them). Callers that read a
+//! field themselves add it to the selection (`Fields::and`), and the API
+//! renders such records through `Fields::select` with the client's own
+//! selection. `None` reads whole records.
+
+use crate::domain::key::{ApiKeyRecord, ApiKeyView};
+use crate::domain::{Fields, Item, Movement, Sku, TenantId};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the record already exists")]
+    AlreadyExists,
+    /// A conditional write lost: the item changed or disappeared meanwhile.
+    #[error("conditional write failed: the record changed or is gone")]
+    ConditionFailed,
+    #[error("the idempotency key is already recorded")]
+    IdempotencyKeyTaken,
+    /// Throttled, timed out or unreachable after the SDK's retries.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("the store failed")]
+    Backend(#[source] BoxError),
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+}
+
+/// Opaque position in a paginated query (the store's last evaluated key).
+pub type PageKey = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageKey>,
+}
+
+/// A stored response for an `Idempotency-Key`, replayed on retries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of method, path and body: the same key with another request is refused.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: String,
+    /// Unix seconds; the store's TTL removes the record after it.
+    pub expires_at: i64,
+}
+
+/// Stock and description of a tenant's items, plus their ledger.
+#[async_trait]
+pub trait ItemStore: Send + Sync {
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError>;
+
+    /// Creates the item (and its opening movement) unless the sku exists.
+    async fn create_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        opening: Option<&Movement>,
+    ) -> Result<(), StoreError>;
+
+    /// Writes `item` if the stored version is still `expected_version`.
+    async fn replace_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the item at `expected_version`, recording the closing movement.
+    async fn delete_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        expected_version: u64,
+        closing: Option<&Movement>,
+    ) -> Result<(), StoreError>;
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Page<Item>, StoreError>;
+
+    /// Atomically sets the new quantity (if the version is unchanged), appends
+    /// the movement and stores the idempotent response when given.
+    async fn record_adjustment(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Newest first.
+    async fn list_movements(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Movement>>,
+    ) -> Result<Page<Movement>, StoreError>;
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
+
+/// What the authorizer needs of the hashed API keys: find one, note its use.
+#[async_trait]
+pub trait ApiKeyLookup: Send + Sync {
+    async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Records `last_used_at`.
+    async fn touch_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
+}
+
+/// A tenant's management of its hashed API keys (keys API, admin CLI).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// `AlreadyExists` if a key with this hash exists.
+    async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// A tenant's keys, oldest first.
+    async fn list_keys(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<Page<ApiKeyRecord>, StoreError>;
+    /// With `fields`, the record's other attributes (`key_hash`,
+    /// `usage_key`...) are not read.
+    async fn find_key_by_id(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        fields: Option<&Fields<ApiKeyView>>,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Sets `revoked_at` unless already set.
+    async fn revoke_key(&self, key_hash: &str, now: &str) -> Result<(), StoreError>;
+}
+
+use crate::domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
+
+pub use crate::domain::chunk_plan::ChunkDisposition;
+
+/// A batch's header as every batch use case reads and finishes it.
+#[async_trait]
+pub trait BatchHeaders: Send + Sync {
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Option<Batch>, StoreError>;
+
+    /// Records outcomes decided at submission (records that failed validation).
+    async fn record_failures(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        failures: &[RecordFailure],
+    ) -> Result<(), StoreError>;
+
+    /// Moves the batch to its terminal status once every chunk is counted.
+    /// Returns the terminal batch while its status event is still to be
+    /// published (from the call that made the transition, and again from
+    /// later calls until `mark_notified`).
+    async fn finalize(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<Option<Batch>, StoreError>;
+
+    /// The batch's terminal event was published: stop offering it.
+    async fn mark_notified(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// Fails an upload batch whose file is missing or unusable, before any
+    /// of its records was enqueued (a no-op otherwise); returns whether
+    /// this call failed it.
+    async fn fail_upload(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        error: &BatchError,
+        failed_records: u64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the batches API does: submit, abort, list and read batches.
+#[async_trait]
+pub trait BatchSubmissions: BatchHeaders {
+    /// Stores the header and, atomically with it, the idempotent response.
+    async fn create_batch(
+        &self,
+        tenant: &TenantId,
+        batch: &Batch,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a batch failed before any chunk ran (e.g. it could not be enqueued).
+    async fn abort_batch(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// Newest first, optionally only those with `status`.
+    async fn list_batches(
+        &self,
+        tenant: &TenantId,
+        status: Option<BatchStatus>,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Batch>>,
+    ) -> Result<Page<Batch>, StoreError>;
+
+    /// Failed records in record order.
+    async fn list_failures(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<RecordFailure>>,
+    ) -> Result<Page<RecordFailure>, StoreError>;
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
+
+/// One record of a group, planned against the item read just before.
+pub struct PlannedRecord<'a> {
+    pub record: &'a crate::domain::batch::BatchRecord,
+    pub plan: crate::domain::chunk_plan::RecordPlan,
+    /// The version of the item the plan was made against (None: no item);
+    /// the commit is conditioned on it.
+    pub read_version: Option<u64>,
+}
+
+/// How a group's commit ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GroupCommit {
+    /// Every record's effect, ledger entry, failure entry and outcome marker
+    /// committed together.
+    Committed,
+    /// Nothing committed: a concurrent write changed an item, or another
+    /// delivery recorded some outcomes first. These positions in the group
+    /// are still to do (re-read and planned again).
+    Retry(Vec<usize>),
+}
+
+/// The primitives the batch worker applies chunks with
+/// (the batch worker's loop, `apply_chunk`, runs over them).
+#[async_trait]
+pub trait ChunkApplication: BatchHeaders {
+    /// Whether the chunk was counted into the header already (done).
+    async fn chunk_counted(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        chunk: u32,
+    ) -> Result<bool, StoreError>;
+
+    /// `accepted` -> `processing` when the first chunk starts.
+    async fn mark_processing(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// The outcome markers of these records (strongly consistent):
+    /// index -> applied?
+    async fn read_outcomes(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        indexes: &[u32],
+    ) -> Result<std::collections::HashMap<u32, bool>, StoreError>;
+
+    /// The current items of these skus (strongly consistent), by sku.
+    async fn read_items(
+        &self,
+        tenant: &TenantId,
+        skus: &[&str],
+    ) -> Result<std::collections::HashMap<String, Item>, StoreError>;
+
+    /// Commits one group in one transaction: each record's effect
+    /// (conditioned on the version read), ledger movement, failure entry and
+    /// outcome marker (conditioned on not existing).
+    async fn commit_group(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        group: &[PlannedRecord<'_>],
+    ) -> Result<GroupCommit, StoreError>;
+
+    /// Adds a chunk's outcome counts to the header exactly once.
+    async fn count_chunk(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        chunk: u32,
+        applied: u64,
+        failed: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Atomic mode (one chunk, at most 99 records): all of it in one
+    /// transaction with the header's claim, or nothing but the failure
+    /// report (`domain::chunk_plan::plan_atomic`). Idempotent.
+    async fn apply_atomic_chunk(
+        &self,
+        chunk: &ChunkMessage,
+        disposition: ChunkDisposition,
+    ) -> Result<Vec<crate::domain::event::Event>, StoreError>;
+
+    /// A dead-lettered chunk whose body cannot be read: count its records as
+    /// failed under one synthetic failure entry.
+    async fn fail_unreadable_chunk(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        chunk: u32,
+        record_count: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// What the upload splitter records of its progress through a file.
+#[async_trait]
+pub trait UploadSplits: BatchHeaders {
+    /// An upload batch's file arrived: `awaiting_upload` -> `accepted`
+    /// (a no-op in any other status).
+    async fn begin_split(&self, tenant: &TenantId, batch_id: &str) -> Result<(), StoreError>;
+
+    /// Records how far the splitter got (shown as the batch's progress).
+    async fn record_split_progress(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        records_read: u64,
+        records_enqueued: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The file was read whole: sets the totals, after which the workers'
+    /// counts can finish the batch. Only the first call applies them;
+    /// returns whether this call did.
+    async fn complete_split(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+        totals: &SplitTotals,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Every batch port: what one adapter implements, and what code holding a
+/// single store (tests, the benchmark) uses. Each use case takes only its
+/// own port.
+pub trait BatchStore: BatchSubmissions + ChunkApplication + UploadSplits {}
+
+impl<T: BatchSubmissions + ChunkApplication + UploadSplits + ?Sized> BatchStore for T {}
+
+/// What the first read of an uploaded file found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitTotals {
+    pub total: u64,
+    /// Rows that failed validation (already recorded as failures).
+    pub invalid: u64,
+    pub chunks: u64,
+}
+
+/// A presigned upload: what the client sends, where, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub url: String,
+    pub method: String,
+    /// Headers the client must send exactly (they are part of the signature).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A readable stream of an uploaded file.
+pub type UploadBody = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// Uploaded batch files (S3 when deployed).
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// A URL that accepts one PUT of exactly `size_bytes` at `key`.
+    async fn presign_put(
+        &self,
+        key: &str,
+        size_bytes: u64,
+        ttl: std::time::Duration,
+    ) -> Result<PresignedUpload, StoreError>;
+    /// The stored object's size, or None when nothing was uploaded.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Streams the object (never loaded whole).
+    async fn open(&self, key: &str) -> Result<UploadBody, StoreError>;
+}
+
+/// A chunk ready to send: its body and the attributes that travel with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkEnvelope {
+    pub body: String,
+    pub tenant_id: String,
+    pub batch_id: String,
+    pub request_id: String,
+    pub chunk: u32,
+    pub record_count: usize,
+}
+
+#[async_trait]
+pub trait ChunkQueue: Send + Sync {
+    /// Sends every chunk (batched, with retries of the entries SQS refused).
+    async fn send_chunks(&self, chunks: &[ChunkEnvelope]) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------- events
+
+use crate::domain::event::Event;
+
+/// Publishes status events (to the SNS topic when deployed).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes every event (batched, retrying the entries refused).
+    async fn publish(&self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Publishes events whose cause is already committed: nothing can undo
+    /// or redo it, so a failure is logged with the event ids, not returned.
+    async fn publish_or_log(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.publish(events).await {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            tracing::error!(event_ids = %ids.join(","), error = %crate::telemetry::error_chain(&e), "publishing events failed; they are lost");
+        }
+    }
+}
+
+/// Publishes nowhere: for functions and tests that do not emit events.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventPublisher for NoEvents {
+    async fn publish(&self, _events: &[Event]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- webhooks
+
+use crate::domain::webhook::{Attempt, Delivery, DeliveryStatus, StoredSecret, Webhook};
+
+/// A webhook with its encrypted signing secrets, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub webhook: Webhook,
+    /// Newest first; older ones carry the end of their 24 h overlap.
+    pub secrets: Vec<StoredSecret>,
+}
+
+/// A delivery with the exact bytes every attempt sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub payload: String,
+    pub request_id: String,
+}
+
+/// What a delivery attempt tells about the endpoint's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointHealth {
+    Succeeded,
+    Failing { now: String },
+    Disable { reason: String, now: String },
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        rec: &WebhookRecord,
+    ) -> Result<(), StoreError>;
+    /// With `fields`, the secrets are not read (empty).
+    async fn list_webhooks(
+        &self,
+        tenant: &TenantId,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// With `fields`, the secrets are not read (empty).
+    async fn get_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        fields: Option<&Fields<Webhook>>,
+    ) -> Result<Option<WebhookRecord>, StoreError>;
+    /// `ConditionFailed` when there is no such webhook.
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError>;
+    /// Replaces the secrets if the webhook still has `expected` (a rotation
+    /// racing another gets `ConditionFailed`).
+    async fn replace_secrets(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        expected: &[StoredSecret],
+        secrets: &[StoredSecret],
+        now: &str,
+    ) -> Result<(), StoreError>;
+    /// Records the endpoint's health; returns true when this call disabled it.
+    async fn set_health(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        health: &EndpointHealth,
+    ) -> Result<bool, StoreError>;
+
+    /// Creates the delivery unless it exists; returns whether it was created.
+    async fn create_delivery(
+        &self,
+        tenant: &TenantId,
+        rec: &DeliveryRecord,
+    ) -> Result<bool, StoreError>;
+    /// With `fields`, the payload and request id are not read (empty).
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        fields: Option<&Fields<Delivery>>,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    async fn record_attempt(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_retry_at: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Sets a delivery back to pending (for a replay).
+    async fn reopen_delivery(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: &str,
+    ) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Delivery>>,
+    ) -> Result<Page<Delivery>, StoreError>;
+}
+
+/// Encrypts signing secrets (KMS), bound to the tenant and webhook they
+/// belong to through the encryption context.
+#[async_trait]
+pub trait SecretCipher: Send + Sync {
+    async fn encrypt(
+        &self,
+        plaintext: &str,
+        context: &[(&str, &str)],
+    ) -> Result<String, StoreError>;
+    async fn decrypt(
+        &self,
+        ciphertext: &str,
+        context: &[(&str, &str)],
+    ) -> Result<String, StoreError>;
+}
+
+/// One queued delivery attempt series: which delivery to (re)send.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryJob {
+    pub v: u8,
+    pub tenant_id: String,
+    pub webhook_id: String,
+    pub delivery_id: String,
+    pub request_id: String,
+}
+
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError>;
+    /// Hides a received job for `delay` before its next attempt.
+    async fn retry_in(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Moves an exhausted job to the dead-letter queue (for redrive).
+    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError>;
+    /// Moves a message that can never be processed (unreadable) to the
+    /// dead-letter queue at once, with the reason, instead of letting it be
+    /// received again and again until the redrive count.
+    async fn dead_letter_unreadable(&self, body: &str, reason: &str) -> Result<(), StoreError>;
+}
+
+// --- Webhook deliveries ---------------------------------------------------
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// Network error, timeout, 3xx, 4xx other than 410, 5xx, or refused target: retry later.
+    Failed,
+    /// 410: the receiver asked us to stop; disable the endpoint.
+    Gone,
+}
+
+/// Result of one delivery attempt. `error` is short and safe to show to the endpoint owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub retry_after: Option<std::time::Duration>,
+    pub outcome: Outcome,
+}
+
+/// Sends one webhook POST. Implementations never fail: a refused target, a
+/// network error or a timeout is an `AttemptResult` with `Outcome::Failed`.
+#[async_trait]
+pub trait WebhookTransport: Send + Sync {
+    async fn send(&self, url: &str, headers: &[(String, String)], body: Vec<u8>) -> AttemptResult;
+}

@@ -1,0 +1,436 @@
+//! The DynamoDB primitives the batch worker applies chunks with
+//! (`stockroom_app::chunks` is the loop over them).
+//!
+//! Isolated mode: a record's outcome marker (`R#<index>`, applied or failed)
+//! commits with its effect (item write + ledger movement) under
+//! `attribute_not_exists`, in one transaction per group of distinct skus,
+//! conditioned on the item versions read just before. A chunk is counted
+//! once: the chunk marker (`C#<chunk>`) and the header's counters commit in
+//! one transaction.
+//!
+//! Atomic mode (at most 99 records, one chunk): all item writes and the
+//! header's claim (`chunks_done = 0 -> 1`, with the ledger plan) commit in one
+//! transaction, or, if any record cannot be applied, the header claims the
+//! failure with the failure report and nothing is written to items. Ledger
+//! movements and failure entries are written from the stored plan afterwards,
+//! idempotently, and re-written by a redelivery until `ledger_written`.
+//!
+//! What each record does, which records share a transaction, which events a
+//! write causes and what an atomic batch commits to are the domain's rules
+//! (`domain::chunk_plan`, unit-tested there); this module reads and commits.
+
+use super::batch_table::DynamoBatchStore;
+use super::error::{build_error, classify};
+use super::records::*;
+use super::tx::{TransactFailure, batch_get, batch_write, transact};
+use super::{Attrs, from_attrs, n, s, to_attrs};
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, Delete, Put, PutRequest, TransactWriteItem, WriteRequest,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use stockroom_app::ports::{GroupCommit, PlannedRecord, StoreError};
+use stockroom_domain::batch::{ChunkMessage, RecordEffect, RecordFailure};
+use stockroom_domain::chunk_plan::{AtomicPlan, ChunkDisposition, plan_atomic, record_event};
+use stockroom_domain::event::Event;
+use stockroom_domain::{Item, Movement, TenantId};
+
+const MAX_ROUNDS: u32 = 40;
+
+async fn backoff(round: u32) {
+    let ms = (5u64 << round.min(6)).min(500);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn put_action(
+    table: &str,
+    item: Attrs,
+    condition: &str,
+    values: &[(&str, aws_sdk_dynamodb::types::AttributeValue)],
+) -> Result<TransactWriteItem, StoreError> {
+    let mut put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition);
+    for (k, v) in values {
+        put = put.expression_attribute_values(*k, v.clone());
+    }
+    Ok(TransactWriteItem::builder()
+        .put(put.build().map_err(build_error)?)
+        .build())
+}
+
+fn plain_put(table: &str, item: Attrs) -> Result<TransactWriteItem, StoreError> {
+    Ok(TransactWriteItem::builder()
+        .put(
+            Put::builder()
+                .table_name(table)
+                .set_item(Some(item))
+                .build()
+                .map_err(build_error)?,
+        )
+        .build())
+}
+
+fn write_request(item: Attrs) -> Result<WriteRequest, StoreError> {
+    Ok(WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(build_error)?,
+        )
+        .build())
+}
+
+/// Current items for these skus (strongly consistent).
+pub(super) async fn read_items(
+    store: &DynamoBatchStore,
+    tenant: &TenantId,
+    skus: &[&str],
+) -> Result<HashMap<String, Item>, StoreError> {
+    let keys = skus
+        .iter()
+        .map(|sku| DynamoBatchStore::key(item_pk(tenant, sku), ITEM_SK))
+        .collect();
+    batch_get(&store.client, &store.table, keys)
+        .await?
+        .into_iter()
+        .map(|a| from_attrs::<ItemRecord>(a).map(|r| (r.sku.clone(), Item::from(r))))
+        .collect()
+}
+
+/// Outcome markers of these records: index -> applied?
+pub(super) async fn outcomes(
+    store: &DynamoBatchStore,
+    pk: &str,
+    indexes: &[u32],
+) -> Result<HashMap<u32, bool>, StoreError> {
+    let keys = indexes
+        .iter()
+        .map(|index| DynamoBatchStore::key(pk.to_owned(), &outcome_sk(*index)))
+        .collect();
+    let mut map = HashMap::new();
+    for a in batch_get(&store.client, &store.table, keys).await? {
+        let o: OutcomeStored = from_attrs(a)?;
+        let index =
+            o.sk.trim_start_matches(OUTCOME_PREFIX)
+                .parse::<u32>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        map.insert(index, o.outcome == "applied");
+    }
+    Ok(map)
+}
+
+pub(super) async fn chunk_counted(
+    store: &DynamoBatchStore,
+    pk: &str,
+    chunk: u32,
+) -> Result<bool, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.table)
+        .set_key(Some(DynamoBatchStore::key(pk.to_owned(), &chunk_sk(chunk))))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(out.item.is_some())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Item,
+    Marker,
+    Other,
+}
+
+/// Commits one planned group in one transaction (see the module doc).
+pub(super) async fn commit_group(
+    store: &DynamoBatchStore,
+    tenant: &TenantId,
+    batch_id: &str,
+    group: &[PlannedRecord<'_>],
+) -> Result<GroupCommit, StoreError> {
+    let table = store.table.as_str();
+    let pk = batch_pk(tenant, batch_id);
+    let mut actions = Vec::new();
+    let mut roles: Vec<(usize, Role)> = Vec::new();
+    for (i, planned) in group.iter().enumerate() {
+        let rec = planned.record;
+        let plan = &planned.plan;
+        match &plan.effect {
+            RecordEffect::Put { item, created, .. } => {
+                let attrs = to_attrs(&ItemRecord::new(tenant, item))?;
+                let action = match (created, planned.read_version) {
+                    (false, Some(version)) => {
+                        put_action(table, attrs, "version = :v", &[(":v", n(version))])?
+                    }
+                    _ => put_action(table, attrs, "attribute_not_exists(pk)", &[])?,
+                };
+                actions.push(action);
+                roles.push((i, Role::Item));
+            }
+            RecordEffect::Delete { .. } => {
+                let delete = Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(DynamoBatchStore::key(
+                        item_pk(tenant, &rec.sku),
+                        ITEM_SK,
+                    )))
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(planned.read_version.unwrap_or_default()))
+                    .build()
+                    .map_err(build_error)?;
+                actions.push(TransactWriteItem::builder().delete(delete).build());
+                roles.push((i, Role::Item));
+            }
+            RecordEffect::Fail { .. } => {}
+        }
+        if let Some(movement) = &plan.movement {
+            actions.push(plain_put(
+                table,
+                to_attrs(&MovementRecord::new(tenant, movement))?,
+            )?);
+            roles.push((i, Role::Other));
+        }
+        if let Some(failure) = &plan.failure {
+            actions.push(plain_put(
+                table,
+                to_attrs(&FailureStored::new(tenant, batch_id, failure))?,
+            )?);
+            roles.push((i, Role::Other));
+        }
+        let marker = OutcomeStored {
+            pk: pk.clone(),
+            sk: outcome_sk(rec.index),
+            outcome: if plan.applied() { "applied" } else { "failed" }.into(),
+            record_id: rec.id.clone(),
+        };
+        actions.push(put_action(
+            table,
+            to_attrs(&marker)?,
+            "attribute_not_exists(pk)",
+            &[],
+        )?);
+        roles.push((i, Role::Marker));
+    }
+    match transact(&store.client, actions).await {
+        Ok(()) => Ok(GroupCommit::Committed),
+        Err(TransactFailure::Condition(flags)) => {
+            // Records whose marker already exists were done by another delivery.
+            let settled: HashSet<usize> = roles
+                .iter()
+                .enumerate()
+                .filter(|(a, (_, role))| {
+                    *role == Role::Marker && TransactFailure::failed(&flags, *a)
+                })
+                .map(|(_, (i, _))| *i)
+                .collect();
+            Ok(GroupCommit::Retry(
+                (0..group.len()).filter(|i| !settled.contains(i)).collect(),
+            ))
+        }
+        Err(TransactFailure::Conflict) => Ok(GroupCommit::Retry((0..group.len()).collect())),
+        Err(TransactFailure::Store(e)) => Err(e),
+    }
+}
+
+pub(super) async fn apply_atomic(
+    store: &DynamoBatchStore,
+    tenant: &TenantId,
+    chunk: &ChunkMessage,
+    disposition: ChunkDisposition,
+) -> Result<Vec<Event>, StoreError> {
+    let table = store.table.as_str();
+    let pk = batch_pk(tenant, &chunk.batch_id);
+    let total = chunk.records.len() as u64;
+    for round in 0..MAX_ROUNDS {
+        let Some(header) = store.header(tenant, &chunk.batch_id).await? else {
+            return Err(StoreError::Corrupt(format!(
+                "batch {} has no header",
+                chunk.batch_id
+            )));
+        };
+        if header.chunks_done > 0 {
+            write_atomic_side_effects(store, tenant, header).await?;
+            return Ok(Vec::new());
+        }
+        store.mark_processing(tenant, &chunk.batch_id).await?;
+        let skus: Vec<&str> = chunk
+            .records
+            .iter()
+            .map(|r| r.sku.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let read = match disposition {
+            ChunkDisposition::Apply => read_items(store, tenant, &skus).await?,
+            ChunkDisposition::DeadLettered => HashMap::new(),
+        };
+        let now = stockroom_app::clock::now_rfc3339();
+        let claim = |succeeded: u64, failed: u64, field: &str, json: String| {
+            aws_sdk_dynamodb::types::Update::builder()
+                .table_name(table)
+                .set_key(Some(DynamoBatchStore::key(pk.clone(), BATCH_SK)))
+                .update_expression(format!("SET succeeded = :s, failed = :f, chunks_done = :one, updated_at = :now, {field} = :plan"))
+                .condition_expression("chunks_done = :zero")
+                .expression_attribute_values(":s", n(succeeded))
+                .expression_attribute_values(":f", n(failed))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":now", s(&now))
+                .expression_attribute_values(":plan", s(json))
+                .build()
+                .map_err(build_error)
+        };
+        let mut actions = Vec::new();
+        let mut events = Vec::new();
+        let mut rejected: Vec<RecordFailure> = Vec::new();
+        let items_in_tx;
+        match plan_atomic(chunk, &read, disposition, &now) {
+            AtomicPlan::Reject(failures) => {
+                let json = serde_json::to_string(
+                    &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),
+                )
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                actions.push(
+                    TransactWriteItem::builder()
+                        .update(claim(0, total, "atomic_failures", json)?)
+                        .build(),
+                );
+                items_in_tx = 0;
+                rejected = failures;
+            }
+            AtomicPlan::Apply { items, movements } => {
+                for (sku, (before, after)) in &items {
+                    events.extend(record_event(
+                        chunk,
+                        sku,
+                        before.as_ref(),
+                        after.as_ref(),
+                        &now,
+                    ));
+                    let action = match (before, after) {
+                        (None, Some(new)) => put_action(
+                            table,
+                            to_attrs(&ItemRecord::new(tenant, new))?,
+                            "attribute_not_exists(pk)",
+                            &[],
+                        )?,
+                        (Some(old), Some(new)) => put_action(
+                            table,
+                            to_attrs(&ItemRecord::new(tenant, new))?,
+                            "version = :v",
+                            &[(":v", n(old.version))],
+                        )?,
+                        (Some(old), None) => TransactWriteItem::builder()
+                            .delete(
+                                Delete::builder()
+                                    .table_name(table)
+                                    .set_key(Some(DynamoBatchStore::key(
+                                        item_pk(tenant, sku),
+                                        ITEM_SK,
+                                    )))
+                                    .condition_expression("version = :v")
+                                    .expression_attribute_values(":v", n(old.version))
+                                    .build()
+                                    .map_err(build_error)?,
+                            )
+                            .build(),
+                        (None, None) => TransactWriteItem::builder()
+                            .condition_check(
+                                ConditionCheck::builder()
+                                    .table_name(table)
+                                    .set_key(Some(DynamoBatchStore::key(
+                                        item_pk(tenant, sku),
+                                        ITEM_SK,
+                                    )))
+                                    .condition_expression("attribute_not_exists(pk)")
+                                    .build()
+                                    .map_err(build_error)?,
+                            )
+                            .build(),
+                    };
+                    actions.push(action);
+                }
+                items_in_tx = actions.len();
+                let json = serde_json::to_string(&movements)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                actions.push(
+                    TransactWriteItem::builder()
+                        .update(claim(total, 0, "atomic_plan", json)?)
+                        .build(),
+                );
+            }
+        }
+        match transact(&store.client, actions).await {
+            Ok(()) => stockroom_app::chunks::log_failures(&rejected),
+            // The header claim lost: another delivery decided; finish its side effects.
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {
+                events.clear();
+            }
+            Err(TransactFailure::Condition(_)) | Err(TransactFailure::Conflict) => {
+                backoff(round + 1).await;
+                continue;
+            }
+            Err(TransactFailure::Store(e)) => return Err(e),
+        }
+        let Some(header) = store.header(tenant, &chunk.batch_id).await? else {
+            return Err(StoreError::Corrupt(format!(
+                "batch {} has no header",
+                chunk.batch_id
+            )));
+        };
+        write_atomic_side_effects(store, tenant, header).await?;
+        return Ok(events);
+    }
+    Err(StoreError::Unavailable(
+        "gave up applying an atomic batch under contention".into(),
+    ))
+}
+
+/// Writes the ledger movements or the failure report an atomic batch
+/// committed to (idempotent: fixed keys, same content).
+async fn write_atomic_side_effects(
+    store: &DynamoBatchStore,
+    tenant: &TenantId,
+    header: BatchStored,
+) -> Result<(), StoreError> {
+    if header.ledger_written {
+        return Ok(());
+    }
+    let mut requests = Vec::new();
+    if let Some(plan) = &header.atomic_plan {
+        let movements: Vec<Movement> =
+            serde_json::from_str(plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for m in &movements {
+            requests.push(write_request(to_attrs(&MovementRecord::new(tenant, m))?)?);
+        }
+    }
+    if let Some(failures) = &header.atomic_failures {
+        let failures: Vec<(u32, RecordFailure)> =
+            serde_json::from_str(failures).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (index, mut f) in failures {
+            f.index = index;
+            requests.push(write_request(to_attrs(&FailureStored::new(
+                tenant,
+                &header.batch_id,
+                &f,
+            ))?)?);
+        }
+    }
+    batch_write(&store.client, &store.table, requests).await?;
+    store
+        .client
+        .update_item()
+        .table_name(&store.table)
+        .set_key(Some(DynamoBatchStore::key(header.pk.clone(), BATCH_SK)))
+        .update_expression("SET ledger_written = :t")
+        .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+use super::error::{build_error, classify};
+use super::projection::{Decoder, StoredFields, project_get, project_query};
+use super::records::*;
+use super::tx::{TransactFailure, transact};
+use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+use stockroom_app::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use stockroom_domain::{Fields, Item, Movement, Sku, TenantId};
+
+const ITEMS_INDEX: &str = "gsi1";
+
+/// Items and movements keep every API field under its own name.
+const ITEM_STORED: StoredFields = StoredFields::SAME_NAMES;
+const MOVEMENT_STORED: StoredFields = StoredFields::SAME_NAMES;
+
+/// [`ItemStore`] on one DynamoDB table (see the module docs for the layout).
+#[derive(Clone, Debug)]
+pub struct DynamoItemStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoItemStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Builds the client from shared SDK configuration (no network call).
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    fn put(&self, item: Attrs, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn movement_put(
+        &self,
+        tenant: &TenantId,
+        m: &Movement,
+    ) -> Result<TransactWriteItem, StoreError> {
+        // A movement id is never reused; the condition guards against a replayed write.
+        self.put(
+            to_attrs(&MovementRecord::new(tenant, m))?,
+            Some("attribute_not_exists(pk)"),
+        )
+    }
+
+    fn key(pk: String, sk: &str) -> Attrs {
+        Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+        transact(&self.client, items).await
+    }
+}
+
+pub(crate) fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
+    attrs.map(|m| {
+        m.iter()
+            .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), s.clone())))
+            .collect()
+    })
+}
+
+pub(crate) fn start_key(key: Option<PageKey>) -> Option<Attrs> {
+    key.map(|k| k.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+#[async_trait]
+impl ItemStore for DynamoItemStore {
+    async fn get_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
+        let projection = ITEM_STORED.projection(fields);
+        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
+        let get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
+            .consistent_read(true);
+        let out = project_get(get, projection)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item
+            .map(|attrs| decoder.decode(attrs).map(Item::from))
+            .transpose()
+    }
+
+    async fn create_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        opening: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        let mut actions = vec![self.put(
+            to_attrs(&ItemRecord::new(tenant, item))?,
+            Some("attribute_not_exists(pk)"),
+        )?];
+        if let Some(m) = opening {
+            actions.push(self.movement_put(tenant, m)?);
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, 0) => {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn replace_item(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&ItemRecord::new(tenant, item))?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn delete_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        expected_version: u64,
+        closing: Option<&Movement>,
+    ) -> Result<(), StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(build_error)?;
+        let mut actions = vec![TransactWriteItem::builder().delete(delete).build()];
+        if let Some(m) = closing {
+            actions.push(self.movement_put(tenant, m)?);
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Page<Item>, StoreError> {
+        let projection = ITEM_STORED.projection(fields);
+        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ITEMS_INDEX)
+            .key_condition_expression("gsi1pk = :t")
+            .expression_attribute_values(":t", s(tenant_items_pk(tenant)))
+            .limit(limit as i32)
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
+            .send()
+            .await
+            .map_err(classify)?;
+        query_page::<ItemRecord, Item>(out, &decoder)
+    }
+
+    async fn record_adjustment(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        expected_version: u64,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, &item.sku), ITEM_SK)))
+            .update_expression("SET quantity = :q, version = :nv, updated_at = :u")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":q", n(item.quantity))
+            .expression_attribute_values(":nv", n(item.version))
+            .expression_attribute_values(":u", s(&item.updated_at))
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(build_error)?;
+        let mut actions = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.movement_put(tenant, movement)?,
+        ];
+        if let Some(rec) = idempotency {
+            // An expired record may linger until TTL removes it: it may be overwritten.
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_attrs(&IdempotencyStored::new(tenant, rec))?))
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                .expression_attribute_values(
+                    ":now",
+                    n(stockroom_app::clock::now().unix_timestamp()),
+                )
+                .build()
+                .map_err(build_error)?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, 2) => {
+                Err(StoreError::IdempotencyKeyTaken)
+            }
+            Err(TransactFailure::Condition(_) | TransactFailure::Conflict) => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn list_movements(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Movement>>,
+    ) -> Result<Page<Movement>, StoreError> {
+        let projection = MOVEMENT_STORED.projection(fields);
+        let decoder = Decoder::<MovementRecord>::new(projection.is_some())?;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
+            .expression_attribute_values(":m", s(MOVEMENT_PREFIX))
+            .scan_index_forward(false)
+            .limit(limit as i32)
+            .set_exclusive_start_key(start_key(start));
+        let out = project_query(query, projection)
+            .send()
+            .await
+            .map_err(classify)?;
+        query_page::<MovementRecord, Movement>(out, &decoder)
+    }
+
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        read_idempotency(&self.client, &self.table, tenant, key).await
+    }
+}
+
+/// A stored idempotent response, unless absent or expired (TTL deletes lazily).
+pub(crate) async fn read_idempotency(
+    client: &Client,
+    table: &str,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(DynamoItemStore::key(
+            idempotency_pk(tenant, key),
+            IDEM_SK,
+        )))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(classify)?;
+    let now = stockroom_app::clock::now().unix_timestamp();
+    Ok(out
+        .item
+        .map(from_attrs::<IdempotencyStored>)
+        .transpose()?
+        .map(IdempotencyRecord::from)
+        .filter(|r| r.expires_at >= now))
+}

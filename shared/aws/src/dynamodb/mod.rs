@@ -1,0 +1,68 @@
+//! DynamoDB adapter. Key layout (single table, every key namespaced by tenant):
+//!
+//! | record      | pk                       | sk          | gsi1pk   | gsi1sk |
+//! |-------------|--------------------------|-------------|----------|--------|
+//! | item        | `T#<tenant>#I#<sku>`     | `ITEM`      | `T#<tenant>` | sku |
+//! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
+//! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
+//!
+//! API keys live in their own table keyed by `key_hash`.
+
+mod batch_table;
+mod batches;
+mod chunks;
+mod error;
+mod items;
+mod keys;
+mod projection;
+mod records;
+mod tx;
+mod webhooks;
+
+pub use batches::DynamoBatchStore;
+pub use items::DynamoItemStore;
+pub use keys::DynamoApiKeyStore;
+pub use webhooks::DynamoWebhookStore;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+use stockroom_app::ports::StoreError;
+
+pub(crate) type Attrs = HashMap<String, AttributeValue>;
+
+pub(crate) fn to_attrs<T: serde::Serialize>(value: &T) -> Result<Attrs, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_attrs<T: serde::de::DeserializeOwned>(attrs: Attrs) -> Result<T, StoreError> {
+    serde_dynamo::from_item(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A query's items converted through their stored shape `R`, plus the next page key.
+pub(crate) fn query_page<R, T>(
+    out: aws_sdk_dynamodb::operation::query::QueryOutput,
+    decoder: &projection::Decoder<R>,
+) -> Result<stockroom_app::ports::Page<T>, StoreError>
+where
+    R: serde::de::DeserializeOwned + projection::Unread,
+    T: From<R>,
+{
+    let items = out
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| decoder.decode(a).map(T::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(stockroom_app::ports::Page {
+        items,
+        next: items::page_key(out.last_evaluated_key.as_ref()),
+    })
+}

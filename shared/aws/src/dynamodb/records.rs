@@ -1,0 +1,461 @@
+//! Stored shapes of the domain records and their conversions.
+
+use super::projection::Unread;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use stockroom_app::ports::IdempotencyRecord;
+use stockroom_domain::{Item, Movement, TenantId};
+
+pub(crate) const ITEM_SK: &str = "ITEM";
+pub(crate) const IDEM_SK: &str = "IDEM";
+pub(crate) const MOVEMENT_PREFIX: &str = "M#";
+
+pub(crate) fn item_pk(tenant: &TenantId, sku: &str) -> String {
+    format!("T#{tenant}#I#{sku}")
+}
+
+pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+pub(crate) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
+    format!("T#{tenant}#K#{key}")
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ItemRecord {
+    pub pk: String,
+    pub sk: String,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+    pub tenant_id: String,
+    pub sku: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub quantity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<i64>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl ItemRecord {
+    pub fn new(tenant: &TenantId, item: &Item) -> Self {
+        Self {
+            pk: item_pk(tenant, &item.sku),
+            sk: ITEM_SK.into(),
+            gsi1pk: tenant_items_pk(tenant),
+            gsi1sk: item.sku.clone(),
+            tenant_id: tenant.to_string(),
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            description: item.description.clone(),
+            quantity: item.quantity,
+            low_stock_threshold: item.low_stock_threshold,
+            attributes: item.attributes.clone(),
+            version: item.version,
+            created_at: item.created_at.clone(),
+            updated_at: item.updated_at.clone(),
+        }
+    }
+}
+
+impl Unread for ItemRecord {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            gsi1pk: String::new(),
+            gsi1sk: String::new(),
+            tenant_id: String::new(),
+            sku: String::new(),
+            name: String::new(),
+            description: None,
+            quantity: 0,
+            low_stock_threshold: None,
+            attributes: BTreeMap::new(),
+            version: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+}
+
+impl From<ItemRecord> for Item {
+    fn from(r: ItemRecord) -> Self {
+        Item {
+            sku: r.sku,
+            name: r.name,
+            description: r.description,
+            quantity: r.quantity,
+            low_stock_threshold: r.low_stock_threshold,
+            attributes: r.attributes,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MovementRecord {
+    pub pk: String,
+    pub sk: String,
+    pub tenant_id: String,
+    pub movement_id: String,
+    pub sku: String,
+    pub delta: i64,
+    pub quantity_after: i64,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    pub created_at: String,
+}
+
+impl MovementRecord {
+    pub fn new(tenant: &TenantId, m: &Movement) -> Self {
+        Self {
+            pk: item_pk(tenant, &m.sku),
+            sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
+            tenant_id: tenant.to_string(),
+            movement_id: m.movement_id.clone(),
+            sku: m.sku.clone(),
+            delta: m.delta,
+            quantity_after: m.quantity_after,
+            reason: m.reason.clone(),
+            reference: m.reference.clone(),
+            request_id: m.request_id.clone(),
+            key_id: m.key_id.clone(),
+            batch_id: m.batch_id.clone(),
+            record_id: m.record_id.clone(),
+            created_at: m.created_at.clone(),
+        }
+    }
+}
+
+impl Unread for MovementRecord {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            tenant_id: String::new(),
+            movement_id: String::new(),
+            sku: String::new(),
+            delta: 0,
+            quantity_after: 0,
+            reason: String::new(),
+            reference: None,
+            request_id: String::new(),
+            key_id: None,
+            batch_id: None,
+            record_id: None,
+            created_at: String::new(),
+        }
+    }
+}
+
+impl From<MovementRecord> for Movement {
+    fn from(r: MovementRecord) -> Self {
+        Movement {
+            movement_id: r.movement_id,
+            sku: r.sku,
+            delta: r.delta,
+            quantity_after: r.quantity_after,
+            reason: r.reason,
+            reference: r.reference,
+            request_id: r.request_id,
+            key_id: r.key_id,
+            batch_id: r.batch_id,
+            record_id: r.record_id,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct IdempotencyStored {
+    pub pk: String,
+    pub sk: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: String,
+    /// TTL attribute of the table (Unix seconds).
+    pub expires_at: i64,
+}
+
+impl IdempotencyStored {
+    pub fn new(tenant: &TenantId, r: &IdempotencyRecord) -> Self {
+        Self {
+            pk: idempotency_pk(tenant, &r.key),
+            sk: IDEM_SK.into(),
+            key: r.key.clone(),
+            request_hash: r.request_hash.clone(),
+            status: r.status,
+            body: r.body.clone(),
+            created_at: r.created_at.clone(),
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<IdempotencyStored> for IdempotencyRecord {
+    fn from(r: IdempotencyStored) -> Self {
+        IdempotencyRecord {
+            key: r.key,
+            request_hash: r.request_hash,
+            status: r.status,
+            body: r.body,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+pub(crate) const BATCH_SK: &str = "BATCH";
+/// Per-record outcome marker: exactly one per record, written with the
+/// record's effect in one transaction (the exactly-once guard).
+pub(crate) const OUTCOME_PREFIX: &str = "R#";
+/// Failure report entries (what `GET /v1/batches/{id}/failures` lists).
+pub(crate) const FAILURE_PREFIX: &str = "F#";
+/// Chunk-counted marker: the chunk's outcomes are in the header's counters.
+pub(crate) const CHUNK_PREFIX: &str = "C#";
+
+pub(crate) fn batch_pk(tenant: &TenantId, batch_id: &str) -> String {
+    format!("T#{tenant}#B#{batch_id}")
+}
+
+/// A batch's failure report lives in a partition of its own: listing it
+/// never reads through the batch's per-record markers (a million of them
+/// for a large upload).
+pub(crate) fn failures_pk(tenant: &TenantId, batch_id: &str) -> String {
+    format!("T#{tenant}#B#{batch_id}#F")
+}
+
+pub(crate) fn tenant_batches_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#BATCHES")
+}
+
+pub(crate) fn outcome_sk(index: u32) -> String {
+    format!("{OUTCOME_PREFIX}{index:07}")
+}
+
+pub(crate) fn failure_sk(index: u32) -> String {
+    format!("{FAILURE_PREFIX}{index:07}")
+}
+
+pub(crate) fn chunk_sk(chunk: u32) -> String {
+    format!("{CHUNK_PREFIX}{chunk:06}")
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BatchStored {
+    pub pk: String,
+    pub sk: String,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+    pub tenant_id: String,
+    pub batch_id: String,
+    pub mode: stockroom_domain::batch::BatchMode,
+    pub status: stockroom_domain::batch::BatchStatus,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    pub request_id: String,
+    /// Atomic batches: the movements to write once the transaction committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomic_plan: Option<String>,
+    /// Atomic batches that could not be applied: their failure report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomic_failures: Option<String>,
+    #[serde(default)]
+    pub ledger_written: bool,
+    /// Terminal, and its status event not yet published: whoever sees this
+    /// (publisher or a redelivered chunk) publishes it, under the same id.
+    #[serde(default)]
+    pub notify_pending: bool,
+    #[serde(default)]
+    pub records_read: u64,
+    #[serde(default)]
+    pub records_enqueued: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<stockroom_domain::batch::UploadInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<stockroom_domain::batch::BatchError>,
+    /// An upload batch whose file is not read whole yet: its totals are
+    /// unknown, so it cannot be finalized.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub splitting: bool,
+}
+
+impl BatchStored {
+    pub fn new(tenant: &TenantId, b: &stockroom_domain::batch::Batch) -> Self {
+        Self {
+            pk: batch_pk(tenant, &b.batch_id),
+            sk: BATCH_SK.into(),
+            gsi1pk: tenant_batches_pk(tenant),
+            gsi1sk: format!("{}#{}", b.created_at, b.batch_id),
+            tenant_id: tenant.to_string(),
+            batch_id: b.batch_id.clone(),
+            mode: b.mode,
+            status: b.status,
+            total: b.total,
+            succeeded: b.succeeded,
+            failed: b.failed,
+            chunks_total: b.chunks_total,
+            chunks_done: b.chunks_done,
+            created_at: b.created_at.clone(),
+            updated_at: b.updated_at.clone(),
+            completed_at: b.completed_at.clone(),
+            request_id: b.request_id.clone(),
+            atomic_plan: None,
+            atomic_failures: None,
+            ledger_written: false,
+            notify_pending: b.status.is_terminal(),
+            records_read: b.records_read,
+            records_enqueued: b.records_enqueued,
+            upload: b.upload.clone(),
+            error: b.error.clone(),
+            splitting: b.upload.is_some(),
+        }
+    }
+}
+
+impl Unread for BatchStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            gsi1pk: String::new(),
+            gsi1sk: String::new(),
+            tenant_id: String::new(),
+            batch_id: String::new(),
+            mode: stockroom_domain::batch::BatchMode::Isolated,
+            status: stockroom_domain::batch::BatchStatus::Accepted,
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            chunks_total: 0,
+            chunks_done: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+            completed_at: None,
+            request_id: String::new(),
+            atomic_plan: None,
+            atomic_failures: None,
+            ledger_written: false,
+            notify_pending: false,
+            records_read: 0,
+            records_enqueued: 0,
+            upload: None,
+            error: None,
+            splitting: false,
+        }
+    }
+}
+
+impl From<BatchStored> for stockroom_domain::batch::Batch {
+    fn from(r: BatchStored) -> Self {
+        Self {
+            batch_id: r.batch_id,
+            mode: r.mode,
+            status: r.status,
+            total: r.total,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            completed_at: r.completed_at,
+            request_id: r.request_id,
+            chunks_total: r.chunks_total,
+            chunks_done: r.chunks_done,
+            records_read: r.records_read,
+            records_enqueued: r.records_enqueued,
+            upload: r.upload,
+            error: r.error,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct OutcomeStored {
+    pub pk: String,
+    pub sk: String,
+    /// `applied` or `failed`.
+    pub outcome: String,
+    pub record_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct FailureStored {
+    pub pk: String,
+    pub sk: String,
+    pub record_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub index: u32,
+}
+
+impl FailureStored {
+    pub fn new(
+        tenant: &TenantId,
+        batch_id: &str,
+        f: &stockroom_domain::batch::RecordFailure,
+    ) -> Self {
+        Self {
+            pk: failures_pk(tenant, batch_id),
+            sk: failure_sk(f.index),
+            record_id: f.record_id.clone(),
+            sku: f.sku.clone(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            index: f.index,
+        }
+    }
+}
+
+impl Unread for FailureStored {
+    fn unread() -> Self {
+        Self {
+            pk: String::new(),
+            sk: String::new(),
+            record_id: String::new(),
+            sku: None,
+            code: String::new(),
+            message: String::new(),
+            index: 0,
+        }
+    }
+}
+
+impl From<FailureStored> for stockroom_domain::batch::RecordFailure {
+    fn from(r: FailureStored) -> Self {
+        Self {
+            index: r.index,
+            record_id: r.record_id,
+            sku: r.sku,
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
