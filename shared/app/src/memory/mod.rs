@@ -10,12 +10,19 @@ mod events;
 mod items;
 mod keys;
 mod queues;
+mod uploads;
+mod webhooks;
 
 pub use batches::MemoryBatchStore;
 pub use events::RecordedEvents;
 pub use items::MemoryItemStore;
 pub use keys::MemoryKeyStore;
 pub use queues::MemoryChunkQueue;
+pub use uploads::MemoryUploadStore;
+pub use webhooks::{
+    MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall, ScriptedTransport,
+    SentRequest,
+};
 
 use crate::ports::PageKey;
 

@@ -13,6 +13,8 @@
 //! workers (per-record outcome markers, per-chunk count markers).
 
 pub mod reader;
+#[cfg(test)]
+mod use_case_tests;
 
 use crate::batches::{CHUNK_MAX_RECORDS, CHUNK_TARGET_BYTES, announce, chunk_envelope};
 use crate::domain::TenantId;

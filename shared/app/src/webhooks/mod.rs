@@ -4,6 +4,8 @@
 
 pub mod signing;
 pub mod target;
+#[cfg(test)]
+mod use_case_tests;
 
 use crate::clock;
 use crate::domain::event::Event;
