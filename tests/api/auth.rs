@@ -1,5 +1,5 @@
 use reqwest::Method;
-use stockroom_app::auth::ITEMS_READ;
+use stockroom_domain::key::ITEMS_READ;
 use stockroom_tests::{Tenant, anonymous, expect_problem, unique_sku};
 
 #[tokio::test]

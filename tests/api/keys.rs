@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-use stockroom_app::auth::{ITEMS_READ, KEYS_MANAGE};
+use stockroom_domain::key::{ITEMS_READ, KEYS_MANAGE};
 use stockroom_tests::{Tenant, anonymous, expect_problem};
 
 /// The test stack runs with `AuthorizerCacheTtlSeconds=2` (see the Makefile).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use stockroom_app::auth::ALL_SCOPES;
+use stockroom_domain::key::ALL_SCOPES;
 use stockroom_tests::{Tenant, expect_problem, plans};
 
 /// Sends `n` GET /v1/items at once; returns the statuses and the 429 bodies.

@@ -8,9 +8,10 @@
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
-use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::auth::generate_api_key;
 use stockroom_app::ports::ApiKeyStore;
 use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_domain::key::ALL_SCOPES;
 use tokio::sync::OnceCell;
 
 pub mod receiver;

@@ -214,8 +214,8 @@ pub fn key_record(
     name: &str,
     scopes: &[impl AsRef<str>],
     usage_key: Option<String>,
-) -> stockroom_app::auth::ApiKeyRecord {
-    stockroom_app::auth::ApiKeyRecord {
+) -> stockroom_domain::key::ApiKeyRecord {
+    stockroom_domain::key::ApiKeyRecord {
         key_hash: stockroom_app::auth::hash_api_key(api_key),
         key_id: format!("key_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
         tenant_id: tenant_id.to_owned(),

@@ -22,10 +22,11 @@
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::auth::generate_api_key;
 use stockroom_app::ports::{ApiKeyLookup, ApiKeyStore};
 use stockroom_aws::dynamodb::DynamoApiKeyStore;
 use stockroom_domain::TenantId;
+use stockroom_domain::key::ALL_SCOPES;
 mod samples;
 
 use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};

@@ -1,9 +1,10 @@
 //! Tenants of the benchmarks' own, each with its usage plan and API keys.
 
 use anyhow::{Context, Result};
-use stockroom_app::auth::{ALL_SCOPES, generate_api_key};
+use stockroom_app::auth::generate_api_key;
 use stockroom_app::ports::ApiKeyStore;
 use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_domain::key::ALL_SCOPES;
 
 /// with `keys` API keys (all scopes).
 pub(crate) async fn tenant_with_keys(keys: usize) -> Result<(String, Vec<String>)> {

@@ -7,8 +7,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use stockroom_app::auth::{Decision, authorize, stage_wide_resource};
 use stockroom_app::clock;
-use stockroom_app::error::error_chain;
 use stockroom_app::ports::ApiKeyLookup;
+use stockroom_app::telemetry::error_chain;
 use tracing::Instrument;
 
 /// How an authorization ends without a policy. API Gateway answers 401 for

@@ -1,6 +1,6 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use stockroom_app::error::error_chain;
+use stockroom_app::telemetry::error_chain;
 use stockroom_app::webhooks::{DispatchError, DispatchMessage, Dispatcher};
 use stockroom_aws::sqs_batch::{attribute, receive_count, trace_header};
 use tracing::Instrument;

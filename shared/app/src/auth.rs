@@ -8,11 +8,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
-pub use crate::domain::key::{
-    ALL_SCOPES, ApiKeyRecord, BATCHES_READ, BATCHES_WRITE, ITEMS_READ, ITEMS_WRITE, KEYS_MANAGE,
-    WEBHOOKS_MANAGE,
-};
-
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A new random key: `<prefix>` + 40 base62 characters (~238 bits).
@@ -160,6 +155,7 @@ pub fn stage_wide_resource(method_arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::key::{ApiKeyRecord, ITEMS_READ, ITEMS_WRITE};
     use crate::memory::MemoryKeyStore;
     use crate::ports::ApiKeyStore;
 

@@ -201,7 +201,7 @@ impl BatchesService {
             Ok(Some(batch)) if batch.status.is_terminal() => self.announce(tenant, &batch).await,
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
+                tracing::error!(batch_id = %batch_id, error = %crate::telemetry::error_chain(&e), "publishing the batch's status event failed");
             }
         }
     }
@@ -313,11 +313,11 @@ impl BatchesService {
             })
             .collect();
         if let Err(e) = self.queue.send_chunks(&envelopes).await {
-            tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&e), "enqueueing the batch failed; aborting it");
+            tracing::error!(batch_id = %batch_id, error = %crate::telemetry::error_chain(&e), "enqueueing the batch failed; aborting it");
             match self.store.abort_batch(tenant, &batch_id).await {
                 Ok(()) => self.announce_aborted(tenant, &batch_id).await,
                 Err(abort) => {
-                    tracing::error!(batch_id = %batch_id, error = %crate::error::error_chain(&abort), "aborting the batch failed");
+                    tracing::error!(batch_id = %batch_id, error = %crate::telemetry::error_chain(&abort), "aborting the batch failed");
                 }
             }
             return Err(ApiError::Unavailable(e));
@@ -634,7 +634,7 @@ pub(crate) async fn announce(
     batch: &Batch,
 ) {
     if let Err(e) = publish_finished(store, events, tenant, batch).await {
-        tracing::error!(batch_id = %batch.batch_id, error = %crate::error::error_chain(&e), "publishing the batch's status event failed");
+        tracing::error!(batch_id = %batch.batch_id, error = %crate::telemetry::error_chain(&e), "publishing the batch's status event failed");
     }
 }
 

@@ -87,5 +87,3 @@ impl ApiError {
         ApiError::InvalidParameters(errors)
     }
 }
-
-pub use crate::telemetry::error_chain;

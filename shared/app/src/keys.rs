@@ -1,9 +1,8 @@
 //! Key management use cases: a tenant creates, lists and revokes its keys.
 
-use crate::auth::{
-    ALL_SCOPES, ApiKeyRecord, AuthContext, generate_api_key, hash_api_key, key_prefix,
-};
+use crate::auth::{AuthContext, generate_api_key, hash_api_key, key_prefix};
 use crate::clock;
+use crate::domain::key::{ALL_SCOPES, ApiKeyRecord};
 use crate::domain::{FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{ApiKeyStore, Page, PageKey, StoreError};
@@ -270,15 +269,24 @@ mod tests {
         #[tokio::test]
         async fn a_key_mints_only_keys_weaker_than_itself_and_they_work() {
             let store = Arc::new(MemoryKeyStore::default());
-            let me = caller(&store, &[crate::auth::KEYS_MANAGE, crate::auth::ITEMS_READ]).await;
+            let me = caller(
+                &store,
+                &[
+                    crate::domain::key::KEYS_MANAGE,
+                    crate::domain::key::ITEMS_READ,
+                ],
+            )
+            .await;
             let keys = KeysService::new(store.clone(), "local".into());
-            let refused = keys.create(&me, new_key(&[crate::auth::ITEMS_WRITE])).await;
+            let refused = keys
+                .create(&me, new_key(&[crate::domain::key::ITEMS_WRITE]))
+                .await;
             assert!(
                 matches!(refused, Err(ApiError::ScopeNotGrantable(ref s)) if s == "items:write"),
                 "{refused:?}"
             );
             let created = keys
-                .create(&me, new_key(&[crate::auth::ITEMS_READ]))
+                .create(&me, new_key(&[crate::domain::key::ITEMS_READ]))
                 .await
                 .unwrap();
             assert!(created.api_key.starts_with("sk_test_"));
@@ -300,12 +308,12 @@ mod tests {
         #[tokio::test]
         async fn keys_list_oldest_first_stay_in_their_tenant_and_revoke() {
             let store = Arc::new(MemoryKeyStore::default());
-            let me = caller(&store, &[crate::auth::KEYS_MANAGE]).await;
+            let me = caller(&store, &[crate::domain::key::KEYS_MANAGE]).await;
             let keys = KeysService::new(store.clone(), "local".into());
             let mut made = Vec::new();
             for _ in 0..3 {
                 made.push(
-                    keys.create(&me, new_key(&[crate::auth::KEYS_MANAGE]))
+                    keys.create(&me, new_key(&[crate::domain::key::KEYS_MANAGE]))
                         .await
                         .unwrap(),
                 );

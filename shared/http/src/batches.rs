@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
-use stockroom_app::auth::{BATCHES_READ, BATCHES_WRITE};
 use stockroom_app::batches::{BatchAccepted, BatchesService, MAX_BATCH_BODY_BYTES, SubmitOutcome};
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::error::ApiError;
 use stockroom_domain::batch::{Batch, BatchStatus, RecordFailure, UploadFormat};
+use stockroom_domain::key::{BATCHES_READ, BATCHES_WRITE};
 
 const DEFAULT_PAGE: u32 = 20;
 

@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
-use stockroom_app::auth::{ITEMS_READ, ITEMS_WRITE};
 use stockroom_app::error::ApiError;
 use stockroom_app::items::{AdjustOutcome, AdjustmentResult, IfMatch, Replaced};
+use stockroom_domain::key::{ITEMS_READ, ITEMS_WRITE};
 use stockroom_domain::{Adjustment, Item, ItemFields, Movement, MovementContext, NewItem};
 
 const DEFAULT_PAGE: u32 = 20;

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use stockroom_app::auth::KEYS_MANAGE;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::error::ApiError;
 use stockroom_app::keys::{ApiKeyView, CreatedKey, KeysService, NewKey};
+use stockroom_domain::key::KEYS_MANAGE;
 
 #[derive(Clone)]
 pub struct KeysState {

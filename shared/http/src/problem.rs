@@ -10,7 +10,8 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use stockroom_app::error::{ApiError, error_chain};
+use stockroom_app::error::ApiError;
+use stockroom_app::telemetry::error_chain;
 use stockroom_domain::FieldError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";

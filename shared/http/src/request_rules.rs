@@ -10,9 +10,9 @@
 //! counterpart (or the reverse) is found.
 
 use serde_json::{Value, json};
-use stockroom_app::auth::ALL_SCOPES;
 use stockroom_app::keys::MAX_KEY_NAME;
 use stockroom_domain::batch::{MAX_ATOMIC_RECORDS, MAX_BATCH_RECORDS, MAX_RECORD_ID, OPS};
+use stockroom_domain::key::ALL_SCOPES;
 use stockroom_domain::upload::MAX_UPLOAD_BYTES;
 use stockroom_domain::validation::{
     MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, TEXT_PATTERN,

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use stockroom_app::auth::WEBHOOKS_MANAGE;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::error::ApiError;
 use stockroom_app::webhooks::{CreatedWebhook, RotatedSecret, WebhooksService};
+use stockroom_domain::key::WEBHOOKS_MANAGE;
 use stockroom_domain::webhook::{Delivery, Webhook};
 
 #[derive(Clone)]

@@ -161,7 +161,7 @@ impl UploadSplitter {
         match self.split(key).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
-                tracing::error!(error = %crate::error::error_chain(&e), "last attempt at a dead-lettered upload failed");
+                tracing::error!(error = %crate::telemetry::error_chain(&e), "last attempt at a dead-lettered upload failed");
                 let Some((tenant, batch_id)) = parse_upload_key(key) else {
                     return Ok(SplitOutcome::Ignored("the key is not a batch upload"));
                 };
