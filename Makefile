@@ -200,13 +200,18 @@ fuzz: ## Fuzz the body parsers, the cursor decoder and the batch record validato
 	    | grep -E '^(==|INFO: seed|#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|panicked|SUMMARY|Done'; \
 	done
 
+# The SAM template and its nested application (alarms, metric filters, the
+# dashboard: resource Observability, Location ops/observability.yaml). Every
+# linter reads both; sam build and sam deploy follow the Location themselves.
+TEMPLATES := template.yaml ops/observability.yaml
+
 test-unit: ## Unit tests only (no local stack)
 	cargo test --workspace --lib --bins
 
 lint: deps security-lint ## rustfmt, clippy (warnings are errors), cfn-lint, checkov
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV_BIN)/cfn-lint template.yaml
+	$(VENV_BIN)/cfn-lint $(TEMPLATES)
 
 # checkov has its own virtualenv too: it pins an older boto3 than the local
 # stack's. The copy of the lock inside marks the venv current.
@@ -219,8 +224,8 @@ $(CHECKOV_STAMP): devtools/requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
 	cp $< $@
 
-security-lint: $(CHECKOV_STAMP) ## checkov on template.yaml: clean, each waiver justified in the resource's Metadata
-	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
+security-lint: $(CHECKOV_STAMP) ## checkov on template.yaml and ops/observability.yaml: clean, each waiver justified in the resource's Metadata
+	$(CHECKOV) $(addprefix --file ,$(TEMPLATES)) --framework cloudformation --compact --quiet --skip-download
 
 fmt: ## Format the code
 	cargo fmt --all
@@ -240,9 +245,11 @@ $(SAM_STAMP): devtools/requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
 	cp $< $@
 
-validate: $(SAM_STAMP) ## sam validate --lint (offline, no credentials)
-	$(SAM) validate --lint --region us-east-1
+validate: $(SAM_STAMP) ## sam validate --lint of template.yaml and ops/observability.yaml (offline, no credentials)
+	for t in $(TEMPLATES); do $(SAM) validate --lint --region us-east-1 --template "$$t" || exit 1; done
 
+# sam build copies the nested application to .aws-sam/build/Observability/
+# (Location rewritten); sam deploy uploads it to the artifacts bucket.
 sam-build: $(SAM_STAMP) ## sam build for ENV (dev): every function's bootstrap for arm64 (cargo-lambda + zig), no prompt
 	rustup target add aarch64-unknown-linux-gnu
 	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(SAM) build --config-env $(ENV)

@@ -408,7 +408,31 @@ def _deliveries(resources: dict[str, Any], resolver: Any, account: str, region: 
     and topics (CloudWatch alarm actions -> SNS, SNS subscriptions -> SQS,
     S3 notifications -> SQS), whether or not the local stack runs it: AWS
     authorises each against the target's policy and key policy, and drops
-    what it may not deliver without telling anyone."""
+    what it may not deliver without telling anyone.
+
+    Nested stacks count as this stack: the alarms of ops/observability.yaml
+    notify this stack's topic. Each is read with its parameters set to what
+    this stack passes (`resolver.nested_stack`, devtools/stack.py), so an
+    action `!Ref OperatorAlertsTopicArn` is the parent's topic ARN; its paths
+    are named `<nested stack>/<resource>`. stack.py admits only alarms,
+    dashboards and metric filters there, so paths are all a nested stack adds
+    to this file (no role, resource policy, key or encrypted resource)."""
+    out = _delivery_paths(resources, resolver, account, region)
+    for lid, res in resources.items():
+        if res["Type"] != "AWS::CloudFormation::Stack":
+            continue
+        if not hasattr(resolver, "nested_stack"):
+            raise PolicyError(f"{lid}: nested stack, and no template of it to check its delivery paths")
+        child = resolver.nested_stack(lid)
+        for d in _delivery_paths(child.resources, child, account, region):
+            out.append({**d, "from": f"{lid}/{d['from']}"})
+    # One check per distinct path.
+    unique = {(d["principal"], d["source_arn"], d["target"]): d for d in out}
+    return sorted(unique.values(), key=lambda d: (d["target"], d["from"]))
+
+
+def _delivery_paths(resources: dict[str, Any], resolver: Any, account: str, region: str) -> list[dict[str, str]]:
+    """The delivery paths of one stack's resources (see _deliveries)."""
     out: list[dict[str, str]] = []
     for lid, res in resources.items():
         t, props = res["Type"], res.get("Properties") or {}
@@ -437,9 +461,7 @@ def _deliveries(resources: dict[str, Any], resolver: Any, account: str, region: 
             for q in conf.get("QueueConfigurations") or []:
                 out.append({"from": lid, "principal": "s3.amazonaws.com", "source_arn": resolver.arn(lid),
                             "action": "sqs:SendMessage", "target": str(resolver.resolve(q["Queue"]))})
-    # One check per distinct path.
-    unique = {(d["principal"], d["source_arn"], d["target"]): d for d in out}
-    return sorted(unique.values(), key=lambda d: (d["target"], d["from"]))
+    return out
 
 
 # ============================================================== enforcement

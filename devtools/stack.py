@@ -11,7 +11,20 @@ Subcommands:
   render     write .local/stack.json (read by the Rust gateway) and .local/env
   provision  render, then create the template's tables/queues/topics/buckets
              in the AWS emulator (moto server); idempotent
-  show       print the translated CloudFormation template
+  show       print the translated CloudFormation template (--nested: the
+             templates of its nested stacks instead, by logical id)
+
+Nested stacks are NOT emulated. An `AWS::Serverless::Application` whose
+Location is a file (`ops/observability.yaml`) becomes an
+`AWS::CloudFormation::Stack` with that path as TemplateURL (samtranslator
+leaves it as it is; `sam package`/`sam deploy` upload the file and put its S3
+URL there). The local stack reads such a template, checks that it holds only
+what the emulator would not run anyway (NOT_EMULATED_NESTED_TYPES: alarms,
+dashboards, metric filters) and creates nothing of it; `provision` says so.
+devtools/iam.py still checks its delivery paths (alarm actions -> the SNS
+topic), with its parameters set to what the parent passes (Resolver.nested_stack).
+A nested stack from a URL, or holding anything else, is an error here, never a
+silent gap in the local stack.
 
 Python 3.11, boto3, aws-sam-translator 1.110 (pinned in requirements-dev.txt).
 """
@@ -92,6 +105,56 @@ def translate(template_path: Path) -> dict[str, Any]:
     return transform(sam, overrides, _NoNetworkPolicyLoader(), passthrough_metadata=True)
 
 
+# Resource types a nested stack may hold: what the local stack would not run
+# even in template.yaml (CloudWatch and its log metric filters). A table, queue,
+# function or policy there would be missing locally without a word: refused.
+NOT_EMULATED_NESTED_TYPES = frozenset({
+    "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::CompositeAlarm",
+    "AWS::CloudWatch::AnomalyDetector",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::Logs::MetricFilter",
+})
+
+
+def nested_templates(cfn: dict[str, Any], template_path: Path) -> dict[str, dict[str, Any]]:
+    """The template of each nested stack (`AWS::CloudFormation::Stack`) of the
+    translated template, by logical id. TemplateURL is a path relative to the
+    template's directory, as `sam package` reads it."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    out: dict[str, dict[str, Any]] = {}
+    for lid, res in (cfn.get("Resources") or {}).items():
+        if res.get("Type") != "AWS::CloudFormation::Stack":
+            continue
+        url = (res.get("Properties") or {}).get("TemplateURL")
+        if not isinstance(url, str) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+            raise StackError(
+                f"{lid}: nested stack at {url!r}: only a template file beside {template_path.name} "
+                "(AWS::Serverless::Application Location: <path>) is read locally"
+            )
+        path = template_path.parent / url
+        if not path.is_file():
+            raise StackError(f"{lid}: nested template {path} does not exist")
+        nested = yaml_parse(path.read_text())
+        if not isinstance(nested, dict) or not isinstance(nested.get("Resources"), dict):
+            raise StackError(f"{lid}: {path} has no Resources")
+        if "Transform" in nested:
+            raise StackError(f"{lid}: {path} has a Transform; nested templates are read as plain CloudFormation")
+        emulated = sorted(
+            f"{n} ({r.get('Type')})" for n, r in nested["Resources"].items()
+            if r.get("Type") not in NOT_EMULATED_NESTED_TYPES
+        )
+        if emulated:
+            raise StackError(
+                f"{lid} ({url}): the local stack does not create nested stacks, so it would run without "
+                f"{', '.join(emulated)}. Keep them in {template_path.name}, or teach devtools/stack.py "
+                "to provision nested stacks"
+            )
+        out[lid] = nested
+    return out
+
+
 # --------------------------------------------------------------------------- resolve
 
 
@@ -104,20 +167,27 @@ def _rand_id(seed: str, n: int = 10) -> str:
 class Resolver:
     """Resolves the intrinsic functions a local run needs, with local names."""
 
-    def __init__(self, cfn: dict[str, Any], endpoint: str, state_dir: Path):
+    def __init__(self, cfn: dict[str, Any], endpoint: str, state_dir: Path,
+                 nested: dict[str, dict[str, Any]] | None = None,
+                 parameters: dict[str, Any] | None = None, stack_name: str = STACK_NAME):
+        """`nested`: the templates of the nested stacks (nested_templates);
+        `parameters`: the values passed to this stack (default: the
+        STOCKROOM_PARAMETER_OVERRIDES of the top-level stack)."""
         self.cfn = cfn
         self.resources: dict[str, Any] = cfn.get("Resources", {})
         self.endpoint = endpoint.rstrip("/")
         self.state_dir = state_dir
+        self.nested = nested or {}
+        self.stack_name = stack_name
         self.params = {
             name: p.get("Default") for name, p in (cfn.get("Parameters") or {}).items()
         }
-        self.params.update(parameter_overrides())
+        self.params.update(parameter_overrides() if parameters is None else parameters)
         self.pseudo = {
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT_ID,
-            "AWS::StackName": STACK_NAME,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+            "AWS::StackName": stack_name,
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/local",
             "AWS::Partition": PARTITION,
             "AWS::URLSuffix": URL_SUFFIX,
             "AWS::NoValue": None,
@@ -170,7 +240,7 @@ class Resolver:
         }.get(res["Type"])
         if name_prop and props.get(name_prop) is not None:
             return str(self.resolve(props[name_prop]))
-        name = f"{STACK_NAME}-{logical_id}"
+        name = f"{self.stack_name}-{logical_id}"
         if res["Type"] == "AWS::S3::Bucket":
             name = name.lower()
         if res["Type"] == "AWS::SQS::Queue" and props.get("FifoQueue"):
@@ -248,6 +318,28 @@ class Resolver:
         if t == "AWS::S3::Bucket" and attr in ("DomainName", "RegionalDomainName"):
             return f"{self.physical_name(logical_id)}.s3.{REGION}.amazonaws.com"
         raise StackError(f"Fn::GetAtt {logical_id}.{attr} is not supported locally")
+
+    # ---- nested stacks
+    def nested_stack(self, logical_id: str) -> "Resolver":
+        """The nested stack `logical_id` as CloudFormation creates it: its own
+        resources and stack name (`<parent>-<logical id>-<suffix>`), its
+        parameters set to the values this stack passes, resolved here. Like
+        CloudFormation, refuses a parameter its template does not declare and
+        a declared one without a default that is not passed."""
+        if logical_id not in self.nested:
+            raise StackError(f"{logical_id}: no nested template loaded for it")
+        template = self.nested[logical_id]
+        passed = (self.resources[logical_id].get("Properties") or {}).get("Parameters") or {}
+        declared = template.get("Parameters") or {}
+        unknown = sorted(set(passed) - set(declared))
+        if unknown:
+            raise StackError(f"{logical_id}: parameters {unknown} are not declared by its template")
+        missing = sorted(n for n, p in declared.items() if n not in passed and "Default" not in (p or {}))
+        if missing:
+            raise StackError(f"{logical_id}: parameters {missing} of its template are not passed")
+        values = {name: self.resolve(v) for name, v in passed.items()}
+        name = f"{self.stack_name}-{logical_id}-{_rand_id(logical_id, 12).upper()}"
+        return Resolver(template, self.endpoint, self.state_dir, parameters=values, stack_name=name)
 
     # ---- intrinsic functions
     _SUB_RE = re.compile(r"\$\{([^}!][^}]*)\}")
@@ -1171,7 +1263,8 @@ def wait_for_endpoint(endpoint: str, timeout: float = 20.0) -> None:
 
 def render(args: argparse.Namespace) -> tuple[dict[str, Any], Resolver]:
     cfn = translate(Path(args.template))
-    resolver = Resolver(cfn, args.endpoint, Path(args.state_dir))
+    nested = nested_templates(cfn, Path(args.template))
+    resolver = Resolver(cfn, args.endpoint, Path(args.state_dir), nested=nested)
     desc = describe(cfn, resolver)
     state = Path(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -1197,10 +1290,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="AWS emulator endpoint (moto server)")
     ap.add_argument("--api-url", default=os.environ.get("STOCKROOM_API_URL", "http://127.0.0.1:3000"),
                     help="where the local gateway serves the API (written to .local/env)")
+    ap.add_argument("--nested", action="store_true",
+                    help="show: print the nested stacks' templates, {logical id: template}")
     args = ap.parse_args(argv)
     try:
         if args.command == "show":
-            print(json.dumps(translate(Path(args.template)), indent=1, default=str))
+            cfn = translate(Path(args.template))
+            shown = nested_templates(cfn, Path(args.template)) if args.nested else cfn
+            print(json.dumps(shown, indent=1, default=str))
             return 0
         cfn, resolver = render(args)
         print(f"rendered {Path(args.state_dir) / 'stack.json'} and {Path(args.state_dir) / 'env'}")
@@ -1208,6 +1305,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_endpoint(args.endpoint)
             for line in Provisioner(cfn, resolver, args.endpoint).run():
                 print(f"  {line}")
+            for lid, template in resolver.nested.items():
+                kinds: dict[str, int] = {}
+                for r in template["Resources"].values():
+                    kinds[r["Type"]] = kinds.get(r["Type"], 0) + 1
+                url = cfn["Resources"][lid]["Properties"]["TemplateURL"]
+                print(f"  AWS::CloudFormation::Stack {lid} ({url}: "
+                      f"{', '.join(f'{n} {t}' for t, n in sorted(kinds.items()))}) not emulated")
         return 0
     except (StackError, iam.PolicyError) as exc:
         print(f"stack.py: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iam  # noqa: E402
+import stack  # noqa: E402  (translates templates as the local stack does)
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/k1"
@@ -188,6 +189,133 @@ class Requests(unittest.TestCase):
         with self.assertRaises(iam.Denied) as denied:
             e.check(who, e.needs("s3", "PUT", {}, other, "/up/uploads/t/b", "PUT", {}))
         self.assertIn("explicit deny", str(denied.exception))
+
+
+
+# A parent with an encrypted topic and a nested application whose alarm
+# notifies it, as template.yaml and ops/observability.yaml are built.
+PARENT = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Key:
+    Type: AWS::KMS::Key
+    Properties:
+      KeyPolicy:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {AWS: !Sub "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+            Action: "kms:*"
+            Resource: "*"
+%(cloudwatch_may_use_key)s
+  Alerts:
+    Type: AWS::SNS::Topic
+    Properties:
+      KmsMasterKeyId: !Ref Key
+  AlertsPolicy:
+    Type: AWS::SNS::TopicPolicy
+    Properties:
+      Topics: [!Ref Alerts]
+      PolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {Service: cloudwatch.amazonaws.com}
+            Action: sns:Publish
+            Resource: !Ref Alerts
+  Ops:
+    Type: AWS::Serverless::Application
+    Properties:
+      Location: ops/alarms.yaml
+      Parameters:
+        AlertsTopicArn: !Ref Alerts
+"""
+CLOUDWATCH_MAY_USE_KEY = """
+          - Effect: Allow
+            Principal: {Service: cloudwatch.amazonaws.com}
+            Action: ["kms:GenerateDataKey*", "kms:Decrypt"]
+            Resource: "*"
+"""
+NESTED = """
+Parameters:
+  AlertsTopicArn:
+    Type: String
+Resources:
+  Errors:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Statistic: Sum
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      AlarmActions: [!Ref AlertsTopicArn]
+"""
+
+
+def rendered(template: Path) -> tuple[dict, "stack.Resolver"]:
+    """iam.json's content for a template, as `stack.py render` makes it."""
+    cfn = stack.translate(template)
+    resolver = stack.Resolver(cfn, "http://127.0.0.1:1", Path(tempfile.mkdtemp()),
+                              nested=stack.nested_templates(cfn, template))
+    return iam.build(cfn, resolver), resolver
+
+
+def enforcer_of(built: dict) -> iam.Enforcer:
+    f = Path(tempfile.mkdtemp()) / "iam.json"
+    f.write_text(json.dumps(built))
+    return iam.Enforcer(f)
+
+
+class NestedStacks(unittest.TestCase):
+    def write(self, key_policy_extra: str) -> Path:
+        d = Path(tempfile.mkdtemp())
+        (d / "ops").mkdir()
+        (d / "ops" / "alarms.yaml").write_text(NESTED)
+        (d / "template.yaml").write_text(PARENT % {"cloudwatch_may_use_key": key_policy_extra})
+        return d / "template.yaml"
+
+    def test_a_nested_alarm_notifies_the_parents_topic_under_its_policies(self) -> None:
+        built, resolver = rendered(self.write(CLOUDWATCH_MAY_USE_KEY))
+        topic = resolver.arn("Alerts")
+        alarms = [d for d in built["deliveries"] if d["principal"] == "cloudwatch.amazonaws.com"]
+        # The parameter resolves to what the parent passes: its topic's ARN.
+        self.assertEqual([(d["from"], d["target"]) for d in alarms], [("Ops/Errors", topic)])
+        self.assertEqual(enforcer_of(built).check_deliveries(), [])
+
+    def test_a_nested_alarm_whose_notifications_the_key_policy_drops_is_reported(self) -> None:
+        built, _ = rendered(self.write(""))
+        problems = enforcer_of(built).check_deliveries()
+        self.assertEqual(len(problems), 1)
+        self.assertIn("Ops/Errors: cloudwatch.amazonaws.com cannot deliver", problems[0])
+        self.assertIn("kms:", problems[0])
+
+    def test_a_nested_stack_whose_template_is_not_loaded_is_an_error_not_a_pass(self) -> None:
+        template = self.write(CLOUDWATCH_MAY_USE_KEY)
+        cfn = stack.translate(template)
+        with self.assertRaises(stack.StackError):
+            iam.build(cfn, stack.Resolver(cfn, "http://127.0.0.1:1", Path(tempfile.mkdtemp())))
+
+
+class TheTemplate(unittest.TestCase):
+    """template.yaml and its nested ops/observability.yaml as they are."""
+
+    def test_every_alarm_may_notify_the_operator_topic(self) -> None:
+        template = Path(__file__).resolve().parent.parent / "template.yaml"
+        built, resolver = rendered(template)
+        nested = resolver.nested_stack("Observability")
+        alarms = {
+            f"Observability/{lid}" for lid, r in nested.resources.items()
+            if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("AlarmActions")
+        }
+        self.assertGreaterEqual(len(alarms), 15)
+        topic = resolver.arn("OperatorAlertsTopic")
+        checked = {d["from"] for d in built["deliveries"]
+                   if d["principal"] == "cloudwatch.amazonaws.com" and d["target"] == topic}
+        self.assertEqual(checked, alarms)
+        self.assertEqual(enforcer_of(built).check_deliveries(), [])
 
 
 if __name__ == "__main__":

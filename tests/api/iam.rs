@@ -145,6 +145,13 @@ async fn a_permission_removed_from_the_template_is_refused_and_nothing_is_writte
         &cut,
         without_permission(&original, "ItemsApiFunction", "dynamodb:DeleteItem")?,
     )?;
+    // Its nested application beside it, where its Location points (stack.py
+    // reads it to check the alarms' deliveries).
+    std::fs::create_dir_all(dir.join("ops"))?;
+    std::fs::copy(
+        repo().join("ops/observability.yaml"),
+        dir.join("ops/observability.yaml"),
+    )?;
     let state = dir.join("state");
     // Render first (the emulator starts with the cut policies), then provision.
     stack_py(&cut, &state, "http://127.0.0.1:1", "render")?;

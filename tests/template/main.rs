@@ -1,8 +1,10 @@
 //! Deploy rules, checked on the template as CloudFormation will deploy it:
 //! `template.yaml` after the SAM transform (aws-sam-translator, the pinned
-//! version the local stack uses, run by `devtools/stack.py show`), plus
-//! `samconfig.toml`. No local stack needed. Each rule is one AWS behaviour the
-//! emulator would not show: a template that breaks it deploys, then fails.
+//! version the local stack uses, run by `devtools/stack.py show`) with the
+//! resources of its nested stacks (`ops/observability.yaml`: alarms, metric
+//! filters, the dashboard; `stack.py show --nested`), plus `samconfig.toml`.
+//! No local stack needed. Each rule is one AWS behaviour the emulator would
+//! not show: a template that breaks it deploys, then fails.
 //!
 //! `STOCKROOM_TEMPLATE=<file>` checks another template (e.g. an older one).
 
@@ -19,32 +21,163 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `devtools/stack.py show [extra]` on the template, as JSON.
+fn stack_py_show(extra: &[&str]) -> Value {
+    let template = std::env::var("STOCKROOM_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("template.yaml"));
+    let out = Command::new(stockroom_tests::venv_tool("python"))
+        .arg(root().join("devtools/stack.py"))
+        .arg("show")
+        .arg("--template")
+        .arg(&template)
+        .args(extra)
+        .env_remove("STOCKROOM_PARAMETER_OVERRIDES")
+        .output()
+        .expect(".venv/bin/python runs devtools/stack.py");
+    assert!(
+        out.status.success(),
+        "stack.py show {extra:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stack.py show prints JSON")
+}
+
 /// The translated template (with the template's parameter defaults).
 fn cfn() -> &'static Value {
     static CFN: OnceLock<Value> = OnceLock::new();
-    CFN.get_or_init(|| {
-        let template = std::env::var("STOCKROOM_TEMPLATE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root().join("template.yaml"));
-        let out = Command::new(stockroom_tests::venv_tool("python"))
-            .arg(root().join("devtools/stack.py"))
-            .arg("show")
-            .arg("--template")
-            .arg(&template)
-            .env_remove("STOCKROOM_PARAMETER_OVERRIDES")
-            .output()
-            .expect(".venv/bin/python runs devtools/stack.py");
-        assert!(
-            out.status.success(),
-            "stack.py show failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("stack.py show prints JSON")
+    CFN.get_or_init(|| stack_py_show(&[]))
+}
+
+/// The templates of the nested stacks, by the parent's logical id.
+fn nested() -> &'static Map<String, Value> {
+    static NESTED: OnceLock<Value> = OnceLock::new();
+    NESTED
+        .get_or_init(|| stack_py_show(&["--nested"]))
+        .as_object()
+        .expect("stack.py show --nested prints an object")
+}
+
+/// Every resource the deploy creates: the template's, and each nested
+/// stack's as `<stack>/<resource>`, its parameters replaced by what the
+/// template passes (`OperatorAlertsTopicArn` -> `{"Ref": "OperatorAlertsTopic"}`),
+/// so a rule follows a nested alarm to the template's topic and its key.
+fn resources() -> &'static Map<String, Value> {
+    static ALL: OnceLock<Map<String, Value>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = cfn()["Resources"].as_object().expect("Resources").clone();
+        for (stack, template) in nested() {
+            let stack_resource = &all[stack];
+            assert_eq!(
+                stack_resource["Type"], "AWS::CloudFormation::Stack",
+                "{stack}: a nested template, so a nested stack"
+            );
+            let names = Inlined::new(stack, template, &stack_resource["Properties"]["Parameters"]);
+            for (lid, r) in template["Resources"].as_object().expect("nested Resources") {
+                all.insert(format!("{stack}/{lid}"), names.inline(r));
+            }
+        }
+        all
     })
 }
 
-fn resources() -> &'static Map<String, Value> {
-    cfn()["Resources"].as_object().expect("Resources")
+/// A nested stack's values as its parent sees them.
+struct Inlined<'a> {
+    stack: &'a str,
+    /// Parameter -> the value the parent passes (or the template's default).
+    parameters: Map<String, Value>,
+    resources: BTreeSet<String>,
+}
+
+impl<'a> Inlined<'a> {
+    fn new(stack: &'a str, template: &Value, passed: &Value) -> Self {
+        let mut parameters = Map::new();
+        for (name, declared) in template["Parameters"].as_object().into_iter().flatten() {
+            let value = passed
+                .get(name)
+                .or_else(|| declared.get("Default"))
+                .unwrap_or_else(|| {
+                    panic!("{stack}: parameter {name} is neither passed nor defaulted")
+                });
+            parameters.insert(name.clone(), value.clone());
+        }
+        let resources = template["Resources"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(lid, _)| lid.clone())
+            .collect();
+        Inlined {
+            stack,
+            parameters,
+            resources,
+        }
+    }
+
+    /// The value of `${name}` (or `Ref name`) inside the nested stack.
+    fn name(&self, name: &str) -> Option<Value> {
+        if let Some(value) = self.parameters.get(name) {
+            return Some(value.clone());
+        }
+        let (lid, attr) = name.split_once('.').unwrap_or((name, ""));
+        if !self.resources.contains(lid) {
+            return None; // a pseudo parameter
+        }
+        let lid = format!("{}/{lid}", self.stack);
+        Some(if attr.is_empty() {
+            serde_json::json!({ "Ref": lid })
+        } else {
+            serde_json::json!({ "Fn::GetAtt": [lid, attr] })
+        })
+    }
+
+    fn inline(&self, v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("Ref") {
+                    return self.name(r).unwrap_or_else(|| v.clone());
+                }
+                if let Some(Value::Array(ga)) = m.get("Fn::GetAtt")
+                    && let Some(Value::String(lid)) = ga.first()
+                    && self.resources.contains(lid)
+                {
+                    let mut ga = ga.clone();
+                    ga[0] = Value::String(format!("{}/{lid}", self.stack));
+                    return serde_json::json!({ "Fn::GetAtt": ga });
+                }
+                if let Some(sub) = m.get("Fn::Sub") {
+                    // Into the [text, variables] form, each placeholder of the
+                    // nested stack a variable holding the parent's value.
+                    let (text, vars) = match sub {
+                        Value::Array(a) => (
+                            a.first().and_then(Value::as_str).unwrap_or_default(),
+                            a.get(1)
+                                .and_then(Value::as_object)
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
+                        Value::String(s) => (s.as_str(), Map::new()),
+                        _ => ("", Map::new()),
+                    };
+                    let mut vars: Map<String, Value> = vars
+                        .iter()
+                        .map(|(k, x)| (k.clone(), self.inline(x)))
+                        .collect();
+                    for var in placeholders(text) {
+                        if !vars.contains_key(&var)
+                            && let Some(value) = self.name(&var)
+                        {
+                            vars.insert(var, value);
+                        }
+                    }
+                    return serde_json::json!({ "Fn::Sub": [text, vars] });
+                }
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), self.inline(x))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.inline(x)).collect()),
+            other => other.clone(),
+        }
+    }
 }
 
 fn of_type(ty: &str) -> Vec<(&'static String, &'static Value)> {
@@ -292,6 +425,40 @@ fn every_encrypted_topic_and_queue_lets_its_publishers_use_its_key() {
         "no encrypted topic or queue with a publisher found"
     );
     assert!(missing.is_empty(), "key policies miss: {missing:#?}");
+}
+
+/// The rules above see the nested stacks' resources with the template's
+/// names: every alarm action is a topic of the template (whose key policy
+/// rule 2 checks), however many stacks away the alarm is declared.
+#[test]
+fn the_nested_stacks_alarms_are_checked_with_the_template() {
+    let alarms = of_type("AWS::CloudWatch::Alarm");
+    let seen = alarms.iter().filter(|(lid, _)| lid.contains('/')).count();
+    let declared: usize = nested()
+        .values()
+        .flat_map(|t| t["Resources"].as_object().into_iter().flatten())
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .count();
+    assert!(
+        seen > 0 && seen == declared,
+        "{seen} nested alarms seen, {declared} declared in nested templates"
+    );
+    let mut wrong = Vec::new();
+    for (lid, r) in &alarms {
+        for key in ["AlarmActions", "OKActions", "InsufficientDataActions"] {
+            for target in refs(&r["Properties"][key]) {
+                if type_of(&target) != "AWS::SNS::Topic" {
+                    wrong.push(format!("{lid}.{key} -> {target}"));
+                } else if !publishers(&target).contains("cloudwatch.amazonaws.com") {
+                    wrong.push(format!("{target}: its publishers miss {lid}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "alarm actions that are no topic of the template: {wrong:#?}"
+    );
 }
 
 // ------------------------------------------------------------------ rule 3
@@ -544,6 +711,12 @@ fn every_environment_builds_and_deploys_without_a_prompt() {
             capabilities.contains("CAPABILITY_IAM"),
             "{env}: capabilities"
         );
+        if !nested().is_empty() {
+            assert!(
+                capabilities.contains("CAPABILITY_AUTO_EXPAND"),
+                "{env}: a template with nested applications deploys with CAPABILITY_AUTO_EXPAND"
+            );
+        }
         for pair in deploy["parameter_overrides"]
             .as_str()
             .unwrap_or_default()
