@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, ensure};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use stockroom_app::ports::{ItemStore, WebhookStore};
+use stockroom_app::ports::{DeliveryTracking, ItemStore};
 use stockroom_aws::dynamodb::{DynamoItemStore, DynamoWebhookStore};
 use stockroom_domain::webhook::Webhook;
 use stockroom_domain::{Fields, Item, Sku, TenantId};

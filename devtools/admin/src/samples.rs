@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use stockroom_app::batches::{BatchesService, SubmitOutcome, UploadSettings};
 use stockroom_app::config;
-use stockroom_app::ports::{BatchHeaders, EventPublisher, WebhookStore};
+use stockroom_app::ports::{BatchHeaders, DeliveryTracking, EventPublisher};
 use stockroom_app::webhooks::WebhooksService;
 use stockroom_app::webhooks::target::TargetPolicy;
 use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoWebhookStore};

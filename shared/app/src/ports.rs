@@ -487,13 +487,10 @@ pub enum EndpointHealth {
     Disable { reason: String, now: String },
 }
 
+/// What the dispatcher needs of the webhooks: find the endpoints an event
+/// goes to, track each delivery, record an endpoint's health.
 #[async_trait]
-pub trait WebhookStore: Send + Sync {
-    async fn create_webhook(
-        &self,
-        tenant: &TenantId,
-        rec: &WebhookRecord,
-    ) -> Result<(), StoreError>;
+pub trait DeliveryTracking: Send + Sync {
     /// With `fields`, the secrets are not read (empty).
     async fn list_webhooks(
         &self,
@@ -507,18 +504,6 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         fields: Option<&Fields<Webhook>>,
     ) -> Result<Option<WebhookRecord>, StoreError>;
-    /// `ConditionFailed` when there is no such webhook.
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError>;
-    /// Replaces the secrets if the webhook still has `expected` (a rotation
-    /// racing another gets `ConditionFailed`).
-    async fn replace_secrets(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-        expected: &[StoredSecret],
-        secrets: &[StoredSecret],
-        now: &str,
-    ) -> Result<(), StoreError>;
     /// Records the endpoint's health; returns true when this call disabled it.
     async fn set_health(
         &self,
@@ -526,7 +511,6 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         health: &EndpointHealth,
     ) -> Result<bool, StoreError>;
-
     /// Creates the delivery unless it exists; returns whether it was created.
     async fn create_delivery(
         &self,
@@ -549,6 +533,29 @@ pub trait WebhookStore: Send + Sync {
         attempt: &Attempt,
         status: DeliveryStatus,
         next_retry_at: Option<&str>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Everything the webhooks API manages: endpoints, their secrets, the
+/// delivery log (and what one adapter implements).
+#[async_trait]
+pub trait WebhookStore: DeliveryTracking {
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        rec: &WebhookRecord,
+    ) -> Result<(), StoreError>;
+    /// `ConditionFailed` when there is no such webhook.
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError>;
+    /// Replaces the secrets if the webhook still has `expected` (a rotation
+    /// racing another gets `ConditionFailed`).
+    async fn replace_secrets(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        expected: &[StoredSecret],
+        secrets: &[StoredSecret],
+        now: &str,
     ) -> Result<(), StoreError>;
     /// Sets a delivery back to pending (for a replay).
     async fn reopen_delivery(

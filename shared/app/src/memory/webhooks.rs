@@ -5,8 +5,8 @@ use crate::domain::webhook::{
     Attempt, Delivery, DeliveryStatus, StoredSecret, Webhook, WebhookStatus,
 };
 use crate::ports::{
-    AttemptResult, DeliveryJob, DeliveryQueue, DeliveryRecord, EndpointHealth, Page, PageKey,
-    SecretCipher, StoreError, WebhookRecord, WebhookStore, WebhookTransport,
+    AttemptResult, DeliveryJob, DeliveryQueue, DeliveryRecord, DeliveryTracking, EndpointHealth,
+    Page, PageKey, SecretCipher, StoreError, WebhookRecord, WebhookStore, WebhookTransport,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, VecDeque};
@@ -40,21 +40,7 @@ fn delivery_key(tenant: &TenantId, hook: &str, id: &str) -> (String, String, Str
 }
 
 #[async_trait]
-impl WebhookStore for MemoryWebhookStore {
-    async fn create_webhook(
-        &self,
-        tenant: &TenantId,
-        rec: &WebhookRecord,
-    ) -> Result<(), StoreError> {
-        let mut w = lock(&self.0);
-        let k = hook_key(tenant, &rec.webhook.id);
-        if w.hooks.contains_key(&k) {
-            return Err(StoreError::ConditionFailed);
-        }
-        w.hooks.insert(k, rec.clone());
-        Ok(())
-    }
-
+impl DeliveryTracking for MemoryWebhookStore {
     async fn list_webhooks(
         &self,
         tenant: &TenantId,
@@ -78,35 +64,6 @@ impl WebhookStore for MemoryWebhookStore {
             .hooks
             .get(&hook_key(tenant, webhook_id))
             .cloned())
-    }
-
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError> {
-        lock(&self.0)
-            .hooks
-            .remove(&hook_key(tenant, webhook_id))
-            .map(|_| ())
-            .ok_or(StoreError::ConditionFailed)
-    }
-
-    async fn replace_secrets(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-        expected: &[StoredSecret],
-        secrets: &[StoredSecret],
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let mut w = lock(&self.0);
-        let Some(rec) = w.hooks.get_mut(&hook_key(tenant, webhook_id)) else {
-            return Err(StoreError::ConditionFailed);
-        };
-        // As the adapter's `secrets[0].ciphertext = :newest`.
-        if rec.secrets.first().map(|s| &s.ciphertext) != expected.first().map(|s| &s.ciphertext) {
-            return Err(StoreError::ConditionFailed);
-        }
-        rec.secrets = secrets.to_vec();
-        rec.webhook.updated_at = now.to_owned();
-        Ok(())
     }
 
     async fn set_health(
@@ -194,6 +151,52 @@ impl WebhookStore for MemoryWebhookStore {
         d.status = status;
         d.next_retry_at = next_retry_at.map(str::to_owned);
         d.updated_at = crate::clock::now_rfc3339();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryWebhookStore {
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        rec: &WebhookRecord,
+    ) -> Result<(), StoreError> {
+        let mut w = lock(&self.0);
+        let k = hook_key(tenant, &rec.webhook.id);
+        if w.hooks.contains_key(&k) {
+            return Err(StoreError::ConditionFailed);
+        }
+        w.hooks.insert(k, rec.clone());
+        Ok(())
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError> {
+        lock(&self.0)
+            .hooks
+            .remove(&hook_key(tenant, webhook_id))
+            .map(|_| ())
+            .ok_or(StoreError::ConditionFailed)
+    }
+
+    async fn replace_secrets(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        expected: &[StoredSecret],
+        secrets: &[StoredSecret],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let mut w = lock(&self.0);
+        let Some(rec) = w.hooks.get_mut(&hook_key(tenant, webhook_id)) else {
+            return Err(StoreError::ConditionFailed);
+        };
+        // As the adapter's `secrets[0].ciphertext = :newest`.
+        if rec.secrets.first().map(|s| &s.ciphertext) != expected.first().map(|s| &s.ciphertext) {
+            return Err(StoreError::ConditionFailed);
+        }
+        rec.secrets = secrets.to_vec();
+        rec.webhook.updated_at = now.to_owned();
         Ok(())
     }
 

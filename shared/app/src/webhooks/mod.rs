@@ -16,8 +16,9 @@ use crate::domain::webhook::{
 use crate::domain::{Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
-    DeliveryJob, DeliveryQueue, DeliveryRecord, EndpointHealth, EventPublisher, Outcome, Page,
-    PageKey, SecretCipher, StoreError, WebhookRecord, WebhookStore, WebhookTransport,
+    DeliveryJob, DeliveryQueue, DeliveryRecord, DeliveryTracking, EndpointHealth, EventPublisher,
+    Outcome, Page, PageKey, SecretCipher, StoreError, WebhookRecord, WebhookStore,
+    WebhookTransport,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -401,7 +402,7 @@ pub enum JobOutcome {
 }
 
 pub struct Dispatcher {
-    pub store: Arc<dyn WebhookStore>,
+    pub store: Arc<dyn DeliveryTracking>,
     pub cipher: Arc<dyn SecretCipher>,
     pub queue: Arc<dyn DeliveryQueue>,
     pub events: Arc<dyn EventPublisher>,

@@ -17,7 +17,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use stockroom_app::ports::{
-    DeliveryRecord, EndpointHealth, Page, PageKey, StoreError, WebhookRecord, WebhookStore,
+    DeliveryRecord, DeliveryTracking, EndpointHealth, Page, PageKey, StoreError, WebhookRecord,
+    WebhookStore,
 };
 use stockroom_domain::event::EventType;
 use stockroom_domain::webhook::{
@@ -243,31 +244,7 @@ fn status_value<T: Serialize>(v: T) -> Result<AttributeValue, StoreError> {
 }
 
 #[async_trait]
-impl WebhookStore for DynamoWebhookStore {
-    async fn create_webhook(
-        &self,
-        tenant: &TenantId,
-        rec: &WebhookRecord,
-    ) -> Result<(), StoreError> {
-        let w = &rec.webhook;
-        let stored = WebhookStored {
-            pk: webhooks_pk(tenant),
-            sk: webhook_sk(&w.id),
-            tenant_id: tenant.to_string(),
-            webhook_id: w.id.clone(),
-            url: w.url.clone(),
-            events: w.events.clone(),
-            description: w.description.clone(),
-            status: w.status,
-            disabled_reason: w.disabled_reason.clone(),
-            failing_since: w.failing_since.clone(),
-            created_at: w.created_at.clone(),
-            updated_at: w.updated_at.clone(),
-            secrets: rec.secrets.clone(),
-        };
-        self.put_new(&stored).await
-    }
-
+impl DeliveryTracking for DynamoWebhookStore {
     async fn list_webhooks(
         &self,
         tenant: &TenantId,
@@ -313,45 +290,6 @@ impl WebhookStore for DynamoWebhookStore {
             )
             .await?;
         Ok(stored.map(Into::into))
-    }
-
-    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(webhooks_pk(tenant), webhook_sk(webhook_id))))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await
-            .map_err(condition)?;
-        Ok(())
-    }
-
-    async fn replace_secrets(
-        &self,
-        tenant: &TenantId,
-        webhook_id: &str,
-        expected: &[StoredSecret],
-        secrets: &[StoredSecret],
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let newest = expected
-            .first()
-            .map(|s| s.ciphertext.clone())
-            .unwrap_or_default();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(webhooks_pk(tenant), webhook_sk(webhook_id))))
-            .update_expression("SET secrets = :new, updated_at = :now")
-            .condition_expression("secrets[0].ciphertext = :newest")
-            .expression_attribute_values(":new", status_value(secrets)?)
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":newest", s(newest))
-            .send()
-            .await
-            .map_err(condition)?;
-        Ok(())
     }
 
     async fn set_health(
@@ -475,6 +413,72 @@ impl WebhookStore for DynamoWebhookStore {
             ),
         };
         req.send().await.map_err(condition)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for DynamoWebhookStore {
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        rec: &WebhookRecord,
+    ) -> Result<(), StoreError> {
+        let w = &rec.webhook;
+        let stored = WebhookStored {
+            pk: webhooks_pk(tenant),
+            sk: webhook_sk(&w.id),
+            tenant_id: tenant.to_string(),
+            webhook_id: w.id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            description: w.description.clone(),
+            status: w.status,
+            disabled_reason: w.disabled_reason.clone(),
+            failing_since: w.failing_since.clone(),
+            created_at: w.created_at.clone(),
+            updated_at: w.updated_at.clone(),
+            secrets: rec.secrets.clone(),
+        };
+        self.put_new(&stored).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, webhook_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(webhooks_pk(tenant), webhook_sk(webhook_id))))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(condition)?;
+        Ok(())
+    }
+
+    async fn replace_secrets(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        expected: &[StoredSecret],
+        secrets: &[StoredSecret],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let newest = expected
+            .first()
+            .map(|s| s.ciphertext.clone())
+            .unwrap_or_default();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(webhooks_pk(tenant), webhook_sk(webhook_id))))
+            .update_expression("SET secrets = :new, updated_at = :now")
+            .condition_expression("secrets[0].ciphertext = :newest")
+            .expression_attribute_values(":new", status_value(secrets)?)
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":newest", s(newest))
+            .send()
+            .await
+            .map_err(condition)?;
         Ok(())
     }
 
