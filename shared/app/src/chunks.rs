@@ -19,7 +19,7 @@
 use crate::clock;
 use crate::domain::TenantId;
 use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordFailure};
-use crate::domain::chunk_plan::{count_outcomes, plan_record, take_group};
+use crate::domain::chunk_plan::{count_outcomes, distinct_skus, plan_record, take_group};
 use crate::domain::event::Event;
 use crate::ports::{ChunkApplication, ChunkDisposition, GroupCommit, PlannedRecord, StoreError};
 use std::collections::HashSet;
@@ -132,13 +132,9 @@ async fn plan_group<'a>(
 ) -> Result<Vec<PlannedRecord<'a>>, StoreError> {
     let current = match disposition {
         ChunkDisposition::Apply => {
-            let skus: Vec<&str> = group
-                .iter()
-                .map(|r| r.sku.as_str())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            store.read_items(tenant, &skus).await?
+            store
+                .read_items(tenant, &distinct_skus(group.iter().copied()))
+                .await?
         }
         ChunkDisposition::DeadLettered => Default::default(),
     };

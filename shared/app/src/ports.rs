@@ -267,6 +267,14 @@ pub enum GroupCommit {
     Retry(Vec<usize>),
 }
 
+impl GroupCommit {
+    /// A lost race in which the records at `settled` (positions in a group
+    /// of `len`) were done by another delivery: the rest are still to do.
+    pub fn retry_unsettled(len: usize, settled: &std::collections::HashSet<usize>) -> Self {
+        Self::Retry((0..len).filter(|i| !settled.contains(i)).collect())
+    }
+}
+
 /// The primitives the batch worker applies chunks with
 /// (the batch worker's loop, `apply_chunk`, runs over them).
 #[async_trait]

@@ -46,6 +46,32 @@ pub fn take_group<'a>(pending: &mut Vec<&'a BatchRecord>) -> Vec<&'a BatchRecord
     group
 }
 
+/// The skus these records touch, each once (the items a chunk or a group
+/// reads before it is planned).
+pub fn distinct_skus<'a>(records: impl IntoIterator<Item = &'a BatchRecord>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    records
+        .into_iter()
+        .map(|r| r.sku.as_str())
+        .filter(|sku| seen.insert(*sku))
+        .collect()
+}
+
+/// The one failure entry of a dead-lettered chunk whose body cannot be
+/// read: its records are counted as failed under it. Its index is past any
+/// real record's, so the entry lists after them.
+pub fn unreadable_chunk_failure(chunk: u32, record_count: u64) -> RecordFailure {
+    RecordFailure::new(
+        u32::MAX - chunk,
+        &format!("chunk:{chunk}"),
+        None,
+        "chunk_dead_lettered",
+        format!(
+            "chunk {chunk} ({record_count} records) could not be read after repeated deliveries; its records were not applied"
+        ),
+    )
+}
+
 /// The event a committed write of this record causes: low stock when the
 /// write crosses the threshold, deleted when an existing item goes.
 pub fn record_event(
@@ -328,6 +354,20 @@ mod tests {
             sizes,
             [GROUP_RECORDS, GROUP_RECORDS, 80 - 2 * GROUP_RECORDS]
         );
+    }
+
+    #[test]
+    fn distinct_skus_are_each_named_once_in_first_seen_order() {
+        let c = chunk(
+            BatchMode::Isolated,
+            &[
+                adjust("1", "B", 1),
+                adjust("2", "A", 1),
+                adjust("3", "B", 1),
+            ],
+        );
+        assert_eq!(distinct_skus(&c.records), ["B", "A"]);
+        assert!(distinct_skus(&[]).is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use stockroom_app::ports::{
     IdempotencyRecord, Page, PageKey, PlannedRecord, SplitTotals, StoreError, UploadSplits,
 };
 use stockroom_domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
+use stockroom_domain::chunk_plan::unreadable_chunk_failure;
 use stockroom_domain::event::Event;
 use stockroom_domain::{Fields, Item, TenantId};
 
@@ -332,16 +333,7 @@ impl ChunkApplication for DynamoBatchStore {
         chunk: u32,
         record_count: u64,
     ) -> Result<(), StoreError> {
-        // Index past any real record so the entry lists after them.
-        let failure = RecordFailure::new(
-            u32::MAX - chunk,
-            &format!("chunk:{chunk}"),
-            None,
-            "chunk_dead_lettered",
-            format!(
-                "chunk {chunk} ({record_count} records) could not be read after repeated deliveries; its records were not applied"
-            ),
-        );
+        let failure = unreadable_chunk_failure(chunk, record_count);
         let item = to_attrs(&FailureStored::new(tenant, batch_id, &failure))?;
         batch_write(
             &self.client,

@@ -31,7 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use stockroom_app::ports::{GroupCommit, PlannedRecord, StoreError};
 use stockroom_domain::batch::{ChunkMessage, RecordEffect, RecordFailure};
-use stockroom_domain::chunk_plan::{AtomicPlan, ChunkDisposition, plan_atomic, record_event};
+use stockroom_domain::chunk_plan::{
+    AtomicPlan, ChunkDisposition, distinct_skus, plan_atomic, record_event,
+};
 use stockroom_domain::event::Event;
 use stockroom_domain::{Item, Movement, TenantId};
 
@@ -228,9 +230,7 @@ pub(super) async fn commit_group(
                 })
                 .map(|(_, (i, _))| *i)
                 .collect();
-            Ok(GroupCommit::Retry(
-                (0..group.len()).filter(|i| !settled.contains(i)).collect(),
-            ))
+            Ok(GroupCommit::retry_unsettled(group.len(), &settled))
         }
         Err(TransactFailure::Conflict) => Ok(GroupCommit::Retry((0..group.len()).collect())),
         Err(TransactFailure::Store(e)) => Err(e),
@@ -258,13 +258,7 @@ pub(super) async fn apply_atomic(
             return Ok(Vec::new());
         }
         store.mark_processing(tenant, &chunk.batch_id).await?;
-        let skus: Vec<&str> = chunk
-            .records
-            .iter()
-            .map(|r| r.sku.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let skus = distinct_skus(&chunk.records);
         let read = match disposition {
             ChunkDisposition::Apply => read_items(store, tenant, &skus).await?,
             ChunkDisposition::DeadLettered => HashMap::new(),
