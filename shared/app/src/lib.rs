@@ -17,6 +17,8 @@ pub mod keys;
 pub mod memory;
 pub mod ports;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod uploads;
 pub mod webhooks;
 

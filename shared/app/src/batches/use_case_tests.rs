@@ -5,6 +5,7 @@ use super::*;
 use crate::domain::event::EventType;
 use crate::domain::{Item, Sku};
 use crate::memory::{MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, RecordedEvents};
+use crate::test_support::{batch_endings, chunk_attributes};
 use serde_json::json;
 
 struct World {
@@ -70,7 +71,7 @@ impl World {
         disposition: ChunkDisposition,
     ) -> Option<Batch> {
         self.worker
-            .handle(&envelope.body, &attributes(envelope), disposition)
+            .handle(&envelope.body, &chunk_attributes(envelope), disposition)
             .await
             .unwrap()
     }
@@ -100,28 +101,7 @@ impl World {
     }
 
     fn finished_events(&self) -> Vec<EventType> {
-        self.events
-            .take()
-            .into_iter()
-            .map(|e| e.kind)
-            .filter(|k| {
-                matches!(
-                    k,
-                    EventType::BatchCompleted
-                        | EventType::BatchCompletedWithErrors
-                        | EventType::BatchFailed
-                )
-            })
-            .collect()
-    }
-}
-
-fn attributes(envelope: &ChunkEnvelope) -> ChunkAttributes {
-    ChunkAttributes {
-        tenant_id: Some(envelope.tenant_id.clone()),
-        batch_id: Some(envelope.batch_id.clone()),
-        chunk: Some(envelope.chunk),
-        record_count: Some(envelope.record_count as u64),
+        batch_endings(self.events.take())
     }
 }
 
@@ -281,7 +261,7 @@ async fn dead_lettered_chunks_fail_their_records_and_finish_the_batch() {
         .worker
         .handle(
             "{not json",
-            &attributes(&envelope),
+            &chunk_attributes(&envelope),
             ChunkDisposition::DeadLettered,
         )
         .await

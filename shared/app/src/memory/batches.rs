@@ -1,10 +1,12 @@
 use super::items::MemoryItemStore;
-use super::page;
+use super::{lock, page};
 use crate::clock;
 use crate::domain::batch::{
     Batch, BatchError, BatchStatus, ChunkMessage, RecordEffect, RecordFailure,
 };
-use crate::domain::chunk_plan::{AtomicPlan, plan_atomic, record_event};
+use crate::domain::chunk_plan::{
+    AtomicPlan, distinct_skus, plan_atomic, record_event, unreadable_chunk_failure,
+};
 use crate::domain::event::Event;
 use crate::domain::{Fields, Item, TenantId};
 use crate::ports::{
@@ -52,6 +54,49 @@ async fn round_trip() {
     tokio::task::yield_now().await;
 }
 
+impl Batches {
+    /// A record's outcome marker, and its failure entry when it failed.
+    fn record_outcome(
+        &mut self,
+        k: &(String, String),
+        index: u32,
+        applied: bool,
+        failure: Option<&RecordFailure>,
+    ) {
+        self.outcomes
+            .entry(k.clone())
+            .or_default()
+            .insert(index, applied);
+        if let Some(f) = failure {
+            self.failures
+                .entry(k.clone())
+                .or_default()
+                .insert(f.index, f.clone());
+        }
+    }
+
+    fn record_failures(&mut self, k: &(String, String), failures: &[RecordFailure]) {
+        for f in failures {
+            self.record_outcome(k, f.index, false, Some(f));
+        }
+    }
+}
+
+impl Header {
+    /// Out of `accepted` (a no-op in any other status); a terminal status
+    /// also ends the batch and offers its event.
+    fn leave_accepted(&mut self, to: BatchStatus, now: &str) {
+        if self.batch.status == BatchStatus::Accepted {
+            self.batch.status = to;
+            self.batch.updated_at = now.to_owned();
+            if to.is_terminal() {
+                self.batch.completed_at = Some(now.to_owned());
+                self.notify_pending = true;
+            }
+        }
+    }
+}
+
 fn key(tenant: &TenantId, batch_id: &str) -> (String, String) {
     (tenant.as_str().to_owned(), batch_id.to_owned())
 }
@@ -69,8 +114,7 @@ impl MemoryBatchStore {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Batches) -> R) -> R {
-        let mut b = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut b)
+        f(&mut lock(&self.batches))
     }
 
     /// Runs `f` on the batch's header, or fails as the DynamoDB update's
@@ -89,31 +133,9 @@ impl MemoryBatchStore {
         })
     }
 
-    fn record_failures_in(b: &mut Batches, k: &(String, String), failures: &[RecordFailure]) {
-        for f in failures {
-            b.outcomes
-                .entry(k.clone())
-                .or_default()
-                .insert(f.index, false);
-            b.failures
-                .entry(k.clone())
-                .or_default()
-                .insert(f.index, f.clone());
-        }
-    }
-
     fn leave_accepted(&self, tenant: &TenantId, batch_id: &str, to: BatchStatus) {
         let now = clock::now_rfc3339();
-        let _ = self.update(tenant, batch_id, |h| {
-            if h.batch.status == BatchStatus::Accepted {
-                h.batch.status = to;
-                h.batch.updated_at = now.clone();
-                if to.is_terminal() {
-                    h.batch.completed_at = Some(now);
-                    h.notify_pending = true;
-                }
-            }
-        });
+        let _ = self.update(tenant, batch_id, |h| h.leave_accepted(to, &now));
     }
 }
 
@@ -138,7 +160,7 @@ impl BatchHeaders for MemoryBatchStore {
         batch_id: &str,
         failures: &[RecordFailure],
     ) -> Result<(), StoreError> {
-        self.with(|b| Self::record_failures_in(b, &key(tenant, batch_id), failures));
+        self.with(|b| b.record_failures(&key(tenant, batch_id), failures));
         Ok(())
     }
 
@@ -353,9 +375,7 @@ impl ChunkApplication for MemoryBatchStore {
                 .map(|(i, _)| i)
                 .collect();
             if !settled.is_empty() {
-                return Ok(GroupCommit::Retry(
-                    (0..group.len()).filter(|i| !settled.contains(i)).collect(),
-                ));
+                return Ok(GroupCommit::retry_unsettled(group.len(), &settled));
             }
             let committed = self.items.with_tenant(tenant, |t| {
                 let fresh = group.iter().all(|p| match &p.plan.effect {
@@ -386,16 +406,12 @@ impl ChunkApplication for MemoryBatchStore {
                 return Ok(GroupCommit::Retry((0..group.len()).collect()));
             }
             for p in group {
-                b.outcomes
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(p.record.index, p.plan.applied());
-                if let Some(f) = &p.plan.failure {
-                    b.failures
-                        .entry(k.clone())
-                        .or_default()
-                        .insert(f.index, f.clone());
-                }
+                b.record_outcome(
+                    &k,
+                    p.record.index,
+                    p.plan.applied(),
+                    p.plan.failure.as_ref(),
+                );
             }
             Ok(GroupCommit::Committed)
         })
@@ -442,11 +458,9 @@ impl ChunkApplication for MemoryBatchStore {
             if h.batch.chunks_done > 0 {
                 return Ok(Vec::new());
             }
-            if h.batch.status == BatchStatus::Accepted {
-                h.batch.status = BatchStatus::Processing;
-            }
+            h.leave_accepted(BatchStatus::Processing, &now);
             let total = chunk.records.len() as u64;
-            let skus: Vec<&str> = chunk.records.iter().map(|r| r.sku.as_str()).collect();
+            let skus = distinct_skus(&chunk.records);
             let read = match disposition {
                 ChunkDisposition::Apply => self.items.items_of(&tenant, &skus),
                 ChunkDisposition::DeadLettered => HashMap::new(),
@@ -454,7 +468,7 @@ impl ChunkApplication for MemoryBatchStore {
             let mut events = Vec::new();
             match plan_atomic(chunk, &read, disposition, &now) {
                 AtomicPlan::Reject(failures) => {
-                    Self::record_failures_in(b, &k, &failures);
+                    b.record_failures(&k, &failures);
                     let h = b
                         .headers
                         .get_mut(&k)
@@ -501,15 +515,7 @@ impl ChunkApplication for MemoryBatchStore {
         chunk: u32,
         record_count: u64,
     ) -> Result<(), StoreError> {
-        let failure = RecordFailure::new(
-            u32::MAX - chunk,
-            &format!("chunk:{chunk}"),
-            None,
-            "chunk_dead_lettered",
-            format!(
-                "chunk {chunk} ({record_count} records) could not be read after repeated deliveries; its records were not applied"
-            ),
-        );
+        let failure = unreadable_chunk_failure(chunk, record_count);
         self.with(|b| {
             b.failures
                 .entry(key(tenant, batch_id))

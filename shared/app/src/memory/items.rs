@@ -1,4 +1,4 @@
-use super::page;
+use super::{lock, page};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ impl MemoryItemStore {
     /// Runs `f` on the tenant's data, under the one lock (so each call is
     /// atomic, as the DynamoDB conditions and transactions are).
     pub(super) fn with_tenant<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
-        let mut all = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = lock(&self.tenants);
         f(all.entry(tenant.as_str().to_owned()).or_default())
     }
 
@@ -53,7 +53,7 @@ impl MemoryItemStore {
 
     /// Items held, across tenants.
     pub fn item_count(&self) -> usize {
-        let all = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let all = lock(&self.tenants);
         all.values().map(|t| t.items.len()).sum()
     }
 

@@ -1,4 +1,4 @@
-use super::page;
+use super::{lock, page};
 use crate::domain::key::{ApiKeyRecord, ApiKeyView};
 use crate::domain::{Fields, TenantId};
 use crate::ports::{ApiKeyLookup, ApiKeyStore, Page, PageKey, StoreError};
@@ -14,7 +14,7 @@ pub struct MemoryKeyStore {
 
 impl MemoryKeyStore {
     fn keys(&self) -> MutexGuard<'_, BTreeMap<String, ApiKeyRecord>> {
-        self.by_hash.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.by_hash)
     }
 }
 

@@ -25,6 +25,35 @@ pub use webhooks::{
 };
 
 use crate::ports::PageKey;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The adapters' one lock: a test that panicked while holding it leaves the
+/// data as it was, which the next test of the same store may still read.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps what a port was handed, in order, for a test to read: the events
+/// published, the chunks sent, the delivery queue's calls.
+#[derive(Debug)]
+pub struct Recorded<T>(Mutex<Vec<T>>);
+
+impl<T> Default for Recorded<T> {
+    fn default() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Recorded<T> {
+    /// What was recorded since the last `take`.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+
+    fn record(&self, items: impl IntoIterator<Item = T>) {
+        lock(&self.0).extend(items);
+    }
+}
 
 /// The page key of a listing ordered by one string: the last one returned.
 fn page_key(name: &str, last: &str) -> PageKey {

@@ -1,3 +1,4 @@
+use super::lock;
 use crate::ports::{PresignedUpload, StoreError, UploadBody, UploadStore};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -12,10 +13,7 @@ pub struct MemoryUploadStore(Mutex<HashMap<String, Vec<u8>>>);
 impl MemoryUploadStore {
     /// Stores `bytes` at `key`, as the PUT to the presigned URL would.
     pub fn put(&self, key: &str, bytes: impl Into<Vec<u8>>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_owned(), bytes.into());
+        lock(&self.0).insert(key.to_owned(), bytes.into());
     }
 }
 
@@ -35,13 +33,11 @@ impl UploadStore for MemoryUploadStore {
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let objects = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(objects.get(key).map(|b| b.len() as u64))
+        Ok(lock(&self.0).get(key).map(|b| b.len() as u64))
     }
 
     async fn open(&self, key: &str) -> Result<UploadBody, StoreError> {
-        let objects = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = objects
+        let bytes = lock(&self.0)
             .get(key)
             .cloned()
             .ok_or_else(|| StoreError::Backend(format!("NoSuchKey: {key}").into()))?;

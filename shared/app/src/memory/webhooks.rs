@@ -1,4 +1,4 @@
-use super::page;
+use super::{Recorded, lock, page};
 use crate::domain::Fields;
 use crate::domain::TenantId;
 use crate::domain::webhook::{
@@ -12,10 +12,6 @@ use async_trait::async_trait;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[derive(Debug, Default)]
 struct Webhooks {
@@ -294,35 +290,27 @@ pub enum QueueCall {
 }
 
 /// [`DeliveryQueue`] that records every call.
-#[derive(Debug, Default)]
-pub struct MemoryDeliveryQueue(Mutex<Vec<QueueCall>>);
-
-impl MemoryDeliveryQueue {
-    /// The calls since the last `take`.
-    pub fn take(&self) -> Vec<QueueCall> {
-        std::mem::take(&mut *lock(&self.0))
-    }
-}
+pub type MemoryDeliveryQueue = Recorded<QueueCall>;
 
 #[async_trait]
 impl DeliveryQueue for MemoryDeliveryQueue {
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
-        lock(&self.0).extend(jobs.iter().cloned().map(QueueCall::Enqueued));
+        self.record(jobs.iter().cloned().map(QueueCall::Enqueued));
         Ok(())
     }
 
     async fn retry_in(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
-        lock(&self.0).push(QueueCall::RetryIn(receipt_handle.to_owned(), delay));
+        self.record([QueueCall::RetryIn(receipt_handle.to_owned(), delay)]);
         Ok(())
     }
 
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError> {
-        lock(&self.0).push(QueueCall::DeadLettered(job.clone()));
+        self.record([QueueCall::DeadLettered(job.clone())]);
         Ok(())
     }
 
     async fn dead_letter_unreadable(&self, body: &str, _reason: &str) -> Result<(), StoreError> {
-        lock(&self.0).push(QueueCall::DeadLetteredUnreadable(body.to_owned()));
+        self.record([QueueCall::DeadLetteredUnreadable(body.to_owned())]);
         Ok(())
     }
 }

@@ -3,15 +3,14 @@
 //! twice, a truncated or unusable file failing the batch as a whole.
 
 use super::*;
-use crate::batches::{
-    BatchAccepted, BatchWorker, BatchesService, ChunkAttributes, SubmitOutcome, UploadSettings,
-};
+use crate::batches::{BatchAccepted, BatchWorker, BatchesService, SubmitOutcome, UploadSettings};
 use crate::domain::TenantId;
 use crate::domain::event::EventType;
 use crate::memory::{
     MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, MemoryUploadStore, RecordedEvents,
 };
 use crate::ports::{BatchHeaders, BatchSubmissions, ChunkDisposition, ItemStore};
+use crate::test_support::{batch_endings, chunk_attributes};
 use serde_json::json;
 use std::time::Duration;
 
@@ -77,14 +76,12 @@ impl World {
 
     async fn apply_queued(&self) {
         for envelope in self.queue.take() {
-            let attributes = ChunkAttributes {
-                tenant_id: Some(envelope.tenant_id.clone()),
-                batch_id: Some(envelope.batch_id.clone()),
-                chunk: Some(envelope.chunk),
-                record_count: Some(envelope.record_count as u64),
-            };
             self.worker
-                .handle(&envelope.body, &attributes, ChunkDisposition::Apply)
+                .handle(
+                    &envelope.body,
+                    &chunk_attributes(&envelope),
+                    ChunkDisposition::Apply,
+                )
                 .await
                 .unwrap();
         }
@@ -107,19 +104,7 @@ impl World {
     }
 
     fn terminal_events(&self) -> Vec<EventType> {
-        self.events
-            .take()
-            .into_iter()
-            .map(|e| e.kind)
-            .filter(|k| {
-                matches!(
-                    k,
-                    EventType::BatchCompleted
-                        | EventType::BatchCompletedWithErrors
-                        | EventType::BatchFailed
-                )
-            })
-            .collect()
+        batch_endings(self.events.take())
     }
 }
 

@@ -6,7 +6,7 @@ use super::*;
 use crate::domain::event::EventType;
 use crate::memory::{
     MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall, RecordedEvents,
-    ScriptedTransport,
+    ScriptedTransport, SentRequest,
 };
 use crate::ports::AttemptResult;
 use serde_json::json;
@@ -64,6 +64,19 @@ fn failed(status: u16) -> AttemptResult {
             Outcome::Failed
         },
     }
+}
+
+/// The headers a request was sent with, as a receiver reads them.
+fn header_map(sent: &SentRequest) -> http::HeaderMap {
+    sent.headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                http::HeaderName::try_from(name.as_str()).unwrap(),
+                value.parse().unwrap(),
+            )
+        })
+        .collect()
 }
 
 impl World {
@@ -144,13 +157,7 @@ async fn a_delivery_is_signed_with_the_secret_the_tenant_was_shown() {
     w.dispatcher.deliver(&jobs[0], 1, None).await.unwrap();
     let sent = w.transport.sent().remove(0);
     assert_eq!(sent.url, "https://127.0.0.1:8443/hooks");
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &sent.headers {
-        headers.insert(
-            http::HeaderName::try_from(name.as_str()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
+    let headers = header_map(&sent);
     signing::verify(&created.secret, &headers, &sent.body).unwrap();
     assert!(signing::verify(&signing::generate_secret(), &headers, &sent.body).is_err());
     let delivery = w.delivery(&jobs[0]).await;
@@ -171,13 +178,7 @@ async fn after_a_rotation_deliveries_carry_both_signatures_until_the_overlap_end
     let jobs = w.fan_out(&w.deleted_event()).await;
     w.dispatcher.deliver(&jobs[0], 1, None).await.unwrap();
     let sent = w.transport.sent().remove(0);
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &sent.headers {
-        headers.insert(
-            http::HeaderName::try_from(name.as_str()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
+    let headers = header_map(&sent);
     for secret in [&created.secret, &rotated.secret] {
         signing::verify(secret, &headers, &sent.body).unwrap();
     }
