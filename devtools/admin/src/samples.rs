@@ -18,14 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use stockroom_app::batches::{BatchesService, SubmitOutcome, UploadSettings};
 use stockroom_app::config;
-use stockroom_app::ports::{BatchHeaders, DeliveryTracking, EventPublisher};
+use stockroom_app::ports::{BatchHeaders, DeliveryTracking, WebhookEventQueue};
 use stockroom_app::webhooks::WebhooksService;
 use stockroom_app::webhooks::target::TargetPolicy;
 use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoWebhookStore};
 use stockroom_aws::kms::KmsSecretCipher;
 use stockroom_aws::s3::S3UploadStore;
-use stockroom_aws::sns::SnsEventPublisher;
-use stockroom_aws::sqs::{SqsChunkQueue, SqsDeliveryQueue};
+use stockroom_aws::sqs::{SqsChunkQueue, SqsDeliveryQueue, SqsWebhookEventQueue};
 use stockroom_domain::TenantId;
 use stockroom_domain::event::Event;
 use stockroom_http::idempotency_request;
@@ -56,7 +55,8 @@ pub struct Seeder {
     batch_store: Arc<DynamoBatchStore>,
     webhooks: WebhooksService,
     webhook_store: Arc<DynamoWebhookStore>,
-    publisher: Arc<SnsEventPublisher>,
+    /// The dispatcher's ordered events queue, which the events publisher feeds.
+    webhook_events: SqsWebhookEventQueue,
 }
 
 impl Seeder {
@@ -75,18 +75,13 @@ impl Seeder {
             sdk,
             batches_cfg.stock_table.clone(),
         ));
-        // One publisher for the batches' events and the sample event alike.
-        let publisher = Arc::new(SnsEventPublisher::from_sdk_config(
-            sdk,
-            batches_cfg.events_topic_arn,
-        ));
+        let publisher_cfg = config::EventsPublisherConfig::from_env()?;
         let batches = BatchesService::new(
             batch_store.clone(),
             Arc::new(SqsChunkQueue::from_sdk_config(
                 sdk,
                 batches_cfg.batch_queue_url,
             )),
-            publisher.clone(),
         )
         .with_uploads(UploadSettings {
             store: Arc::new(S3UploadStore::from_sdk_config(
@@ -126,7 +121,10 @@ impl Seeder {
             batch_store,
             webhooks,
             webhook_store,
-            publisher,
+            webhook_events: SqsWebhookEventQueue::from_sdk_config(
+                sdk,
+                publisher_cfg.webhook_events_queue_url,
+            ),
         })
     }
 
@@ -288,7 +286,8 @@ impl Seeder {
         Ok(true)
     }
 
-    /// Publishes `webhook-dispatcher/event.json`'s event to the events topic;
+    /// Queues `webhook-dispatcher/event.json`'s event as the events publisher
+    /// would;
     /// the dispatcher creates the delivery `delivery-job.json` names. Waits
     /// until it exists.
     async fn seed_delivery(&self) -> anyhow::Result<Value> {
@@ -299,8 +298,8 @@ impl Seeder {
         let event: Event = serde_json::from_str(body).context("event.json's body")?;
         let delivery_id = stockroom_domain::webhook::delivery_id(&event.id);
         if self.delivery_status(&delivery_id).await?.is_none() {
-            self.publisher
-                .publish(std::slice::from_ref(&event))
+            self.webhook_events
+                .enqueue_events(std::slice::from_ref(&event))
                 .await
                 .context("publishing the sample event")?;
         }

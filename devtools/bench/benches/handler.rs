@@ -22,7 +22,6 @@ use serde_json::Value;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::ItemsService;
 use stockroom_app::memory::MemoryItemStore;
-use stockroom_app::ports::NoEvents;
 use stockroom_http::{AppState, router};
 
 fn event(name: &str) -> Value {
@@ -75,7 +74,7 @@ fn handler(c: &mut Criterion) {
         .expect("runtime");
     let store = Arc::new(MemoryItemStore::default());
     let app = router(AppState {
-        items: ItemsService::new(store.clone(), Arc::new(NoEvents)),
+        items: ItemsService::new(store.clone()),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

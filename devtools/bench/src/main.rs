@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 use stockroom_app::ports::{
-    BatchSubmissions, ChunkEnvelope, ChunkQueue, NoEvents, PresignedUpload, StoreError, UploadBody,
+    BatchSubmissions, ChunkEnvelope, ChunkQueue, PresignedUpload, StoreError, UploadBody,
     UploadStore,
 };
 use stockroom_app::uploads::{SplitOutcome, UploadSplitter, upload_key};
@@ -179,7 +179,7 @@ async fn split_once(rows: u64) -> Result<()> {
         .create_batch(&tenant, &upload_header(&batch_id, &uploads), None)
         .await?;
     let queue = Arc::new(CountingQueue::default());
-    let splitter = UploadSplitter::new(store, Arc::new(uploads), queue.clone(), Arc::new(NoEvents));
+    let splitter = UploadSplitter::new(store, Arc::new(uploads), queue.clone());
     let started = Instant::now();
     let outcome = splitter.split(&upload_key(&tenant, &batch_id)).await?;
     let secs = started.elapsed().as_secs_f64();

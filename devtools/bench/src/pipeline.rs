@@ -197,7 +197,6 @@ async fn straight_to_the_store(records: u64) -> Result<f64> {
         store.clone(),
         Arc::new(uploads),
         queue.clone(),
-        Arc::new(stockroom_app::ports::NoEvents),
     );
     splitter
         .split(&stockroom_app::uploads::upload_key(&tenant, &batch_id))

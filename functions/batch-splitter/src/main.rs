@@ -10,7 +10,6 @@ use stockroom_app::config;
 use stockroom_app::uploads::UploadSplitter;
 use stockroom_aws::dynamodb::DynamoBatchStore;
 use stockroom_aws::s3::S3UploadStore;
-use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 
@@ -25,10 +24,6 @@ async fn main() -> Result<(), Error> {
             Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
             Arc::new(S3UploadStore::from_sdk_config(&sdk, cfg.uploads_bucket)),
             Arc::new(SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url)),
-            Arc::new(SnsEventPublisher::from_sdk_config(
-                &sdk,
-                cfg.events_topic_arn,
-            )),
         ),
         dlq_arn: cfg.uploads_dlq_arn,
         function: config::function_name("batch-splitter"),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use stockroom_app::batches::BatchWorker;
 use stockroom_app::config;
 use stockroom_aws::dynamodb::DynamoBatchStore;
-use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 
@@ -19,13 +18,10 @@ async fn main() -> Result<(), Error> {
     let cfg = config::BatchWorkerConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
     let app = handler::App {
-        worker: BatchWorker::new(
-            Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
-            Arc::new(SnsEventPublisher::from_sdk_config(
-                &sdk,
-                cfg.events_topic_arn,
-            )),
-        ),
+        worker: BatchWorker::new(Arc::new(DynamoBatchStore::from_sdk_config(
+            &sdk,
+            cfg.stock_table,
+        ))),
         queue: SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url),
         dlq_arn: cfg.batch_dlq_arn,
         function: config::function_name("batch-worker"),

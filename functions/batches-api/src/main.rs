@@ -7,7 +7,6 @@ use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_aws::dynamodb::DynamoBatchStore;
 use stockroom_aws::s3::S3UploadStore;
-use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{BatchesState, batches_router};
@@ -21,19 +20,13 @@ async fn main() -> Result<(), Error> {
     let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
     let queue = SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url);
     let state = BatchesState {
-        batches: BatchesService::new(
-            Arc::new(store),
-            Arc::new(queue),
-            Arc::new(SnsEventPublisher::from_sdk_config(
-                &sdk,
-                cfg.events_topic_arn,
-            )),
-        )
-        .with_uploads(UploadSettings {
-            store: Arc::new(S3UploadStore::from_sdk_config(&sdk, cfg.uploads_bucket)),
-            url_ttl: cfg.upload_url_ttl,
-            grace: cfg.upload_grace,
-        }),
+        batches: BatchesService::new(Arc::new(store), Arc::new(queue)).with_uploads(
+            UploadSettings {
+                store: Arc::new(S3UploadStore::from_sdk_config(&sdk, cfg.uploads_bucket)),
+                url_ttl: cfg.upload_url_ttl,
+                grace: cfg.upload_grace,
+            },
+        ),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
     };
     runtime::emf::lambda::service::run_http(

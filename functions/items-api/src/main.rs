@@ -6,7 +6,6 @@ use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::ItemsService;
 use stockroom_aws::dynamodb::DynamoItemStore;
-use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{AppState, router};
 
@@ -18,13 +17,7 @@ async fn main() -> Result<(), Error> {
     let sdk = sdk::aws_sdk_config().await;
     let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
     let state = AppState {
-        items: ItemsService::new(
-            Arc::new(store),
-            Arc::new(SnsEventPublisher::from_sdk_config(
-                &sdk,
-                cfg.events_topic_arn,
-            )),
-        ),
+        items: ItemsService::new(Arc::new(store)),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

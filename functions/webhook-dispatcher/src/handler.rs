@@ -7,6 +7,8 @@ use tracing::Instrument;
 
 pub struct App {
     pub dispatcher: Dispatcher,
+    /// The deliveries queue's name: held-back jobs from it are released.
+    pub deliveries_queue: String,
     pub function: String,
 }
 
@@ -80,17 +82,35 @@ async fn process(app: &'static App, msg: SqsMessage, cold_start: bool) -> Result
     .await
 }
 
-/// Messages are handled concurrently (deliveries wait on remote endpoints);
-/// only the failed ones are reported back to SQS.
+/// Both queues are FIFO: the messages of one group (an event key, or a
+/// webhook and event key) are handled in order and a failure holds back the
+/// rest of its group; groups are handled concurrently (deliveries wait on
+/// remote endpoints). Only the failed ones are reported back to SQS.
 pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     app: &'static App,
 ) -> Result<SqsBatchResponse, Error> {
     let cold_start = stockroom_app::telemetry::cold_start();
-    Ok(
-        stockroom_aws::sqs_batch::each_message(event.payload.records, |msg| {
+    let (response, held_back) =
+        stockroom_aws::sqs_batch::each_group_in_order(event.payload.records, move |msg| {
             process(app, msg, cold_start)
         })
-        .await,
-    )
+        .await;
+    // Jobs behind a failed one: visible again now, so they follow its retry
+    // instead of the visibility timeout (SQS keeps their group blocked).
+    let handles: Vec<String> = held_back
+        .into_iter()
+        .filter(|m| {
+            m.event_source_arn
+                .as_deref()
+                .is_some_and(|arn| arn.rsplit(':').next() == Some(app.deliveries_queue.as_str()))
+        })
+        .filter_map(|m| m.receipt_handle)
+        .collect();
+    if !handles.is_empty()
+        && let Err(e) = app.dispatcher.queue.release(&handles).await
+    {
+        tracing::warn!(error = %error_chain(&e), "releasing held-back jobs failed; they wait out their visibility timeout");
+    }
+    Ok(response)
 }

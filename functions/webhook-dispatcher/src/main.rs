@@ -11,7 +11,6 @@ use stockroom_app::webhooks::Dispatcher;
 use stockroom_app::webhooks::target::TargetPolicy;
 use stockroom_aws::dynamodb::DynamoWebhookStore;
 use stockroom_aws::kms::KmsSecretCipher;
-use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsDeliveryQueue;
 use stockroom_aws::webhook_sender::WebhookSender;
 use stockroom_aws::{runtime, sdk};
@@ -25,24 +24,20 @@ async fn main() -> Result<(), Error> {
     let policy = TargetPolicy {
         allow_loopback_http: config::allow_loopback_webhooks(),
     };
+    let deliveries =
+        SqsDeliveryQueue::from_sdk_config(&sdk, cfg.delivery_queue_url, Some(cfg.dlq_url));
+    let deliveries_queue = deliveries.queue_name().to_owned();
     let dispatcher = Dispatcher {
         store: Arc::new(DynamoWebhookStore::from_sdk_config(&sdk, cfg.stock_table)),
         cipher: Arc::new(KmsSecretCipher::from_sdk_config(&sdk, cfg.secrets_key_id)),
-        queue: Arc::new(SqsDeliveryQueue::from_sdk_config(
-            &sdk,
-            cfg.delivery_queue_url,
-            Some(cfg.dlq_url),
-        )),
-        events: Arc::new(SnsEventPublisher::from_sdk_config(
-            &sdk,
-            cfg.events_topic_arn,
-        )),
+        queue: Arc::new(deliveries),
         sender: Arc::new(WebhookSender::new(policy)?),
         schedule: cfg.retry_schedule,
         disable_after: cfg.disable_after,
     };
     let app = handler::App {
         dispatcher,
+        deliveries_queue,
         function: config::function_name("webhook-dispatcher"),
     };
     // Lives as long as the process; spawned per-message tasks borrow it.

@@ -6,14 +6,13 @@ use crate::domain::batch::{
     Batch, BatchError, BatchMode, BatchRecord, BatchRejection, BatchStatus, ChunkMessage,
     RecordFailure, UploadInfo, atomic_chunk, chunk_records, parse_batch,
 };
-use crate::domain::event::Event;
 use crate::domain::upload::{is_upload_request, parse_upload_request};
 use crate::domain::{FieldError, FieldErrors, Fields, TenantId};
 use crate::error::ApiError;
 use crate::items::{IDEMPOTENCY_TTL_SECONDS, IdempotencyRequest};
 use crate::ports::{
     BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, ChunkEnvelope, ChunkQueue,
-    EventPublisher, IdempotencyRecord, Page, PageKey, PresignedUpload, StoreError, UploadStore,
+    IdempotencyRecord, Page, PageKey, PresignedUpload, StoreError, UploadStore,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -81,7 +80,6 @@ pub enum SubmitOutcome {
 pub struct BatchesService {
     store: Arc<dyn BatchSubmissions>,
     queue: Arc<dyn ChunkQueue>,
-    events: Arc<dyn EventPublisher>,
     uploads: Option<UploadSettings>,
 }
 
@@ -114,18 +112,15 @@ pub(crate) fn chunk_envelope(
     }
 }
 
-/// Publishes a terminal batch's status event (same id every time) and
-/// clears its pending flag. A failure leaves the flag set, so whoever
-/// finalizes the batch next (a redelivered chunk) publishes it.
-pub(crate) async fn publish_finished(
+/// Clears a terminal batch's pending flag: its end is reported (metrics)
+/// once. A failure leaves the flag set, so whoever finalizes the batch next
+/// (a redelivered chunk) reports it. Its status event is derived from the
+/// header's change on the table's stream, not published here.
+pub(crate) async fn settle_finished(
     store: &dyn BatchHeaders,
-    events: &dyn EventPublisher,
     tenant: &TenantId,
     batch: &Batch,
 ) -> Result<(), StoreError> {
-    if let Some(event) = Event::batch_finished(tenant.as_str(), batch, &clock::now_rfc3339()) {
-        events.publish(&[event]).await?;
-    }
     store.mark_notified(tenant, &batch.batch_id).await
 }
 
@@ -169,15 +164,10 @@ pub fn rejection(r: BatchRejection, mode_atomic: bool) -> ApiError {
 }
 
 impl BatchesService {
-    pub fn new(
-        store: Arc<dyn BatchSubmissions>,
-        queue: Arc<dyn ChunkQueue>,
-        events: Arc<dyn EventPublisher>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn BatchSubmissions>, queue: Arc<dyn ChunkQueue>) -> Self {
         Self {
             store,
             queue,
-            events,
             uploads: None,
         }
     }
@@ -191,7 +181,7 @@ impl BatchesService {
     /// Publishes the event of a batch that ended outside the workers; the
     /// batch stands either way (the event is logged as lost if SNS fails).
     async fn announce(&self, tenant: &TenantId, batch: &Batch) {
-        announce(&*self.store, &*self.events, tenant, batch).await;
+        announce(&*self.store, tenant, batch).await;
     }
 
     /// After an abort: the stored batch says whether it did end (another
@@ -554,12 +544,11 @@ pub struct ChunkAttributes {
 #[derive(Clone)]
 pub struct BatchWorker {
     store: Arc<dyn ChunkApplication>,
-    events: Arc<dyn EventPublisher>,
 }
 
 impl BatchWorker {
-    pub fn new(store: Arc<dyn ChunkApplication>, events: Arc<dyn EventPublisher>) -> Self {
-        Self { store, events }
+    pub fn new(store: Arc<dyn ChunkApplication>) -> Self {
+        Self { store }
     }
 
     /// Processes one message; returns the batch when this message finished
@@ -584,14 +573,11 @@ impl BatchWorker {
             )));
         }
         let tenant = TenantId::parse(&message.tenant_id).map_err(ChunkError::Unreadable)?;
-        let caused = crate::chunks::apply_chunk(&*self.store, &message, disposition).await?;
+        crate::chunks::apply_chunk(&*self.store, &message, disposition).await?;
         // Which records this chunk held: with the "record failed" lines,
         // a record's fate can be found in the logs by its id.
         let ids: Vec<&str> = message.records.iter().map(|r| r.id.as_str()).collect();
         tracing::info!(records = ids.len(), record_ids = %ids.join(","), "chunk processed");
-        // The writes are committed and marked: retrying the chunk would not
-        // bring these events back, so a failure is reported, not retried.
-        self.events.publish_or_log(&caused).await;
         self.finish(&tenant, &message.batch_id).await
     }
 
@@ -599,7 +585,7 @@ impl BatchWorker {
         let Some(batch) = self.store.finalize(tenant, batch_id).await? else {
             return Ok(None);
         };
-        publish_finished(&*self.store, &*self.events, tenant, &batch).await?;
+        settle_finished(&*self.store, tenant, &batch).await?;
         crate::telemetry::batch_finished(&batch);
         Ok(Some(batch))
     }
@@ -625,16 +611,11 @@ impl BatchWorker {
     }
 }
 
-/// Publishes the status event of a batch that just ended; the batch stands
-/// either way (a failure leaves its notification pending, and is logged).
-pub(crate) async fn announce(
-    store: &dyn BatchHeaders,
-    events: &dyn EventPublisher,
-    tenant: &TenantId,
-    batch: &Batch,
-) {
-    if let Err(e) = publish_finished(store, events, tenant, batch).await {
-        tracing::error!(batch_id = %batch.batch_id, error = %crate::telemetry::error_chain(&e), "publishing the batch's status event failed");
+/// Reports a batch that just ended; the batch stands either way (a failure
+/// leaves it pending, and is logged).
+pub(crate) async fn announce(store: &dyn BatchHeaders, tenant: &TenantId, batch: &Batch) {
+    if let Err(e) = settle_finished(store, tenant, batch).await {
+        tracing::error!(batch_id = %batch.batch_id, error = %crate::telemetry::error_chain(&e), "settling the batch's end failed");
     }
 }
 

@@ -19,8 +19,9 @@
 use crate::clock;
 use crate::domain::TenantId;
 use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordFailure};
-use crate::domain::chunk_plan::{count_outcomes, distinct_skus, plan_record, take_group};
-use crate::domain::event::Event;
+use crate::domain::chunk_plan::{
+    self as chunk_plan, count_outcomes, distinct_skus, plan_record, take_group,
+};
 use crate::ports::{ChunkApplication, ChunkDisposition, GroupCommit, PlannedRecord, StoreError};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,13 +31,13 @@ use std::time::Duration;
 const MAX_ROUNDS: u32 = 40;
 
 /// Applies (or, dead-lettered, fails) one chunk exactly once, however often
-/// it is delivered, and counts it into the batch header. Returns the events
-/// caused by the writes this call committed.
+/// it is delivered, and counts it into the batch header. The events its
+/// writes cause are derived from the table's change stream.
 pub async fn apply_chunk(
     store: &dyn ChunkApplication,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<(), StoreError> {
     match chunk.mode {
         BatchMode::Isolated => apply_isolated(store, chunk, disposition).await,
         BatchMode::Atomic => store.apply_atomic_chunk(chunk, disposition).await,
@@ -47,11 +48,11 @@ async fn apply_isolated(
     store: &dyn ChunkApplication,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<(), StoreError> {
     let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
     let batch_id = chunk.batch_id.as_str();
     if store.chunk_counted(&tenant, batch_id, chunk.chunk).await? {
-        return Ok(Vec::new());
+        return Ok(());
     }
     match store.get_batch(&tenant, batch_id, None).await? {
         None => {
@@ -60,7 +61,7 @@ async fn apply_isolated(
             )));
         }
         // Aborted at submission (could not be enqueued in full): apply nothing.
-        Some(header) if header.status.is_terminal() => return Ok(Vec::new()),
+        Some(header) if header.status.is_terminal() => return Ok(()),
         Some(_) => {}
     }
     store.mark_processing(&tenant, batch_id).await?;
@@ -72,17 +73,15 @@ async fn apply_isolated(
         .filter(|r| !done.contains_key(&r.index))
         .collect();
     let mut round = 0;
-    let mut events = Vec::new();
     while !pending.is_empty() {
         let group = take_group(&mut pending);
         let planned = plan_group(store, &tenant, chunk, &group, disposition).await?;
-        match store.commit_group(&tenant, batch_id, &planned).await? {
+        match store
+            .commit_group(&tenant, batch_id, &chunk_plan::cause(chunk), &planned)
+            .await?
+        {
             GroupCommit::Committed => {
-                let mut failures = Vec::new();
-                for p in planned {
-                    events.extend(p.plan.event);
-                    failures.extend(p.plan.failure);
-                }
+                let failures: Vec<_> = planned.into_iter().filter_map(|p| p.plan.failure).collect();
                 log_failures(&failures);
             }
             GroupCommit::Retry(positions) => {
@@ -118,7 +117,7 @@ async fn apply_isolated(
     store
         .count_chunk(&tenant, batch_id, chunk.chunk, applied, failed)
         .await?;
-    Ok(events)
+    Ok(())
 }
 
 /// Plans each record of a group against its item as read now (a

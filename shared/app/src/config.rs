@@ -44,7 +44,6 @@ pub fn function_name(default: &str) -> String {
 pub struct ItemsApiConfig {
     pub stock_table: String,
     pub cursor_signing_key: Vec<u8>,
-    pub events_topic_arn: String,
 }
 
 impl ItemsApiConfig {
@@ -52,11 +51,9 @@ impl ItemsApiConfig {
         let mut r = Reader { missing: vec![] };
         let stock_table = r.get("STOCK_TABLE");
         let key = r.get("CURSOR_SIGNING_KEY");
-        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             cursor_signing_key: key.into_bytes(),
-            events_topic_arn,
         })
     }
 }
@@ -98,7 +95,6 @@ pub struct DispatcherConfig {
     pub secrets_key_id: String,
     pub delivery_queue_url: String,
     pub dlq_url: String,
-    pub events_topic_arn: String,
     pub retry_schedule: crate::domain::webhook::RetrySchedule,
     pub disable_after: std::time::Duration,
 }
@@ -120,7 +116,6 @@ impl DispatcherConfig {
         let secrets_key_id = r.get("SECRETS_KEY_ID");
         let delivery_queue_url = r.get("WEBHOOK_DELIVERY_QUEUE_URL");
         let dlq_url = r.get("WEBHOOK_DLQ_URL");
-        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         let schedule = r.get("WEBHOOK_RETRY_SCHEDULE");
         let disable_after = r.get("WEBHOOK_DISABLE_AFTER_SECONDS");
         if !r.missing.is_empty() {
@@ -131,7 +126,6 @@ impl DispatcherConfig {
             secrets_key_id,
             delivery_queue_url,
             dlq_url,
-            events_topic_arn,
             retry_schedule: crate::domain::webhook::RetrySchedule::parse(&schedule)
                 .map_err(DispatcherConfigError::Schedule)?,
             disable_after: seconds("WEBHOOK_DISABLE_AFTER_SECONDS", &disable_after)
@@ -145,7 +139,6 @@ pub struct BatchesApiConfig {
     pub stock_table: String,
     pub batch_queue_url: String,
     pub cursor_signing_key: Vec<u8>,
-    pub events_topic_arn: String,
     pub uploads_bucket: String,
     pub upload_url_ttl: std::time::Duration,
     pub upload_grace: std::time::Duration,
@@ -172,7 +165,6 @@ impl BatchesApiConfig {
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let key = r.get("CURSOR_SIGNING_KEY");
-        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         let uploads_bucket = r.get("UPLOADS_BUCKET");
         let ttl = r.get("UPLOAD_URL_TTL_SECONDS");
         let grace = r.get("UPLOAD_GRACE_SECONDS");
@@ -183,7 +175,6 @@ impl BatchesApiConfig {
             stock_table,
             batch_queue_url,
             cursor_signing_key: key.into_bytes(),
-            events_topic_arn,
             uploads_bucket,
             upload_url_ttl: seconds("UPLOAD_URL_TTL_SECONDS", &ttl)?,
             upload_grace: seconds("UPLOAD_GRACE_SECONDS", &grace)?,
@@ -198,7 +189,6 @@ pub struct BatchSplitterConfig {
     pub uploads_bucket: String,
     /// Messages from this queue are upload notifications that exhausted their deliveries.
     pub uploads_dlq_arn: String,
-    pub events_topic_arn: String,
 }
 
 impl BatchSplitterConfig {
@@ -208,13 +198,11 @@ impl BatchSplitterConfig {
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let uploads_bucket = r.get("UPLOADS_BUCKET");
         let uploads_dlq_arn = r.get("UPLOADS_DLQ_ARN");
-        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             batch_queue_url,
             uploads_bucket,
             uploads_dlq_arn,
-            events_topic_arn,
         })
     }
 }
@@ -225,7 +213,6 @@ pub struct BatchWorkerConfig {
     pub batch_queue_url: String,
     /// Messages from this queue are chunks that exhausted their deliveries.
     pub batch_dlq_arn: String,
-    pub events_topic_arn: String,
 }
 
 impl BatchWorkerConfig {
@@ -234,12 +221,32 @@ impl BatchWorkerConfig {
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");
         let batch_dlq_arn = r.get("BATCH_DLQ_ARN");
-        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         r.finish(Self {
             stock_table,
             batch_queue_url,
             batch_dlq_arn,
+        })
+    }
+}
+
+/// The events publisher: the topic and the dispatcher's ordered queue.
+#[derive(Clone, Debug)]
+pub struct EventsPublisherConfig {
+    pub events_topic_arn: String,
+    pub webhook_events_queue_url: String,
+}
+
+impl EventsPublisherConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut r = Reader { missing: vec![] };
+        let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
+        let webhook_events_queue_url = r.get("WEBHOOK_EVENTS_QUEUE_URL");
+        if !r.missing.is_empty() {
+            return Err(ConfigError(r.missing));
+        }
+        Ok(Self {
             events_topic_arn,
+            webhook_events_queue_url,
         })
     }
 }

@@ -2,13 +2,13 @@
 //! can be exercised directly (and reused by the batch workers).
 
 use crate::clock;
-use crate::domain::event::{Event, crosses_low_stock};
+use crate::domain::change::{ChangeCause, Deletion};
 use crate::domain::{
     Adjustment, ETAG_FIELDS, Fields, Item, ItemFields, Movement, MovementContext, NewItem, Sku,
     StockCheck, TenantId, apply_delta,
 };
 use crate::error::ApiError;
-use crate::ports::{EventPublisher, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -71,12 +71,14 @@ pub struct IdempotencyRequest {
 #[derive(Clone)]
 pub struct ItemsService {
     store: Arc<dyn ItemStore>,
-    events: Arc<dyn EventPublisher>,
 }
 
+/// Events are not published here: they are derived from the committed
+/// writes on the table's change stream (`domain::change`), so a request
+/// that dies after its commit loses none.
 impl ItemsService {
-    pub fn new(store: Arc<dyn ItemStore>, events: Arc<dyn EventPublisher>) -> Self {
-        Self { store, events }
+    pub fn new(store: Arc<dyn ItemStore>) -> Self {
+        Self { store }
     }
 
     pub async fn create(
@@ -101,7 +103,12 @@ impl ItemsService {
         });
         match self
             .store
-            .create_item(tenant, &item, opening.as_ref())
+            .create_item(
+                tenant,
+                &item,
+                opening.as_ref(),
+                &ChangeCause::request(&ctx.request_id),
+            )
             .await
         {
             Ok(()) => Ok(item),
@@ -131,6 +138,7 @@ impl ItemsService {
         sku: &Sku,
         fields: ItemFields,
         if_match: Option<&IfMatch>,
+        ctx: &MovementContext,
     ) -> Result<Replaced, ApiError> {
         for attempt in 0..MAX_ATTEMPTS {
             let current = self.get(tenant, sku, None).await?;
@@ -144,7 +152,12 @@ impl ItemsService {
             };
             match self
                 .store
-                .replace_item(tenant, &next, current.version)
+                .replace_item(
+                    tenant,
+                    &next,
+                    current.version,
+                    &ChangeCause::request(&ctx.request_id),
+                )
                 .await
             {
                 Ok(()) => return Ok(Replaced::Changed(next)),
@@ -184,23 +197,17 @@ impl ItemsService {
                     &clock::now_rfc3339(),
                 )
             });
+            let deletion = Deletion::new(
+                &current.sku,
+                ChangeCause::request(&ctx.request_id),
+                &clock::now_rfc3339(),
+            );
             match self
                 .store
-                .delete_item(tenant, sku, current.version, closing.as_ref())
+                .delete_item(tenant, sku, current.version, closing.as_ref(), &deletion)
                 .await
             {
-                Ok(()) => {
-                    self.events
-                        .publish_or_log(&[Event::item_deleted(
-                            tenant.as_str(),
-                            sku.as_str(),
-                            &clock::now_rfc3339(),
-                            &ctx.request_id,
-                            None,
-                        )])
-                        .await;
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(StoreError::ConditionFailed) if if_match.is_some() => {
                     return Err(ApiError::PreconditionFailed);
                 }
@@ -306,21 +313,7 @@ impl ItemsService {
                 .record_adjustment(tenant, &next, current.version, &movement, record.as_ref())
                 .await
             {
-                Ok(()) => {
-                    // `current` is what the conditional write replaced, so
-                    // of racing writes only the one that crossed announces.
-                    if crosses_low_stock(Some(&current), &next) {
-                        self.events
-                            .publish_or_log(&[Event::low_stock(
-                                tenant.as_str(),
-                                &next,
-                                &ctx.request_id,
-                                None,
-                            )])
-                            .await;
-                    }
-                    return Ok(AdjustOutcome::Applied(result));
-                }
+                Ok(()) => return Ok(AdjustOutcome::Applied(result)),
                 Err(StoreError::ConditionFailed) => backoff(attempt).await,
                 // A concurrent request with the same key won the race.
                 Err(StoreError::IdempotencyKeyTaken) => {

@@ -15,6 +15,7 @@ pub mod items;
 pub mod keys;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
+pub mod outbox;
 pub mod ports;
 pub mod telemetry;
 #[cfg(test)]

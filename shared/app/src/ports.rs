@@ -7,6 +7,7 @@
 //! renders such records through `Fields::select` with the client's own
 //! selection. `None` reads whole records.
 
+use crate::domain::change::{ChangeCause, Deletion};
 use crate::domain::key::{ApiKeyRecord, ApiKeyView};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use async_trait::async_trait;
@@ -70,6 +71,7 @@ pub trait ItemStore: Send + Sync {
         tenant: &TenantId,
         item: &Item,
         opening: Option<&Movement>,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError>;
 
     /// Writes `item` if the stored version is still `expected_version`.
@@ -78,15 +80,18 @@ pub trait ItemStore: Send + Sync {
         tenant: &TenantId,
         item: &Item,
         expected_version: u64,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError>;
 
-    /// Deletes the item at `expected_version`, recording the closing movement.
+    /// Deletes the item at `expected_version`, recording the closing
+    /// movement and the deletion's marker (what its event derives from).
     async fn delete_item(
         &self,
         tenant: &TenantId,
         sku: &Sku,
         expected_version: u64,
         closing: Option<&Movement>,
+        deletion: &Deletion,
     ) -> Result<(), StoreError>;
 
     async fn list_items(
@@ -309,10 +314,12 @@ pub trait ChunkApplication: BatchHeaders {
     /// Commits one group in one transaction: each record's effect
     /// (conditioned on the version read), ledger movement, failure entry and
     /// outcome marker (conditioned on not existing).
+    /// `cause` is stored with each item written (its events name it).
     async fn commit_group(
         &self,
         tenant: &TenantId,
         batch_id: &str,
+        cause: &ChangeCause,
         group: &[PlannedRecord<'_>],
     ) -> Result<GroupCommit, StoreError>;
 
@@ -333,7 +340,7 @@ pub trait ChunkApplication: BatchHeaders {
         &self,
         chunk: &ChunkMessage,
         disposition: ChunkDisposition,
-    ) -> Result<Vec<crate::domain::event::Event>, StoreError>;
+    ) -> Result<(), StoreError>;
 
     /// A dead-lettered chunk whose body cannot be read: count its records as
     /// failed under one synthetic failure entry.
@@ -491,8 +498,15 @@ pub struct DeliveryRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointHealth {
     Succeeded,
-    Failing { now: String },
-    Disable { reason: String, now: String },
+    Failing {
+        now: String,
+    },
+    /// `request_id`: the request whose delivery disabled it (the event names it).
+    Disable {
+        reason: String,
+        now: String,
+        request_id: String,
+    },
 }
 
 /// What the dispatcher needs of the webhooks: find the endpoints an event
@@ -608,6 +622,26 @@ pub struct DeliveryJob {
     pub webhook_id: String,
     pub delivery_id: String,
     pub request_id: String,
+    /// The event's ordering key (`Event::ordering_key`): jobs of one webhook
+    /// and one key are delivered one at a time, in the order queued, and a
+    /// retry holds back the ones behind it. Empty in jobs queued before
+    /// ordering existed.
+    #[serde(default)]
+    pub ordering_key: String,
+}
+
+impl DeliveryJob {
+    /// What the job stays in order with: its webhook and its event's key.
+    pub fn ordering_group(&self) -> String {
+        format!("{}#{}", self.webhook_id, self.ordering_key)
+    }
+}
+
+/// The dispatcher's ordered feed of events: one message per event, kept in
+/// order per `Event::ordering_key`, deduplicated by event id.
+#[async_trait]
+pub trait WebhookEventQueue: Send + Sync {
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -621,6 +655,11 @@ pub trait DeliveryQueue: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Moves an exhausted job to the dead-letter queue (for redrive).
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError>;
+    /// Makes received jobs visible again at once: jobs held back behind a
+    /// failed one of their group, which SQS keeps blocked until the failed
+    /// one's retry is due (otherwise they would wait out the visibility
+    /// timeout).
+    async fn release(&self, receipt_handles: &[String]) -> Result<(), StoreError>;
     /// Moves a message that can never be processed (unreadable) to the
     /// dead-letter queue at once, with the reason, instead of letting it be
     /// received again and again until the redrive count.

@@ -41,6 +41,21 @@ pub fn webhook_attempt(outcome: &'static str, attempt: u32) {
     metrics::counter!("WebhookDeliveries", "outcome" => outcome, "attempt" => attempt).increment(1);
 }
 
+/// An event derived from the table's stream was published, by type.
+pub fn event_published(event_type: &'static str) {
+    metrics::counter!("EventsPublished", "event_type" => event_type).increment(1);
+}
+
+/// A stream record the events publisher could not read (an alarm watches it).
+pub fn stream_record_unreadable() {
+    metrics::counter!("StreamRecordsUnreadable").increment(1);
+}
+
+/// How long after its commit a change's events were published.
+pub fn stream_lag(seconds: f64) {
+    metrics::histogram!("StreamToPublishMs").record(seconds * 1000.0);
+}
+
 /// Renders an error with its whole `source()` chain, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

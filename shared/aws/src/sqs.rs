@@ -7,7 +7,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use std::collections::HashMap;
 use std::time::Duration;
-use stockroom_app::ports::{ChunkEnvelope, ChunkQueue, DeliveryJob, DeliveryQueue, StoreError};
+use stockroom_app::ports::{
+    ChunkEnvelope, ChunkQueue, DeliveryJob, DeliveryQueue, StoreError, WebhookEventQueue,
+};
+use stockroom_domain::event::{Event, deduplication_id, message_group_id};
 
 /// SendMessageBatch limits: 10 entries and 256 KiB of payload per call.
 const MAX_ENTRIES: usize = 10;
@@ -182,6 +185,11 @@ pub struct SqsDeliveryQueue {
 }
 
 impl SqsDeliveryQueue {
+    /// The queue's name (the last part of its URL and of its ARN).
+    pub fn queue_name(&self) -> &str {
+        self.queue_url.rsplit('/').next().unwrap_or_default()
+    }
+
     pub fn from_sdk_config(
         sdk: &aws_config::SdkConfig,
         queue_url: impl Into<String>,
@@ -209,20 +217,28 @@ impl SqsDeliveryQueue {
         serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    /// The deliveries queue is FIFO: a job waits behind the jobs of its
+    /// webhook and event key (its group), and the same job queued twice
+    /// within five minutes (a redelivered event) is dropped by SQS.
     fn entry(i: usize, job: &DeliveryJob) -> Result<SendMessageBatchRequestEntry, StoreError> {
         SendMessageBatchRequestEntry::builder()
             .id(i.to_string())
             .message_body(Self::job_body(job)?)
             .set_message_attributes(Some(Self::job_attributes(job)?))
+            .message_group_id(message_group_id(&job.ordering_group()))
+            .message_deduplication_id(deduplication_id(&[&job.delivery_id, &job.request_id]))
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))
     }
 
+    /// The dead-letter queue of FIFO queues is FIFO too: each message is its
+    /// own group (nothing waits behind a dead letter).
     async fn send_to_dlq(
         &self,
         body: &str,
         attributes: HashMap<String, MessageAttributeValue>,
     ) -> Result<(), StoreError> {
+        let unique = ulid::Ulid::new().to_string();
         let Some(dlq) = &self.dlq_url else {
             return Err(StoreError::Backend(
                 "no dead-letter queue configured".into(),
@@ -233,6 +249,8 @@ impl SqsDeliveryQueue {
             .queue_url(dlq)
             .message_body(body)
             .set_message_attributes(Some(attributes))
+            .message_group_id(&unique)
+            .message_deduplication_id(&unique)
             .send()
             .await
             .map(|_| ())
@@ -278,6 +296,78 @@ impl DeliveryQueue for SqsDeliveryQueue {
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), StoreError> {
         self.send_to_dlq(&Self::job_body(job)?, Self::job_attributes(job)?)
             .await
+    }
+
+    async fn release(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        for handle in receipt_handles {
+            change_visibility(&self.client, &self.queue_url, handle, 0).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The dispatcher's events queue (FIFO): one message per event, grouped by
+/// the event's ordering key, deduplicated by event id, so the fan-out sees
+/// one sku's events in commit order and a republished event once.
+#[derive(Clone, Debug)]
+pub struct SqsWebhookEventQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsWebhookEventQueue {
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self {
+            client: Client::new(sdk),
+            queue_url: queue_url.into(),
+        }
+    }
+
+    fn entry(i: usize, e: &Event) -> Result<SendMessageBatchRequestEntry, StoreError> {
+        let body = serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut attributes = HashMap::from([
+            ("event_type".to_owned(), string_attr(e.kind.as_str())?),
+            ("tenant_id".to_owned(), string_attr(&e.tenant_id)?),
+        ]);
+        if !e.request_id.is_empty() {
+            attributes.insert("request_id".to_owned(), string_attr(&e.request_id)?);
+        }
+        SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(body)
+            .set_message_attributes(Some(attributes))
+            .message_group_id(message_group_id(&e.ordering_key()))
+            .message_deduplication_id(deduplication_id(&[&e.id]))
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+}
+
+#[async_trait]
+impl WebhookEventQueue for SqsWebhookEventQueue {
+    /// Entries go out in order, ten per call; a call is sent only after the
+    /// one before it succeeded in full, so no event of a group is queued
+    /// ahead of an earlier one that SQS refused.
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        for (call, slice) in events.chunks(MAX_ENTRIES).enumerate() {
+            let entries = slice
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Self::entry(call * MAX_ENTRIES + i, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refused = send_entries(&self.client, &self.queue_url, entries).await?;
+            if !refused.is_empty() {
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "SQS (webhook events) refused {} of {} entries",
+                        refused.len(),
+                        slice.len()
+                    )
+                    .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,17 +1,29 @@
 //! Applying a chunk of batch records, as rules: which records share a
-//! transaction, what each record does to its item, which events a committed
-//! write causes, and the outcome an atomic batch commits to. The store only
+//! transaction, what each record does to its item, which marker a deletion
+//! commits, and the outcome an atomic batch commits to. The store only
 //! reads items and outcomes, commits what is planned here, and counts the
 //! chunk (`stockroom::adapters::dynamodb` chunks.rs).
 
 use super::batch::{BatchRecord, ChunkMessage, RecordEffect, RecordFailure};
-use super::event::{Event, crosses_low_stock};
+use super::change::{ChangeCause, Deletion};
 use super::{Item, Movement, MovementContext};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Records per isolated transaction: up to 3 actions each (item, movement,
 /// outcome marker) within DynamoDB's 100-action limit.
 pub const GROUP_RECORDS: usize = 33;
+
+/// Actions per isolated transaction, at most (DynamoDB allows 100).
+pub const GROUP_ACTIONS: usize = 99;
+
+/// The actions a record may take in its group's transaction: a deletion
+/// writes its marker too (item, marker, movement, outcome).
+fn actions_of(rec: &BatchRecord) -> usize {
+    match rec.op {
+        super::batch::RecordOp::Delete => 4,
+        _ => 3,
+    }
+}
 
 /// How a chunk is being processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +42,15 @@ pub fn take_group<'a>(pending: &mut Vec<&'a BatchRecord>) -> Vec<&'a BatchRecord
     let mut rest = Vec::new();
     let mut in_group: HashSet<&str> = HashSet::new();
     let mut blocked: HashSet<&str> = HashSet::new();
+    let mut actions = 0;
     for rec in pending.drain(..) {
         if group.len() < GROUP_RECORDS
+            && actions + actions_of(rec) <= GROUP_ACTIONS
             && !in_group.contains(rec.sku.as_str())
             && !blocked.contains(rec.sku.as_str())
         {
             in_group.insert(rec.sku.as_str());
+            actions += actions_of(rec);
             group.push(rec);
         } else {
             blocked.insert(rec.sku.as_str());
@@ -72,21 +87,11 @@ pub fn unreadable_chunk_failure(chunk: u32, record_count: u64) -> RecordFailure 
     )
 }
 
-/// The event a committed write of this record causes: low stock when the
-/// write crosses the threshold, deleted when an existing item goes.
-pub fn record_event(
-    chunk: &ChunkMessage,
-    sku: &str,
-    before: Option<&Item>,
-    after: Option<&Item>,
-    now: &str,
-) -> Option<Event> {
-    let batch = Some(chunk.batch_id.as_str());
-    let tenant = chunk.tenant_id.as_str();
-    match after {
-        Some(item) => crosses_low_stock(before, item)
-            .then(|| Event::low_stock(tenant, item, &chunk.request_id, batch)),
-        None => before.map(|_| Event::item_deleted(tenant, sku, now, &chunk.request_id, batch)),
+/// Who caused the chunk's writes: its batch's request, and the batch.
+pub fn cause(chunk: &ChunkMessage) -> ChangeCause {
+    ChangeCause {
+        request_id: chunk.request_id.clone(),
+        batch_id: Some(chunk.batch_id.clone()),
     }
 }
 
@@ -150,8 +155,8 @@ pub struct RecordPlan {
     pub effect: RecordEffect,
     /// The ledger entry, when the quantity changes.
     pub movement: Option<Movement>,
-    /// Published only once the write has committed.
-    pub event: Option<Event>,
+    /// The marker committed with a deletion (its event derives from it).
+    pub deletion: Option<Deletion>,
     /// The failure entry of a record that is not applied.
     pub failure: Option<RecordFailure>,
 }
@@ -170,15 +175,13 @@ pub fn plan_record(
     now: &str,
 ) -> RecordPlan {
     let effect = effect(rec, current, disposition, now);
-    let (movement, event, failure) = match &effect {
-        RecordEffect::Put { item, delta, .. } => (
-            movement(chunk, rec, *delta, item.quantity, now),
-            record_event(chunk, &rec.sku, current, Some(item), now),
-            None,
-        ),
+    let (movement, deletion, failure) = match &effect {
+        RecordEffect::Put { item, delta, .. } => {
+            (movement(chunk, rec, *delta, item.quantity, now), None, None)
+        }
         RecordEffect::Delete { delta } => (
             movement(chunk, rec, *delta, 0, now),
-            record_event(chunk, &rec.sku, current, None, now),
+            current.map(|_| Deletion::new(&rec.sku, cause(chunk), now)),
             None,
         ),
         RecordEffect::Fail { code, message } => (
@@ -196,7 +199,7 @@ pub fn plan_record(
     RecordPlan {
         effect,
         movement,
-        event,
+        deletion,
         failure,
     }
 }
@@ -208,6 +211,8 @@ pub enum AtomicPlan {
         /// sku -> (item as read, item after every record).
         items: BTreeMap<String, (Option<Item>, Option<Item>)>,
         movements: Vec<Movement>,
+        /// A marker per item that existed and is deleted.
+        deletions: Vec<Deletion>,
     },
     /// Every record's failure: the culprits' own, and `atomic_batch_aborted`
     /// for the rest, so total = failed and the culprits say why.
@@ -250,9 +255,15 @@ pub fn plan_atomic(
         }
     }
     if failures.is_empty() {
+        let deletions = state
+            .iter()
+            .filter(|(_, (before, after))| before.is_some() && after.is_none())
+            .map(|(sku, _)| Deletion::new(sku, cause(chunk), now))
+            .collect();
         return AtomicPlan::Apply {
             items: state,
             movements,
+            deletions,
         };
     }
     let culprits: Vec<String> = failures.iter().map(|f| f.record_id.clone()).collect();
@@ -285,7 +296,6 @@ pub fn count_outcomes(outcomes: &HashMap<u32, bool>) -> (u64, u64) {
 mod tests {
     use super::*;
     use crate::batch::{BatchMode, parse_record};
-    use crate::event::EventType;
     use serde_json::{Value, json};
 
     const NOW: &str = "2026-12-03T10:00:00Z";
@@ -321,6 +331,18 @@ mod tests {
             RecordEffect::Put { item, .. } => item,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn deletions_take_four_actions_so_a_group_of_them_is_smaller() {
+        let records: Vec<Value> = (0..40)
+            .map(|i| json!({"id": format!("r{i}"), "op": "delete", "sku": format!("S{i}")}))
+            .collect();
+        let c = chunk(BatchMode::Isolated, &records);
+        let mut pending: Vec<&BatchRecord> = c.records.iter().collect();
+        let group = take_group(&mut pending);
+        assert_eq!(group.len(), GROUP_ACTIONS / 4);
+        assert_eq!(pending.len(), 40 - GROUP_ACTIONS / 4);
     }
 
     #[test]
@@ -371,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_plans_its_write_movement_and_event_together() {
+    fn a_record_plans_its_write_movement_and_deletion_marker_together() {
         let c = chunk(
             BatchMode::Isolated,
             &[
@@ -408,11 +430,7 @@ mod tests {
             (m.batch_id.as_deref(), m.record_id.as_deref()),
             (Some("b_1"), Some("r1"))
         );
-        let e = sale
-            .event
-            .as_ref()
-            .expect("7 -> 4 crosses the threshold of 5");
-        assert_eq!(e.kind, EventType::ItemLowStock);
+        assert_eq!(sale.deletion, None);
 
         let short = plan_record(
             &c,
@@ -426,7 +444,7 @@ mod tests {
             short.failure.as_ref().map(|f| f.code.as_str()),
             Some("insufficient_stock")
         );
-        assert_eq!((short.movement, short.event), (None, None));
+        assert_eq!((short.movement, short.deletion), (None, None));
 
         let gone = plan_record(
             &c,
@@ -439,7 +457,11 @@ mod tests {
             gone.movement.map(|m| (m.delta, m.quantity_after)),
             Some((-7, 0))
         );
-        assert_eq!(gone.event.map(|e| e.kind), Some(EventType::ItemDeleted));
+        let deletion = gone.deletion.expect("a deletion commits its marker");
+        assert_eq!(
+            (deletion.sku.as_str(), deletion.cause.batch_id.as_deref()),
+            ("A", Some("b_1"))
+        );
         let nothing = plan_record(&c, &c.records[2], None, ChunkDisposition::Apply, NOW);
         assert_eq!(
             nothing.failure.map(|f| f.code),
@@ -474,8 +496,9 @@ mod tests {
             ("A".to_owned(), item("A", 6)),
             ("B".to_owned(), item("B", 0)),
         ]);
-        let AtomicPlan::Apply { items, movements } =
-            plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
+        let AtomicPlan::Apply {
+            items, movements, ..
+        } = plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
         else {
             panic!("6 - 4 - 2 leaves 0")
         };

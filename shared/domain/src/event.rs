@@ -2,8 +2,8 @@
 //! An event's id is unique and stays the same across retries of its
 //! publication and of its deliveries (it is the `webhook-id` receivers dedupe on).
 
-use super::Item;
 use super::batch::Batch;
+use super::{Item, Movement};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -19,6 +19,9 @@ pub enum EventType {
     ItemLowStock,
     #[serde(rename = "item.deleted")]
     ItemDeleted,
+    /// A movement of stock was committed (one per ledger entry).
+    #[serde(rename = "stock.changed")]
+    StockChanged,
     /// A webhook was disabled (410 Gone, or failing for too long).
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
@@ -48,12 +51,13 @@ impl utoipa::PartialSchema for SubscribableEventType {
 impl utoipa::ToSchema for SubscribableEventType {}
 
 impl EventType {
-    pub const SUBSCRIBABLE: [EventType; 6] = [
+    pub const SUBSCRIBABLE: [EventType; 7] = [
         EventType::BatchCompleted,
         EventType::BatchCompletedWithErrors,
         EventType::BatchFailed,
         EventType::ItemLowStock,
         EventType::ItemDeleted,
+        EventType::StockChanged,
         EventType::WebhookDisabled,
     ];
 
@@ -64,6 +68,7 @@ impl EventType {
             EventType::BatchFailed => "batch.failed",
             EventType::ItemLowStock => "item.low_stock",
             EventType::ItemDeleted => "item.deleted",
+            EventType::StockChanged => "stock.changed",
             EventType::WebhookDisabled => "webhook.disabled",
             EventType::WebhookPing => "webhook.ping",
         }
@@ -93,6 +98,12 @@ impl EventType {
             EventType::ItemDeleted => {
                 "An item was deleted. `data`: `sku` and, from a batch, `batch_id`."
             }
+            EventType::StockChanged => {
+                "A stock movement was committed: one event per ledger entry, in commit order \
+                 per sku. `data`: `sku`, `delta`, `quantity` (after the movement), `reason`, \
+                 `reference`, `movement_id`, `request_id`, `occurred_at` and, from a batch, \
+                 `batch_id` and `record_id`. The event id derives from the movement id."
+            }
             EventType::WebhookDisabled => {
                 "One of the tenant's webhooks was disabled (410 Gone, or failing for too long); \
                  the disabled one itself does not receive it. `data`: `webhook_id`, `reason`."
@@ -105,12 +116,13 @@ impl EventType {
     }
 
     /// Every type that can be delivered: the subscribable ones and the ping.
-    pub const DELIVERABLE: [EventType; 7] = [
+    pub const DELIVERABLE: [EventType; 8] = [
         EventType::BatchCompleted,
         EventType::BatchCompletedWithErrors,
         EventType::BatchFailed,
         EventType::ItemLowStock,
         EventType::ItemDeleted,
+        EventType::StockChanged,
         EventType::WebhookDisabled,
         EventType::WebhookPing,
     ];
@@ -137,6 +149,27 @@ pub struct Event {
 
 fn new_id() -> String {
     format!("evt_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+/// An id derived from what identifies the event, so deriving it again from
+/// the same committed change (a stream record delivered twice) gives the
+/// same id: 26 lowercase hex digits of a SHA-256, like a ULID's length.
+fn derived_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    let hex = hex::encode(h.finalize());
+    format!("evt_{}", &hex[..26])
+}
+
+/// The id of an event caused by a ULID-identified record (`mv_<ULID>`,
+/// `del_<ULID>`): the ULID, lowercased.
+fn id_from_ulid(prefixed: &str) -> String {
+    let ulid = prefixed.rsplit('_').next().unwrap_or(prefixed);
+    format!("evt_{}", ulid.to_ascii_lowercase())
 }
 
 impl Event {
@@ -179,6 +212,8 @@ impl Event {
         })
     }
 
+    /// Its id derives from the item's version that crossed, so one crossing
+    /// is one event however often it is derived.
     pub fn low_stock(tenant: &str, item: &Item, request_id: &str, batch_id: Option<&str>) -> Event {
         let mut data = json!({
             "sku": item.sku,
@@ -190,7 +225,13 @@ impl Event {
             data["batch_id"] = json!(b);
         }
         Event {
-            id: new_id(),
+            id: derived_id(&[
+                "item.low_stock",
+                tenant,
+                &item.sku,
+                &item.version.to_string(),
+                &item.updated_at,
+            ]),
             kind: EventType::ItemLowStock,
             tenant_id: tenant.to_owned(),
             occurred_at: item.updated_at.clone(),
@@ -199,9 +240,12 @@ impl Event {
         }
     }
 
+    /// `deletion_id` identifies the committed deletion (its marker's id),
+    /// and the event id derives from it.
     pub fn item_deleted(
         tenant: &str,
         sku: &str,
+        deletion_id: &str,
         occurred_at: &str,
         request_id: &str,
         batch_id: Option<&str>,
@@ -211,7 +255,7 @@ impl Event {
             data["batch_id"] = json!(b);
         }
         Event {
-            id: new_id(),
+            id: id_from_ulid(deletion_id),
             kind: EventType::ItemDeleted,
             tenant_id: tenant.to_owned(),
             occurred_at: occurred_at.to_owned(),
@@ -228,12 +272,58 @@ impl Event {
         request_id: &str,
     ) -> Event {
         Event {
-            id: new_id(),
+            id: derived_id(&["webhook.disabled", tenant, webhook_id, occurred_at]),
             kind: EventType::WebhookDisabled,
             tenant_id: tenant.to_owned(),
             occurred_at: occurred_at.to_owned(),
             request_id: request_id.to_owned(),
             data: json!({ "webhook_id": webhook_id, "reason": reason }),
+        }
+    }
+
+    /// One per committed movement; its id is the movement's ULID.
+    pub fn stock_changed(tenant: &str, m: &Movement) -> Event {
+        let mut data = json!({
+            "sku": m.sku,
+            "delta": m.delta,
+            "quantity": m.quantity_after,
+            "reason": m.reason,
+            "reference": m.reference,
+            "movement_id": m.movement_id,
+            "request_id": m.request_id,
+            "occurred_at": m.created_at,
+        });
+        if let Some(b) = &m.batch_id {
+            data["batch_id"] = json!(b);
+        }
+        if let Some(r) = &m.record_id {
+            data["record_id"] = json!(r);
+        }
+        Event {
+            id: id_from_ulid(&m.movement_id),
+            kind: EventType::StockChanged,
+            tenant_id: tenant.to_owned(),
+            occurred_at: m.created_at.clone(),
+            request_id: m.request_id.clone(),
+            data,
+        }
+    }
+
+    /// What the event must stay in order with: a receiver sees the events
+    /// of one key in the order they were committed. Item events are ordered
+    /// per sku, batch events per batch, webhook events per webhook.
+    pub fn ordering_key(&self) -> String {
+        let field = |name: &str| self.data.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        match self.kind {
+            EventType::StockChanged | EventType::ItemLowStock | EventType::ItemDeleted => {
+                format!("{}#I#{}", self.tenant_id, field("sku"))
+            }
+            EventType::BatchCompleted
+            | EventType::BatchCompletedWithErrors
+            | EventType::BatchFailed => format!("{}#B#{}", self.tenant_id, field("batch_id")),
+            EventType::WebhookDisabled | EventType::WebhookPing => {
+                format!("{}#W#{}", self.tenant_id, field("webhook_id"))
+            }
         }
     }
 
@@ -247,6 +337,29 @@ impl Event {
             data: json!({ "webhook_id": webhook_id }),
         }
     }
+}
+
+/// An SQS FIFO `MessageGroupId` for an ordering key: the key itself when
+/// SQS accepts it (at most 128 printable ASCII characters), otherwise a
+/// digest of it, which keeps one key in one group.
+pub fn message_group_id(key: &str) -> String {
+    if !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) {
+        return key.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    format!("h#{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// An SQS FIFO `MessageDeduplicationId` from the parts that make a message
+/// the same one (at most 128 characters: a digest).
+pub fn deduplication_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(h.finalize())
 }
 
 /// True when this write takes the item's stock down to or below its
@@ -303,6 +416,19 @@ mod tests {
         ));
         assert!(!crosses_low_stock(Some(&item(9, None)), &item(1, None)));
         assert!(!crosses_low_stock(None, &item(1, Some(5))));
+    }
+
+    #[test]
+    fn group_ids_are_the_key_when_sqs_takes_it_and_a_digest_otherwise() {
+        assert_eq!(message_group_id("acme#I#SKU-1"), "acme#I#SKU-1");
+        let spaced = message_group_id("acme#I#SKU 1");
+        assert!(spaced.starts_with("h#") && spaced.len() == 66);
+        assert_eq!(spaced, message_group_id("acme#I#SKU 1"));
+        assert_ne!(spaced, message_group_id("acme#I#SKU 2"));
+        let long = "x".repeat(129);
+        assert!(message_group_id(&long).starts_with("h#"));
+        assert_eq!(deduplication_id(&["a", "b"]).len(), 64);
+        assert_ne!(deduplication_id(&["ab", ""]), deduplication_id(&["a", "b"]));
     }
 
     #[test]

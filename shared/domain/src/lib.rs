@@ -3,6 +3,7 @@
 //! runtime types here: the crate does not depend on them.
 
 pub mod batch;
+pub mod change;
 pub mod chunk_plan;
 pub mod event;
 pub mod fields;

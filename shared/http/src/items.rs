@@ -325,7 +325,13 @@ pub async fn replace_item(
     let fields = ItemFields::from_put_json(&body.value, &sku).map_err(ApiError::Validation)?;
     match app
         .items
-        .replace(&caller.tenant_id, &sku, fields, cond.as_ref())
+        .replace(
+            &caller.tenant_id,
+            &sku,
+            fields,
+            cond.as_ref(),
+            &movement_context(&auth),
+        )
         .await?
     {
         Replaced::Changed(item) => {

@@ -4,10 +4,10 @@ use crate::clock;
 use crate::domain::batch::{
     Batch, BatchError, BatchStatus, ChunkMessage, RecordEffect, RecordFailure,
 };
+use crate::domain::change::ChangeCause;
 use crate::domain::chunk_plan::{
-    AtomicPlan, distinct_skus, plan_atomic, record_event, unreadable_chunk_failure,
+    self as chunk_plan, AtomicPlan, distinct_skus, plan_atomic, unreadable_chunk_failure,
 };
-use crate::domain::event::Event;
 use crate::domain::{Fields, Item, TenantId};
 use crate::ports::{
     BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, GroupCommit,
@@ -362,6 +362,7 @@ impl ChunkApplication for MemoryBatchStore {
         &self,
         tenant: &TenantId,
         batch_id: &str,
+        cause: &ChangeCause,
         group: &[PlannedRecord<'_>],
     ) -> Result<GroupCommit, StoreError> {
         round_trip().await;
@@ -390,11 +391,9 @@ impl ChunkApplication for MemoryBatchStore {
                 }
                 for p in group {
                     match &p.plan.effect {
-                        RecordEffect::Put { item, .. } => {
-                            t.items.insert(item.sku.clone(), item.clone());
-                        }
+                        RecordEffect::Put { item, .. } => t.put_item(item, cause),
                         RecordEffect::Delete { .. } => {
-                            t.items.remove(&p.record.sku);
+                            t.remove_item(&p.record.sku, p.plan.deletion.as_ref());
                         }
                         RecordEffect::Fail { .. } => {}
                     }
@@ -447,7 +446,7 @@ impl ChunkApplication for MemoryBatchStore {
         &self,
         chunk: &ChunkMessage,
         disposition: ChunkDisposition,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<(), StoreError> {
         let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
         let k = key(&tenant, &chunk.batch_id);
         let now = clock::now_rfc3339();
@@ -456,7 +455,7 @@ impl ChunkApplication for MemoryBatchStore {
                 return Err(no_header(&chunk.batch_id));
             };
             if h.batch.chunks_done > 0 {
-                return Ok(Vec::new());
+                return Ok(());
             }
             h.leave_accepted(BatchStatus::Processing, &now);
             let total = chunk.records.len() as u64;
@@ -465,7 +464,6 @@ impl ChunkApplication for MemoryBatchStore {
                 ChunkDisposition::Apply => self.items.items_of(&tenant, &skus),
                 ChunkDisposition::DeadLettered => HashMap::new(),
             };
-            let mut events = Vec::new();
             match plan_atomic(chunk, &read, disposition, &now) {
                 AtomicPlan::Reject(failures) => {
                     b.record_failures(&k, &failures);
@@ -475,19 +473,19 @@ impl ChunkApplication for MemoryBatchStore {
                         .ok_or_else(|| no_header(&chunk.batch_id))?;
                     h.batch.failed += total;
                 }
-                AtomicPlan::Apply { items, movements } => {
+                AtomicPlan::Apply {
+                    items,
+                    movements,
+                    deletions,
+                } => {
+                    let cause = chunk_plan::cause(chunk);
                     self.items.with_tenant(&tenant, |t| {
-                        for (sku, (before, after)) in &items {
-                            events.extend(record_event(
-                                chunk,
-                                sku,
-                                before.as_ref(),
-                                after.as_ref(),
-                                &now,
-                            ));
+                        for (sku, (_, after)) in &items {
                             match after {
-                                Some(item) => t.items.insert(sku.clone(), item.clone()),
-                                None => t.items.remove(sku),
+                                Some(item) => t.put_item(item, &cause),
+                                None => {
+                                    t.remove_item(sku, deletions.iter().find(|d| &d.sku == sku))
+                                }
                             };
                         }
                         for m in &movements {
@@ -504,7 +502,7 @@ impl ChunkApplication for MemoryBatchStore {
             h.batch.chunks_done = 1;
             h.batch.updated_at = now.clone();
             b.counted.entry(k.clone()).or_default().insert(chunk.chunk);
-            Ok(events)
+            Ok(())
         })
     }
 

@@ -1,4 +1,5 @@
 use super::{lock, page};
+use crate::domain::change::{ChangeCause, CommittedChange, Deletion};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
@@ -12,13 +13,50 @@ pub(super) struct Tenant {
     /// Per sku, oldest first (a deleted item keeps its ledger).
     movements: HashMap<String, Vec<Movement>>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    /// What the call under way committed (moved to the store's log).
+    committed: Vec<Logged>,
 }
 
-/// [`ItemStore`] in memory. Reads return whole records even when `fields`
+/// A committed change, before the tenant's name is attached.
+#[derive(Debug)]
+pub(super) enum Logged {
+    Item {
+        before: Option<Item>,
+        after: Item,
+        cause: ChangeCause,
+    },
+    Deleted(Deletion),
+    Movement(Movement),
+}
+
+impl Logged {
+    fn into_change(self, tenant: &str) -> CommittedChange {
+        let tenant = tenant.to_owned();
+        match self {
+            Logged::Item {
+                before,
+                after,
+                cause,
+            } => CommittedChange::ItemWritten {
+                tenant,
+                before,
+                after,
+                cause,
+            },
+            Logged::Deleted(deletion) => CommittedChange::ItemDeleted { tenant, deletion },
+            Logged::Movement(movement) => CommittedChange::MovementAdded { tenant, movement },
+        }
+    }
+}
+
+/// [`ItemStore`] in memory. Every committed write is also logged as the
+/// change the table's stream would report (`take_changes`), so tests derive
+/// events the way the events publisher does. Reads return whole records even when `fields`
 /// asks for fewer, as a store may.
 #[derive(Debug, Default)]
 pub struct MemoryItemStore {
     tenants: Mutex<HashMap<String, Tenant>>,
+    changes: Mutex<Vec<CommittedChange>>,
 }
 
 impl MemoryItemStore {
@@ -26,7 +64,21 @@ impl MemoryItemStore {
     /// atomic, as the DynamoDB conditions and transactions are).
     pub(super) fn with_tenant<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
         let mut all = lock(&self.tenants);
-        f(all.entry(tenant.as_str().to_owned()).or_default())
+        let t = all.entry(tenant.as_str().to_owned()).or_default();
+        let out = f(t);
+        // Under the same lock: the log is in commit order, as a stream is per key.
+        let committed = std::mem::take(&mut t.committed);
+        if !committed.is_empty() {
+            let name = tenant.as_str();
+            lock(&self.changes).extend(committed.into_iter().map(|c| c.into_change(name)));
+        }
+        out
+    }
+
+    /// The changes committed since the last call, in commit order (what the
+    /// table's stream reports).
+    pub fn take_changes(&self) -> Vec<CommittedChange> {
+        std::mem::take(&mut *lock(&self.changes))
     }
 
     /// The items of these skus that exist, by sku.
@@ -66,6 +118,25 @@ impl MemoryItemStore {
 }
 
 impl Tenant {
+    /// Writes an item, logging the change.
+    pub(super) fn put_item(&mut self, item: &Item, cause: &ChangeCause) {
+        let before = self.items.insert(item.sku.clone(), item.clone());
+        self.committed.push(Logged::Item {
+            before,
+            after: item.clone(),
+            cause: cause.clone(),
+        });
+    }
+
+    /// Removes an item with its deletion marker, logging the change.
+    pub(super) fn remove_item(&mut self, sku: &str, deletion: Option<&Deletion>) {
+        if self.items.remove(sku).is_some()
+            && let Some(d) = deletion
+        {
+            self.committed.push(Logged::Deleted(d.clone()));
+        }
+    }
+
     /// The condition every versioned write has: the item is there, at `expected`.
     fn check_version(&self, sku: &str, expected: u64) -> Result<(), StoreError> {
         match self.items.get(sku) {
@@ -90,6 +161,7 @@ impl Tenant {
 
     pub(super) fn append(&mut self, movement: Option<&Movement>) {
         if let Some(m) = movement {
+            self.committed.push(Logged::Movement(m.clone()));
             self.movements
                 .entry(m.sku.clone())
                 .or_default()
@@ -114,12 +186,13 @@ impl ItemStore for MemoryItemStore {
         tenant: &TenantId,
         item: &Item,
         opening: Option<&Movement>,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
             if t.items.contains_key(&item.sku) {
                 return Err(StoreError::AlreadyExists);
             }
-            t.items.insert(item.sku.clone(), item.clone());
+            t.put_item(item, cause);
             t.append(opening);
             Ok(())
         })
@@ -130,10 +203,11 @@ impl ItemStore for MemoryItemStore {
         tenant: &TenantId,
         item: &Item,
         expected_version: u64,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
             t.check_version(&item.sku, expected_version)?;
-            t.items.insert(item.sku.clone(), item.clone());
+            t.put_item(item, cause);
             Ok(())
         })
     }
@@ -144,10 +218,11 @@ impl ItemStore for MemoryItemStore {
         sku: &Sku,
         expected_version: u64,
         closing: Option<&Movement>,
+        deletion: &Deletion,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
             t.check_version(sku.as_str(), expected_version)?;
-            t.items.remove(sku.as_str());
+            t.remove_item(sku.as_str(), Some(deletion));
             t.append(closing);
             Ok(())
         })
@@ -179,7 +254,7 @@ impl ItemStore for MemoryItemStore {
             if let Some(record) = idempotency {
                 t.take_key(record)?;
             }
-            t.items.insert(item.sku.clone(), item.clone());
+            t.put_item(item, &ChangeCause::request(&movement.request_id));
             t.append(Some(movement));
             Ok(())
         })

@@ -50,7 +50,7 @@ impl<T> Recorded<T> {
         std::mem::take(&mut *lock(&self.0))
     }
 
-    fn record(&self, items: impl IntoIterator<Item = T>) {
+    pub(crate) fn record(&self, items: impl IntoIterator<Item = T>) {
         lock(&self.0).extend(items);
     }
 }

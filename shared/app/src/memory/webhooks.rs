@@ -1,6 +1,7 @@
 use super::{Recorded, lock, page};
 use crate::domain::Fields;
 use crate::domain::TenantId;
+use crate::domain::change::CommittedChange;
 use crate::domain::webhook::{
     Attempt, Delivery, DeliveryStatus, StoredSecret, Webhook, WebhookStatus,
 };
@@ -19,6 +20,8 @@ struct Webhooks {
     hooks: BTreeMap<(String, String), WebhookRecord>,
     /// (tenant, webhook id, delivery id) -> record.
     deliveries: BTreeMap<(String, String, String), DeliveryRecord>,
+    /// Status changes of webhooks, as the table's stream reports them.
+    changes: Vec<CommittedChange>,
 }
 
 /// [`WebhookStore`] in memory, with the DynamoDB adapter's conditions: a
@@ -26,6 +29,13 @@ struct Webhooks {
 /// got there first, only an enabled endpoint is marked failing or disabled.
 #[derive(Debug, Default)]
 pub struct MemoryWebhookStore(Mutex<Webhooks>);
+
+impl MemoryWebhookStore {
+    /// The webhook changes committed since the last call (the stream's view).
+    pub fn take_changes(&self) -> Vec<CommittedChange> {
+        std::mem::take(&mut lock(&self.0).changes)
+    }
+}
 
 fn hook_key(tenant: &TenantId, id: &str) -> (String, String) {
     (tenant.as_str().to_owned(), id.to_owned())
@@ -68,7 +78,8 @@ impl DeliveryTracking for MemoryWebhookStore {
         webhook_id: &str,
         health: &EndpointHealth,
     ) -> Result<bool, StoreError> {
-        let mut w = lock(&self.0);
+        let mut guard = lock(&self.0);
+        let w = &mut *guard;
         let Some(rec) = w.hooks.get_mut(&hook_key(tenant, webhook_id)) else {
             return Ok(false);
         };
@@ -88,11 +99,21 @@ impl DeliveryTracking for MemoryWebhookStore {
                 }
                 false
             }
-            EndpointHealth::Disable { reason, now } => {
+            EndpointHealth::Disable {
+                reason,
+                now,
+                request_id,
+            } => {
                 if enabled {
                     hook.status = WebhookStatus::Disabled;
                     hook.disabled_reason = Some(reason.clone());
                     hook.updated_at = now.clone();
+                    w.changes.push(CommittedChange::WebhookWritten {
+                        tenant: tenant.to_string(),
+                        before: Some(WebhookStatus::Enabled),
+                        after: hook.clone(),
+                        request_id: request_id.clone(),
+                    });
                 }
                 enabled
             }
@@ -287,6 +308,7 @@ pub enum QueueCall {
     RetryIn(String, Duration),
     DeadLettered(DeliveryJob),
     DeadLetteredUnreadable(String),
+    Released(Vec<String>),
 }
 
 /// [`DeliveryQueue`] that records every call.
@@ -311,6 +333,11 @@ impl DeliveryQueue for MemoryDeliveryQueue {
 
     async fn dead_letter_unreadable(&self, body: &str, _reason: &str) -> Result<(), StoreError> {
         self.record([QueueCall::DeadLetteredUnreadable(body.to_owned())]);
+        Ok(())
+    }
+
+    async fn release(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.record([QueueCall::Released(receipt_handles.to_vec())]);
         Ok(())
     }
 }

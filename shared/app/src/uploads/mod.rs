@@ -23,9 +23,7 @@ use crate::domain::batch::{
     RecordFailure, atomic_chunk,
 };
 use crate::domain::upload::MAX_UPLOAD_ROWS;
-use crate::ports::{
-    ChunkEnvelope, ChunkQueue, EventPublisher, SplitTotals, StoreError, UploadSplits, UploadStore,
-};
+use crate::ports::{ChunkEnvelope, ChunkQueue, SplitTotals, StoreError, UploadSplits, UploadStore};
 use reader::{ReadError, RowReader};
 use std::sync::Arc;
 
@@ -68,7 +66,6 @@ pub struct UploadSplitter {
     store: Arc<dyn UploadSplits>,
     uploads: Arc<dyn UploadStore>,
     queue: Arc<dyn ChunkQueue>,
-    events: Arc<dyn EventPublisher>,
 }
 
 /// What the first pass found.
@@ -87,13 +84,11 @@ impl UploadSplitter {
         store: Arc<dyn UploadSplits>,
         uploads: Arc<dyn UploadStore>,
         queue: Arc<dyn ChunkQueue>,
-        events: Arc<dyn EventPublisher>,
     ) -> Self {
         Self {
             store,
             uploads,
             queue,
-            events,
         }
     }
 
@@ -193,7 +188,7 @@ impl UploadSplitter {
             .await?
             && let Some(batch) = self.store.get_batch(tenant, batch_id, None).await?
         {
-            announce(&*self.store, &*self.events, tenant, &batch).await;
+            announce(&*self.store, tenant, &batch).await;
         }
         Ok(SplitOutcome::Failed(error))
     }

@@ -16,9 +16,8 @@ use crate::domain::webhook::{
 use crate::domain::{Fields, TenantId};
 use crate::error::ApiError;
 use crate::ports::{
-    DeliveryJob, DeliveryQueue, DeliveryRecord, DeliveryTracking, EndpointHealth, EventPublisher,
-    Outcome, Page, PageKey, SecretCipher, StoreError, WebhookRecord, WebhookStore,
-    WebhookTransport,
+    DeliveryJob, DeliveryQueue, DeliveryRecord, DeliveryTracking, EndpointHealth, Outcome, Page,
+    PageKey, SecretCipher, StoreError, WebhookRecord, WebhookStore, WebhookTransport,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -274,7 +273,13 @@ impl WebhooksService {
         let rec = new_delivery(&event, id, &now)?;
         self.store.create_delivery(tenant, &rec).await?;
         self.queue
-            .enqueue(&[job(tenant, id, &rec.delivery.id, request_id)])
+            .enqueue(&[job(
+                tenant,
+                id,
+                &rec.delivery.id,
+                request_id,
+                event.ordering_key(),
+            )])
             .await?;
         Ok(rec.delivery)
     }
@@ -332,7 +337,14 @@ impl WebhooksService {
             .reopen_delivery(tenant, id, delivery, &now)
             .await?;
         self.queue
-            .enqueue(&[job(tenant, id, delivery, request_id)])
+            // A replay is sent on its own, not in line with newer events.
+            .enqueue(&[job(
+                tenant,
+                id,
+                delivery,
+                request_id,
+                format!("{tenant}#replay#{delivery}"),
+            )])
             .await?;
         Ok(Delivery {
             status: DeliveryStatus::Pending,
@@ -361,13 +373,20 @@ fn new_delivery(event: &Event, webhook_id: &str, now: &str) -> Result<DeliveryRe
     })
 }
 
-fn job(tenant: &TenantId, webhook_id: &str, delivery_id: &str, request_id: &str) -> DeliveryJob {
+fn job(
+    tenant: &TenantId,
+    webhook_id: &str,
+    delivery_id: &str,
+    request_id: &str,
+    ordering_key: String,
+) -> DeliveryJob {
     DeliveryJob {
         v: 1,
         tenant_id: tenant.to_string(),
         webhook_id: webhook_id.to_owned(),
         delivery_id: delivery_id.to_owned(),
         request_id: request_id.to_owned(),
+        ordering_key,
     }
 }
 
@@ -405,7 +424,6 @@ pub struct Dispatcher {
     pub store: Arc<dyn DeliveryTracking>,
     pub cipher: Arc<dyn SecretCipher>,
     pub queue: Arc<dyn DeliveryQueue>,
-    pub events: Arc<dyn EventPublisher>,
     pub sender: Arc<dyn WebhookTransport>,
     pub schedule: RetrySchedule,
     /// Failing longer than this disables the endpoint.
@@ -442,6 +460,7 @@ impl Dispatcher {
                     &hook.webhook.id,
                     &rec.delivery.id,
                     &event.request_id,
+                    event.ordering_key(),
                 ));
             }
         }
@@ -665,8 +684,9 @@ impl Dispatcher {
         Ok(out)
     }
 
-    /// Disables the endpoint and tells the tenant (once: only the call that
-    /// made the change publishes).
+    /// Disables the endpoint. The tenant is told by the `webhook.disabled`
+    /// event derived from this change on the table's stream (once: only a
+    /// write that changes the status causes it).
     async fn disable(
         &self,
         tenant: &TenantId,
@@ -682,19 +702,12 @@ impl Dispatcher {
                 &EndpointHealth::Disable {
                     reason: reason.to_owned(),
                     now: now.to_owned(),
+                    request_id: job.request_id.clone(),
                 },
             )
             .await?;
         if changed {
             tracing::warn!(webhook_id = %job.webhook_id, reason, "webhook disabled");
-            let event = Event::webhook_disabled(
-                tenant.as_str(),
-                &job.webhook_id,
-                reason,
-                now,
-                &job.request_id,
-            );
-            self.events.publish(&[event]).await?;
         }
         Ok(())
     }

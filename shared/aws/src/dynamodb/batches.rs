@@ -16,8 +16,8 @@ use stockroom_app::ports::{
     IdempotencyRecord, Page, PageKey, PlannedRecord, SplitTotals, StoreError, UploadSplits,
 };
 use stockroom_domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
+use stockroom_domain::change::ChangeCause;
 use stockroom_domain::chunk_plan::unreadable_chunk_failure;
-use stockroom_domain::event::Event;
 use stockroom_domain::{Fields, Item, TenantId};
 
 pub use super::batch_table::DynamoBatchStore;
@@ -301,9 +301,10 @@ impl ChunkApplication for DynamoBatchStore {
         &self,
         tenant: &TenantId,
         batch_id: &str,
+        cause: &ChangeCause,
         group: &[PlannedRecord<'_>],
     ) -> Result<GroupCommit, StoreError> {
-        chunks::commit_group(self, tenant, batch_id, group).await
+        chunks::commit_group(self, tenant, batch_id, cause, group).await
     }
 
     async fn count_chunk(
@@ -321,7 +322,7 @@ impl ChunkApplication for DynamoBatchStore {
         &self,
         chunk: &ChunkMessage,
         disposition: ChunkDisposition,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<(), StoreError> {
         let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
         chunks::apply_atomic(self, &tenant, chunk, disposition).await
     }

@@ -31,10 +31,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use stockroom_app::ports::{GroupCommit, PlannedRecord, StoreError};
 use stockroom_domain::batch::{ChunkMessage, RecordEffect, RecordFailure};
+use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::chunk_plan::{
-    AtomicPlan, ChunkDisposition, distinct_skus, plan_atomic, record_event,
+    self as chunk_plan, AtomicPlan, ChunkDisposition, distinct_skus, plan_atomic,
 };
-use stockroom_domain::event::Event;
 use stockroom_domain::{Item, Movement, TenantId};
 
 const MAX_ROUNDS: u32 = 40;
@@ -153,6 +153,7 @@ pub(super) async fn commit_group(
     store: &DynamoBatchStore,
     tenant: &TenantId,
     batch_id: &str,
+    cause: &ChangeCause,
     group: &[PlannedRecord<'_>],
 ) -> Result<GroupCommit, StoreError> {
     let table = store.table.as_str();
@@ -164,7 +165,7 @@ pub(super) async fn commit_group(
         let plan = &planned.plan;
         match &plan.effect {
             RecordEffect::Put { item, created, .. } => {
-                let attrs = to_attrs(&ItemRecord::new(tenant, item))?;
+                let attrs = to_attrs(&ItemRecord::new(tenant, item, cause))?;
                 let action = match (created, planned.read_version) {
                     (false, Some(version)) => {
                         put_action(table, attrs, "version = :v", &[(":v", n(version))])?
@@ -189,6 +190,13 @@ pub(super) async fn commit_group(
                 roles.push((i, Role::Item));
             }
             RecordEffect::Fail { .. } => {}
+        }
+        if let Some(deletion) = &plan.deletion {
+            actions.push(plain_put(
+                table,
+                to_attrs(&DeletionStored::new(tenant, deletion))?,
+            )?);
+            roles.push((i, Role::Other));
         }
         if let Some(movement) = &plan.movement {
             actions.push(plain_put(
@@ -242,9 +250,10 @@ pub(super) async fn apply_atomic(
     tenant: &TenantId,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<(), StoreError> {
     let table = store.table.as_str();
     let pk = batch_pk(tenant, &chunk.batch_id);
+    let cause = chunk_plan::cause(chunk);
     let total = chunk.records.len() as u64;
     for round in 0..MAX_ROUNDS {
         let Some(header) = store.header(tenant, &chunk.batch_id).await? else {
@@ -255,7 +264,7 @@ pub(super) async fn apply_atomic(
         };
         if header.chunks_done > 0 {
             write_atomic_side_effects(store, tenant, header).await?;
-            return Ok(Vec::new());
+            return Ok(());
         }
         store.mark_processing(tenant, &chunk.batch_id).await?;
         let skus = distinct_skus(&chunk.records);
@@ -280,7 +289,6 @@ pub(super) async fn apply_atomic(
                 .map_err(build_error)
         };
         let mut actions = Vec::new();
-        let mut events = Vec::new();
         let mut rejected: Vec<RecordFailure> = Vec::new();
         let items_in_tx;
         match plan_atomic(chunk, &read, disposition, &now) {
@@ -297,25 +305,22 @@ pub(super) async fn apply_atomic(
                 items_in_tx = 0;
                 rejected = failures;
             }
-            AtomicPlan::Apply { items, movements } => {
+            AtomicPlan::Apply {
+                items,
+                movements,
+                deletions,
+            } => {
                 for (sku, (before, after)) in &items {
-                    events.extend(record_event(
-                        chunk,
-                        sku,
-                        before.as_ref(),
-                        after.as_ref(),
-                        &now,
-                    ));
                     let action = match (before, after) {
                         (None, Some(new)) => put_action(
                             table,
-                            to_attrs(&ItemRecord::new(tenant, new))?,
+                            to_attrs(&ItemRecord::new(tenant, new, &cause))?,
                             "attribute_not_exists(pk)",
                             &[],
                         )?,
                         (Some(old), Some(new)) => put_action(
                             table,
-                            to_attrs(&ItemRecord::new(tenant, new))?,
+                            to_attrs(&ItemRecord::new(tenant, new, &cause))?,
                             "version = :v",
                             &[(":v", n(old.version))],
                         )?,
@@ -350,8 +355,11 @@ pub(super) async fn apply_atomic(
                     actions.push(action);
                 }
                 items_in_tx = actions.len();
-                let json = serde_json::to_string(&movements)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let json = serde_json::to_string(&AtomicLedger {
+                    movements,
+                    deletions,
+                })
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 actions.push(
                     TransactWriteItem::builder()
                         .update(claim(total, 0, "atomic_plan", json)?)
@@ -362,9 +370,7 @@ pub(super) async fn apply_atomic(
         match transact(&store.client, actions).await {
             Ok(()) => stockroom_app::chunks::log_failures(&rejected),
             // The header claim lost: another delivery decided; finish its side effects.
-            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {
-                events.clear();
-            }
+            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {}
             Err(TransactFailure::Condition(_)) | Err(TransactFailure::Conflict) => {
                 backoff(round + 1).await;
                 continue;
@@ -378,11 +384,34 @@ pub(super) async fn apply_atomic(
             )));
         };
         write_atomic_side_effects(store, tenant, header).await?;
-        return Ok(events);
+        return Ok(());
     }
     Err(StoreError::Unavailable(
         "gave up applying an atomic batch under contention".into(),
     ))
+}
+
+/// What an atomic batch writes once its transaction committed: the ledger
+/// movements and the deletion markers. Headers written before markers
+/// existed hold the movements alone.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AtomicLedger {
+    movements: Vec<Movement>,
+    #[serde(default)]
+    deletions: Vec<Deletion>,
+}
+
+impl AtomicLedger {
+    fn parse(json: &str) -> Result<Self, StoreError> {
+        serde_json::from_str::<AtomicLedger>(json)
+            .or_else(|_| {
+                serde_json::from_str::<Vec<Movement>>(json).map(|movements| AtomicLedger {
+                    movements,
+                    deletions: Vec::new(),
+                })
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 /// Writes the ledger movements or the failure report an atomic batch
@@ -396,12 +425,32 @@ async fn write_atomic_side_effects(
         return Ok(());
     }
     let mut requests = Vec::new();
+    let mut ledger_rounds: Vec<Vec<WriteRequest>> = Vec::new();
     if let Some(plan) = &header.atomic_plan {
-        let movements: Vec<Movement> =
-            serde_json::from_str(plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for m in &movements {
-            requests.push(write_request(to_attrs(&MovementRecord::new(tenant, m))?)?);
+        let ledger = AtomicLedger::parse(plan)?;
+        // One sku's movements go out in plan order, one per round: a batch
+        // write has no order, and the stream (so `stock.changed`) follows
+        // the order of the writes.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for m in &ledger.movements {
+            let round = seen.entry(m.sku.as_str()).or_default();
+            if ledger_rounds.len() <= *round {
+                ledger_rounds.push(Vec::new());
+            }
+            ledger_rounds[*round].push(write_request(to_attrs(&MovementRecord::new(tenant, m))?)?);
+            *round += 1;
         }
+        // A deletion's marker after the sku's movements.
+        let last = ledger_rounds.len();
+        for d in &ledger.deletions {
+            if ledger_rounds.len() == last {
+                ledger_rounds.push(Vec::new());
+            }
+            ledger_rounds[last].push(write_request(to_attrs(&DeletionStored::new(tenant, d))?)?);
+        }
+    }
+    for round in ledger_rounds {
+        batch_write(&store.client, &store.table, round).await?;
     }
     if let Some(failures) = &header.atomic_failures {
         let failures: Vec<(u32, RecordFailure)> =

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use stockroom_app::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::{Fields, Item, Movement, Sku, TenantId};
 
 const ITEMS_INDEX: &str = "gsi1";
@@ -108,9 +109,10 @@ impl ItemStore for DynamoItemStore {
         tenant: &TenantId,
         item: &Item,
         opening: Option<&Movement>,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError> {
         let mut actions = vec![self.put(
-            to_attrs(&ItemRecord::new(tenant, item))?,
+            to_attrs(&ItemRecord::new(tenant, item, cause))?,
             Some("attribute_not_exists(pk)"),
         )?];
         if let Some(m) = opening {
@@ -133,12 +135,13 @@ impl ItemStore for DynamoItemStore {
         tenant: &TenantId,
         item: &Item,
         expected_version: u64,
+        cause: &ChangeCause,
     ) -> Result<(), StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_attrs(&ItemRecord::new(tenant, item))?))
+            .set_item(Some(to_attrs(&ItemRecord::new(tenant, item, cause))?))
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(expected_version))
             .send()
@@ -161,6 +164,7 @@ impl ItemStore for DynamoItemStore {
         sku: &Sku,
         expected_version: u64,
         closing: Option<&Movement>,
+        deletion: &Deletion,
     ) -> Result<(), StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
@@ -169,7 +173,10 @@ impl ItemStore for DynamoItemStore {
             .expression_attribute_values(":v", n(expected_version))
             .build()
             .map_err(build_error)?;
-        let mut actions = vec![TransactWriteItem::builder().delete(delete).build()];
+        let mut actions = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.put(to_attrs(&DeletionStored::new(tenant, deletion))?, None)?,
+        ];
         if let Some(m) = closing {
             actions.push(self.movement_put(tenant, m)?);
         }
@@ -218,8 +225,9 @@ impl ItemStore for DynamoItemStore {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(item_pk(tenant, &item.sku), ITEM_SK)))
-            .update_expression("SET quantity = :q, version = :nv, updated_at = :u")
+            .update_expression("SET quantity = :q, version = :nv, updated_at = :u, changed_by_request = :r REMOVE changed_by_batch")
             .condition_expression("version = :v")
+            .expression_attribute_values(":r", s(&movement.request_id))
             .expression_attribute_values(":q", n(item.quantity))
             .expression_attribute_values(":nv", n(item.version))
             .expression_attribute_values(":u", s(&item.updated_at))

@@ -16,6 +16,7 @@ mod items;
 mod keys;
 mod projection;
 mod records;
+pub mod stream;
 mod tx;
 mod webhooks;
 

@@ -4,6 +4,7 @@ use super::projection::Unread;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use stockroom_app::ports::IdempotencyRecord;
+use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::{Item, Movement, TenantId};
 
 pub(crate) const ITEM_SK: &str = "ITEM";
@@ -41,10 +42,16 @@ pub(crate) struct ItemRecord {
     pub version: u64,
     pub created_at: String,
     pub updated_at: String,
+    /// The request (and batch) of the last write: the events that the
+    /// write causes, derived from the table's stream, name them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub changed_by_request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by_batch: Option<String>,
 }
 
 impl ItemRecord {
-    pub fn new(tenant: &TenantId, item: &Item) -> Self {
+    pub fn new(tenant: &TenantId, item: &Item, cause: &ChangeCause) -> Self {
         Self {
             pk: item_pk(tenant, &item.sku),
             sk: ITEM_SK.into(),
@@ -60,6 +67,15 @@ impl ItemRecord {
             version: item.version,
             created_at: item.created_at.clone(),
             updated_at: item.updated_at.clone(),
+            changed_by_request: cause.request_id.clone(),
+            changed_by_batch: cause.batch_id.clone(),
+        }
+    }
+
+    pub fn cause(&self) -> ChangeCause {
+        ChangeCause {
+            request_id: self.changed_by_request.clone(),
+            batch_id: self.changed_by_batch.clone(),
         }
     }
 }
@@ -81,6 +97,8 @@ impl Unread for ItemRecord {
             version: 0,
             created_at: String::new(),
             updated_at: String::new(),
+            changed_by_request: String::new(),
+            changed_by_batch: None,
         }
     }
 }
@@ -179,6 +197,56 @@ impl From<MovementRecord> for Movement {
             batch_id: r.batch_id,
             record_id: r.record_id,
             created_at: r.created_at,
+        }
+    }
+}
+
+/// Deletion markers: `pk = T#<tenant>#I#<sku>, sk = X#<del_ulid>`, written
+/// in the deletion's transaction so its event can name who deleted the item
+/// (the stream's removal carries only the item as it was). Kept a day.
+pub(crate) const DELETION_PREFIX: &str = "X#";
+const DELETION_KEPT_SECONDS: i64 = 86_400;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeletionStored {
+    pub pk: String,
+    pub sk: String,
+    pub tenant_id: String,
+    pub deletion_id: String,
+    pub sku: String,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    pub deleted_at: String,
+    pub expires_at: i64,
+}
+
+impl DeletionStored {
+    pub fn new(tenant: &TenantId, d: &Deletion) -> Self {
+        Self {
+            pk: item_pk(tenant, &d.sku),
+            sk: format!("{DELETION_PREFIX}{}", d.id),
+            tenant_id: tenant.to_string(),
+            deletion_id: d.id.clone(),
+            sku: d.sku.clone(),
+            request_id: d.cause.request_id.clone(),
+            batch_id: d.cause.batch_id.clone(),
+            deleted_at: d.deleted_at.clone(),
+            expires_at: stockroom_app::clock::now().unix_timestamp() + DELETION_KEPT_SECONDS,
+        }
+    }
+}
+
+impl From<DeletionStored> for Deletion {
+    fn from(r: DeletionStored) -> Self {
+        Deletion {
+            id: r.deletion_id,
+            sku: r.sku,
+            cause: ChangeCause {
+                request_id: r.request_id,
+                batch_id: r.batch_id,
+            },
+            deleted_at: r.deleted_at,
         }
     }
 }

@@ -95,8 +95,11 @@ impl DynamoWebhookStore {
 fn webhooks_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#WH")
 }
+/// The sort key prefix of webhook records (the stream tells them by it).
+pub(super) const WEBHOOK_PREFIX: &str = "WH#";
+
 fn webhook_sk(id: &str) -> String {
-    format!("WH#{id}")
+    format!("{WEBHOOK_PREFIX}{id}")
 }
 fn deliveries_pk(tenant: &TenantId, webhook_id: &str) -> String {
     format!("T#{tenant}#WH#{webhook_id}")
@@ -109,7 +112,7 @@ fn key(pk: String, sk: String) -> Attrs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WebhookStored {
+pub(super) struct WebhookStored {
     pk: String,
     sk: String,
     tenant_id: String,
@@ -126,6 +129,23 @@ struct WebhookStored {
     created_at: String,
     updated_at: String,
     secrets: Vec<StoredSecret>,
+    /// The request whose delivery disabled it (the `webhook.disabled`
+    /// event, derived from the table's stream, names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disabled_by_request: Option<String>,
+}
+
+impl WebhookStored {
+    pub(super) fn status(&self) -> WebhookStatus {
+        self.status
+    }
+
+    /// Tenant, the request that disabled it (if any) and the webhook.
+    pub(super) fn into_change(mut self) -> (String, String, Webhook) {
+        let tenant = std::mem::take(&mut self.tenant_id);
+        let request = self.disabled_by_request.take().unwrap_or_default();
+        (tenant, request, WebhookRecord::from(self).webhook)
+    }
 }
 
 impl Unread for WebhookStored {
@@ -144,6 +164,7 @@ impl Unread for WebhookStored {
             created_at: String::new(),
             updated_at: String::new(),
             secrets: Vec::new(),
+            disabled_by_request: None,
         }
     }
 }
@@ -307,7 +328,7 @@ impl DeliveryTracking for DynamoWebhookStore {
         let req = match health {
             EndpointHealth::Succeeded => req
                 .update_expression(
-                    "SET #st = :enabled, updated_at = :now REMOVE failing_since, disabled_reason",
+                    "SET #st = :enabled, updated_at = :now REMOVE failing_since, disabled_reason, disabled_by_request",
                 )
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_values(":enabled", status_value(WebhookStatus::Enabled)?)
@@ -317,8 +338,13 @@ impl DeliveryTracking for DynamoWebhookStore {
                 .condition_expression("attribute_exists(pk) AND #st = :enabled")
                 .expression_attribute_values(":enabled", status_value(WebhookStatus::Enabled)?)
                 .expression_attribute_values(":now", s(now)),
-            EndpointHealth::Disable { reason, now } => req
-                .update_expression("SET #st = :disabled, disabled_reason = :why, updated_at = :now")
+            EndpointHealth::Disable {
+                reason,
+                now,
+                request_id,
+            } => req
+                .update_expression("SET #st = :disabled, disabled_reason = :why, updated_at = :now, disabled_by_request = :r")
+                .expression_attribute_values(":r", s(request_id))
                 .condition_expression("#st = :enabled")
                 .expression_attribute_values(":enabled", status_value(WebhookStatus::Enabled)?)
                 .expression_attribute_values(":disabled", status_value(WebhookStatus::Disabled)?)
@@ -439,6 +465,7 @@ impl WebhookStore for DynamoWebhookStore {
             created_at: w.created_at.clone(),
             updated_at: w.updated_at.clone(),
             secrets: rec.secrets.clone(),
+            disabled_by_request: None,
         };
         self.put_new(&stored).await
     }

@@ -1,0 +1,161 @@
+//! The outbox: events derived from committed changes (the stock table's
+//! stream), published to the status topic (AWS-native subscribers: every
+//! event at least once, unordered) and queued for the webhook dispatcher
+//! (in order per key, deduplicated by event id).
+
+use crate::domain::change::CommittedChange;
+use crate::domain::event::Event;
+use crate::ports::{EventPublisher, StoreError, WebhookEventQueue};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct EventsOutbox {
+    pub topic: Arc<dyn EventPublisher>,
+    pub webhooks: Arc<dyn WebhookEventQueue>,
+}
+
+impl EventsOutbox {
+    /// The events of these changes, in the changes' order.
+    pub fn events_of(changes: &[CommittedChange]) -> Vec<Event> {
+        changes.iter().flat_map(CommittedChange::events).collect()
+    }
+
+    /// Publishes the events of these changes; an error means none may be
+    /// taken as published (the caller retries them all: ids make the
+    /// retry harmless downstream).
+    pub async fn publish(&self, changes: &[CommittedChange]) -> Result<Vec<Event>, StoreError> {
+        let events = Self::events_of(changes);
+        if events.is_empty() {
+            return Ok(events);
+        }
+        // The ordered queue first: a failure there retries before anything
+        // reaches the topic twice.
+        self.webhooks.enqueue_events(&events).await?;
+        self.topic.publish(&events).await?;
+        for e in &events {
+            crate::telemetry::event_published(e.kind.as_str());
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::change::{ChangeCause, CommittedChange};
+    use crate::domain::event::EventType;
+    use crate::domain::{Adjustment, MovementContext, NewItem, Sku, TenantId};
+    use crate::items::ItemsService;
+    use crate::memory::{MemoryItemStore, RecordedEvents};
+    use async_trait::async_trait;
+
+    #[derive(Default)]
+    struct OrderedQueue(crate::memory::Recorded<Event>);
+
+    #[async_trait]
+    impl WebhookEventQueue for OrderedQueue {
+        async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {
+            self.0.record(events.iter().cloned());
+            Ok(())
+        }
+    }
+
+    fn ctx(request: &str) -> MovementContext {
+        MovementContext {
+            request_id: request.into(),
+            key_id: None,
+        }
+    }
+
+    /// Every committed write of the items use case reaches both outputs
+    /// once, derived from the change log, in commit order per sku.
+    #[tokio::test]
+    async fn the_items_use_case_commits_and_the_outbox_announces() {
+        let store = Arc::new(MemoryItemStore::default());
+        let items = ItemsService::new(store.clone());
+        let tenant = TenantId::parse("acme").unwrap();
+        let new = NewItem::from_json(&serde_json::json!({
+            "sku": "SKU-1", "name": "Widget", "quantity": 10, "low_stock_threshold": 5
+        }))
+        .unwrap();
+        items
+            .create(&tenant, new, &ctx("req-create"))
+            .await
+            .unwrap();
+        let sku = Sku::parse("SKU-1").unwrap();
+        for (i, delta) in [-3, -4, 2].into_iter().enumerate() {
+            let adj = Adjustment {
+                delta,
+                reason: "sale".into(),
+                reference: None,
+            };
+            items
+                .adjust(&tenant, &sku, &adj, &ctx(&format!("req-{i}")), None)
+                .await
+                .unwrap();
+        }
+        items
+            .delete(&tenant, &sku, None, &ctx("req-delete"))
+            .await
+            .unwrap();
+
+        let topic = Arc::new(RecordedEvents::default());
+        let queue = Arc::new(OrderedQueue::default());
+        let outbox = EventsOutbox {
+            topic: topic.clone(),
+            webhooks: queue.clone(),
+        };
+        let changes = store.take_changes();
+        outbox.publish(&changes).await.unwrap();
+        let queued = queue.0.take();
+        let kinds: Vec<(EventType, Option<i64>)> = queued
+            .iter()
+            .map(|e| (e.kind, e.data["quantity"].as_i64()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventType::StockChanged, Some(10)),
+                (EventType::StockChanged, Some(7)),
+                // 7 -> 3 crosses the threshold of 5: the item's write says so.
+                (EventType::ItemLowStock, Some(3)),
+                (EventType::StockChanged, Some(3)),
+                (EventType::StockChanged, Some(5)),
+                (EventType::ItemDeleted, None),
+                (EventType::StockChanged, Some(0)),
+            ]
+        );
+        assert_eq!(queued[2].request_id, "req-1");
+        assert_eq!(queued[5].request_id, "req-delete");
+        assert_eq!(topic.take(), queued);
+
+        // The same changes again (a stream batch retried): the same ids.
+        outbox.publish(&changes).await.unwrap();
+        let again: Vec<String> = queue.0.take().into_iter().map(|e| e.id).collect();
+        let first: Vec<String> = queued.into_iter().map(|e| e.id).collect();
+        assert_eq!(again, first);
+        let distinct: std::collections::HashSet<&String> = first.iter().collect();
+        assert_eq!(distinct.len(), first.len());
+    }
+
+    #[test]
+    fn a_write_that_crosses_nothing_causes_no_event() {
+        let change = CommittedChange::ItemWritten {
+            tenant: "acme".into(),
+            before: None,
+            after: crate::domain::Item {
+                sku: "S".into(),
+                name: "n".into(),
+                description: None,
+                quantity: 1,
+                low_stock_threshold: None,
+                attributes: Default::default(),
+                version: 1,
+                created_at: "t".into(),
+                updated_at: "t".into(),
+            },
+            cause: ChangeCause::request("r"),
+        };
+        assert!(EventsOutbox::events_of(&[change]).is_empty());
+    }
+}
