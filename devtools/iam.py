@@ -77,6 +77,25 @@ AWS_MANAGED_POLICIES: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # What SAM attaches for a `Type: DynamoDB` event.
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole": {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                ],
+                "Resource": "*",
+            }
+        ],
+    },
     "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": {
         "Version": "2012-10-17",
         "Statement": [
@@ -706,8 +725,12 @@ class Enforcer:
                 add("GetItem", table)
         elif "TableName" in p:
             add(op, p["TableName"], p.get("IndexName"))
-        elif op == "DescribeStream" or op in ("GetShardIterator", "GetRecords"):
+        elif op in ("DescribeStream", "GetShardIterator"):
             out.append(Need(f"dynamodb:{op}", p.get("StreamArn") or "*"))
+        elif op == "GetRecords":
+            # Authorised on the stream the iterator reads (moto's iterators
+            # are `<stream arn>|1|<random>`; AWS's are opaque to the caller).
+            out.append(Need("dynamodb:GetRecords", str(p.get("ShardIterator") or "").split("|", 1)[0] or "*"))
         else:
             out.append(Need(f"dynamodb:{op}", "*"))
         # Dedupe, keep order.

@@ -11,6 +11,12 @@ the SDK cannot parse). Real DynamoDB has no such failure, so the local stack
 runs DynamoDB calls one at a time (they take milliseconds). Everything else
 stays concurrent, so SQS long polling does not hold up other services.
 
+DynamoDB Streams are written as DynamoDB writes them (`_faithful_streams`:
+no record for a write that changes nothing or a cancelled transaction, one
+INSERT per created item, a fixed stream label that devtools/stack.py renders
+too, iterators that expire), and TTL deletes expired items in the background
+with a service REMOVE record (`ttl_sweep`, `--ttl-delete-after`).
+
 IAM: with `--iam-policies .local/iam.json` (devtools/local.sh passes it
 unless STOCKROOM_IAM_ENFORCEMENT=off) every call signed with a function's
 access key is authorised the way AWS would authorise it (devtools/iam.py),
@@ -267,6 +273,202 @@ def _partition_scoped_query() -> None:
     Table.all_items = all_items  # type: ignore[method-assign]
 
 
+# The label of every table stream (`<table arn>/stream/<label>`). AWS labels
+# a stream with its creation time; moto with the creation time too, which
+# the rendered stack (devtools/stack.py, `Fn::GetAtt <Table>.StreamArn`, so
+# the functions' IAM policies and the event source mappings) cannot know.
+# Both use this one instead.
+STREAM_LABEL = "2026-01-01T00:00:00.000"
+# AWS: a shard iterator expires 15 minutes after it is returned.
+SHARD_ITERATOR_SECONDS = 15 * 60
+# AWS: TTL never deletes items whose expiry is more than five years past.
+TTL_IGNORED_AFTER_SECONDS = 5 * 365 * 24 * 3600
+# GetRecords spelling (the Lambda event says `type` / `principalId`).
+TTL_IDENTITY = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+
+
+def _faithful_streams(clock: Callable[[], float] = time.monotonic) -> None:
+    """DynamoDB Streams as DynamoDB writes them (moto 5.2.1 differs):
+
+    * a write that changes nothing (PutItem of the same item, UpdateItem
+      setting the values it has) writes no stream record (moto: a MODIFY);
+    * an UpdateItem creating an item writes one INSERT (moto: two, the first
+      with the keys only);
+    * a TransactWriteItems that is cancelled writes nothing (moto applies the
+      actions one by one and, with `_cheap_transaction_rollback`, restores the
+      items with more writes: a failed transaction wrote up to 2 records per
+      action that never happened);
+    * records say `eventVersion` 1.1, `ApproximateCreationDateTime` rounded
+      down to the second;
+    * a stream ARN with another label than the table's is
+      ResourceNotFoundException (moto ignores the label), an unknown
+      iterator ValidationException and one older than 15 minutes
+      ExpiredIteratorException (moto: a 500 / valid forever).
+    """
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodb.exceptions import ResourceNotFoundException
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard, Table
+    from moto.dynamodbstreams import models as streams
+
+    original_set = Table.set_stream_specification
+
+    def set_stream_specification(self: Any, spec: Any) -> None:
+        original_set(self, spec)
+        if self.latest_stream_label:
+            self.latest_stream_label = STREAM_LABEL
+
+    Table.set_stream_specification = set_stream_specification  # type: ignore[method-assign]
+
+    original_add = StreamShard.add
+
+    def add(self: Any, old: Any, new: Any) -> None:
+        if old is not None and new is not None and old.to_json() == new.to_json():
+            return
+        before = len(self.items)
+        original_add(self, old, new)
+        if len(self.items) > before:
+            record = self.items[-1].record
+            record["eventVersion"] = "1.1"
+            d = record["dynamodb"]
+            d["ApproximateCreationDateTime"] = d["ApproximateCreationDateTime"].replace(microsecond=0)
+
+    StreamShard.add = add  # type: ignore[method-assign]
+
+    def shards_of(backend: Any, names: Iterable[str]) -> list[tuple[Any, int]]:
+        out = []
+        for name in set(names):
+            table = backend.tables.get(name)
+            if table is not None and table.stream_shard is not None:
+                out.append((table.stream_shard, len(table.stream_shard.items)))
+        return out
+
+    original_update = DynamoDBBackend.update_item
+
+    def update_item(self: Any, table_name: str, *args: Any, **kwargs: Any) -> Any:
+        marks = shards_of(self, [table_name])
+        result = original_update(self, table_name, *args, **kwargs)
+        for shard, n in marks:
+            if len(shard.items) > n + 1:  # the keys-only INSERT, then the item's
+                del shard.items[n:-1]
+                shard.items[-1].record["dynamodb"]["SequenceNumber"] = str(shard.starting_sequence_number + n)
+        return result
+
+    DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
+
+    original_transact = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        names = []
+        for entry in transact_items:
+            for op in entry.values():
+                if isinstance(op, dict) and isinstance(op.get("TableName"), str):
+                    names.append(op["TableName"])
+        marks = shards_of(self, names)
+        try:
+            return original_transact(self, transact_items)
+        except Exception:
+            # Nothing happened: no record (the items were restored).
+            for shard, n in marks:
+                del shard.items[n:]
+            raise
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+    original_table_from_arn = streams.DynamoDBStreamsBackend._get_table_from_arn
+
+    def table_from_arn(self: Any, arn: str) -> Any:
+        try:
+            table = original_table_from_arn(self, arn)
+        except (IndexError, ResourceNotFoundException):
+            table = None
+        label = arn.split("/stream/", 1)[1] if "/stream/" in arn else None
+        if table is None or not table.latest_stream_label or label != table.latest_stream_label:
+            raise ResourceNotFoundException(f"Requested resource not found: Stream: {arn} not found")
+        return table
+
+    streams.DynamoDBStreamsBackend._get_table_from_arn = table_from_arn  # type: ignore[method-assign]
+
+    original_iterator_init = streams.ShardIterator.__init__
+
+    def iterator_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_iterator_init(self, *args, **kwargs)
+        self.created = clock()
+
+    streams.ShardIterator.__init__ = iterator_init  # type: ignore[method-assign]
+
+    def get_records(self: Any, iterator_arn: str, limit: int) -> dict[str, Any]:
+        now = clock()
+        # Forget expired iterators (moto keeps every one: one per GetRecords).
+        if len(self.shard_iterators) > 1000:
+            for k in [k for k, v in self.shard_iterators.items() if now - v.created > 2 * SHARD_ITERATOR_SECONDS]:
+                del self.shard_iterators[k]
+        iterator = self.shard_iterators.get(iterator_arn)
+        if iterator is None:
+            raise JsonRESTError("ValidationException", "Invalid ShardIterator")
+        if now - iterator.created > SHARD_ITERATOR_SECONDS:
+            raise JsonRESTError(
+                "ExpiredIteratorException",
+                f"Iterator expired. The iterator was created {int(now - iterator.created)} seconds ago",
+            )
+        return iterator.get(limit)
+
+    streams.DynamoDBStreamsBackend.get_records = get_records  # type: ignore[method-assign]
+
+
+def ttl_sweep(now: float, delete_after: float) -> int:
+    """Delete the items whose TTL attribute (a Number, epoch seconds) is more
+    than `delete_after` seconds past, as DynamoDB's TTL does in the background:
+    a REMOVE stream record with `userIdentity` {Service,
+    dynamodb.amazonaws.com}. Items whose expiry is over five years past, or
+    whose attribute is not a Number, are left alone (as AWS leaves them).
+    Call under the DynamoDB lock. Returns the number deleted."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    deleted = 0
+    for account in list(dynamodb_backends.keys()):
+        for backend in list(dynamodb_backends[account].values()):
+            for table in list(backend.tables.values()):
+                ttl = table.ttl or {}
+                if ttl.get("TimeToLiveStatus") != "ENABLED" or not ttl.get("AttributeName"):
+                    continue
+                attr = ttl["AttributeName"]
+                expired = []
+                for item in table.all_items():
+                    v = item.attrs.get(attr)
+                    if v is None or v.type != "N":
+                        continue
+                    try:
+                        at = float(v.value)
+                    except ValueError:
+                        continue
+                    if at + delete_after <= now and at >= now - TTL_IGNORED_AFTER_SECONDS:
+                        expired.append(item)
+                for item in expired:
+                    shard = table.stream_shard
+                    n = len(shard.items) if shard is not None else 0
+                    table.delete_item(item.hash_key, item.range_key)
+                    deleted += 1
+                    if shard is not None and len(shard.items) > n:
+                        shard.items[-1].record["userIdentity"] = dict(TTL_IDENTITY)
+    return deleted
+
+
+def _ttl_sweeper(lock: Any, every: float, delete_after: float) -> None:
+    def run() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                with lock:
+                    n = ttl_sweep(time.time(), delete_after)
+                if n:
+                    _log({"ttl": "expired items deleted", "count": n})
+            except Exception as exc:  # keep sweeping; the log says why
+                _log({"ttl": "sweep failed", "error": repr(exc)})
+
+    threading.Thread(target=run, name="ttl-sweeper", daemon=True).start()
+
+
 def _credential_scope(environ: dict[str, Any], query: dict[str, list[str]]) -> list[str]:
     """`<access key>/<date>/<region>/<service>/aws4_request`, from the
     Authorization header or a presigned URL's X-Amz-Credential."""
@@ -450,6 +652,12 @@ def main() -> None:
     ap.add_argument("-H", "--host", default="127.0.0.1")
     ap.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
     ap.add_argument("--iam-policies", help="enforce IAM as AWS does, with this .local/iam.json")
+    ap.add_argument("--ttl-sweep-seconds", type=float,
+                    default=float(os.environ.get("STOCKROOM_TTL_SWEEP_SECONDS", 10)),
+                    help="delete expired TTL items this often (0: never, as moto) [10]")
+    ap.add_argument("--ttl-delete-after", type=float,
+                    default=float(os.environ.get("STOCKROOM_TTL_DELETE_AFTER_SECONDS", 30)),
+                    help="seconds past its expiry before an item is deleted (AWS: typically days) [30]")
     args = ap.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))
     # State is in memory only: exit at once, without waiting for open
@@ -459,7 +667,11 @@ def main() -> None:
     _cheap_transaction_rollback()
     _cheap_sqs_retention_check()
     _partition_scoped_query()
-    app: Callable[..., Iterable[bytes]] = SerialiseDynamoDB(DomainDispatcherApplication(create_backend_app))
+    _faithful_streams()
+    serialised = SerialiseDynamoDB(DomainDispatcherApplication(create_backend_app))
+    if args.ttl_sweep_seconds > 0:
+        _ttl_sweeper(serialised.lock, args.ttl_sweep_seconds, args.ttl_delete_after)
+    app: Callable[..., Iterable[bytes]] = serialised
     if args.iam_policies:
         enforcer = iam.Enforcer(Path(args.iam_policies))
         _service_deliveries_checked(enforcer)

@@ -49,6 +49,8 @@ import iam  # noqa: E402  (devtools/iam.py)
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 STACK_NAME = "stockroom-local"
+# The label moto_server.py gives every table stream (STREAM_LABEL there).
+STREAM_LABEL = "2026-01-01T00:00:00.000"
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
 DEFAULT_ENDPOINT = "http://127.0.0.1:5000"
@@ -312,7 +314,11 @@ class Resolver:
         if t == "AWS::SNS::Topic" and attr == "TopicName":
             return self.physical_name(logical_id)
         if t == "AWS::DynamoDB::Table" and attr == "StreamArn":
-            return f"{self.arn(logical_id)}/stream/local"
+            if not (self.resources[logical_id].get("Properties") or {}).get("StreamSpecification"):
+                # CloudFormation: a table without a stream has no StreamArn.
+                raise StackError(f"Fn::GetAtt {logical_id}.StreamArn: the table has no StreamSpecification")
+            # moto_server.py labels every stream so (AWS: its creation time).
+            return f"{self.arn(logical_id)}/stream/{STREAM_LABEL}"
         if t == "AWS::ApiGateway::RestApi" and attr == "RootResourceId":
             return "root"
         if t == "AWS::S3::Bucket" and attr in ("DomainName", "RegionalDomainName"):
@@ -556,7 +562,7 @@ def _usage_plans(api_lid: str, stage: str, resources: dict[str, Any], resolver: 
 
 
 def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
-    """An AWS::Lambda::EventSourceMapping, as stockroom-local runs it (SQS only)."""
+    """An AWS::Lambda::EventSourceMapping, as stockroom-local runs it (SQS queues, DynamoDB streams)."""
     fn = p.get("FunctionName")
     if isinstance(fn, dict) and "Ref" in fn:
         function = _through_alias(fn["Ref"], resources)
@@ -566,17 +572,22 @@ def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolv
     else:
         function = resolver.resolve(fn)  # name or ARN; stockroom-local resolves both
     source_arn = resolver.resolve(p.get("EventSourceArn"))
-    queue_url = None
-    if isinstance(source_arn, str) and source_arn.startswith("arn:aws:sqs:"):
+
+    def url_of(queue_arn: Any) -> str | None:
+        if not (isinstance(queue_arn, str) and queue_arn.startswith("arn:aws:sqs:")):
+            return None
         queue_lid = next(
             (q for q, r in resources.items()
-             if r["Type"] == "AWS::SQS::Queue" and resolver.arn(q) == source_arn),
+             if r["Type"] == "AWS::SQS::Queue" and resolver.arn(q) == queue_arn),
             None,
         )
         if queue_lid is not None:
-            queue_url = resolver.ref(queue_lid)
-        else:  # a queue outside the template: the emulator's URL scheme
-            queue_url = f"{resolver.endpoint}/{source_arn.split(':')[4]}/{source_arn.split(':')[5]}"
+            return str(resolver.ref(queue_lid))
+        # A queue outside the template: the emulator's URL scheme.
+        return f"{resolver.endpoint}/{queue_arn.split(':')[4]}/{queue_arn.split(':')[5]}"
+
+    queue_url = url_of(source_arn)
+    on_failure = ((resolver.resolve(p.get("DestinationConfig")) or {}).get("OnFailure") or {}).get("Destination")
     filters = []
     for f in (resolver.resolve(p.get("FilterCriteria")) or {}).get("Filters") or []:
         pattern = f.get("Pattern")
@@ -600,7 +611,23 @@ def _event_source(lid: str, p: dict[str, Any], resources: dict[str, Any], resolv
         "function_response_types": resolver.resolve(p.get("FunctionResponseTypes", [])),
         "enabled": enabled not in (False, "false", "False"),
         "filter_criteria": filters,
+        # A FIFO queue (its name ends in .fifo, as CloudFormation names it).
+        "fifo": bool(queue_url and queue_url.endswith(".fifo")),
+        # Stream sources (DynamoDB).
+        "starting_position": resolver.resolve(p.get("StartingPosition")),
+        "starting_position_timestamp": resolver.resolve(p.get("StartingPositionTimestamp")),
+        "bisect_batch_on_function_error": resolver.resolve(p.get("BisectBatchOnFunctionError")) in (True, "true", "True"),
+        "maximum_retry_attempts": _opt_int(resolver.resolve(p.get("MaximumRetryAttempts"))),
+        "maximum_record_age_seconds": _opt_int(resolver.resolve(p.get("MaximumRecordAgeInSeconds"))),
+        "parallelization_factor": _opt_int(resolver.resolve(p.get("ParallelizationFactor"))),
+        "tumbling_window_seconds": _opt_int(resolver.resolve(p.get("TumblingWindowInSeconds"))),
+        "on_failure_destination": on_failure,
+        "on_failure_queue_url": url_of(on_failure),
     }
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if v is not None else None
 
 
 def describe(cfn: dict[str, Any], resolver: Resolver) -> dict[str, Any]:

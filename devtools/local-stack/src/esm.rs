@@ -30,6 +30,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::emulator::{self, AwsCalls, Caller};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::spec::{EventSourceSpec, Stack};
+use crate::stream_esm::StreamMapping;
 
 /// Lambda's default MaximumConcurrency is "as many pollers as it scales to";
 /// locally a handful is plenty.
@@ -195,6 +196,21 @@ impl Sqs {
         }
     }
 
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// SendMessage (an event source mapping's OnFailure destination).
+    pub async fn send(&self, queue_url: &str, body: &str) -> Result<(), SqsError> {
+        self.call(
+            "SendMessage",
+            json!({"QueueUrl": queue_url, "MessageBody": body}),
+            Duration::from_secs(15),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Make received messages visible again at once (ChangeMessageVisibilityBatch 0).
     pub async fn release(&self, queue_url: &str, receipt_handles: &[&str]) -> Result<(), SqsError> {
         for chunk in receipt_handles.chunks(MAX_RECEIVE) {
@@ -263,7 +279,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// A JSON object whose keys keep the order given (AWS's field order), without
 /// serde_json's `preserve_order` feature.
-struct Ordered(Vec<(String, Value)>);
+pub(crate) struct Ordered(pub(crate) Vec<(String, Value)>);
 
 impl Serialize for Ordered {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -588,18 +604,44 @@ impl Mapping {
 
 pub struct EventSources {
     mappings: Vec<Arc<Mapping>>,
+    streams: Vec<Arc<StreamMapping>>,
 }
 
 impl EventSources {
-    pub fn new(stack: &Stack) -> Self {
+    /// The template's mappings. Like CreateEventSourceMapping (so
+    /// CloudFormation), refuses an invalid configuration: every problem of
+    /// every mapping in one error.
+    pub fn new(stack: &Stack) -> anyhow::Result<Self> {
+        let problems: Vec<String> = stack
+            .event_sources
+            .iter()
+            .flat_map(|spec| {
+                spec.invalid()
+                    .into_iter()
+                    .map(move |p| format!("{}: {p}", spec.logical_id))
+            })
+            .collect();
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "invalid event source mapping(s), as Lambda would refuse them:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+        let streams = stack
+            .event_sources
+            .iter()
+            .filter(|spec| spec.is_dynamodb_stream())
+            .map(|spec| Arc::new(StreamMapping::new(spec, stack)))
+            .collect();
         let mappings = stack
             .event_sources
             .iter()
+            .filter(|spec| !spec.is_dynamodb_stream())
             .map(|spec| {
                 let function_id = stack.find_function(&spec.function).map(str::to_string);
-                let runnable = if !spec.source_arn.starts_with("arn:aws:sqs:") {
+                let runnable = if !spec.is_sqs() {
                     Err(format!(
-                        "only SQS event sources are emulated ({})",
+                        "only SQS queues and DynamoDB streams are emulated ({})",
                         spec.source_arn
                     ))
                 } else if spec.queue_url.is_none() {
@@ -626,11 +668,13 @@ impl EventSources {
                 })
             })
             .collect();
-        EventSources { mappings }
+        Ok(EventSources { mappings, streams })
     }
 
     pub fn status(&self) -> Value {
-        json!({"event_sources": self.mappings.iter().map(|m| m.status()).collect::<Vec<_>>()})
+        let sqs = self.mappings.iter().map(|m| m.status());
+        let streams = self.streams.iter().map(|m| m.status());
+        json!({"event_sources": sqs.chain(streams).collect::<Vec<_>>()})
     }
 
     /// Start one poller per enabled, runnable mapping; they stop when `stop`
@@ -642,6 +686,16 @@ impl EventSources {
         stop: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
+        for m in &self.streams {
+            handles.extend(m.start(
+                lambda.clone(),
+                &sqs.endpoint,
+                &sqs.region,
+                sqs.calls.clone(),
+                &sqs,
+                stop.clone(),
+            ));
+        }
         for m in &self.mappings {
             match (&m.runnable, m.spec.enabled) {
                 (_, false) => tracing::info!("event source {}: disabled", m.spec.logical_id),

@@ -4,7 +4,8 @@
 //! * the REST API (API Gateway emulation, Lambda proxy + authorizers) on
 //!   127.0.0.1:3000,
 //! * the Lambda Invoke API (`cargo lambda invoke`) on 127.0.0.1:9000 (and [::1]:9000),
-//! * the SQS event source mappings (a poller per mapping, see `esm`),
+//! * the SQS event source mappings (a poller per mapping, see `esm`) and the
+//!   DynamoDB stream ones (a reader per shard, see `stream_esm`),
 //!
 //! running every function as its pre-built binary under a Lambda Runtime API
 //! emulator.
@@ -20,6 +21,7 @@ mod lambda;
 mod policy;
 mod routes;
 mod spec;
+mod stream_esm;
 mod usage;
 
 use std::future::IntoFuture as _;
@@ -202,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     let children = lambda.children();
 
     let gw = Arc::new(gateway::Gateway::new(lambda.clone())?);
-    let event_sources = Arc::new(esm::EventSources::new(&stack));
+    let event_sources = Arc::new(esm::EventSources::new(&stack)?);
     let debug_routes = axum::Router::new()
         .route(
             "/_local/event-sources",
