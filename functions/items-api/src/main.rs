@@ -2,6 +2,7 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
+use stockroom_app::changes::ChangeFeed;
 use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::ItemsService;
@@ -16,10 +17,11 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("items-api")?;
     let cfg = config::ItemsApiConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
-    let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
+    let store = Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table));
     let state = AppState {
+        changes: ChangeFeed::new(store.clone(), cfg.changes_settle),
         items: ItemsService::new(
-            Arc::new(store),
+            store,
             Arc::new(SnsEventPublisher::from_sdk_config(
                 &sdk,
                 cfg.events_topic_arn,
