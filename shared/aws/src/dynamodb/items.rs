@@ -346,7 +346,8 @@ impl MovementRange {
     ) -> Result<Vec<Movement>, StoreError> {
         let projection = MOVEMENT_STORED.projection(fields.as_ref());
         let decoder = Decoder::<MovementRecord>::new(projection.is_some())?;
-        let low = format!("{}{}", self.sk_prefix, after.as_deref().unwrap_or(""));
+        // Below every movement id (a key value cannot be empty).
+        let low = format!("{}{}", self.sk_prefix, after.as_deref().unwrap_or("mv_"));
         let high = format!("{}{before}", self.sk_prefix);
         let mut found = Vec::new();
         let mut start = None;
