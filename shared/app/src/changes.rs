@@ -6,7 +6,7 @@
 //! minted at t may commit up to a little later than ids minted after it. The
 //! feed therefore only returns movements minted before `now - settle`; a
 //! write commits within `settle` of its id (`settle` exceeds the time the
-//! writers can take, see docs/api.md#change-feed), so nothing can appear
+//! writers can take, see docs/guarantees.md#change-feed), so nothing can appear
 //! behind a position once a reader has passed it.
 
 use crate::domain::{Fields, Movement, MovementId, Sku, TenantId};
@@ -238,7 +238,7 @@ mod tests {
         hasty.commit(&b).await;
         hasty.at(T0 + 2_000);
         let (seen, position) = hasty.drain(None, 10).await;
-        assert_eq!(seen, [b.movement_id.clone()]);
+        assert_eq!(seen, [b.movement_id]);
         hasty.commit(&a).await;
         let (after, _) = hasty.drain(position, 10).await;
         assert!(after.is_empty(), "A sorts before the position: skipped");

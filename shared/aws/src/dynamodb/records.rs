@@ -24,8 +24,8 @@ pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
 /// To raise it: readers must query the new count before any writer uses
 /// it (entries stay in the shard they were written to, and shards `0..n`
 /// of a larger count include those of a smaller one), so deploy
-/// `FEED_READ_SHARDS` first, then `FEED_WRITE_SHARDS`. Lowering it needs
-/// `stockroom-admin backfill-changes --reshard` to move the entries.
+/// `FEED_READ_SHARDS` first, then `FEED_WRITE_SHARDS`. Lowering it means
+/// rewriting `gsi2pk` on every movement (docs/guarantees.md#change-feed).
 pub(crate) const FEED_WRITE_SHARDS: u32 = 8;
 /// What the feed queries; never below `FEED_WRITE_SHARDS`.
 pub(crate) const FEED_READ_SHARDS: u32 = 8;
