@@ -92,10 +92,11 @@ cli: ## Build the command-line client (import with progress, items, webhooks lis
 # only make invocations run out of time and burn receives.
 LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2 BatchWorkerTimeoutSeconds=120
 # The tests revoke keys and wait out the authorizer cache, watch webhook
-# retries and let upload batches expire: keep all three short there; the
+# retries and let upload batches expire, and read the change feed without
+# waiting out its settle window: keep all four short there; the
 # trial plan's daily quota is lowered so a test can use it up, and CORS is on
 # (off by default) so its headers can be checked.
-TEST_PARAMETERS := $(LOCAL_PARAMETERS) AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0 TrialPlanDailyQuota=30 CorsAllowOrigin=https://app.example.test
+TEST_PARAMETERS := $(LOCAL_PARAMETERS) ChangeFeedSettleSeconds=2 AuthorizerCacheTtlSeconds=2 WebhookRetrySchedule=1,1,1 UploadUrlTtlSeconds=5 UploadGraceSeconds=0 TrialPlanDailyQuota=30 CorsAllowOrigin=https://app.example.test
 
 # The load benchmark measures the stack, not the limits: lift the plan's and
 # the stage's rates for it.

@@ -2,6 +2,7 @@
 //! authorizer and function binaries, and the DynamoDB emulator.
 
 mod auth;
+mod changes;
 mod events;
 mod fields;
 mod iam;

@@ -75,6 +75,10 @@ fn handler(c: &mut Criterion) {
     let store = Arc::new(MemoryItemStore::default());
     let app = router(AppState {
         items: ItemsService::new(store.clone()),
+        changes: stockroom_app::changes::ChangeFeed::new(
+            store.clone(),
+            stockroom_app::changes::DEFAULT_SETTLE,
+        ),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

@@ -2,6 +2,7 @@
 
 use lambda_http::Error;
 use std::sync::Arc;
+use stockroom_app::changes::ChangeFeed;
 use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::ItemsService;
@@ -15,9 +16,10 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("items-api")?;
     let cfg = config::ItemsApiConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
-    let store = DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table);
+    let store = Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table));
     let state = AppState {
-        items: ItemsService::new(Arc::new(store)),
+        changes: ChangeFeed::new(store.clone(), cfg.changes_settle),
+        items: ItemsService::new(store),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

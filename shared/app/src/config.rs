@@ -44,17 +44,25 @@ pub fn function_name(default: &str) -> String {
 pub struct ItemsApiConfig {
     pub stock_table: String,
     pub cursor_signing_key: Vec<u8>,
+    /// `CHANGES_SETTLE_SECONDS` (default `changes::DEFAULT_SETTLE`): how
+    /// old a movement is before the change feed returns it.
+    pub changes_settle: std::time::Duration,
 }
 
 impl ItemsApiConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, SettingsError> {
         let mut r = Reader { missing: vec![] };
         let stock_table = r.get("STOCK_TABLE");
         let key = r.get("CURSOR_SIGNING_KEY");
-        r.finish(Self {
+        let changes_settle = match env::var("CHANGES_SETTLE_SECONDS") {
+            Ok(raw) if !raw.trim().is_empty() => seconds("CHANGES_SETTLE_SECONDS", &raw)?,
+            _ => crate::changes::DEFAULT_SETTLE,
+        };
+        Ok(r.finish(Self {
             stock_table,
             cursor_signing_key: key.into_bytes(),
-        })
+            changes_settle,
+        })?)
     }
 }
 
@@ -145,22 +153,22 @@ pub struct BatchesApiConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BatchesApiConfigError {
+pub enum SettingsError {
     #[error(transparent)]
     Missing(#[from] ConfigError),
     #[error("{0} must be a whole number of seconds, got {1:?}")]
     Seconds(&'static str, String),
 }
 
-fn seconds(name: &'static str, raw: &str) -> Result<std::time::Duration, BatchesApiConfigError> {
+fn seconds(name: &'static str, raw: &str) -> Result<std::time::Duration, SettingsError> {
     raw.trim()
         .parse::<u64>()
         .map(std::time::Duration::from_secs)
-        .map_err(|_| BatchesApiConfigError::Seconds(name, raw.to_owned()))
+        .map_err(|_| SettingsError::Seconds(name, raw.to_owned()))
 }
 
 impl BatchesApiConfig {
-    pub fn from_env() -> Result<Self, BatchesApiConfigError> {
+    pub fn from_env() -> Result<Self, SettingsError> {
         let mut r = Reader { missing: vec![] };
         let stock_table = r.get("STOCK_TABLE");
         let batch_queue_url = r.get("BATCH_QUEUE_URL");

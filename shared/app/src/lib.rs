@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod batches;
+pub mod changes;
 pub mod chunks;
 pub mod clock;
 pub mod config;

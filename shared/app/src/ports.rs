@@ -130,6 +130,24 @@ pub trait ItemStore: Send + Sync {
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 }
 
+/// A tenant's stock movements in movement id order: what the change feed
+/// (`GET /v1/changes`) reads.
+#[async_trait]
+pub trait ChangeLog: Send + Sync {
+    /// Up to `limit` movements with `after < movement_id < before`, in
+    /// ascending id order; only those of `sku` when given. `fields` must
+    /// include `movement_id` (the order is by it).
+    async fn changes(
+        &self,
+        tenant: &TenantId,
+        sku: Option<&Sku>,
+        after: Option<&str>,
+        before: &str,
+        limit: u32,
+        fields: Option<&Fields<Movement>>,
+    ) -> Result<Vec<Movement>, StoreError>;
+}
+
 /// What the authorizer needs of the hashed API keys: find one, note its use.
 #[async_trait]
 pub trait ApiKeyLookup: Send + Sync {

@@ -46,6 +46,26 @@ impl MovementId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The smallest id minted at `unix_ms`: every id minted earlier sorts
+    /// below it (the change feed's settle horizon).
+    pub fn floor_at(unix_ms: u64) -> Self {
+        Self(format!("mv_{}", ulid::Ulid::from_parts(unix_ms, 0)))
+    }
+
+    /// An id minted at `unix_ms` (tests that control time).
+    pub fn minted_at(unix_ms: u64) -> Self {
+        Self(format!(
+            "mv_{}",
+            ulid::Ulid::from_parts(unix_ms, ulid::Ulid::new().random())
+        ))
+    }
+
+    /// When the id was minted (Unix milliseconds), if it is a movement id.
+    pub fn minted_ms(id: &str) -> Option<u64> {
+        let ulid = ulid::Ulid::from_string(id.strip_prefix("mv_")?).ok()?;
+        Some(ulid.timestamp_ms())
+    }
 }
 
 /// Who and what caused a movement (for the audit ledger).
@@ -170,5 +190,15 @@ mod tests {
         let b = MovementId::generate();
         assert!(a < b);
         assert!(a.as_str().starts_with("mv_"));
+    }
+
+    #[test]
+    fn the_floor_of_a_millisecond_sorts_between_the_ids_around_it() {
+        let at = MovementId::minted_at(1_700_000_000_123);
+        assert_eq!(MovementId::minted_ms(at.as_str()), Some(1_700_000_000_123));
+        assert!(MovementId::floor_at(1_700_000_000_123) <= at);
+        assert!(MovementId::floor_at(1_700_000_000_124) > at);
+        assert!(MovementId::minted_at(1_700_000_000_122) < MovementId::floor_at(1_700_000_000_123));
+        assert_eq!(MovementId::minted_ms("nope"), None);
     }
 }

@@ -450,6 +450,14 @@ fn success_examples() -> Vec<RouteExamples> {
             vec![("200", json!({"movements": [movement], "next_cursor": null}))],
         ),
         (
+            "GET /v1/changes",
+            None,
+            vec![(
+                "200",
+                json!({"movements": [movement], "next_cursor": next, "has_more": false}),
+            )],
+        ),
+        (
             CREATE_BATCH,
             Some(json!({
                 "mode": "isolated",

@@ -251,6 +251,6 @@ mod tests {
             let schema = &doc["components"]["schemas"][&selection];
             assert!(schema["properties"].is_object() && schema["required"].is_null());
         }
-        assert_eq!(reads, 12, "every read takes fields");
+        assert_eq!(reads, 13, "every read takes fields");
     }
 }

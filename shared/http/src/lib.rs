@@ -2,6 +2,7 @@
 //! behind API Gateway, plus the request-context middleware.
 
 mod batches;
+mod changes;
 pub mod deprecation;
 mod docs;
 mod examples;
@@ -40,6 +41,8 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct AppState {
     pub items: ItemsService,
+    /// `GET /v1/changes`.
+    pub changes: stockroom_app::changes::ChangeFeed,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(items::adjust_stock),
         )
         .route("/v1/items/{sku}/movements", get(items::list_movements))
+        .route("/v1/changes", get(changes::list_changes))
         .with_state(state);
     with_common_layers(routes, function)
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, docs, items, keys, webhooks};
+use super::{batches, changes, docs, items, keys, webhooks};
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
 use stockroom_app::items::AdjustmentResult;
@@ -42,6 +42,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         items::delete_item,
         items::adjust_stock,
         items::list_movements,
+        changes::list_changes,
         batches::create_batch,
         batches::list_batches,
         batches::get_batch,
@@ -66,7 +67,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
     ),
     components(schemas(
         Item, Movement, Problem, FieldError, AdjustmentResult,
-        items::ItemPage, items::MovementPage, items::Health,
+        items::ItemPage, items::MovementPage, changes::ChangePage, items::Health,
         items::CreateItemRequest, items::ReplaceItemRequest, items::AdjustmentRequest,
         Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,
         batches::BatchPage, batches::FailurePage, batches::BatchRequestBody, batches::BatchRecordRequest,
@@ -83,7 +84,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
     security(("api_key" = [])),
     tags(
         (name = "items", description = "Items and their descriptive fields"),
-        (name = "stock", description = "Stock adjustments and the movement ledger"),
+        (name = "stock", description = "Stock adjustments, the movement ledger and the change feed"),
         (name = "keys", description = "The tenant's API keys: create (shown once), list, revoke"),
         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints (Standard Webhooks), with a delivery log and replay"),
         (name = "batches", description = "Batch updates applied asynchronously, with per-record failure reports"),
@@ -179,6 +180,22 @@ const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
         "200",
         "ListMovements",
         "list_movements",
+        "sku",
+        "$response.body#/sku",
+    ),
+    (
+        "list_changes",
+        "200",
+        "NextChanges",
+        "list_changes",
+        "cursor",
+        "$response.body#/next_cursor",
+    ),
+    (
+        "adjust_stock",
+        "200",
+        "ChangesOfItem",
+        "list_changes",
         "sku",
         "$response.body#/sku",
     ),

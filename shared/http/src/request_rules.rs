@@ -281,7 +281,7 @@ fn parameters(doc: &mut Value) {
                     (Some("Idempotency-Key"), Some("header")) => {
                         json!({"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY})
                     }
-                    (Some("sku"), Some("path")) => json!({"pattern": sku_pattern()}),
+                    (Some("sku"), Some("path" | "query")) => json!({"pattern": sku_pattern()}),
                     _ => continue,
                 };
                 merge(&mut p["schema"], &rule);

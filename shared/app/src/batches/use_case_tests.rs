@@ -4,7 +4,7 @@
 use super::*;
 use crate::domain::event::EventType;
 use crate::domain::{Item, Sku};
-use crate::memory::{MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, RecordedEvents};
+use crate::memory::{MemoryBatchStore, MemoryChunkQueue, MemoryItemStore};
 use crate::test_support::{batch_endings, chunk_attributes};
 use serde_json::json;
 
@@ -12,7 +12,6 @@ struct World {
     items: Arc<MemoryItemStore>,
     store: Arc<MemoryBatchStore>,
     queue: Arc<MemoryChunkQueue>,
-    events: Arc<RecordedEvents>,
     batches: BatchesService,
     worker: BatchWorker,
     tenant: TenantId,
@@ -22,14 +21,12 @@ fn world() -> World {
     let items = Arc::new(MemoryItemStore::default());
     let store = Arc::new(MemoryBatchStore::new(items.clone()));
     let queue = Arc::new(MemoryChunkQueue::default());
-    let events = Arc::new(RecordedEvents::default());
     World {
-        batches: BatchesService::new(store.clone(), queue.clone(), events.clone()),
-        worker: BatchWorker::new(store.clone(), events.clone()),
+        batches: BatchesService::new(store.clone(), queue.clone()),
+        worker: BatchWorker::new(store.clone()),
         items,
         store,
         queue,
-        events,
         tenant: TenantId::parse("acme").unwrap(),
     }
 }
@@ -101,7 +98,9 @@ impl World {
     }
 
     fn finished_events(&self) -> Vec<EventType> {
-        batch_endings(self.events.take())
+        batch_endings(crate::outbox::EventsOutbox::events_of(
+            &self.items.take_changes(),
+        ))
     }
 }
 

@@ -4,7 +4,7 @@ use crate::clock;
 use crate::domain::batch::{
     Batch, BatchError, BatchStatus, ChunkMessage, RecordEffect, RecordFailure,
 };
-use crate::domain::change::ChangeCause;
+use crate::domain::change::{ChangeCause, CommittedChange};
 use crate::domain::chunk_plan::{
     self as chunk_plan, AtomicPlan, distinct_skus, plan_atomic, unreadable_chunk_failure,
 };
@@ -113,8 +113,28 @@ impl MemoryBatchStore {
         }
     }
 
+    /// Runs `f` under the lock; a header it takes to a terminal status is
+    /// logged as the stream would report it (the batch's event derives
+    /// from that write).
     fn with<R>(&self, f: impl FnOnce(&mut Batches) -> R) -> R {
-        f(&mut lock(&self.batches))
+        let mut b = lock(&self.batches);
+        let before: HashMap<(String, String), BatchStatus> = b
+            .headers
+            .iter()
+            .map(|(k, h)| (k.clone(), h.batch.status))
+            .collect();
+        let out = f(&mut b);
+        for ((tenant, id), h) in &b.headers {
+            let was = before.get(&(tenant.clone(), id.clone())).copied();
+            if was != Some(h.batch.status) {
+                self.items.log_change(CommittedChange::BatchWritten {
+                    tenant: tenant.clone(),
+                    before: was,
+                    after: h.batch.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// Runs `f` on the batch's header, or fails as the DynamoDB update's

@@ -1,7 +1,7 @@
 use super::{lock, page};
 use crate::domain::change::{ChangeCause, CommittedChange, Deletion};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
-use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::ports::{ChangeLog, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -73,6 +73,11 @@ impl MemoryItemStore {
             lock(&self.changes).extend(committed.into_iter().map(|c| c.into_change(name)));
         }
         out
+    }
+
+    /// Logs a change committed by another record kind (a batch header).
+    pub(super) fn log_change(&self, change: CommittedChange) {
+        lock(&self.changes).push(change);
     }
 
     /// The changes committed since the last call, in commit order (what the
@@ -287,5 +292,35 @@ impl ItemStore for MemoryItemStore {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         Ok(self.idempotency(tenant, key))
+    }
+}
+
+/// The ledgers merged in id order, as the DynamoDB index gives them.
+#[async_trait]
+impl ChangeLog for MemoryItemStore {
+    async fn changes(
+        &self,
+        tenant: &TenantId,
+        sku: Option<&Sku>,
+        after: Option<&str>,
+        before: &str,
+        limit: u32,
+        _fields: Option<&Fields<Movement>>,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let mut found: Vec<Movement> = self.with_tenant(tenant, |t| {
+            t.movements
+                .iter()
+                .filter(|(s, _)| sku.is_none_or(|wanted| wanted.as_str() == s.as_str()))
+                .flat_map(|(_, ledger)| ledger.iter())
+                .filter(|m| {
+                    after.is_none_or(|a| m.movement_id.as_str() > a)
+                        && m.movement_id.as_str() < before
+                })
+                .cloned()
+                .collect()
+        });
+        found.sort_by(|a, b| a.movement_id.cmp(&b.movement_id));
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(found)
     }
 }

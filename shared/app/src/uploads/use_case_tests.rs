@@ -7,7 +7,7 @@ use crate::batches::{BatchAccepted, BatchWorker, BatchesService, SubmitOutcome, 
 use crate::domain::TenantId;
 use crate::domain::event::EventType;
 use crate::memory::{
-    MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, MemoryUploadStore, RecordedEvents,
+    MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, MemoryUploadStore,
 };
 use crate::ports::{BatchHeaders, BatchSubmissions, ChunkDisposition, ItemStore};
 use crate::test_support::{batch_endings, chunk_attributes};
@@ -19,7 +19,6 @@ struct World {
     store: Arc<MemoryBatchStore>,
     uploads: Arc<MemoryUploadStore>,
     queue: Arc<MemoryChunkQueue>,
-    events: Arc<RecordedEvents>,
     batches: BatchesService,
     splitter: UploadSplitter,
     worker: BatchWorker,
@@ -31,9 +30,8 @@ fn world() -> World {
     let store = Arc::new(MemoryBatchStore::new(items.clone()));
     let uploads = Arc::new(MemoryUploadStore::default());
     let queue = Arc::new(MemoryChunkQueue::default());
-    let events = Arc::new(RecordedEvents::default());
     World {
-        batches: BatchesService::new(store.clone(), queue.clone(), events.clone()).with_uploads(
+        batches: BatchesService::new(store.clone(), queue.clone()).with_uploads(
             UploadSettings {
                 store: uploads.clone(),
                 url_ttl: Duration::from_secs(900),
@@ -44,14 +42,12 @@ fn world() -> World {
             store.clone(),
             uploads.clone(),
             queue.clone(),
-            events.clone(),
         ),
-        worker: BatchWorker::new(store.clone(), events.clone()),
+        worker: BatchWorker::new(store.clone()),
         items,
         store,
         uploads,
         queue,
-        events,
         tenant: TenantId::parse("acme").unwrap(),
     }
 }
@@ -104,7 +100,9 @@ impl World {
     }
 
     fn terminal_events(&self) -> Vec<EventType> {
-        batch_endings(self.events.take())
+        batch_endings(crate::outbox::EventsOutbox::events_of(
+            &self.items.take_changes(),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@
 use super::*;
 use crate::domain::event::EventType;
 use crate::memory::{
-    MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall, RecordedEvents,
+    MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall,
     ScriptedTransport, SentRequest,
 };
 use crate::ports::AttemptResult;
@@ -20,7 +20,6 @@ const LOCAL: TargetPolicy = TargetPolicy {
 struct World {
     store: Arc<MemoryWebhookStore>,
     queue: Arc<MemoryDeliveryQueue>,
-    events: Arc<RecordedEvents>,
     transport: Arc<ScriptedTransport>,
     service: WebhooksService,
     dispatcher: Dispatcher,
@@ -31,7 +30,6 @@ fn world() -> World {
     let store = Arc::new(MemoryWebhookStore::default());
     let cipher = Arc::new(MemoryCipher);
     let queue = Arc::new(MemoryDeliveryQueue::default());
-    let events = Arc::new(RecordedEvents::default());
     let transport = Arc::new(ScriptedTransport::default());
     World {
         service: WebhooksService::new(store.clone(), cipher.clone(), queue.clone(), LOCAL),
@@ -39,14 +37,12 @@ fn world() -> World {
             store: store.clone(),
             cipher,
             queue: queue.clone(),
-            events: events.clone(),
             sender: transport.clone(),
             schedule: RetrySchedule::parse("5,60").unwrap(),
             disable_after: Duration::from_secs(3 * 24 * 3600),
         },
         store,
         queue,
-        events,
         transport,
         tenant: TenantId::parse("acme").unwrap(),
     }
@@ -94,6 +90,7 @@ impl World {
         Event::item_deleted(
             self.tenant.as_str(),
             "MUG-1",
+            &format!("del_{}", ulid::Ulid::new()),
             "2026-12-03T10:00:00Z",
             "req-1",
             None,
@@ -237,8 +234,12 @@ async fn gone_disables_the_webhook_once_and_tells_the_tenant() {
     assert_eq!(outcome, JobOutcome::Disabled);
     let disabled = w.webhook(&hook.id).await;
     assert_eq!(disabled.status, WebhookStatus::Disabled);
-    let told: Vec<EventType> = w.events.take().into_iter().map(|e| e.kind).collect();
-    assert_eq!(told, [EventType::WebhookDisabled]);
+    // Told by the event the disabling write causes on the stream, once.
+    let told: Vec<Event> = crate::outbox::EventsOutbox::events_of(&w.store.take_changes());
+    let kinds: Vec<EventType> = told.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventType::WebhookDisabled]);
+    assert_eq!(told[0].data["webhook_id"], hook.id.as_str());
+    assert_eq!(told[0].request_id, jobs[0].request_id);
     // A disabled endpoint gets no more events, and a queued job is dropped.
     assert!(w.fan_out(&w.deleted_event()).await.is_empty());
     let dropped = w.dispatcher.deliver(&jobs[0], 2, None).await.unwrap();

@@ -6,11 +6,13 @@ use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
-use stockroom_app::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use stockroom_app::ports::{ChangeLog, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
 use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::{Fields, Item, Movement, Sku, TenantId};
 
 const ITEMS_INDEX: &str = "gsi1";
+/// The change feed: movements by `T#<tenant>#CH#<shard>`, then id.
+const FEED_INDEX: &str = "gsi2";
 
 /// Items and movements keep every API field under its own name.
 const ITEM_STORED: StoredFields = StoredFields::SAME_NAMES;
@@ -325,4 +327,123 @@ pub(crate) async fn read_idempotency(
         .transpose()?
         .map(IdempotencyRecord::from)
         .filter(|r| r.expires_at >= now))
+}
+
+/// One key range of movements ordered by id: a feed shard of the index, or
+/// a sku's ledger in the table.
+struct MovementRange {
+    index: Option<&'static str>,
+    pk_name: &'static str,
+    pk: String,
+    sk_name: &'static str,
+    /// What precedes the movement id in the sort key.
+    sk_prefix: &'static str,
+}
+
+impl MovementRange {
+    /// Up to `want` movements with `after < id < before`, in id order:
+    /// reads on past a page the size limit cut short.
+    async fn read(
+        self,
+        client: Client,
+        table: String,
+        after: Option<String>,
+        before: String,
+        want: usize,
+        fields: Option<Fields<Movement>>,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let projection = MOVEMENT_STORED.projection(fields.as_ref());
+        let decoder = Decoder::<MovementRecord>::new(projection.is_some())?;
+        // Below every movement id (a key value cannot be empty).
+        let low = format!("{}{}", self.sk_prefix, after.as_deref().unwrap_or("mv_"));
+        let high = format!("{}{before}", self.sk_prefix);
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            // BETWEEN is inclusive: one more for the `after` entry itself.
+            let room = want - found.len() + 1;
+            let query = client
+                .query()
+                .table_name(&table)
+                .set_index_name(self.index.map(str::to_owned))
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                .expression_attribute_names("#pk", self.pk_name)
+                .expression_attribute_names("#sk", self.sk_name)
+                .expression_attribute_values(":pk", s(&self.pk))
+                .expression_attribute_values(":lo", s(&low))
+                .expression_attribute_values(":hi", s(&high))
+                .limit(i32::try_from(room).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start);
+            let out = project_query(query, projection.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            start = out.last_evaluated_key.clone();
+            for attrs in out.items.unwrap_or_default() {
+                let m = Movement::from(decoder.decode(attrs)?);
+                let id = m.movement_id.as_str();
+                if after.as_deref() != Some(id) && id < before.as_str() && found.len() < want {
+                    found.push(m);
+                }
+            }
+            if found.len() >= want || start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+}
+
+/// Scatter-gather over the feed's shards (one Query each, in parallel),
+/// merged by id; with a sku, that sku's ledger (one Query).
+#[async_trait]
+impl ChangeLog for DynamoItemStore {
+    async fn changes(
+        &self,
+        tenant: &TenantId,
+        sku: Option<&Sku>,
+        after: Option<&str>,
+        before: &str,
+        limit: u32,
+        fields: Option<&Fields<Movement>>,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let ranges: Vec<MovementRange> = match sku {
+            Some(sku) => vec![MovementRange {
+                index: None,
+                pk_name: "pk",
+                pk: item_pk(tenant, sku.as_str()),
+                sk_name: "sk",
+                sk_prefix: MOVEMENT_PREFIX,
+            }],
+            None => (0..FEED_READ_SHARDS)
+                .map(|shard| MovementRange {
+                    index: Some(FEED_INDEX),
+                    pk_name: "gsi2pk",
+                    pk: feed_pk(tenant, shard),
+                    sk_name: "gsi2sk",
+                    sk_prefix: "",
+                })
+                .collect(),
+        };
+        let mut reads = tokio::task::JoinSet::new();
+        for range in ranges {
+            reads.spawn(range.read(
+                self.client.clone(),
+                self.table.clone(),
+                after.map(str::to_owned),
+                before.to_owned(),
+                want,
+                fields.cloned(),
+            ));
+        }
+        let mut merged = Vec::new();
+        while let Some(read) = reads.join_next().await {
+            merged.extend(read.map_err(|e| StoreError::Backend(Box::new(e)))??);
+        }
+        // Each shard gave its first `want` (or all it has): the first
+        // `want` of the union are the range's first `want`.
+        merged.sort_by(|a, b| a.movement_id.cmp(&b.movement_id));
+        merged.truncate(want);
+        Ok(merged)
+    }
 }

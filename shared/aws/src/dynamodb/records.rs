@@ -19,6 +19,31 @@ pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}")
 }
 
+/// Shards of a tenant's change feed index (`gsi2`): a busy tenant's
+/// movements spread over this many index partitions (ids grow, so one
+/// partition would take every write at its end and never split for heat).
+/// To raise it: readers must query the new count before any writer uses
+/// it (entries stay in the shard they were written to, and shards `0..n`
+/// of a larger count include those of a smaller one), so deploy
+/// `FEED_READ_SHARDS` first, then `FEED_WRITE_SHARDS`. Lowering it means
+/// rewriting `gsi2pk` on every movement (docs/guarantees.md#change-feed).
+pub(crate) const FEED_WRITE_SHARDS: u32 = 8;
+/// What the feed queries; never below `FEED_WRITE_SHARDS`.
+pub(crate) const FEED_READ_SHARDS: u32 = 8;
+
+/// The feed shard of a sku: FNV-1a of its bytes, stable across builds and
+/// platforms (one sku is always in one shard, so its order is exact).
+pub(crate) fn feed_shard(sku: &str, shards: u32) -> u32 {
+    let hash = sku.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % shards
+}
+
+pub(crate) fn feed_pk(tenant: &TenantId, shard: u32) -> String {
+    format!("T#{tenant}#CH#{shard}")
+}
+
 pub(crate) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
     format!("T#{tenant}#K#{key}")
 }
@@ -123,6 +148,12 @@ impl From<ItemRecord> for Item {
 pub(crate) struct MovementRecord {
     pub pk: String,
     pub sk: String,
+    /// Change feed index keys (`feed_pk`, the movement id); absent on
+    /// movements written before the feed existed until backfilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2sk: Option<String>,
     pub tenant_id: String,
     pub movement_id: String,
     pub sku: String,
@@ -146,6 +177,8 @@ impl MovementRecord {
         Self {
             pk: item_pk(tenant, &m.sku),
             sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
+            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, FEED_WRITE_SHARDS))),
+            gsi2sk: Some(m.movement_id.clone()),
             tenant_id: tenant.to_string(),
             movement_id: m.movement_id.clone(),
             sku: m.sku.clone(),
@@ -167,6 +200,8 @@ impl Unread for MovementRecord {
         Self {
             pk: String::new(),
             sk: String::new(),
+            gsi2pk: None,
+            gsi2sk: None,
             tenant_id: String::new(),
             movement_id: String::new(),
             sku: String::new(),

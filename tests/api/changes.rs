@@ -1,0 +1,374 @@
+//! The change feed, `GET /v1/changes`: every movement of the tenant exactly
+//! once, in commit order, across pages, batches and a restart of the
+//! functions. The test stack runs with `ChangeFeedSettleSeconds=2`.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+use stockroom_domain::key::ITEMS_WRITE;
+use stockroom_tests::{Tenant, all_pages, expect_problem, unique_sku, wait_for_batch};
+
+/// One page of the feed (`query` without `cursor`).
+async fn page(t: &Tenant, query: &str, cursor: Option<&str>) -> anyhow::Result<Value> {
+    let mut path = format!("/v1/changes?{query}");
+    if let Some(c) = cursor {
+        path.push_str(&format!("&cursor={c}"));
+    }
+    let resp = t.get(&path).send().await?;
+    anyhow::ensure!(resp.status() == 200, "GET {path}: {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+/// Pages from `cursor` until caught up: the movements read and the cursor
+/// to poll from.
+async fn drain(
+    t: &Tenant,
+    query: &str,
+    mut cursor: Option<String>,
+) -> anyhow::Result<(Vec<Value>, String)> {
+    let mut read = Vec::new();
+    loop {
+        let p = page(t, query, cursor.as_deref()).await?;
+        read.extend(
+            p["movements"]
+                .as_array()
+                .context("movements")?
+                .iter()
+                .cloned(),
+        );
+        cursor = Some(p["next_cursor"].as_str().context("next_cursor")?.to_owned());
+        if p["has_more"] == false {
+            return Ok((read, cursor.unwrap_or_default()));
+        }
+    }
+}
+
+/// Polls the feed from `cursor` until it has returned `want` movements
+/// (they settle after 2 s here), then once more to see nothing follows.
+async fn read_until(
+    t: &Tenant,
+    query: &str,
+    cursor: Option<String>,
+    want: usize,
+) -> anyhow::Result<(Vec<Value>, String)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut read, mut cursor) = drain(t, query, cursor).await?;
+    while read.len() < want {
+        anyhow::ensure!(Instant::now() < deadline, "{} of {want} read", read.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (more, next) = drain(t, query, Some(cursor)).await?;
+        read.extend(more);
+        cursor = next;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (extra, cursor) = drain(t, query, Some(cursor)).await?;
+    read.extend(extra);
+    Ok((read, cursor))
+}
+
+fn ids(movements: &[Value]) -> Vec<String> {
+    movements
+        .iter()
+        .map(|m| m["movement_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every movement of these skus, from their ledgers.
+async fn ledgers(t: &Tenant, skus: &[String]) -> anyhow::Result<HashSet<String>> {
+    let mut all = HashSet::new();
+    for sku in skus {
+        let ledger = all_pages(
+            t,
+            &format!("/v1/items/{sku}/movements?limit=100"),
+            "movements",
+        )
+        .await?;
+        all.extend(ids(&ledger));
+    }
+    Ok(all)
+}
+
+/// Exactly once, in id order, each sku's quantities following on.
+fn assert_once_in_order(read: &[Value], expected: &HashSet<String>) {
+    let read_ids = ids(read);
+    let unique: HashSet<&String> = read_ids.iter().collect();
+    assert_eq!(unique.len(), read_ids.len(), "a movement came twice");
+    assert_eq!(
+        read_ids.iter().cloned().collect::<HashSet<_>>(),
+        *expected,
+        "the feed and the ledgers differ"
+    );
+    let mut sorted = read_ids.clone();
+    sorted.sort();
+    assert_eq!(read_ids, sorted, "commit (id) order");
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for m in read {
+        let sku = m["sku"].as_str().unwrap_or_default();
+        let after = m["quantity_after"].as_i64().unwrap_or_default();
+        let delta = m["delta"].as_i64().unwrap_or_default();
+        if let Some(before) = last.insert(sku, after) {
+            assert_eq!(before + delta, after, "{sku}: a gap or a swap in {m}");
+        }
+    }
+}
+
+async fn adjust(t: &Tenant, sku: &str, delta: i64) -> anyhow::Result<()> {
+    let resp = t
+        .post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": delta, "reason": "sale"}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "adjust {sku}: {}", resp.status());
+    Ok(())
+}
+
+async fn batch(t: &Tenant, mode: &str, records: Value) -> anyhow::Result<()> {
+    let resp = t
+        .post_json("/v1/batches", &json!({"mode": mode, "records": records}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "batch: {}", resp.status());
+    let id = resp.json::<Value>().await?["batch_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let done = wait_for_batch(t, &id, Duration::from_secs(120)).await?;
+    anyhow::ensure!(done["status"] == "completed", "{done}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_movement_comes_once_in_commit_order_across_pages_and_batches() -> anyhow::Result<()>
+{
+    let t = Tenant::new().await?;
+    let skus: Vec<String> = (0..4).map(|i| unique_sku(&format!("feed{i}"))).collect();
+    for sku in &skus {
+        t.create_item(sku, 100).await?;
+    }
+    // A reader pages with a small limit while four writers adjust at once.
+    let reader = {
+        let t = clone_tenant(&t);
+        tokio::spawn(async move {
+            let mut read = Vec::new();
+            let mut cursor = None;
+            for _ in 0..20 {
+                let (more, next) = drain(&t, "limit=3", cursor).await?;
+                read.extend(more);
+                cursor = Some(next);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            anyhow::Ok((read, cursor))
+        })
+    };
+    let writers: Vec<_> = skus
+        .iter()
+        .map(|sku| {
+            let (t, sku) = (clone_tenant(&t), sku.clone());
+            tokio::spawn(async move {
+                for _ in 0..6 {
+                    adjust(&t, &sku, -1).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    // Movements written by batches are in the feed too.
+    let records = |mode: &str| {
+        json!([
+            {"id": format!("{mode}-1"), "op": "adjust", "sku": skus[0], "delta": 5, "reason": "count"},
+            {"id": format!("{mode}-2"), "op": "adjust", "sku": skus[1], "delta": -2, "reason": "count"},
+        ])
+    };
+    batch(&t, "isolated", records("isolated")).await?;
+    batch(&t, "atomic", records("atomic")).await?;
+
+    let (mut read, cursor) = reader.await??;
+    let expected = ledgers(&t, &skus).await?;
+    assert_eq!(expected.len(), 4 + 4 * 6 + 4);
+    let want = expected.len() - read.len();
+    let (rest, _) = read_until(&t, "limit=3", cursor, want).await?;
+    read.extend(rest);
+    assert_once_in_order(&read, &expected);
+    let batched = read.iter().filter(|m| m["batch_id"].is_string()).count();
+    assert_eq!(batched, 4, "both batches' movements");
+
+    // From the beginning, another reader gets the same sequence.
+    let (again, _) = drain(&t, "limit=100", None).await?;
+    assert_eq!(ids(&again), ids(&read));
+    Ok(())
+}
+
+fn clone_tenant(t: &Tenant) -> Tenant {
+    Tenant {
+        tenant_id: t.tenant_id.clone(),
+        api_key: t.api_key.clone(),
+        key_id: t.key_id.clone(),
+        usage_key: t.usage_key.clone(),
+        client: t.client.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_sku_filter_reads_one_ledger_oldest_first_with_its_own_cursors() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let (a, b) = (unique_sku("fa"), unique_sku("fb"));
+    t.create_item(&a, 10).await?;
+    t.create_item(&b, 10).await?;
+    for delta in [-1, -2, 3] {
+        adjust(&t, &a, delta).await?;
+        adjust(&t, &b, delta).await?;
+    }
+    let (read, cursor) = read_until(&t, &format!("sku={a}&limit=2"), None, 4).await?;
+    let mut ledger = all_pages(&t, &format!("/v1/items/{a}/movements"), "movements").await?;
+    ledger.reverse();
+    assert_eq!(ids(&read), ids(&ledger), "the ledger, oldest first");
+    // A filtered cursor is bound to its filter.
+    let other = t
+        .get(&format!("/v1/changes?cursor={cursor}"))
+        .send()
+        .await?;
+    expect_problem(other, 400, "invalid_cursor").await?;
+    let (_, unfiltered) = drain(&t, "limit=1", None).await?;
+    let refiltered = t
+        .get(&format!("/v1/changes?sku={b}&cursor={unfiltered}"))
+        .send()
+        .await?;
+    expect_problem(refiltered, 400, "invalid_cursor").await?;
+    let bad_sku = t.get("/v1/changes?sku=a%20b").send().await?;
+    expect_problem(bad_sku, 400, "invalid_parameter").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn fields_select_what_each_movement_shows() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("ff");
+    t.create_item(&sku, 4).await?;
+    adjust(&t, &sku, -1).await?;
+    let (read, _) = read_until(&t, "fields=sku,delta", None, 2).await?;
+    assert_eq!(read.len(), 2);
+    for m in &read {
+        let keys: Vec<&String> = m.as_object().context("object")?.keys().collect();
+        assert_eq!(keys, ["delta", "sku"], "{m}");
+        assert_eq!(m["sku"], sku.as_str());
+    }
+    let unknown = t.get("/v1/changes?fields=sku,nope").send().await?;
+    expect_problem(unknown, 400, "invalid_parameter").await?;
+    let unknown = t.get("/v1/changes?since=1").send().await?;
+    expect_problem(unknown, 400, "invalid_parameter").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_feed_needs_items_read_and_shows_only_the_tenants_movements() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("fs");
+    t.create_item(&sku, 4).await?;
+    let (mine, _) = read_until(&t, "", None, 1).await?;
+    assert_eq!(mine.len(), 1);
+
+    let writer = t.another_key(&[ITEMS_WRITE]).await?;
+    let refused = writer.get("/v1/changes").send().await?;
+    expect_problem(refused, 403, "insufficient_scope").await?;
+
+    let stranger = Tenant::new().await?;
+    let (theirs, stranger_cursor) = drain(&stranger, "limit=100", None).await?;
+    assert!(theirs.is_empty(), "{theirs:?}");
+    // Cursors are bound to their tenant, and tamper-evident.
+    let (_, my_cursor) = drain(&t, "", None).await?;
+    for cursor in [
+        stranger_cursor.clone(),
+        format!("{}A", &my_cursor[..my_cursor.len() - 1]),
+        "not-a-cursor".to_owned(),
+    ] {
+        let resp = t
+            .get(&format!("/v1/changes?cursor={cursor}"))
+            .send()
+            .await?;
+        expect_problem(resp, 400, "invalid_cursor").await?;
+    }
+    let foreign = stranger
+        .get(&format!("/v1/changes?cursor={my_cursor}"))
+        .send()
+        .await?;
+    expect_problem(foreign, 400, "invalid_cursor").await?;
+    Ok(())
+}
+
+/// The items-api processes of this stack (the emulator starts a new one on
+/// the next request).
+fn items_api_pids() -> anyhow::Result<Vec<u32>> {
+    let endpoint = format!(
+        "AWS_ENDPOINT_URL={}",
+        std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL (source .local/env)")?
+    );
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != "items-api" {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == endpoint.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+#[tokio::test]
+async fn the_feed_resumes_from_its_cursor_after_the_functions_restart() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let skus: Vec<String> = (0..3).map(|i| unique_sku(&format!("fr{i}"))).collect();
+    for sku in &skus {
+        t.create_item(sku, 10).await?;
+        adjust(&t, sku, -1).await?;
+    }
+    let (first, cursor) = read_until(&t, "limit=2", None, 6).await?;
+    for sku in &skus {
+        adjust(&t, sku, -2).await?;
+    }
+    // Every items-api instance is killed: whatever serves the cursor next
+    // starts cold, with nothing but the cursor and the table.
+    let pids = items_api_pids()?;
+    anyhow::ensure!(!pids.is_empty(), "no items-api instance running");
+    for pid in &pids {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -KILL {pid}");
+    }
+    let gone = Instant::now() + Duration::from_secs(10);
+    while items_api_pids()?.iter().any(|p| pids.contains(p)) {
+        anyhow::ensure!(Instant::now() < gone, "killed instances still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rest, _) = read_until(&t, "limit=2", Some(cursor), 3).await?;
+    let fresh = items_api_pids()?;
+    assert!(
+        fresh.iter().all(|p| !pids.contains(p)),
+        "served by new instances"
+    );
+    let mut read = first;
+    read.extend(rest);
+    assert_once_in_order(&read, &ledgers(&t, &skus).await?);
+    Ok(())
+}
