@@ -483,7 +483,7 @@ async fn tenants_can_subscribe_their_own_queue_filtered_on_tenant_id() -> Result
                 .cloned()
         })
         .context("queue arn")?;
-    let topic_arn = function_env("BatchesApiFunction", "EVENTS_TOPIC_ARN")?;
+    let topic_arn = function_env("EventsPublisherFunction", "EVENTS_TOPIC_ARN")?;
     // As on AWS, the topic may send to the queue only if the queue's policy
     // lets it (the local stack enforces queue policies on SNS deliveries).
     sqs.set_queue_attributes()
@@ -821,13 +821,15 @@ async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Resul
     let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = function_env("WebhookDispatcherFunction", "WEBHOOK_DLQ_URL")?;
-    let events_queue = dlq.replace("WebhookDLQ", "WebhookEventsQueue");
+    let events_queue = function_env("EventsPublisherFunction", "WEBHOOK_EVENTS_QUEUE_URL")?;
     let marker = format!("garbage-{}", uuid::Uuid::new_v4().simple());
     sqs.send_message()
         .queue_url(&events_queue)
         .message_body(format!(
             "{{\"not\": \"an event\", \"marker\": \"{marker}\"}}"
         ))
+        .message_group_id(&marker)
+        .message_deduplication_id(&marker)
         .send()
         .await?;
     let deadline = Instant::now() + Duration::from_secs(20);

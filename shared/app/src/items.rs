@@ -360,8 +360,8 @@ async fn backoff(attempt: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::EventType;
     use crate::domain::event::Event;
+    use crate::domain::event::EventType;
     use crate::memory::MemoryItemStore;
     use serde_json::json;
 

@@ -6,9 +6,7 @@ use super::*;
 use crate::batches::{BatchAccepted, BatchWorker, BatchesService, SubmitOutcome, UploadSettings};
 use crate::domain::TenantId;
 use crate::domain::event::EventType;
-use crate::memory::{
-    MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, MemoryUploadStore,
-};
+use crate::memory::{MemoryBatchStore, MemoryChunkQueue, MemoryItemStore, MemoryUploadStore};
 use crate::ports::{BatchHeaders, BatchSubmissions, ChunkDisposition, ItemStore};
 use crate::test_support::{batch_endings, chunk_attributes};
 use serde_json::json;
@@ -31,18 +29,12 @@ fn world() -> World {
     let uploads = Arc::new(MemoryUploadStore::default());
     let queue = Arc::new(MemoryChunkQueue::default());
     World {
-        batches: BatchesService::new(store.clone(), queue.clone()).with_uploads(
-            UploadSettings {
-                store: uploads.clone(),
-                url_ttl: Duration::from_secs(900),
-                grace: Duration::from_secs(600),
-            },
-        ),
-        splitter: UploadSplitter::new(
-            store.clone(),
-            uploads.clone(),
-            queue.clone(),
-        ),
+        batches: BatchesService::new(store.clone(), queue.clone()).with_uploads(UploadSettings {
+            store: uploads.clone(),
+            url_ttl: Duration::from_secs(900),
+            grace: Duration::from_secs(600),
+        }),
+        splitter: UploadSplitter::new(store.clone(), uploads.clone(), queue.clone()),
         worker: BatchWorker::new(store.clone()),
         items,
         store,

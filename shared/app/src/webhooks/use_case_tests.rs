@@ -5,8 +5,8 @@
 use super::*;
 use crate::domain::event::EventType;
 use crate::memory::{
-    MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall,
-    ScriptedTransport, SentRequest,
+    MemoryCipher, MemoryDeliveryQueue, MemoryWebhookStore, QueueCall, ScriptedTransport,
+    SentRequest,
 };
 use crate::ports::AttemptResult;
 use serde_json::json;
