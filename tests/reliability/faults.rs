@@ -10,13 +10,18 @@ use serde_json::{Value, json};
 use stockroom_tests::{Tenant, expect_problem, get_retrying, unique_sku, wait_for_batch};
 
 /// A fault rule on the proxy, removed (and its counts returned) by `clear`.
-struct Faults {
+pub(crate) struct Faults {
     url: String,
     id: String,
 }
 
 impl Faults {
-    async fn inject(needle: &str, rate: f64, kinds: &[&str], services: &[&str]) -> Result<Self> {
+    pub(crate) async fn inject(
+        needle: &str,
+        rate: f64,
+        kinds: &[&str],
+        services: &[&str],
+    ) -> Result<Self> {
         let url = std::env::var("STOCKROOM_FAULT_PROXY_URL").context(
             "STOCKROOM_FAULT_PROXY_URL is not set: run through `make test` (the stack starts \
              the fault proxy when STOCKROOM_FAULT_PROXY_PORT is set)",
@@ -34,7 +39,7 @@ impl Faults {
     }
 
     /// Removes the rule; returns how many faults of each kind it injected.
-    async fn clear(self) -> Result<BTreeMap<String, u64>> {
+    pub(crate) async fn clear(self) -> Result<BTreeMap<String, u64>> {
         Ok(self.clear_counting().await?.0)
     }
 

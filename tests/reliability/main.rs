@@ -8,6 +8,7 @@ use stockroom_tests::{Tenant, unique_sku};
 
 mod crash;
 mod faults;
+mod outbox;
 
 fn adjust_path(sku: &str) -> String {
     format!("/v1/items/{sku}/adjustments")

@@ -862,3 +862,87 @@ async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Resul
         );
     }
 }
+
+/// Every committed movement is one `stock.changed` delivery, with an id of
+/// its own, signed, and one sku's deliveries arrive in commit order even
+/// when an attempt fails and is retried (the first request gets a 500).
+#[tokio::test]
+async fn stock_changed_arrives_once_per_movement_in_commit_order_per_sku() -> Result<()> {
+    let t = Tenant::new().await?;
+    let rx = Receiver::start(vec![Reply::Status(500)]).await?;
+    let (_, secret) = create_webhook(&t, &rx.url, &["stock.changed"]).await?;
+    let skus: Vec<String> = (0..3).map(|i| unique_sku(&format!("ord{i}"))).collect();
+    for sku in &skus {
+        let resp = t
+            .post_json(
+                "/v1/items",
+                &json!({"sku": sku, "name": "n", "quantity": 100}),
+            )
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 201);
+    }
+    const PER_SKU: usize = 8;
+    let mut calls = Vec::new();
+    for sku in &skus {
+        for _ in 0..PER_SKU {
+            let req = t
+                .post_json(
+                    &format!("/v1/items/{sku}/adjustments"),
+                    &json!({"delta": -1, "reason": "sale"}),
+                )
+                .send();
+            calls.push(tokio::spawn(req));
+        }
+    }
+    for call in calls {
+        assert_eq!(call.await??.status(), 200);
+    }
+    let expected = skus.len() * (PER_SKU + 1);
+    rx.wait_for(expected + 1, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = rx.received();
+    // The first attempt failed (500) and was retried: one extra request.
+    assert_eq!(got.len(), expected + 1, "one delivery per movement");
+    let mut ids = std::collections::HashSet::new();
+    let mut per_sku: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let mut movement_ids = std::collections::HashSet::new();
+    for (i, r) in got.iter().enumerate() {
+        signing::verify(&secret, &r.headers, r.body.as_bytes()).context("signature")?;
+        let e = r.json();
+        assert_eq!(e["type"], "stock.changed");
+        // The retried request repeats the first one's id; every other id is new.
+        if i > 0 {
+            assert!(
+                ids.insert(e["id"].as_str().context("id")?.to_owned()),
+                "{e}"
+            );
+            movement_ids.insert(e["data"]["movement_id"].as_str().context("mv")?.to_owned());
+        }
+        if i > 0 || got[0].json()["id"] != got[1].json()["id"] {
+            per_sku
+                .entry(e["data"]["sku"].as_str().context("sku")?.to_owned())
+                .or_default()
+                .push(e["data"]["quantity"].as_i64().context("quantity")?);
+        }
+    }
+    for sku in &skus {
+        let seen = per_sku.get(sku).context("deliveries of the sku")?;
+        let mut in_order: Vec<i64> = seen.clone();
+        in_order.dedup();
+        let want: Vec<i64> = (100 - PER_SKU as i64..=100).rev().collect();
+        assert_eq!(in_order, want, "{sku}: deliveries in commit order");
+        // Each delivery is a movement of the sku's ledger.
+        let ledger: Value = t
+            .get(&format!("/v1/items/{sku}/movements?limit=100"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for m in ledger["movements"].as_array().context("movements")? {
+            assert!(movement_ids.contains(m["movement_id"].as_str().context("id")?));
+        }
+    }
+    assert_eq!(movement_ids.len(), expected);
+    Ok(())
+}
