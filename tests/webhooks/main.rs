@@ -868,7 +868,7 @@ async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Resul
 /// when an attempt fails and is retried (the first request gets a 500).
 #[tokio::test]
 async fn stock_changed_arrives_once_per_movement_in_commit_order_per_sku() -> Result<()> {
-    let t = Tenant::new().await?;
+    let t = std::sync::Arc::new(Tenant::new().await?);
     let rx = Receiver::start(vec![Reply::Status(500)]).await?;
     let (_, secret) = create_webhook(&t, &rx.url, &["stock.changed"]).await?;
     let skus: Vec<String> = (0..3).map(|i| unique_sku(&format!("ord{i}"))).collect();
@@ -882,21 +882,32 @@ async fn stock_changed_arrives_once_per_movement_in_commit_order_per_sku() -> Re
             .await?;
         assert_eq!(resp.status(), 201);
     }
-    const PER_SKU: usize = 8;
-    let mut calls = Vec::new();
+    // Two writers per sku, all skus at once: each sku's adjustments race
+    // (optimistic concurrency decides the commit order) and skus interleave.
+    const WRITERS: usize = 2;
+    const EACH: usize = 4;
+    const PER_SKU: usize = WRITERS * EACH;
+    let mut writers = Vec::new();
     for sku in &skus {
-        for _ in 0..PER_SKU {
-            let req = t
-                .post_json(
-                    &format!("/v1/items/{sku}/adjustments"),
-                    &json!({"delta": -1, "reason": "sale"}),
-                )
-                .send();
-            calls.push(tokio::spawn(req));
+        for _ in 0..WRITERS {
+            let (t, sku) = (t.clone(), sku.clone());
+            writers.push(tokio::spawn(async move {
+                for _ in 0..EACH {
+                    let resp = t
+                        .post_json(
+                            &format!("/v1/items/{sku}/adjustments"),
+                            &json!({"delta": -1, "reason": "sale"}),
+                        )
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status() == 200, "adjust: {}", resp.status());
+                }
+                anyhow::Ok(())
+            }));
         }
     }
-    for call in calls {
-        assert_eq!(call.await??.status(), 200);
+    for w in writers {
+        w.await??;
     }
     let expected = skus.len() * (PER_SKU + 1);
     rx.wait_for(expected + 1, Duration::from_secs(60)).await?;
