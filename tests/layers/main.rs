@@ -161,7 +161,26 @@ fn each_function_links_only_the_layers_it_runs() -> Result<()> {
         "batch-worker",
         "batch-splitter",
         "webhook-dispatcher",
+        "events-publisher",
     ];
+    // Every function is in one list: a new one cannot escape the check.
+    let mut listed: Vec<&str> = http_functions
+        .iter()
+        .chain(&event_functions)
+        .copied()
+        .collect();
+    listed.sort_unstable();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    let mut present: Vec<String> = std::fs::read_dir(&root)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    present.sort_unstable();
+    ensure!(
+        present == listed,
+        "functions/ holds {present:?}, the check lists {listed:?}"
+    );
     for f in http_functions {
         let names = linked(&["-p", f])?;
         ensure!(

@@ -30,7 +30,6 @@ use tokio::sync::{Semaphore, watch};
 use crate::emulator::{self, AwsCalls, Caller};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::spec::{EventSourceSpec, Stack};
-use crate::stream_esm::StreamMapping;
 
 /// Lambda's default MaximumConcurrency is "as many pollers as it scales to";
 /// locally a handful is plenty.
@@ -68,9 +67,9 @@ impl std::fmt::Display for SqsError {
 #[derive(Clone)]
 pub struct Sqs {
     http: reqwest::Client,
-    endpoint: String,
-    region: String,
-    calls: Arc<AwsCalls>,
+    pub(crate) endpoint: String,
+    pub(crate) region: String,
+    pub(crate) calls: Arc<AwsCalls>,
     /// Lambda's poller calls SQS with the function's execution role: the
     /// emulator authorises these calls against it.
     access_key: String,
@@ -602,37 +601,15 @@ impl Mapping {
     }
 }
 
-pub struct EventSources {
+/// The template's SQS event source mappings (`sources.rs` holds them with
+/// the DynamoDB stream ones).
+pub struct SqsSources {
     mappings: Vec<Arc<Mapping>>,
-    streams: Vec<Arc<StreamMapping>>,
 }
 
-impl EventSources {
-    /// The template's mappings. Like CreateEventSourceMapping (so
-    /// CloudFormation), refuses an invalid configuration: every problem of
-    /// every mapping in one error.
-    pub fn new(stack: &Stack) -> anyhow::Result<Self> {
-        let problems: Vec<String> = stack
-            .event_sources
-            .iter()
-            .flat_map(|spec| {
-                spec.invalid()
-                    .into_iter()
-                    .map(move |p| format!("{}: {p}", spec.logical_id))
-            })
-            .collect();
-        if !problems.is_empty() {
-            anyhow::bail!(
-                "invalid event source mapping(s), as Lambda would refuse them:\n  {}",
-                problems.join("\n  ")
-            );
-        }
-        let streams = stack
-            .event_sources
-            .iter()
-            .filter(|spec| spec.is_dynamodb_stream())
-            .map(|spec| Arc::new(StreamMapping::new(spec, stack)))
-            .collect();
+impl SqsSources {
+    /// The SQS mappings of the stack (validated by the caller).
+    pub fn new(stack: &Stack) -> Self {
         let mappings = stack
             .event_sources
             .iter()
@@ -668,13 +645,11 @@ impl EventSources {
                 })
             })
             .collect();
-        Ok(EventSources { mappings, streams })
+        SqsSources { mappings }
     }
 
-    pub fn status(&self) -> Value {
-        let sqs = self.mappings.iter().map(|m| m.status());
-        let streams = self.streams.iter().map(|m| m.status());
-        json!({"event_sources": sqs.chain(streams).collect::<Vec<_>>()})
+    pub fn statuses(&self) -> Vec<Value> {
+        self.mappings.iter().map(|m| m.status()).collect()
     }
 
     /// Start one poller per enabled, runnable mapping; they stop when `stop`
@@ -686,16 +661,6 @@ impl EventSources {
         stop: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
-        for m in &self.streams {
-            handles.extend(m.start(
-                lambda.clone(),
-                &sqs.endpoint,
-                &sqs.region,
-                sqs.calls.clone(),
-                &sqs,
-                stop.clone(),
-            ));
-        }
         for m in &self.mappings {
             match (&m.runnable, m.spec.enabled) {
                 (_, false) => tracing::info!("event source {}: disabled", m.spec.logical_id),

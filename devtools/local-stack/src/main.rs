@@ -20,6 +20,7 @@ mod invoke_api;
 mod lambda;
 mod policy;
 mod routes;
+mod sources;
 mod spec;
 mod stream_esm;
 mod usage;
@@ -204,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     let children = lambda.children();
 
     let gw = Arc::new(gateway::Gateway::new(lambda.clone())?);
-    let event_sources = Arc::new(esm::EventSources::new(&stack)?);
+    let event_sources = Arc::new(sources::EventSources::new(&stack)?);
     let debug_routes = axum::Router::new()
         .route(
             "/_local/event-sources",

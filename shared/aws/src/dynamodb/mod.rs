@@ -4,8 +4,12 @@
 //! |-------------|--------------------------|-------------|----------|--------|
 //! | item        | `T#<tenant>#I#<sku>`     | `ITEM`      | `T#<tenant>` | sku |
 //! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
+//! | deletion marker | `T#<tenant>#I#<sku>` | `X#<del_ulid>` | –      | –      |
 //! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
 //!
+//! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).
+//! The table's stream is the events outbox: `stream.rs` reads its records
+//! as committed changes.
 //! API keys live in their own table keyed by `key_hash`.
 
 mod batch_table;
