@@ -253,6 +253,31 @@ def _cheap_transaction_rollback() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+def _fifo_order_after_a_timeout() -> None:
+    """A FIFO group whose messages all came back after a visibility timeout
+    is handed out from its first message, as SQS does.
+
+    moto 5.2.1 forgets a message's in-flight state only when its receive loop
+    reaches it, so of a batch that timed out together it skipped every
+    message while a later one was still marked in flight, and handed out the
+    group's last message first (a consumer that timed out saw its group
+    reordered). The visible messages are forgotten as in flight first."""
+    from moto.sqs.models import SQSBackend
+
+    original = SQSBackend.receive_message
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            queue = self.get_queue(queue_name)
+        except Exception:  # noqa: BLE001 - moto words the error
+            return original(self, queue_name, *args, **kwargs)
+        for message in [m for m in queue.pending_messages if m.visible]:
+            queue.pending_messages.remove(message)
+        return original(self, queue_name, *args, **kwargs)
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
+
 def _cheap_sqs_retention_check() -> None:
     """Make ReceiveMessage cost what the queue holds, not its square.
 
@@ -458,6 +483,45 @@ def _faithful_streams(clock: Callable[[], float] = time.monotonic) -> None:
     streams.DynamoDBStreamsBackend.get_records = get_records  # type: ignore[method-assign]
 
 
+def _expired(item: Any, attr: str, now: float, delete_after: float) -> bool:
+    v = item.attrs.get(attr)
+    if v is None or v.type != "N":
+        return False
+    try:
+        at = float(v.value)
+    except ValueError:
+        return False
+    return at + delete_after <= now and at >= now - TTL_IGNORED_AFTER_SECONDS
+
+
+def _delete_expired(table: Any, item: Any) -> None:
+    shard = table.stream_shard
+    n = len(shard.items) if shard is not None else 0
+    table.delete_item(item.hash_key, item.range_key)
+    if shard is not None and len(shard.items) > n:
+        shard.items[-1].record["userIdentity"] = dict(TTL_IDENTITY)
+
+
+def _ttl_tables() -> list[tuple[Any, str]]:
+    from moto.dynamodb.models import dynamodb_backends
+
+    out = []
+    for account in list(dynamodb_backends.keys()):
+        for backend in list(dynamodb_backends[account].values()):
+            for table in list(backend.tables.values()):
+                ttl = table.ttl or {}
+                if ttl.get("TimeToLiveStatus") == "ENABLED" and ttl.get("AttributeName"):
+                    out.append((table, ttl["AttributeName"]))
+    return out
+
+
+def _items_of(table: Any, hash_key: Any) -> list[Any]:
+    held = table.items.get(hash_key)
+    if held is None:
+        return []
+    return list(held.values()) if table.has_range_key else [held]
+
+
 def ttl_sweep(now: float, delete_after: float) -> int:
     """Delete the items whose TTL attribute (a Number, epoch seconds) is more
     than `delete_after` seconds past, as DynamoDB's TTL does in the background:
@@ -465,34 +529,34 @@ def ttl_sweep(now: float, delete_after: float) -> int:
     dynamodb.amazonaws.com}. Items whose expiry is over five years past, or
     whose attribute is not a Number, are left alone (as AWS leaves them).
     Call under the DynamoDB lock. Returns the number deleted."""
-    from moto.dynamodb.models import dynamodb_backends
-
     deleted = 0
-    for account in list(dynamodb_backends.keys()):
-        for backend in list(dynamodb_backends[account].values()):
-            for table in list(backend.tables.values()):
-                ttl = table.ttl or {}
-                if ttl.get("TimeToLiveStatus") != "ENABLED" or not ttl.get("AttributeName"):
-                    continue
-                attr = ttl["AttributeName"]
-                expired = []
-                for item in table.all_items():
-                    v = item.attrs.get(attr)
-                    if v is None or v.type != "N":
-                        continue
-                    try:
-                        at = float(v.value)
-                    except ValueError:
-                        continue
-                    if at + delete_after <= now and at >= now - TTL_IGNORED_AFTER_SECONDS:
-                        expired.append(item)
-                for item in expired:
-                    shard = table.stream_shard
-                    n = len(shard.items) if shard is not None else 0
-                    table.delete_item(item.hash_key, item.range_key)
+    for table, attr in _ttl_tables():
+        for hash_key in list(table.items.keys()):
+            for item in _items_of(table, hash_key):
+                if _expired(item, attr, now, delete_after):
+                    _delete_expired(table, item)
                     deleted += 1
-                    if shard is not None and len(shard.items) > n:
-                        shard.items[-1].record["userIdentity"] = dict(TTL_IDENTITY)
+    return deleted
+
+
+# Partitions looked at per hold of the DynamoDB lock: a sweep of a big table
+# must not stall every other call (the lock serialises the backend).
+TTL_SWEEP_CHUNK = 2000
+
+
+def ttl_sweep_chunked(lock: Any, now: float, delete_after: float) -> int:
+    """`ttl_sweep` in short holds of `lock`, partition by partition."""
+    deleted = 0
+    with lock:
+        plan = [(table, attr, list(table.items.keys())) for table, attr in _ttl_tables()]
+    for table, attr, keys in plan:
+        for start in range(0, len(keys), TTL_SWEEP_CHUNK):
+            with lock:
+                for hash_key in keys[start:start + TTL_SWEEP_CHUNK]:
+                    for item in _items_of(table, hash_key):
+                        if _expired(item, attr, now, delete_after):
+                            _delete_expired(table, item)
+                            deleted += 1
     return deleted
 
 
@@ -501,8 +565,7 @@ def _ttl_sweeper(lock: Any, every: float, delete_after: float) -> None:
         while True:
             time.sleep(every)
             try:
-                with lock:
-                    n = ttl_sweep(time.time(), delete_after)
+                n = ttl_sweep_chunked(lock, time.time(), delete_after)
                 if n:
                     _log({"ttl": "expired items deleted", "count": n})
             except Exception as exc:  # keep sweeping; the log says why
@@ -695,8 +758,8 @@ def main() -> None:
     ap.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
     ap.add_argument("--iam-policies", help="enforce IAM as AWS does, with this .local/iam.json")
     ap.add_argument("--ttl-sweep-seconds", type=float,
-                    default=float(os.environ.get("STOCKROOM_TTL_SWEEP_SECONDS", 10)),
-                    help="delete expired TTL items this often (0: never, as moto) [10]")
+                    default=float(os.environ.get("STOCKROOM_TTL_SWEEP_SECONDS", 60)),
+                    help="delete expired TTL items this often (0: never, as moto) [60]")
     ap.add_argument("--ttl-delete-after", type=float,
                     default=float(os.environ.get("STOCKROOM_TTL_DELETE_AFTER_SECONDS", 30)),
                     help="seconds past its expiry before an item is deleted (AWS: typically days) [30]")
@@ -708,6 +771,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     _cheap_transaction_rollback()
     _cheap_sqs_retention_check()
+    _fifo_order_after_a_timeout()
     _partition_scoped_query()
     _faithful_streams()
     serialised = SerialiseDynamoDB(DomainDispatcherApplication(create_backend_app))

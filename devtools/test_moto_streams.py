@@ -203,6 +203,24 @@ class StreamsTest(unittest.TestCase):
         left = {i["pk"]["S"] for i in self.ddb.scan(TableName="t")["Items"]}
         self.assertEqual(left, {"just-expired", "future", "ancient", "string"})
 
+    def test_the_sweeper_deletes_the_same_in_short_holds_of_the_lock(self) -> None:
+        import threading
+
+        self.ddb.update_time_to_live(TableName="t", TimeToLiveSpecification={"AttributeName": "exp", "Enabled": True})
+        now = time.time()
+        for i in range(5):
+            exp = now - 100 if i % 2 == 0 else now + 100
+            self.ddb.put_item(TableName="t", Item={"pk": {"S": f"p{i}"}, "sk": {"S": "1"}, "exp": {"N": str(int(exp))}})
+        self.records()
+        old, moto_server.TTL_SWEEP_CHUNK = moto_server.TTL_SWEEP_CHUNK, 2
+        try:
+            self.assertEqual(moto_server.ttl_sweep_chunked(threading.Lock(), now, delete_after=30), 3)
+        finally:
+            moto_server.TTL_SWEEP_CHUNK = old
+        self.assertEqual([r["eventName"] for r in self.records()], ["REMOVE"] * 3)
+        left = {i["pk"]["S"] for i in self.ddb.scan(TableName="t")["Items"]}
+        self.assertEqual(left, {"p1", "p3"})
+
 
 if __name__ == "__main__":
     unittest.main()

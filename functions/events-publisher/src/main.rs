@@ -8,6 +8,7 @@ use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 use stockroom_app::config;
 use stockroom_app::outbox::EventsOutbox;
+use stockroom_aws::dynamodb::DynamoWebhookStore;
 use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsWebhookEventQueue;
 use stockroom_aws::{runtime, sdk};
@@ -28,6 +29,7 @@ async fn main() -> Result<(), Error> {
                 &sdk,
                 cfg.webhook_events_queue_url,
             )),
+            subscriptions: Arc::new(DynamoWebhookStore::from_sdk_config(&sdk, cfg.stock_table)),
         },
         function: config::function_name("events-publisher"),
     };

@@ -240,6 +240,7 @@ impl BatchWorkerConfig {
 /// The events publisher: the topic and the dispatcher's ordered queue.
 #[derive(Clone, Debug)]
 pub struct EventsPublisherConfig {
+    pub stock_table: String,
     pub events_topic_arn: String,
     pub webhook_events_queue_url: String,
 }
@@ -247,12 +248,14 @@ pub struct EventsPublisherConfig {
 impl EventsPublisherConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut r = Reader { missing: vec![] };
+        let stock_table = r.get("STOCK_TABLE");
         let events_topic_arn = r.get("EVENTS_TOPIC_ARN");
         let webhook_events_queue_url = r.get("WEBHOOK_EVENTS_QUEUE_URL");
         if !r.missing.is_empty() {
             return Err(ConfigError(r.missing));
         }
         Ok(Self {
+            stock_table,
             events_topic_arn,
             webhook_events_queue_url,
         })

@@ -3,21 +3,60 @@
 //! event at least once, unordered) and queued for the webhook dispatcher
 //! (in order per key, deduplicated by event id).
 
+use crate::domain::TenantId;
 use crate::domain::change::CommittedChange;
 use crate::domain::event::Event;
-use crate::ports::{EventPublisher, StoreError, WebhookEventQueue};
+use crate::ports::{DeliveryTracking, EventPublisher, StoreError, WebhookEventQueue};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct EventsOutbox {
     pub topic: Arc<dyn EventPublisher>,
     pub webhooks: Arc<dyn WebhookEventQueue>,
+    /// Which webhooks exist: only the events some webhook of the tenant
+    /// wants are queued for the dispatcher (a 1,000,000-row import of a
+    /// tenant without webhooks costs no fan-out), one read per tenant per
+    /// stream batch.
+    pub subscriptions: Arc<dyn DeliveryTracking>,
 }
 
 impl EventsOutbox {
     /// The events of these changes, in the changes' order.
     pub fn events_of(changes: &[CommittedChange]) -> Vec<Event> {
         changes.iter().flat_map(CommittedChange::events).collect()
+    }
+
+    /// The events some webhook of their tenant subscribes to, in order.
+    async fn wanted_by_webhooks(&self, events: &[Event]) -> Result<Vec<Event>, StoreError> {
+        let mut kinds_by_tenant: HashMap<&str, Vec<crate::domain::event::EventType>> =
+            HashMap::new();
+        for e in events {
+            if kinds_by_tenant.contains_key(e.tenant_id.as_str()) {
+                continue;
+            }
+            let kinds = match TenantId::parse(&e.tenant_id) {
+                Ok(tenant) => self
+                    .subscriptions
+                    .list_webhooks(&tenant, None)
+                    .await?
+                    .into_iter()
+                    .flat_map(|h| h.webhook.events)
+                    .collect(),
+                // Not a tenant of ours: no webhook can want it.
+                Err(_) => Vec::new(),
+            };
+            kinds_by_tenant.insert(e.tenant_id.as_str(), kinds);
+        }
+        Ok(events
+            .iter()
+            .filter(|e| {
+                kinds_by_tenant
+                    .get(e.tenant_id.as_str())
+                    .is_some_and(|kinds| kinds.contains(&e.kind))
+            })
+            .cloned()
+            .collect())
     }
 
     /// Publishes the events of these changes; an error means none may be
@@ -30,7 +69,8 @@ impl EventsOutbox {
         }
         // The ordered queue first: a failure there retries before anything
         // reaches the topic twice.
-        self.webhooks.enqueue_events(&events).await?;
+        let wanted = self.wanted_by_webhooks(&events).await?;
+        self.webhooks.enqueue_events(&wanted).await?;
         self.topic.publish(&events).await?;
         for e in &events {
             crate::telemetry::event_published(e.kind.as_str());
@@ -46,7 +86,7 @@ mod tests {
     use crate::domain::event::EventType;
     use crate::domain::{Adjustment, MovementContext, NewItem, Sku, TenantId};
     use crate::items::ItemsService;
-    use crate::memory::{MemoryItemStore, RecordedEvents};
+    use crate::memory::{MemoryItemStore, MemoryWebhookStore, RecordedEvents};
     use async_trait::async_trait;
 
     #[derive(Default)]
@@ -101,9 +141,17 @@ mod tests {
 
         let topic = Arc::new(RecordedEvents::default());
         let queue = Arc::new(OrderedQueue::default());
+        let hooks = Arc::new(MemoryWebhookStore::default());
+        subscribe(
+            &hooks,
+            &tenant,
+            &["stock.changed", "item.low_stock", "item.deleted"],
+        )
+        .await;
         let outbox = EventsOutbox {
             topic: topic.clone(),
             webhooks: queue.clone(),
+            subscriptions: hooks,
         };
         let changes = store.take_changes();
         outbox.publish(&changes).await.unwrap();
@@ -136,6 +184,68 @@ mod tests {
         assert_eq!(again, first);
         let distinct: std::collections::HashSet<&String> = first.iter().collect();
         assert_eq!(distinct.len(), first.len());
+    }
+
+    async fn subscribe(hooks: &MemoryWebhookStore, tenant: &TenantId, events: &[&str]) {
+        use crate::ports::WebhookStore;
+        let hook = crate::domain::webhook::Webhook {
+            id: format!("wh_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+            url: "https://hooks.example.com/x".into(),
+            events: events.iter().filter_map(|e| EventType::parse(e)).collect(),
+            description: None,
+            status: crate::domain::webhook::WebhookStatus::Enabled,
+            disabled_reason: None,
+            failing_since: None,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        };
+        hooks
+            .create_webhook(
+                tenant,
+                &crate::ports::WebhookRecord {
+                    webhook: hook,
+                    secrets: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The topic gets every event; the dispatcher only those a webhook of
+    /// the tenant subscribes to.
+    #[tokio::test]
+    async fn only_events_a_webhook_wants_are_queued_for_the_dispatcher() {
+        let store = Arc::new(MemoryItemStore::default());
+        let items = ItemsService::new(store.clone());
+        let (acme, other) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("other").unwrap(),
+        );
+        for tenant in [&acme, &other] {
+            let new =
+                NewItem::from_json(&serde_json::json!({"sku": "S", "name": "n", "quantity": 3}))
+                    .unwrap();
+            items.create(tenant, new, &ctx("req")).await.unwrap();
+        }
+        let hooks = Arc::new(MemoryWebhookStore::default());
+        subscribe(&hooks, &acme, &["item.deleted"]).await;
+        subscribe(&hooks, &acme, &["stock.changed"]).await;
+        let topic = Arc::new(RecordedEvents::default());
+        let queue = Arc::new(OrderedQueue::default());
+        let outbox = EventsOutbox {
+            topic: topic.clone(),
+            webhooks: queue.clone(),
+            subscriptions: hooks,
+        };
+        outbox.publish(&store.take_changes()).await.unwrap();
+        assert_eq!(topic.take().len(), 2);
+        let queued: Vec<(String, EventType)> = queue
+            .0
+            .take()
+            .into_iter()
+            .map(|e| (e.tenant_id, e.kind))
+            .collect();
+        assert_eq!(queued, [("acme".to_owned(), EventType::StockChanged)]);
     }
 
     #[test]
