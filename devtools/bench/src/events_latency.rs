@@ -9,8 +9,8 @@
 //! is warm), then fires a burst of `adjustments` (500) -1 adjustments from
 //! [`CLIENTS`] clients (concurrent across skus, sequential within one: no
 //! version conflicts). Each delivery is matched to its adjustment by
-//! `data.movement_id`; latency = receipt - the adjustment's response (and
-//! - its request's start). Checked: every movement delivered exactly once,
+//! `data.movement_id`; latency = receipt minus the adjustment's response
+//! (and minus its request's start). Checked: every movement delivered exactly once,
 //! each sku's deliveries in commit order (each quantity follows from the
 //! one before and its delta). Per stage, from the functions' logs: the
 //! publisher's `events published` line (its timestamp and event ids, an
