@@ -132,6 +132,13 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
         "webhook-dispatcher/unreadable.json",
         Expect::NoFailures,
     ),
+    // A stream batch: SAMPLE-1's movement and item write; one stock.changed
+    // published (a repeat is deduplicated downstream by its event id).
+    (
+        "events-publisher",
+        "events-publisher/stream-batch.json",
+        Expect::NoFailures,
+    ),
 ];
 
 fn events_dir() -> std::path::PathBuf {

@@ -69,6 +69,14 @@ const EVENTS: &[(&str, &str, &str)] = &[
         "webhook-dispatcher",
         "webhook-dispatcher/event.json",
     ),
+    // A stream batch (a movement inserted, its item modified): one
+    // `stock.changed` published to the topic and the webhook events queue,
+    // which drops the repeats as duplicates (same event id).
+    (
+        "events-publisher",
+        "events-publisher",
+        "events-publisher/stream-batch.json",
+    ),
 ];
 
 /// Invocations per process: the cold one and one warm.

@@ -1,6 +1,7 @@
 //! `make bench` entry point, one subcommand per figure of
 //! docs/performance.md: `cold-start` (cold.rs), `sizes` (artifact.rs),
-//! `pipeline` (pipeline.rs), `load` (load.rs), `lean-reads` (lean_reads.rs),
+//! `pipeline` (pipeline.rs), `load` (load.rs), `events-latency`
+//! (events_latency.rs), `lean-reads` (lean_reads.rs),
 //! `handler-summary` (criterion's medians of benches/handler.rs) and
 //! `split-memory`, here:
 //!
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 mod artifact;
 mod cold;
+mod events_latency;
 mod lean_reads;
 mod load;
 mod pipeline;
@@ -289,6 +291,8 @@ async fn main() -> Result<()> {
         ["split-memory"] | [] => split_memory(),
         ["split-once", rows] => split_once(rows.parse()?).await,
         ["load"] => load::run().await,
+        ["events-latency"] => events_latency::run(500).await,
+        ["events-latency", adjustments] => events_latency::run(adjustments.parse()?).await,
         ["lean-reads"] => lean_reads::run().await,
         ["handler-summary"] => handler_summary(),
         ["sizes", bin_dir] => artifact::run(std::path::Path::new(bin_dir)),
@@ -299,7 +303,7 @@ async fn main() -> Result<()> {
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | lean-reads | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | events-latency [adjustments] | lean-reads | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
         ),
     }
 }

@@ -101,6 +101,11 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&tail).into_owned())
 }
 
+/// What `function`'s log gained since `offset` (empty if unreadable).
+pub(crate) fn read_log_since(function: &str, offset: u64) -> String {
+    read_from(&log_dir().join(format!("{function}.log")), offset).unwrap_or_default()
+}
+
 /// (invocations, billed ms, peak "Max Memory Used" MB) per function since
 /// `offsets`, from the REPORT lines.
 pub(crate) fn reports_since(
