@@ -254,26 +254,45 @@ def _cheap_transaction_rollback() -> None:
 
 
 def _fifo_order_after_a_timeout() -> None:
-    """A FIFO group whose messages all came back after a visibility timeout
-    is handed out from its first message, as SQS does.
+    """Receives from a FIFO queue as SQS does, on two counts moto 5.2.1 gets
+    wrong:
 
-    moto 5.2.1 forgets a message's in-flight state only when its receive loop
-    reaches it, so of a batch that timed out together it skipped every
-    message while a later one was still marked in flight, and handed out the
-    group's last message first (a consumer that timed out saw its group
-    reordered). The visible messages are forgotten as in flight first."""
+    * a group whose messages all came back after a visibility timeout is
+      handed out from its first message (moto forgot a message's in-flight
+      state only when its receive loop reached it, so it skipped each one
+      while a later one still looked in flight and handed out the group's
+      last message first);
+    * a long poll on a queue whose visible messages all wait behind an
+      in-flight one of their group waits (moto's loop woke at once because
+      messages were visible, and spun a core for the whole 20 s).
+    """
+    import inspect
+
     from moto.sqs.models import SQSBackend
 
     original = SQSBackend.receive_message
+    params = list(inspect.signature(original).parameters)[1:]
 
-    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+    def receive_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = dict(zip(params, args))
+        bound.update(kwargs)
         try:
-            queue = self.get_queue(queue_name)
+            queue = self.get_queue(bound["queue_name"])
         except Exception:  # noqa: BLE001 - moto words the error
-            return original(self, queue_name, *args, **kwargs)
-        for message in [m for m in queue.pending_messages if m.visible]:
-            queue.pending_messages.remove(message)
-        return original(self, queue_name, *args, **kwargs)
+            return original(self, *args, **kwargs)
+        deadline = time.monotonic() + float(bound.get("wait_seconds_timeout") or 0)
+        while True:
+            for message in [m for m in queue.pending_messages if m.visible]:
+                queue.pending_messages.remove(message)
+            result = original(self, **{**bound, "wait_seconds_timeout": 0})
+            left = deadline - time.monotonic()
+            if result or left <= 0:
+                return result
+            if queue.messages:
+                # Visible but held behind their groups: look again shortly.
+                time.sleep(min(0.1, left))
+            else:
+                queue.wait_for_messages(min(1.0, left))
 
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 

@@ -37,8 +37,14 @@ class FifoTest(unittest.TestCase):
         time.sleep(1.2)
         again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=30)["Messages"]
         self.assertEqual([m["Body"] for m in again], ["m0"])
-        # m0 is in flight again: nothing else of the group comes out.
+        # m0 is in flight again: nothing else of the group comes out, and a
+        # long poll waits (without spinning) until it gives up.
         self.assertNotIn("Messages", sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10))
+        started = time.monotonic()
+        cpu = time.process_time()
+        self.assertNotIn("Messages", sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1))
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+        self.assertLess(time.process_time() - cpu, 0.5, "the long poll spun")
 
 
 if __name__ == "__main__":
