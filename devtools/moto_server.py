@@ -409,7 +409,8 @@ def _faithful_streams(clock: Callable[[], float] = time.monotonic) -> None:
     original_add = StreamShard.add
 
     def add(self: Any, old: Any, new: Any) -> None:
-        if old is not None and new is not None and old.to_json() == new.to_json():
+        # Item equality (keys and typed attributes): no JSON built per write.
+        if old is not None and new is not None and old == new:
             return
         before = len(self.items)
         original_add(self, old, new)
