@@ -110,10 +110,10 @@ test: test-deps ## Unit + integration tests (starts and stops the local stack)
 	  source .local/env; \
 	  status=0; \
 	  cargo test $(CARGO_SELECTION) --no-fail-fast || status=$$?; \
-	  echo "== large imports (the ignored tests), alone on the stack"; \
-	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
 	  echo "== smoke suite (make smoke) against the local stack"; \
 	  $(MAKE) --no-print-directory smoke-local SMOKE_REVOCATION_WAIT=$(TEST_REVOCATION_WAIT) || status=$$?; \
+	  echo "== large imports (the ignored tests), alone on the stack (last: their events drain for minutes)"; \
+	  cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored || status=$$?; \
 	  echo "== IAM as AWS enforces it: the evaluator's unit tests, then what the run needed"; \
 	  $(PYTHON) -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
 	  $(PYTHON) devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \

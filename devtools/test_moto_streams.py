@@ -10,10 +10,15 @@ import unittest
 from pathlib import Path
 from typing import Any
 
+import os
+
 import boto3
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+# In-process moto only: `make test` runs these with the local stack's
+# environment, whose AWS_ENDPOINT_URL would send the calls to its server.
+os.environ.pop("AWS_ENDPOINT_URL", None)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moto_server  # noqa: E402
 import stack  # noqa: E402
