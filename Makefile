@@ -10,7 +10,7 @@ SHELL := /bin/bash
 # each time and `make run` / `make test` reuse each other's artifacts.
 CARGO_SELECTION := --workspace
 
-.PHONY: help doctor deps test-deps lock watch build run stop status tenant metrics webhook-listen cli smoke smoke-local test test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
+.PHONY: help doctor deps test-deps lock watch build run stop status tenant metrics webhook-listen cli smoke smoke-local test soak test-unit fuzz bench lint security-lint fmt validate sam-build deploy deploy-guided clean-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -118,6 +118,17 @@ test: test-deps ## Unit + integration tests (starts and stops the local stack)
 	  $(PYTHON) -m unittest discover -s devtools -p 'test_*.py' || status=$$?; \
 	  $(PYTHON) devtools/iam.py report --endpoint "$$AWS_ENDPOINT_URL" --fail-on-denials || status=$$?; \
 	  exit $$status
+
+# The large imports (the ignored tests) at soak size: a 200,000-row upload and
+# the crash test's 100,000 records, about 30 minutes on 2 cores. `make test`
+# runs the same tests on smaller files (STOCKROOM_SOAK unset).
+soak: test-deps ## The large imports at full size (200,000-row upload, 100,000-record crash test)
+	cargo build $(CARGO_SELECTION) --all-targets
+	@set -euo pipefail; \
+	  STOCKROOM_PARAMETER_OVERRIDES="$(TEST_PARAMETERS)" STOCKROOM_FAULT_PROXY_PORT=$${STOCKROOM_FAULT_PROXY_PORT:-4599} devtools/local.sh start; \
+	  trap 'devtools/local.sh stop' EXIT; \
+	  source .local/env; \
+	  STOCKROOM_SOAK=1 cargo test $(CARGO_SELECTION) --no-fail-fast -- --ignored
 
 # The smoke suite (devtools/smoke) checks a running stack through its public
 # API only, with its URL and a tenant's key holding every scope; it cleans up

@@ -15,14 +15,8 @@ use crate::faults::Faults;
 async fn a_write_whose_caller_never_hears_back_is_still_announced_once() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    let resp = t
-        .post_json(
-            "/v1/webhooks",
-            &json!({"url": rx.url, "events": ["stock.changed", "item.low_stock"]}),
-        )
-        .send()
+    t.create_webhook(&rx.url, &["stock.changed", "item.low_stock"])
         .await?;
-    anyhow::ensure!(resp.status() == 201, "webhook: {}", resp.text().await?);
     let sku = unique_sku("lost");
     let resp = t
         .post_json(

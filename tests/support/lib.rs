@@ -155,6 +155,24 @@ impl Tenant {
     }
 
     /// Creates an item and returns its JSON, failing the test on any other status.
+    /// A webhook to `url` for `events`: its id and signing secret.
+    pub async fn create_webhook(&self, url: &str, events: &[&str]) -> Result<(String, String)> {
+        let resp = self
+            .post_json("/v1/webhooks", &json!({"url": url, "events": events}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status() == 201,
+            "create webhook: {}",
+            resp.text().await?
+        );
+        let body: Value = resp.json().await?;
+        Ok((
+            body["id"].as_str().context("id")?.to_owned(),
+            body["secret"].as_str().context("secret")?.to_owned(),
+        ))
+    }
+
     pub async fn create_item(&self, sku: &str, quantity: i64) -> Result<Value> {
         let resp = self
             .post_json("/v1/items", &serde_json::json!({"sku": sku, "name": format!("Item {sku}"), "quantity": quantity}))
@@ -469,6 +487,50 @@ pub async fn all_pages(tenant: &Tenant, path: &str, field: &str) -> Result<Vec<V
             None => return Ok(out),
         }
     }
+}
+
+/// The size of a large import: `soak` under `make soak`
+/// (`STOCKROOM_SOAK=1`), `ci` otherwise. CI runs the same test on a smaller
+/// file to stay within its time budget; the soak size is for release checks.
+pub fn import_rows(ci: u32, soak: u32) -> u32 {
+    match std::env::var("STOCKROOM_SOAK").as_deref() {
+        Ok("1") => soak,
+        _ => ci,
+    }
+}
+
+/// Live processes of this stack's function `comm` (`batch-worker`,
+/// `items-api`): those whose environment names this stack's emulator
+/// (`AWS_ENDPOINT_URL`), read from /proc. The emulator starts a new one on
+/// the next event after one is killed.
+pub fn stack_pids(comm: &str) -> Result<Vec<u32>> {
+    let endpoint = format!(
+        "AWS_ENDPOINT_URL={}",
+        std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL (source .local/env)")?
+    );
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if name.trim_end() != comm {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == endpoint.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 /// The raw bodies of the DynamoDB responses one client received: what came

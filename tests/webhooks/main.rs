@@ -13,23 +13,6 @@ use stockroom_app::webhooks::target::{TargetPolicy, validate_url};
 use stockroom_tests::receiver::{Receiver, Reply};
 use stockroom_tests::{Tenant, expect_problem, function_env, unique_sku, wait_for_batch};
 
-async fn create_webhook(tenant: &Tenant, url: &str, events: &[&str]) -> Result<(String, String)> {
-    let resp = tenant
-        .post_json("/v1/webhooks", &json!({"url": url, "events": events}))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status() == 201,
-        "create webhook: {}",
-        resp.text().await?
-    );
-    let body: Value = resp.json().await?;
-    Ok((
-        body["id"].as_str().context("id")?.to_owned(),
-        body["secret"].as_str().context("secret")?.to_owned(),
-    ))
-}
-
 /// No local log file contains any of these strings (keys, secrets).
 fn assert_in_no_log(needles: &[&str]) -> Result<()> {
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/logs");
@@ -114,16 +97,16 @@ fn statuses(delivery: &Value) -> Vec<u64> {
 async fn a_1000_record_batch_produces_exactly_one_signed_batch_completed_delivery() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    let (hook, secret) = create_webhook(
-        &t,
-        &format!("{}/hooks/stock", rx.url),
-        &[
-            "batch.completed",
-            "batch.completed_with_errors",
-            "batch.failed",
-        ],
-    )
-    .await?;
+    let (hook, secret) = t
+        .create_webhook(
+            &format!("{}/hooks/stock", rx.url),
+            &[
+                "batch.completed",
+                "batch.completed_with_errors",
+                "batch.failed",
+            ],
+        )
+        .await?;
     let prefix = unique_sku("wh");
     let records: Vec<Value> = (0..1000)
         .map(|i| json!({"id": format!("r{i}"), "op": "upsert", "sku": format!("{prefix}-{i}"), "name": "n", "quantity": 5}))
@@ -181,7 +164,7 @@ async fn a_1000_record_batch_produces_exactly_one_signed_batch_completed_deliver
 async fn a_receiver_failing_twice_gets_the_event_on_the_third_try_with_the_same_id() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(503)]).await?;
-    let (hook, secret) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, secret) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let delivery = ping(&t, &hook).await?;
     let got = rx.wait_for(3, Duration::from_secs(30)).await?;
     let ids: Vec<String> = got.iter().map(|r| r.header("webhook-id")).collect();
@@ -210,7 +193,7 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_try_with_the_same_
 async fn exhausted_deliveries_are_dead_lettered_then_replayable() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![Reply::Status(500); 4]).await?;
-    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, _) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let delivery = ping(&t, &hook).await?;
     let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
     assert_eq!(statuses(&d), vec![500, 500, 500, 500], "{d}");
@@ -262,8 +245,10 @@ async fn gone_disables_the_endpoint_and_the_tenant_is_told() -> Result<()> {
     let t = Tenant::new().await?;
     let gone = Receiver::start(vec![Reply::Status(410)]).await?;
     let watcher = Receiver::start(vec![]).await?;
-    let (hook, _) = create_webhook(&t, &gone.url, &["batch.completed"]).await?;
-    let (_, watcher_secret) = create_webhook(&t, &watcher.url, &["webhook.disabled"]).await?;
+    let (hook, _) = t.create_webhook(&gone.url, &["batch.completed"]).await?;
+    let (_, watcher_secret) = t
+        .create_webhook(&watcher.url, &["webhook.disabled"])
+        .await?;
     let delivery = ping(&t, &hook).await?;
     let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
     assert_eq!(statuses(&d), vec![410], "no retry after 410: {d}");
@@ -350,7 +335,7 @@ async fn private_and_internal_targets_are_refused() -> Result<()> {
 
     // A redirect (here to a private address) is a failed attempt, never followed.
     let rx = Receiver::start(vec![Reply::Redirect("http://10.0.0.1/steal".into()); 4]).await?;
-    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, _) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let delivery = ping(&t, &hook).await?;
     let d = wait_delivery(&t, &hook, &delivery, |d| d["status"] == "failed").await?;
     assert_eq!(statuses(&d), vec![302, 302, 302, 302], "{d}");
@@ -368,7 +353,7 @@ async fn private_and_internal_targets_are_refused() -> Result<()> {
 async fn low_stock_fires_once_per_crossing_from_adjustments_and_batches() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    create_webhook(&t, &rx.url, &["item.low_stock"]).await?;
+    t.create_webhook(&rx.url, &["item.low_stock"]).await?;
     let sku = unique_sku("low");
     let resp = t
         .post_json(
@@ -426,7 +411,7 @@ async fn low_stock_fires_once_per_crossing_from_adjustments_and_batches() -> Res
 async fn rotated_secrets_both_sign_during_the_overlap() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    let (hook, old) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, old) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let rotated: Value = t
         .request(Method::POST, &format!("/v1/webhooks/{hook}/rotate-secret"))
         .send()
@@ -582,7 +567,7 @@ async fn webhook_requests_are_validated_scoped_and_tenant_bound() -> Result<()> 
     expect_problem(resp, 403, "insufficient_scope").await?;
 
     let rx = Receiver::start(vec![]).await?;
-    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, _) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let list: Value = t.get("/v1/webhooks").send().await?.json().await?;
     assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(1));
     let other = Tenant::new().await?;
@@ -614,7 +599,7 @@ async fn webhook_requests_are_validated_scoped_and_tenant_bound() -> Result<()> 
 async fn an_endpoint_failing_for_days_is_disabled_on_its_next_failure() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![Reply::Status(500); 4]).await?;
-    let (hook, _) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (hook, _) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     // Its failure streak began a week ago (the template disables after 5 days).
     let sdk = stockroom_aws::sdk::aws_sdk_config().await;
     aws_sdk_dynamodb::Client::new(&sdk)
@@ -667,7 +652,7 @@ fn log_lines_with(function: &str, needle: &str) -> Result<Vec<Value>> {
 async fn one_request_id_follows_a_batch_from_the_api_call_to_the_webhook() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    let (_, secret) = create_webhook(&t, &rx.url, &["batch.completed"]).await?;
+    let (_, secret) = t.create_webhook(&rx.url, &["batch.completed"]).await?;
     let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
     let batch: Value = t
         .post_json(
@@ -727,7 +712,7 @@ async fn one_request_id_follows_a_batch_from_the_api_call_to_the_webhook() -> Re
 async fn deleting_an_item_publishes_item_deleted_from_the_api_and_from_batches() -> Result<()> {
     let t = Tenant::new().await?;
     let rx = Receiver::start(vec![]).await?;
-    create_webhook(&t, &rx.url, &["item.deleted"]).await?;
+    t.create_webhook(&rx.url, &["item.deleted"]).await?;
     let (by_api, by_batch) = (unique_sku("del"), unique_sku("del"));
     t.create_item(&by_api, 3).await?;
     t.create_item(&by_batch, 0).await?;
@@ -870,7 +855,7 @@ async fn an_unreadable_event_is_dead_lettered_at_once_with_its_reason() -> Resul
 async fn stock_changed_arrives_once_per_movement_in_commit_order_per_sku() -> Result<()> {
     let t = std::sync::Arc::new(Tenant::new().await?);
     let rx = Receiver::start(vec![Reply::Status(500)]).await?;
-    let (_, secret) = create_webhook(&t, &rx.url, &["stock.changed"]).await?;
+    let (_, secret) = t.create_webhook(&rx.url, &["stock.changed"]).await?;
     let skus: Vec<String> = (0..3).map(|i| unique_sku(&format!("ord{i}"))).collect();
     for sku in &skus {
         let resp = t

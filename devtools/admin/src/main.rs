@@ -1,6 +1,7 @@
 //! `stockroom-admin [--stack NAME] create-tenant --name NAME [--plan standard|trial] [--api-key KEY] [--scopes a,b]`
 //! `stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial`
 //! `stockroom-admin seed-samples [--events DIR] [--api-key KEY]` (local stack only)
+//! `stockroom-admin [--stack NAME] backfill-feed [--segments N]`
 //!
 //! `--stack NAME` works on a deployed stack: its API keys table comes from
 //! the stack's outputs (CloudFormation DescribeStacks) and the keys it mints
@@ -18,13 +19,16 @@
 //! tenant to another plan (its keys keep working; the new limits apply at once).
 //! `seed-samples` seeds the data the sample events in `events/` name (the
 //! demo tenant must exist with `--api-key`, the sample key by default):
-//! see `samples.rs`.
+//! see `samples.rs`. `backfill-feed` puts movements written before the change
+//! feed existed into its index (docs/operations.md#change-feed-backfill);
+//! it can be stopped and run again, and prints what it did as JSON.
 
 use anyhow::{Context, bail};
 use rand::Rng;
 use stockroom_app::auth::generate_api_key;
 use stockroom_app::ports::{ApiKeyLookup, ApiKeyStore};
 use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_aws::dynamodb::feed_backfill::ChangeFeedBackfill;
 use stockroom_domain::TenantId;
 use stockroom_domain::key::ALL_SCOPES;
 mod samples;
@@ -34,6 +38,7 @@ use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};
 const USAGE: &str = "usage: stockroom-admin [--stack NAME] create-tenant --name NAME [--tenant-id ID] [--plan standard|trial] [--api-key KEY] [--scopes s1,s2]
        stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial
        stockroom-admin seed-samples [--events DIR] [--api-key KEY]   (local stack only)
+       stockroom-admin [--stack NAME] backfill-feed [--segments N]     (N parallel scan segments, 1-64, default 4)
 --stack NAME: a deployed stack (live keys); without it, the stack of .local/env (test keys)";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -41,6 +46,7 @@ enum Command {
     CreateTenant,
     SetPlan,
     SeedSamples,
+    BackfillFeed,
 }
 
 struct Args {
@@ -53,6 +59,7 @@ struct Args {
     api_key: Option<String>,
     scopes: Vec<String>,
     events: Option<String>,
+    segments: u32,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -63,6 +70,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             Some("create-tenant") => break Command::CreateTenant,
             Some("set-plan") => break Command::SetPlan,
             Some("seed-samples") => break Command::SeedSamples,
+            Some("backfill-feed") => break Command::BackfillFeed,
             _ => bail!(USAGE),
         }
     };
@@ -75,6 +83,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         api_key: None,
         scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
         events: None,
+        segments: 4,
     };
     while let Some(flag) = argv.next() {
         let value = argv
@@ -88,6 +97,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--api-key" if !value.is_empty() => args.api_key = Some(value),
             "--api-key" => {}
             "--events" => args.events = Some(value),
+            "--segments" => {
+                args.segments = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .with_context(|| format!("--segments takes 1 to 64, not {value:?}"))?
+            }
             "--scopes" => args.scopes = value.split(',').map(|s| s.trim().to_owned()).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
@@ -146,6 +162,30 @@ async fn main() -> anyhow::Result<()> {
         Some(stack) => StackTarget::deployed(&sdk, stack).await?,
         None => StackTarget::from_env()?,
     };
+    if args.command == Command::BackfillFeed {
+        let backfill = ChangeFeedBackfill::from_sdk_config(&sdk, target.stock_table.clone());
+        let report = backfill
+            .run(args.segments)
+            .await
+            .context("backfilling the change feed")?;
+        for key in &report.unreadable {
+            eprintln!("not a readable movement, left as it is: {key}");
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "table": target.stock_table,
+                "found": report.found,
+                "indexed": report.indexed,
+                "already_indexed": report.already_indexed,
+                "unreadable": report.unreadable.len(),
+            })
+        );
+        if !report.unreadable.is_empty() {
+            bail!("{} entries could not be read", report.unreadable.len());
+        }
+        return Ok(());
+    }
     let plans = UsagePlans::new(&sdk, target.stack_name.clone());
     if args.command == Command::SetPlan {
         let tenant_id = args.tenant_id.unwrap_or_default();
@@ -258,6 +298,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.stack.as_deref(), Some("stockroom-prod"));
+        let b = parse_args(
+            ["backfill-feed", "--segments", "8"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!((b.command, b.segments), (Command::BackfillFeed, 8));
+        for bad in ["0", "65", "x"] {
+            assert!(
+                parse_args(
+                    ["backfill-feed", "--segments", bad]
+                        .map(String::from)
+                        .into_iter()
+                )
+                .is_err()
+            );
+        }
         assert!(
             parse_args(
                 ["create-tenant", "--name", "x", "--scopes", "nope"]

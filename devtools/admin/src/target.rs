@@ -12,12 +12,15 @@ use stockroom_app::auth::key_prefix;
 
 /// The stack output naming the API keys table (template.yaml, Outputs).
 pub const API_KEYS_TABLE_OUTPUT: &str = "ApiKeysTableName";
+/// The stack output naming the stock table.
+pub const STOCK_TABLE_OUTPUT: &str = "StockTableName";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackTarget {
     /// The stack's name: its usage plans are `<stack>-<plan>`.
     pub stack_name: String,
     pub api_keys_table: String,
+    pub stock_table: String,
     /// A deployed stack: its keys are live keys.
     pub live: bool,
 }
@@ -28,16 +31,20 @@ impl StackTarget {
         stack_name: &str,
         outputs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> anyhow::Result<Self> {
-        let table = outputs
-            .into_iter()
-            .find(|(key, _)| *key == API_KEYS_TABLE_OUTPUT)
-            .map(|(_, value)| value.to_owned())
-            .with_context(|| {
-                format!("stack {stack_name} has no {API_KEYS_TABLE_OUTPUT} output: is it a Stockroom stack?")
-            })?;
+        let outputs: Vec<(&str, &str)> = outputs.into_iter().collect();
+        let output = |name: &str| {
+            outputs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+                .with_context(|| {
+                    format!("stack {stack_name} has no {name} output: is it a Stockroom stack?")
+                })
+        };
         Ok(Self {
             stack_name: stack_name.to_owned(),
-            api_keys_table: table,
+            api_keys_table: output(API_KEYS_TABLE_OUTPUT)?,
+            stock_table: output(STOCK_TABLE_OUTPUT)?,
             live: true,
         })
     }
@@ -46,17 +53,21 @@ impl StackTarget {
     pub fn from_vars(
         stack_name: Option<String>,
         api_keys_table: Option<String>,
+        stock_table: Option<String>,
         environment: &str,
     ) -> anyhow::Result<Self> {
-        let (Some(stack_name), Some(api_keys_table)) = (stack_name, api_keys_table) else {
+        let (Some(stack_name), Some(api_keys_table), Some(stock_table)) =
+            (stack_name, api_keys_table, stock_table)
+        else {
             bail!(
                 "no stack: pass --stack NAME for a deployed stack, or source .local/env \
-                 (STOCKROOM_STACK_NAME and API_KEYS_TABLE) for the local one"
+                 (STOCKROOM_STACK_NAME, API_KEYS_TABLE and STOCK_TABLE) for the local one"
             );
         };
         Ok(Self {
             stack_name,
             api_keys_table,
+            stock_table,
             live: key_prefix(environment) == "sk_live_",
         })
     }
@@ -65,6 +76,7 @@ impl StackTarget {
         Self::from_vars(
             std::env::var("STOCKROOM_STACK_NAME").ok(),
             std::env::var("API_KEYS_TABLE").ok(),
+            std::env::var("STOCK_TABLE").ok(),
             &stockroom_app::config::environment(),
         )
     }
@@ -111,11 +123,13 @@ mod tests {
                     "https://x.execute-api.eu-west-1.amazonaws.com/live",
                 ),
                 ("ApiKeysTableName", "stockroom-prod-ApiKeysTable-1X2Y3Z"),
+                ("StockTableName", "stockroom-prod-StockTable-9Z8Y"),
             ],
         )
         .unwrap();
         assert_eq!(t.key_prefix(), "sk_live_");
         assert_eq!(t.api_keys_table, "stockroom-prod-ApiKeysTable-1X2Y3Z");
+        assert_eq!(t.stock_table, "stockroom-prod-StockTable-9Z8Y");
         assert_eq!(t.stack_name, "stockroom-prod");
         assert!(StackTarget::from_outputs("other", [("ApiUrl", "https://x")]).is_err());
     }
@@ -125,12 +139,18 @@ mod tests {
         let local = StackTarget::from_vars(
             Some("stockroom-local".into()),
             Some("stockroom-local-ApiKeysTable".into()),
+            Some("stockroom-local-StockTable".into()),
             "local",
         )
         .unwrap();
         assert_eq!(local.key_prefix(), "sk_test_");
-        let aws = StackTarget::from_vars(Some("s".into()), Some("t".into()), "aws").unwrap();
+        let aws =
+            StackTarget::from_vars(Some("s".into()), Some("t".into()), Some("st".into()), "aws")
+                .unwrap();
         assert_eq!(aws.key_prefix(), "sk_live_");
-        assert!(StackTarget::from_vars(None, Some("t".into()), "local").is_err());
+        assert!(
+            StackTarget::from_vars(None, Some("t".into()), Some("st".into()), "local").is_err()
+        );
+        assert!(StackTarget::from_vars(Some("s".into()), Some("t".into()), None, "local").is_err());
     }
 }

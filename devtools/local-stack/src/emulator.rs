@@ -13,8 +13,100 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// A failed call to the emulator: the operation, then what went wrong
+/// (AWS's error code and message, or the transport error).
+#[derive(Debug)]
+pub struct CallError(pub String);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where and as whom the local stack's own JSON-protocol calls go.
+pub struct JsonCall<'a> {
+    pub http: &'a reqwest::Client,
+    pub endpoint: &'a str,
+    pub region: &'a str,
+    /// The SigV4 scope's service (`sqs`, `dynamodb`): moto routes by it.
+    pub service: &'a str,
+    /// The `X-Amz-Target` prefix (`AmazonSQS`, `DynamoDBStreams_20120810`).
+    pub target: &'a str,
+    /// The caller's access key (the emulator authorises it against a role).
+    pub access_key: &'a str,
+}
+
+impl JsonCall<'_> {
+    /// `op` with `body`: the answer, or AWS's error as `op: Code: message`.
+    pub async fn send(
+        &self,
+        op: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let resp = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .timeout(timeout)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", format!("{}.{op}", self.target))
+            .header("x-amz-date", amz_date())
+            .header(
+                "authorization",
+                authorization(
+                    self.service,
+                    self.region,
+                    "content-type;host;x-amz-date;x-amz-target",
+                    self.access_key,
+                ),
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| CallError(format!("{op}: {}: {}", self.endpoint, chain(&e))))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError(format!("{op}: reading the response: {}", chain(&e))))?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let kind = v["__type"]
+                .as_str()
+                .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+                .unwrap_or_else(|| status.to_string());
+            let msg = v["message"]
+                .as_str()
+                .or(v["Message"].as_str())
+                .unwrap_or("");
+            return Err(CallError(format!("{op}: {kind}: {msg}")));
+        }
+        if v.is_null() {
+            return Err(CallError(format!(
+                "{op}: not a JSON answer (is {} the AWS emulator?)",
+                self.endpoint
+            )));
+        }
+        Ok(v)
+    }
+}
+
+/// An error and its causes, on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
 
 /// A SigV4-shaped `Authorization` header for `service` that moto accepts,
 /// made with `access_key` (the emulator authorises a function's key against

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use crate::emulator::{self, AwsCalls, Caller};
+use crate::emulator::{self, AwsCalls, CallError, Caller};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::spec::{EventSourceSpec, Stack};
 
@@ -53,15 +53,6 @@ const GATHER_BYTES_LIMIT: usize = 5 * 1024 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 // --------------------------------------------------------------------- SQS
-
-#[derive(Debug)]
-pub struct SqsError(pub String);
-
-impl std::fmt::Display for SqsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The few SQS calls an event source mapping makes, over the JSON protocol.
 #[derive(Clone)]
@@ -115,57 +106,22 @@ impl Sqs {
         }
     }
 
-    async fn call(&self, op: &str, body: Value, timeout: Duration) -> Result<Value, SqsError> {
+    async fn call(&self, op: &str, body: Value, timeout: Duration) -> Result<Value, CallError> {
         self.calls.count(
             Caller::EventSourceMappings,
             &emulator::sqs_queue_service(body["QueueUrl"].as_str()),
             op,
         );
-        let resp = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .timeout(timeout)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("AmazonSQS.{op}"))
-            .header("x-amz-date", emulator::amz_date())
-            .header(
-                "authorization",
-                emulator::authorization(
-                    "sqs",
-                    &self.region,
-                    "content-type;host;x-amz-date;x-amz-target",
-                    &self.access_key,
-                ),
-            )
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| SqsError(format!("{op}: {}: {}", self.endpoint, chain(&e))))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| SqsError(format!("{op}: reading the response: {}", chain(&e))))?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let kind = v["__type"]
-                .as_str()
-                .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-                .unwrap_or_else(|| status.to_string());
-            let msg = v["message"]
-                .as_str()
-                .or(v["Message"].as_str())
-                .unwrap_or("")
-                .to_string();
-            return Err(SqsError(format!("{op}: {kind}: {msg}")));
+        emulator::JsonCall {
+            http: &self.http,
+            endpoint: &self.endpoint,
+            region: &self.region,
+            service: "sqs",
+            target: "AmazonSQS",
+            access_key: &self.access_key,
         }
-        if v.is_null() {
-            return Err(SqsError(format!(
-                "{op}: not a JSON answer (is {} an SQS emulator?)",
-                self.endpoint
-            )));
-        }
-        Ok(v)
+        .send(op, &body, timeout)
+        .await
     }
 
     pub async fn receive(
@@ -173,7 +129,7 @@ impl Sqs {
         queue_url: &str,
         max: usize,
         wait_seconds: u64,
-    ) -> Result<Vec<SqsMessage>, SqsError> {
+    ) -> Result<Vec<SqsMessage>, CallError> {
         let v = self
             .call(
                 "ReceiveMessage",
@@ -191,7 +147,7 @@ impl Sqs {
         match v.get("Messages") {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(m) => serde_json::from_value(m.clone())
-                .map_err(|e| SqsError(format!("ReceiveMessage: unexpected answer: {e}"))),
+                .map_err(|e| CallError(format!("ReceiveMessage: unexpected answer: {e}"))),
         }
     }
 
@@ -200,7 +156,7 @@ impl Sqs {
     }
 
     /// SendMessage (an event source mapping's OnFailure destination).
-    pub async fn send(&self, queue_url: &str, body: &str) -> Result<(), SqsError> {
+    pub async fn send(&self, queue_url: &str, body: &str) -> Result<(), CallError> {
         self.call(
             "SendMessage",
             json!({"QueueUrl": queue_url, "MessageBody": body}),
@@ -211,7 +167,11 @@ impl Sqs {
     }
 
     /// Make received messages visible again at once (ChangeMessageVisibilityBatch 0).
-    pub async fn release(&self, queue_url: &str, receipt_handles: &[&str]) -> Result<(), SqsError> {
+    pub async fn release(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[&str],
+    ) -> Result<(), CallError> {
         for chunk in receipt_handles.chunks(MAX_RECEIVE) {
             let entries: Vec<Value> = chunk
                 .iter()
@@ -233,7 +193,7 @@ impl Sqs {
         &self,
         queue_url: &str,
         receipt_handles: &[&str],
-    ) -> Result<(usize, Vec<String>), SqsError> {
+    ) -> Result<(usize, Vec<String>), CallError> {
         let mut deleted = 0;
         let mut failed = Vec::new();
         for chunk in receipt_handles.chunks(MAX_RECEIVE) {
@@ -260,18 +220,6 @@ impl Sqs {
         }
         Ok((deleted, failed))
     }
-}
-
-/// An error with its causes ("error sending request: connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 // --------------------------------------------------------------------- event
@@ -557,7 +505,7 @@ impl Mapping {
         Duration::from_secs(self.spec.maximum_batching_window_seconds.unwrap_or(0))
     }
 
-    fn set_error(&self, e: &SqsError) {
+    fn set_error(&self, e: &CallError) {
         let now = time::OffsetDateTime::now_utc();
         *self.last_error.lock().unwrap() = Some(format!(
             "{:02}:{:02}:{:02}Z {e}",
@@ -784,7 +732,7 @@ async fn gather(
     m: &Mapping,
     sqs: &Sqs,
     stop: watch::Receiver<bool>,
-) -> Result<Vec<SqsMessage>, SqsError> {
+) -> Result<Vec<SqsMessage>, CallError> {
     let url = m.spec.queue_url.as_deref().expect("checked in new");
     let size = m.batch_size();
     let mut batch = sqs

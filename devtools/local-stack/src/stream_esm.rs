@@ -37,8 +37,8 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::emulator::{self, AwsCalls, Caller};
-use crate::esm::{Ordered, Sqs, SqsError};
+use crate::emulator::{self, AwsCalls, CallError, Caller};
+use crate::esm::{Ordered, Sqs};
 use crate::lambda::{InvokeError, InvokeRequest, Lambda, Outcome};
 use crate::spec::{EventSourceSpec, Stack};
 
@@ -81,50 +81,22 @@ impl Streams {
         }
     }
 
-    async fn call(&self, op: &str, body: Value) -> Result<Value, SqsError> {
+    async fn call(&self, op: &str, body: Value) -> Result<Value, CallError> {
         self.calls
             .count(Caller::EventSourceMappings, "dynamodbstreams", op);
-        let resp = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .timeout(Duration::from_secs(15))
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("DynamoDBStreams_20120810.{op}"))
-            .header("x-amz-date", emulator::amz_date())
-            .header(
-                "authorization",
-                emulator::authorization(
-                    "dynamodb",
-                    &self.region,
-                    "content-type;host;x-amz-date;x-amz-target",
-                    &self.access_key,
-                ),
-            )
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| SqsError(format!("{op}: {}: {e}", self.endpoint)))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| SqsError(format!("{op}: reading the response: {e}")))?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let kind = v["__type"]
-                .as_str()
-                .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-                .unwrap_or_else(|| status.to_string());
-            let msg = v["message"]
-                .as_str()
-                .or(v["Message"].as_str())
-                .unwrap_or("");
-            return Err(SqsError(format!("{op}: {kind}: {msg}")));
+        emulator::JsonCall {
+            http: &self.http,
+            endpoint: &self.endpoint,
+            region: &self.region,
+            service: "dynamodb",
+            target: "DynamoDBStreams_20120810",
+            access_key: &self.access_key,
         }
-        Ok(v)
+        .send(op, &body, Duration::from_secs(15))
+        .await
     }
 
-    async fn shards(&self, stream_arn: &str) -> Result<Vec<String>, SqsError> {
+    async fn shards(&self, stream_arn: &str) -> Result<Vec<String>, CallError> {
         let v = self
             .call("DescribeStream", json!({"StreamArn": stream_arn}))
             .await?;
@@ -142,7 +114,7 @@ impl Streams {
         shard: &str,
         kind: &str,
         sequence_number: Option<&str>,
-    ) -> Result<String, SqsError> {
+    ) -> Result<String, CallError> {
         let mut body =
             json!({"StreamArn": stream_arn, "ShardId": shard, "ShardIteratorType": kind});
         if let Some(s) = sequence_number {
@@ -152,7 +124,7 @@ impl Streams {
         v["ShardIterator"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| SqsError("GetShardIterator: no ShardIterator".into()))
+            .ok_or_else(|| CallError("GetShardIterator: no ShardIterator".into()))
     }
 
     /// (records, next iterator; None once the shard is closed).
@@ -160,7 +132,7 @@ impl Streams {
         &self,
         iterator: &str,
         limit: usize,
-    ) -> Result<(Vec<Value>, Option<String>), SqsError> {
+    ) -> Result<(Vec<Value>, Option<String>), CallError> {
         let v = self
             .call(
                 "GetRecords",

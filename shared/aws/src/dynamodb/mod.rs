@@ -16,6 +16,7 @@ mod batch_table;
 mod batches;
 mod chunks;
 mod error;
+pub mod feed_backfill;
 mod items;
 mod keys;
 mod projection;
