@@ -14,6 +14,9 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/batches") => Some(json!({"mode": "isolated", "records": [
             {"id": "1", "op": "adjust", "sku": sku, "delta": -1, "reason": "theft"}]})),
         ("POST", "/v1/keys") => Some(json!({"name": "b", "scopes": ["items:read"]})),
+        ("POST", "/v1/locations") => {
+            Some(json!({"id": unique_sku("b-loc"), "name": "B's", "kind": "store"}))
+        }
         ("POST", "/v1/webhooks") => {
             Some(json!({"url": "http://127.0.0.1:9/b", "events": ["batch.completed"]}))
         }
@@ -56,7 +59,17 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         .json()
         .await?;
     let delivery_id = ping["id"].as_str().expect("delivery id").to_owned();
+    let location_id = unique_sku("a-loc");
+    let made = a
+        .post_json(
+            "/v1/locations",
+            &json!({"id": location_id, "name": "A's depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(made.status(), 201);
     let secrets = [
+        location_id.as_str(),
         webhook_id.as_str(),
         delivery_id.as_str(),
         sku.as_str(),
@@ -77,7 +90,8 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
             .replace("{batch_id}", &batch_id)
             .replace("{key_id}", &a.key_id)
             .replace("{webhook_id}", &webhook_id)
-            .replace("{delivery_id}", &delivery_id);
+            .replace("{delivery_id}", &delivery_id)
+            .replace("{location_id}", &location_id);
         let mut req = b.request(Method::from_bytes(method.as_bytes())?, &path);
         if let Some(body) = body_for(method, template, &sku) {
             req = req.json(&body);
@@ -101,7 +115,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 24, "only {probed} routes probed");
+    assert!(probed >= 28, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a
@@ -113,5 +127,10 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
     assert_eq!(now["name"], item["name"]);
     assert!(now["quantity"] == 7 || now["quantity"] == 8, "{now}");
     assert_eq!(a.get("/v1/keys").send().await?.status(), 200);
+    let still = a
+        .get(&format!("/v1/locations/{location_id}"))
+        .send()
+        .await?;
+    assert_eq!(still.status(), 200, "B deleted A's location");
     Ok(())
 }

@@ -552,10 +552,10 @@ fn the_breaking_change_check_flags_each_kind_of_break() -> anyhow::Result<()> {
 fn the_breaking_change_check_passes_compatible_additions() -> anyhow::Result<()> {
     let mut doc = load(&snapshot())?;
     let health = doc["paths"]["/v1/health"].clone();
-    doc["paths"]["/v1/locations"] = health;
+    doc["paths"]["/v1/zones"] = health;
     parameters(&mut doc, "/v1/items", "get")
         .push(json!({"name": "q", "in": "query", "required": false, "schema": {"type": "string"}}));
-    schema(&mut doc, "Item")["properties"]["location"] = json!({"type": ["string", "null"]});
+    schema(&mut doc, "Item")["properties"]["zone"] = json!({"type": ["string", "null"]});
     schema(&mut doc, "Item")["description"] = json!("An inventory item.");
     let scratch = Scratch::new("compatible")?;
     let head = scratch.write("compatible.json", &doc)?;

@@ -79,6 +79,7 @@ fn handler(c: &mut Criterion) {
             store.clone(),
             stockroom_app::changes::DEFAULT_SETTLE,
         ),
+        locations: stockroom_app::locations::LocationsService::new(store.clone()),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

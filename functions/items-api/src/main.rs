@@ -6,6 +6,7 @@ use stockroom_app::changes::ChangeFeed;
 use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::ItemsService;
+use stockroom_app::locations::LocationsService;
 use stockroom_aws::dynamodb::DynamoItemStore;
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{AppState, router};
@@ -19,7 +20,8 @@ async fn main() -> Result<(), Error> {
     let store = Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table));
     let state = AppState {
         changes: ChangeFeed::new(store.clone(), cfg.changes_settle),
-        items: ItemsService::new(store),
+        locations: LocationsService::new(store.clone()),
+        items: ItemsService::new(store.clone()).with_locations(store.clone(), store),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

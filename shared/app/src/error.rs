@@ -31,6 +31,14 @@ pub enum ApiError {
     KeyNotFound,
     #[error("webhook not found")]
     WebhookNotFound,
+    #[error("location not found")]
+    LocationNotFound,
+    #[error("a location with this id already exists")]
+    LocationExists,
+    #[error("the default location cannot be created or deleted")]
+    DefaultLocationFixed,
+    #[error("the location holds stock")]
+    LocationHoldsStock,
     #[error("webhook delivery not found")]
     DeliveryNotFound,
     #[error("webhook URL refused ({code}): {message}")]

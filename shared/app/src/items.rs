@@ -3,12 +3,16 @@
 
 use crate::clock;
 use crate::domain::change::{ChangeCause, Deletion};
+use crate::domain::level::{Adjusted, Level, LevelError, OccurredAt};
+use crate::domain::location::LocationId;
 use crate::domain::{
     Adjustment, ETAG_FIELDS, Fields, Item, ItemFields, Movement, MovementContext, NewItem, Sku,
     StockCheck, TenantId, apply_delta,
 };
 use crate::error::ApiError;
-use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::ports::{
+    IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, StoreError,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -40,9 +44,47 @@ impl IfMatch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdjustmentResult {
     pub sku: String,
-    /// Quantity after the adjustment.
+    /// The location adjusted; absent: the default location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Quantity after the adjustment (on hand at the location).
     pub quantity: i64,
     pub movement_id: String,
+}
+
+/// One sku's stock at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LevelView {
+    #[schema(example = "paris-1")]
+    pub location: String,
+    /// Units at the location.
+    #[schema(minimum = 0)]
+    pub on_hand: i64,
+    /// Units held by active reservations.
+    #[schema(minimum = 0)]
+    pub reserved: i64,
+    /// `on_hand - reserved`: what can be sold or held now.
+    #[schema(minimum = 0)]
+    pub available: i64,
+}
+
+impl LevelView {
+    fn of(location: LocationId, level: &Level) -> Self {
+        Self {
+            location: location.as_str().to_owned(),
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available().max(0),
+        }
+    }
+}
+
+/// `GET /v1/items/{sku}/levels`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemLevels {
+    pub sku: String,
+    /// The default location first, then the others with a level, by id.
+    pub levels: Vec<LevelView>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -68,9 +110,26 @@ pub struct IdempotencyRequest {
     pub request_hash: String,
 }
 
+impl IdempotencyRequest {
+    /// The answer `result` stored under this key, replayed for 24 hours.
+    fn record(&self, result: &AdjustmentResult, now: time::OffsetDateTime) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key: self.key.clone(),
+            request_hash: self.request_hash.clone(),
+            status: 200,
+            body: serde_json::to_string(result).unwrap_or_default(),
+            created_at: clock::format(now),
+            expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ItemsService {
     store: Arc<dyn ItemStore>,
+    /// Stock at locations other than the default one (`with_locations`);
+    /// without it, only the default location exists.
+    locations: Option<(Arc<dyn LocationStore>, Arc<dyn LevelStore>)>,
 }
 
 /// Events are not published here: they are derived from the committed
@@ -78,7 +137,20 @@ pub struct ItemsService {
 /// that dies after its commit loses none.
 impl ItemsService {
     pub fn new(store: Arc<dyn ItemStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            locations: None,
+        }
+    }
+
+    /// With stock at the tenant's other locations too.
+    pub fn with_locations(
+        mut self,
+        locations: Arc<dyn LocationStore>,
+        levels: Arc<dyn LevelStore>,
+    ) -> Self {
+        self.locations = Some((locations, levels));
+        self
     }
 
     pub async fn create(
@@ -266,6 +338,11 @@ impl ItemsService {
         {
             return Ok(outcome);
         }
+        if !adjustment.location.is_default() {
+            return self
+                .adjust_at_location(tenant, sku, adjustment, ctx, idempotency)
+                .await;
+        }
         for attempt in 0..MAX_ATTEMPTS {
             let current = self.get(tenant, sku, None).await?;
             let quantity = match apply_delta(current.quantity, adjustment.delta) {
@@ -291,43 +368,160 @@ impl ItemsService {
             );
             let result = AdjustmentResult {
                 sku: current.sku.clone(),
+                location: None,
                 quantity,
                 movement_id: movement.movement_id.clone(),
             };
-            let record = idempotency.map(|idem| IdempotencyRecord {
-                key: idem.key.clone(),
-                request_hash: idem.request_hash.clone(),
-                status: 200,
-                body: serde_json::to_string(&result).unwrap_or_default(),
-                created_at: now_s.clone(),
-                expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
-            });
+            let record = idempotency.map(|idem| idem.record(&result, now));
             let next = Item {
                 quantity,
                 version: current.version + 1,
                 updated_at: now_s,
                 ..current.clone()
             };
-            match self
+            let written = self
                 .store
                 .record_adjustment(tenant, &next, current.version, &movement, record.as_ref())
-                .await
+                .await;
+            if let Some(outcome) = self
+                .settle(tenant, idempotency, attempt, written, result)
+                .await?
             {
-                Ok(()) => return Ok(AdjustOutcome::Applied(result)),
-                Err(StoreError::ConditionFailed) => backoff(attempt).await,
-                // A concurrent request with the same key won the race.
-                Err(StoreError::IdempotencyKeyTaken) => {
-                    if let Some(idem) = idempotency
-                        && let Some(outcome) = self.replay(tenant, idem).await?
-                    {
-                        return Ok(outcome);
-                    }
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
+                return Ok(outcome);
             }
         }
         Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// An adjustment of the stock at a location other than the default:
+    /// its level, not the item's quantity, with the same idempotency and
+    /// optimistic concurrency. Taking units leaves at least those reserved.
+    async fn adjust_at_location(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        adjustment: &Adjustment,
+        ctx: &MovementContext,
+        idempotency: Option<&IdempotencyRequest>,
+    ) -> Result<AdjustOutcome, ApiError> {
+        let Some((locations, levels)) = &self.locations else {
+            return Err(ApiError::LocationNotFound);
+        };
+        let location = &adjustment.location;
+        for attempt in 0..MAX_ATTEMPTS {
+            let item = self.get(tenant, sku, Some(&Fields::identifier())).await?;
+            if locations
+                .get_location(tenant, location, Some(&Fields::identifier()))
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::LocationNotFound);
+            }
+            let before = levels.level(tenant, sku, location).await?;
+            let now = clock::now();
+            let now_s = clock::format(now);
+            let occurred = OccurredAt::from_unix_ms(
+                u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+            );
+            let after = match before.level.adjust(adjustment.delta, &occurred) {
+                Ok(Adjusted::Applied(after)) => after,
+                // Only a count sets `counted_at`, and an adjustment is dated
+                // now, never before a count (counts are not in the future).
+                Ok(Adjusted::BeforeCount { counted_at }) => {
+                    return Err(ApiError::Internal(
+                        format!("a count dated {counted_at} is after now").into(),
+                    ));
+                }
+                Err(LevelError::InsufficientAvailable { available }) => {
+                    return Err(ApiError::InsufficientStock {
+                        available,
+                        delta: adjustment.delta,
+                    });
+                }
+                Err(LevelError::Overflow | LevelError::CountBelowReserved { .. }) => {
+                    return Err(ApiError::QuantityOverflow);
+                }
+            };
+            let movement = Movement::record(
+                &item.sku,
+                adjustment.delta,
+                after.on_hand,
+                &adjustment.reason,
+                adjustment.reference.clone(),
+                ctx,
+                &now_s,
+            )
+            .at(location);
+            let result = AdjustmentResult {
+                sku: item.sku.clone(),
+                location: Some(location.as_str().to_owned()),
+                quantity: after.on_hand,
+                movement_id: movement.movement_id.clone(),
+            };
+            let record = idempotency.map(|idem| idem.record(&result, now));
+            // A failed condition: the level, the item or the location
+            // changed; `settle` reads again.
+            let written = levels
+                .record_level_change(tenant, &before, &after, &movement, record.as_ref())
+                .await;
+            if let Some(outcome) = self
+                .settle(tenant, idempotency, attempt, written, result)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// The sku's stock per location: the default location's (the item's
+    /// quantity) first, then the others' in location id order.
+    pub async fn levels(&self, tenant: &TenantId, sku: &Sku) -> Result<ItemLevels, ApiError> {
+        let item = self.get(tenant, sku, None).await?;
+        let mut levels = vec![LevelView::of(
+            LocationId::default_location(),
+            &Level {
+                on_hand: item.quantity,
+                ..Level::default()
+            },
+        )];
+        if let Some((_, stores)) = &self.locations {
+            for stored in stores.other_levels(tenant, sku).await? {
+                levels.push(LevelView::of(stored.location, &stored.level));
+            }
+        }
+        Ok(ItemLevels {
+            sku: item.sku,
+            levels,
+        })
+    }
+
+    /// What an adjustment's conditional write means: applied, or a replay
+    /// of the request that took the same key first; `None`: something
+    /// changed meanwhile, read again (after a backoff).
+    async fn settle(
+        &self,
+        tenant: &TenantId,
+        idempotency: Option<&IdempotencyRequest>,
+        attempt: u32,
+        written: Result<(), StoreError>,
+        result: AdjustmentResult,
+    ) -> Result<Option<AdjustOutcome>, ApiError> {
+        match written {
+            Ok(()) => return Ok(Some(AdjustOutcome::Applied(result))),
+            Err(StoreError::ConditionFailed) => {}
+            // A concurrent request with the same key won the race.
+            Err(StoreError::IdempotencyKeyTaken) => {
+                if let Some(idem) = idempotency
+                    && let Some(outcome) = self.replay(tenant, idem).await?
+                {
+                    return Ok(Some(outcome));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        backoff(attempt).await;
+        Ok(None)
     }
 
     async fn replay(

@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod error;
 pub mod items;
 pub mod keys;
+pub mod locations;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 pub mod outbox;

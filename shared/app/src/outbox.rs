@@ -3,12 +3,18 @@
 //! event at least once, unordered) and queued for the webhook dispatcher
 //! (in order per key, deduplicated by event id).
 
-use crate::domain::TenantId;
 use crate::domain::change::CommittedChange;
 use crate::domain::event::Event;
+use crate::domain::webhook::Webhook;
+use crate::domain::{Fields, TenantId};
 use crate::ports::{DeliveryTracking, EventPublisher, StoreError, WebhookEventQueue};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// What the outbox reads of a webhook: its subscriptions (never its secrets).
+fn subscriptions_only() -> Fields<Webhook> {
+    Fields::identifier().and(&["events"])
+}
 
 #[derive(Clone)]
 pub struct EventsOutbox {
@@ -38,7 +44,7 @@ impl EventsOutbox {
             let kinds = match TenantId::parse(&e.tenant_id) {
                 Ok(tenant) => self
                     .subscriptions
-                    .list_webhooks(&tenant, None)
+                    .list_webhooks(&tenant, Some(&subscriptions_only()))
                     .await?
                     .into_iter()
                     .flat_map(|h| h.webhook.events)
@@ -128,6 +134,7 @@ mod tests {
                 delta,
                 reason: "sale".into(),
                 reference: None,
+                location: crate::domain::location::LocationId::default_location(),
             };
             items
                 .adjust(&tenant, &sku, &adj, &ctx(&format!("req-{i}")), None)

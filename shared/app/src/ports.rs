@@ -9,6 +9,8 @@
 
 use crate::domain::change::{ChangeCause, Deletion};
 use crate::domain::key::{ApiKeyRecord, ApiKeyView};
+use crate::domain::level::Level;
+use crate::domain::location::{Location, LocationId};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -24,6 +26,9 @@ pub enum StoreError {
     ConditionFailed,
     #[error("the idempotency key is already recorded")]
     IdempotencyKeyTaken,
+    /// A location cannot be deleted while a level at it holds stock.
+    #[error("the location holds stock")]
+    LocationHoldsStock,
     /// Throttled, timed out or unreachable after the SDK's retries.
     #[error("the store is unavailable")]
     Unavailable(#[source] BoxError),
@@ -53,6 +58,94 @@ pub struct IdempotencyRecord {
     pub created_at: String,
     /// Unix seconds; the store's TTL removes the record after it.
     pub expires_at: i64,
+}
+
+/// A tenant's locations. The default location is not stored: the use case
+/// adds it.
+#[async_trait]
+pub trait LocationStore: Send + Sync {
+    /// `AlreadyExists` when the id is taken.
+    async fn create_location(
+        &self,
+        tenant: &TenantId,
+        location: &Location,
+    ) -> Result<(), StoreError>;
+
+    async fn get_location(
+        &self,
+        tenant: &TenantId,
+        id: &LocationId,
+        fields: Option<&Fields<Location>>,
+    ) -> Result<Option<Location>, StoreError>;
+
+    /// In id order.
+    async fn list_locations(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        fields: Option<&Fields<Location>>,
+    ) -> Result<Page<Location>, StoreError>;
+
+    /// Whether there was one to delete. `LocationHoldsStock` when some
+    /// level at it holds stock (nothing is deleted then).
+    async fn delete_location(&self, tenant: &TenantId, id: &LocationId)
+    -> Result<bool, StoreError>;
+}
+
+/// One (sku, location) level as stored, with the version its next write is
+/// conditioned on (0: none stored, an empty level).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLevel {
+    pub location: LocationId,
+    pub level: Level,
+    pub version: u64,
+}
+
+impl StoredLevel {
+    pub fn empty(location: LocationId) -> Self {
+        Self {
+            location,
+            level: Level::default(),
+            version: 0,
+        }
+    }
+}
+
+/// Stock levels of a sku at locations other than the default one (whose
+/// level is the item's quantity).
+#[async_trait]
+pub trait LevelStore: Send + Sync {
+    /// The stored levels of a sku, in location id order.
+    async fn other_levels(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+    ) -> Result<Vec<StoredLevel>, StoreError>;
+
+    /// One level, read strongly consistent; empty (version 0) when none is stored.
+    async fn level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+    ) -> Result<StoredLevel, StoreError>;
+
+    /// Writes `after` in place of `before`, with its movement (and the
+    /// idempotency record), all or nothing, on the conditions that the
+    /// level is still at `before.version` and the item exists. A level that
+    /// starts holding stock counts in its location's tally, which needs the
+    /// location to exist (so stock never lands on a deleted location); one
+    /// that stops is taken off it. `ConditionFailed`: something changed,
+    /// read again.
+    async fn record_level_change(
+        &self,
+        tenant: &TenantId,
+        before: &StoredLevel,
+        after: &Level,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Stock and description of a tenant's items, plus their ledger.

@@ -100,7 +100,8 @@ impl EventType {
             }
             EventType::StockChanged => {
                 "A stock movement was committed: one event per ledger entry, in commit order \
-                 per sku. `data`: `sku`, `delta`, `quantity` (after the movement), `reason`, \
+                 per sku. `data`: `sku`, `location` (`default`: the default location), \
+                 `delta`, `quantity` (on hand there after the movement), `reason`, \
                  `reference`, `movement_id`, `request_id`, `occurred_at` and, from a batch, \
                  `batch_id` and `record_id`. The event id derives from the movement id."
             }
@@ -285,6 +286,8 @@ impl Event {
     pub fn stock_changed(tenant: &str, m: &Movement) -> Event {
         let mut data = json!({
             "sku": m.sku,
+            // Where the stock moved; `quantity` is on hand there.
+            "location": m.location.as_deref().unwrap_or(super::location::DEFAULT_LOCATION),
             "delta": m.delta,
             "quantity": m.quantity_after,
             "reason": m.reason,

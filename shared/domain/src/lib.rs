@@ -9,7 +9,10 @@ pub mod event;
 pub mod fields;
 mod item;
 pub mod key;
+pub mod level;
+pub mod location;
 mod movement;
+pub mod reservation;
 pub mod upload;
 pub mod validation;
 pub mod webhook;
@@ -67,7 +70,7 @@ impl fmt::Display for TenantId {
     }
 }
 
-/// A stock keeping unit: `^[A-Za-z0-9._-]{1,64}$`.
+/// A stock keeping unit: `^[A-Za-z0-9._-]{1,64}$`, but not `.` or `..`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Sku(String);
 
@@ -83,6 +86,11 @@ impl Sku {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
             return Err("may contain only letters, digits, '.', '_' and '-'".into());
+        }
+        if raw == "." || raw == ".." {
+            // Dot segments: URL clients remove them from a path, so such an
+            // item could never be addressed.
+            return Err("must not be \".\" or \"..\"".into());
         }
         Ok(Self(raw.to_owned()))
     }
@@ -137,6 +145,10 @@ mod tests {
         assert!(Sku::parse("a b").is_err());
         assert!(Sku::parse("a/b").is_err());
         assert!(Sku::parse("é").is_err());
+        assert!(Sku::parse(".").is_err());
+        assert!(Sku::parse("..").is_err());
+        assert!(Sku::parse("...").is_ok());
+        assert!(Sku::parse(".a").is_ok());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-use super::MAX_QUANTITY;
+use super::location::LocationId;
 use super::validation::{FieldErrors, ObjectReader};
+use super::{MAX_QUANTITY, Sku};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,23 +13,32 @@ pub struct Adjustment {
     pub delta: i64,
     pub reason: String,
     pub reference: Option<String>,
+    /// Where the units are: the default location when the body names none.
+    pub location: LocationId,
 }
 
 impl Adjustment {
     pub fn from_json(body: &Value) -> Result<Self, FieldErrors> {
         let mut r = ObjectReader::new(body)?;
-        r.deny_unknown(&["delta", "reason", "reference"]);
+        r.deny_unknown(&["delta", "reason", "reference", "location"]);
         let delta = r.int("delta", true, -MAX_QUANTITY, MAX_QUANTITY);
         if delta == Some(0) {
             r.errors.push("delta", "must not be zero");
         }
         let reason = r.string("reason", true, MAX_REASON);
         let reference = r.string("reference", false, MAX_REFERENCE);
-        match (delta, reason) {
-            (Some(delta), Some(reason)) if r.errors.is_empty() => Ok(Self {
+        let location = match r.string("location", false, Sku::MAX_LEN) {
+            None => Some(LocationId::default_location()),
+            Some(raw) => LocationId::parse(&raw)
+                .map_err(|e| r.errors.push("location", e))
+                .ok(),
+        };
+        match (delta, reason, location) {
+            (Some(delta), Some(reason), Some(location)) if r.errors.is_empty() => Ok(Self {
                 delta,
                 reason,
                 reference,
+                location,
             }),
             _ => Err(r.errors),
         }
@@ -79,6 +89,7 @@ pub struct MovementContext {
 pub const MOVEMENT_FIELDS: &[&str] = &[
     "movement_id",
     "sku",
+    "location",
     "delta",
     "quantity_after",
     "reason",
@@ -100,9 +111,12 @@ pub struct Movement {
     #[schema(example = "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R")]
     pub movement_id: String,
     pub sku: String,
-    /// Signed change of the quantity.
+    /// The location whose stock moved; absent: the default location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Signed change of the quantity (on hand at the location).
     pub delta: i64,
-    /// Quantity right after this movement.
+    /// Quantity (on hand at the location) right after this movement.
     pub quantity_after: i64,
     #[schema(example = "sale")]
     pub reason: String,
@@ -132,6 +146,7 @@ impl Movement {
         Movement {
             movement_id: MovementId::generate().0,
             sku: sku.to_owned(),
+            location: None,
             delta,
             quantity_after,
             reason: reason.to_owned(),
@@ -142,6 +157,12 @@ impl Movement {
             record_id: None,
             created_at: now.to_owned(),
         }
+    }
+
+    /// The movement of stock at `location` (none recorded for the default one).
+    pub fn at(mut self, location: &LocationId) -> Self {
+        self.location = (!location.is_default()).then(|| location.as_str().to_owned());
+        self
     }
 
     /// Marks the movement as made by record `record_id` of batch `batch_id`.
@@ -163,6 +184,12 @@ mod tests {
         let err = Adjustment::from_json(&json!({"delta": 0})).unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["delta", "reason"]);
+        let at =
+            Adjustment::from_json(&json!({"delta": 1, "reason": "r", "location": "p-1"})).unwrap();
+        assert_eq!(at.location.as_str(), "p-1");
+        let err = Adjustment::from_json(&json!({"delta": 1, "reason": "r", "location": "a b"}))
+            .unwrap_err();
+        assert_eq!(err.0[0].field, "location");
     }
 
     #[test]
@@ -179,7 +206,8 @@ mod tests {
             },
             "t",
         )
-        .in_batch("b_1", "row-1");
+        .in_batch("b_1", "row-1")
+        .at(&LocationId::parse("paris-1").unwrap());
         crate::fields::assert_names_every_field(&movement);
     }
 

@@ -23,7 +23,7 @@ enum Occurs {
     Authenticated,
     /// Every route that takes a JSON body.
     WithBody,
-    /// Every route with query or header parameters.
+    /// Every route with query or header parameters, or a sku in its path.
     WithParameters,
     /// Every paginated listing.
     WithCursor,
@@ -155,6 +155,30 @@ fn catalogue() -> Vec<ProblemEntry> {
             ApiError::BatchNotFound,
             Under("/v1/batches/{batch_id}"),
             "No batch with this id for your tenant.",
+        ),
+        entry(
+            ApiError::LocationNotFound,
+            On(&[
+                "GET /v1/locations/{location_id}",
+                "DELETE /v1/locations/{location_id}",
+                ADJUST,
+            ]),
+            "No location with this id for your tenant (create it with POST /v1/locations).",
+        ),
+        entry(
+            ApiError::LocationExists,
+            On(&["POST /v1/locations"]),
+            "A location with this id exists already (ids are the client's, unique per tenant).",
+        ),
+        entry(
+            ApiError::LocationHoldsStock,
+            On(&["DELETE /v1/locations/{location_id}"]),
+            "Some sku still has units at this location (`GET /v1/items/{sku}/levels`); adjust or move them to zero first.",
+        ),
+        entry(
+            ApiError::DefaultLocationFixed,
+            On(&["DELETE /v1/locations/{location_id}"]),
+            "The default location always exists: it cannot be deleted.",
         ),
         entry(
             ApiError::KeyNotFound,
@@ -379,6 +403,13 @@ fn success_examples() -> Vec<RouteExamples> {
         "created_at": "2026-11-26T02:00:00Z", "updated_at": "2026-11-26T02:00:41Z",
         "completed_at": "2026-11-26T02:00:41Z", "request_id": REQUEST_ID
     });
+    let location = json!({
+        "id": "paris-1",
+        "name": "Paris store",
+        "kind": "store",
+        "default": false,
+        "created_at": "2026-11-02T09:30:00Z"
+    });
     let key = json!({
         "key_id": "key_01jd8x3b6q5w3z2y1x0v9t8s7r", "name": "warehouse sync",
         "scopes": ["items:read", "batches:write"], "created_at": "2026-11-01T08:00:00Z",
@@ -445,6 +476,17 @@ fn success_examples() -> Vec<RouteExamples> {
             )],
         ),
         (
+            "GET /v1/items/{sku}/levels",
+            None,
+            vec![(
+                "200",
+                json!({"sku": "SKU-1001", "levels": [
+                    {"location": "default", "on_hand": 10, "reserved": 0, "available": 10},
+                    {"location": "paris-1", "on_hand": 4, "reserved": 1, "available": 3}
+                ]}),
+            )],
+        ),
+        (
             "GET /v1/items/{sku}/movements",
             None,
             vec![("200", json!({"movements": [movement], "next_cursor": null}))],
@@ -489,6 +531,28 @@ fn success_examples() -> Vec<RouteExamples> {
                 ], "next_cursor": null}),
             )],
         ),
+        (
+            "POST /v1/locations",
+            Some(json!({"id": "paris-1", "name": "Paris store", "kind": "store"})),
+            vec![("201", location.clone())],
+        ),
+        (
+            "GET /v1/locations",
+            None,
+            vec![(
+                "200",
+                json!({"locations": [
+                    {"id": "default", "name": "Default location", "kind": "other", "default": true},
+                    location
+                ], "next_cursor": null}),
+            )],
+        ),
+        (
+            "GET /v1/locations/{location_id}",
+            None,
+            vec![("200", location.clone())],
+        ),
+        ("DELETE /v1/locations/{location_id}", None, vec![]),
         (
             "POST /v1/keys",
             Some(
@@ -579,7 +643,9 @@ fn occurs_on(occurs: &Occurs, route: &str, path: &str, op: &Value) -> bool {
             .as_array()
             .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(Map::is_empty))),
         Occurs::WithBody => !op["requestBody"].is_null(),
-        Occurs::WithParameters => params().any(|p| p["in"] != "path"),
+        // A sku in the path is validated too (`SkuPath`); other ids that
+        // cannot exist are simply not found.
+        Occurs::WithParameters => params().any(|p| p["in"] != "path" || p["name"] == "sku"),
         Occurs::WithCursor => params().any(|p| p["name"] == "cursor"),
         Occurs::Under(prefix) => path.starts_with(prefix),
         Occurs::On(routes) => routes.contains(&route),

@@ -97,6 +97,7 @@ fn selectable_schemas() -> Vec<String> {
         stockroom_domain::webhook::Webhook::name(),
         stockroom_domain::webhook::Delivery::name(),
         stockroom_app::keys::ApiKeyView::name(),
+        stockroom_domain::location::Location::name(),
     ]
     .into_iter()
     .map(|name| name.into_owned())
@@ -251,6 +252,6 @@ mod tests {
             let schema = &doc["components"]["schemas"][&selection];
             assert!(schema["properties"].is_object() && schema["required"].is_null());
         }
-        assert_eq!(reads, 13, "every read takes fields");
+        assert_eq!(reads, 15, "every read takes fields");
     }
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
 use stockroom_app::error::ApiError;
-use stockroom_app::items::{AdjustOutcome, AdjustmentResult, IfMatch, Replaced};
+use stockroom_app::items::{AdjustOutcome, AdjustmentResult, IfMatch, ItemLevels, Replaced};
 use stockroom_domain::key::{ITEMS_READ, ITEMS_WRITE};
 use stockroom_domain::{Adjustment, Item, ItemFields, Movement, MovementContext, NewItem};
 
@@ -86,6 +86,10 @@ pub struct AdjustmentRequest {
     reason: String,
     #[schema(max_length = 200, example = "order-7731")]
     reference: Option<String>,
+    /// Where the units are (`GET /v1/locations`); the default location when absent.
+    /// Taking units leaves at least those reserved there.
+    #[schema(example = "paris-1")]
+    location: Option<String>,
 }
 
 fn movement_context(auth: &Auth) -> MovementContext {
@@ -401,7 +405,7 @@ pub async fn delete_item(
         (status = 400, description = "Malformed JSON, invalid sku or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found` or `location_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`insufficient_stock` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
@@ -446,6 +450,30 @@ pub async fn adjust_stock(
         )
             .into_response(),
     })
+}
+
+/// The item's stock per location.
+///
+/// On hand, reserved and available at the default location (the item's `quantity`) and at
+/// every other location where the item has had stock.
+#[utoipa::path(get, path = "/v1/items/{sku}/levels", tag = "stock",
+    params(("sku" = String, Path, description = "The item's sku")),
+    security(("api_key" = ["items:read"])),
+    responses(
+        (status = 200, description = "The item's levels", body = ItemLevels),
+        (status = 400, description = "`invalid_parameter`: not a sku", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_levels(
+    State(app): State<AppState>,
+    auth: Auth,
+    SkuPath(sku): SkuPath,
+) -> Result<Json<ItemLevels>, HttpError> {
+    let caller = auth.require(ITEMS_READ)?;
+    Ok(Json(app.items.levels(&caller.tenant_id, &sku).await?))
 }
 
 /// The item's stock ledger, newest first.

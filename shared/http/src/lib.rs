@@ -10,6 +10,7 @@ mod extract;
 mod fields;
 mod items;
 mod keys;
+mod locations;
 mod openapi;
 pub mod problem;
 mod request_rules;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub items: ItemsService,
     /// `GET /v1/changes`.
     pub changes: stockroom_app::changes::ChangeFeed,
+    pub locations: stockroom_app::locations::LocationsService,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -69,7 +71,16 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(items::adjust_stock),
         )
         .route("/v1/items/{sku}/movements", get(items::list_movements))
+        .route("/v1/items/{sku}/levels", get(items::get_levels))
         .route("/v1/changes", get(changes::list_changes))
+        .route(
+            "/v1/locations",
+            get(locations::list_locations).post(locations::create_location),
+        )
+        .route(
+            "/v1/locations/{location_id}",
+            get(locations::get_location).delete(locations::delete_location),
+        )
         .with_state(state);
     with_common_layers(routes, function)
 }

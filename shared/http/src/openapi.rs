@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, changes, docs, items, keys, webhooks};
+use super::{batches, changes, docs, items, keys, locations, webhooks};
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
 use stockroom_app::items::AdjustmentResult;
@@ -42,7 +42,12 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         items::delete_item,
         items::adjust_stock,
         items::list_movements,
+        items::get_levels,
         changes::list_changes,
+        locations::create_location,
+        locations::list_locations,
+        locations::get_location,
+        locations::delete_location,
         batches::create_batch,
         batches::list_batches,
         batches::get_batch,
@@ -69,6 +74,9 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         Item, Movement, Problem, FieldError, AdjustmentResult,
         items::ItemPage, items::MovementPage, changes::ChangePage, items::Health,
         items::CreateItemRequest, items::ReplaceItemRequest, items::AdjustmentRequest,
+        stockroom_domain::location::Location, stockroom_domain::location::LocationKind,
+        stockroom_app::items::ItemLevels, stockroom_app::items::LevelView,
+        locations::LocationPage, locations::CreateLocationRequest,
         Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,
         batches::BatchPage, batches::FailurePage, batches::BatchRequestBody, batches::BatchRecordRequest,
         stockroom_app::keys::ApiKeyView, stockroom_app::keys::CreatedKey, keys::KeyPage, keys::CreateKeyRequest,
@@ -85,6 +93,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
     tags(
         (name = "items", description = "Items and their descriptive fields"),
         (name = "stock", description = "Stock adjustments, the movement ledger and the change feed"),
+        (name = "locations", description = "Where stock is kept: the default location and the tenant's warehouses, stores and others"),
         (name = "keys", description = "The tenant's API keys: create (shown once), list, revoke"),
         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints (Standard Webhooks), with a delivery log and replay"),
         (name = "batches", description = "Batch updates applied asynchronously, with per-record failure reports"),
@@ -214,6 +223,30 @@ const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
         "delete_item",
         "sku",
         "$response.body#/sku",
+    ),
+    (
+        "create_item",
+        "201",
+        "GetLevels",
+        "get_levels",
+        "sku",
+        "$response.body#/sku",
+    ),
+    (
+        "create_location",
+        "201",
+        "GetLocation",
+        "get_location",
+        "location_id",
+        "$response.body#/id",
+    ),
+    (
+        "create_location",
+        "201",
+        "DeleteLocation",
+        "delete_location",
+        "location_id",
+        "$response.body#/id",
     ),
     (
         "create_batch",

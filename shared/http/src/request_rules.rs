@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use stockroom_app::keys::MAX_KEY_NAME;
 use stockroom_domain::batch::{MAX_ATOMIC_RECORDS, MAX_BATCH_RECORDS, MAX_RECORD_ID, OPS};
 use stockroom_domain::key::ALL_SCOPES;
+use stockroom_domain::location::{DEFAULT_LOCATION, MAX_LOCATION_NAME};
 use stockroom_domain::upload::MAX_UPLOAD_BYTES;
 use stockroom_domain::validation::{
     MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, TEXT_PATTERN,
@@ -23,9 +24,17 @@ use stockroom_domain::{MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY, MAX_REASON, MAX_
 /// `Idempotency-Key`: 1 to this many characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// The pattern of a sku (`Sku::parse`).
+/// The pattern of a sku (`Sku::parse`): the alphabet, but not `.` or `..`
+/// (dot segments, which URL clients remove from a path). No lookahead, for
+/// the JSON Schema tools that do not take one.
 pub fn sku_pattern() -> String {
-    format!("^[A-Za-z0-9._-]{{1,{}}}$", Sku::MAX_LEN)
+    let max = Sku::MAX_LEN;
+    format!(
+        "^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.\\.[A-Za-z0-9._-]{{1,{}}})$",
+        max - 1,
+        max - 2,
+        max - 2
+    )
 }
 
 /// A free-text field: `ObjectReader::string` (1..=max characters, no
@@ -236,6 +245,18 @@ pub(super) fn annotate(doc: &mut Value) {
             ("delta", delta()),
             ("reason", text(MAX_REASON)),
             ("reference", text(MAX_REFERENCE)),
+            ("location", json!({"pattern": sku_pattern()})),
+        ],
+    );
+    constrain(
+        schemas,
+        "CreateLocationRequest",
+        &[
+            (
+                "id",
+                json!({"pattern": sku_pattern(), "not": {"const": DEFAULT_LOCATION}}),
+            ),
+            ("name", text(MAX_LOCATION_NAME)),
         ],
     );
     constrain(
@@ -429,6 +450,12 @@ mod tests {
                 schema: "AdjustmentRequest",
                 valid: json!({"delta": -2, "reason": "sale", "reference": "order-7"}),
                 server_accepts: |b| Adjustment::from_json(b).is_ok(),
+                skip: &[],
+            },
+            Body {
+                schema: "CreateLocationRequest",
+                valid: json!({"id": "paris-1", "name": "Paris", "kind": "store"}),
+                server_accepts: |b| stockroom_domain::location::NewLocation::from_json(b).is_ok(),
                 skip: &[],
             },
             Body {

@@ -1,7 +1,12 @@
 use super::{lock, page};
 use crate::domain::change::{ChangeCause, CommittedChange, Deletion};
+use crate::domain::level::Level;
+use crate::domain::location::{Location, LocationId};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
-use crate::ports::{ChangeLog, IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::ports::{
+    ChangeLog, IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, StoreError,
+    StoredLevel,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -13,6 +18,13 @@ pub(super) struct Tenant {
     /// Per sku, oldest first (a deleted item keeps its ledger).
     movements: HashMap<String, Vec<Movement>>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    /// By id, so listings come in id order.
+    locations: BTreeMap<String, Location>,
+    /// Levels at locations other than the default, by (sku, location), with
+    /// their versions.
+    levels: BTreeMap<(String, String), (Level, u64)>,
+    /// Per location, how many of its levels hold stock.
+    stocked: HashMap<String, u64>,
     /// What the call under way committed (moved to the store's log).
     committed: Vec<Logged>,
 }
@@ -322,5 +334,147 @@ impl ChangeLog for MemoryItemStore {
         found.sort_by(|a, b| a.movement_id.cmp(&b.movement_id));
         found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(found)
+    }
+}
+
+/// Locations live with the items, as in the table.
+#[async_trait]
+impl LocationStore for MemoryItemStore {
+    async fn create_location(
+        &self,
+        tenant: &TenantId,
+        location: &Location,
+    ) -> Result<(), StoreError> {
+        let mut tenants = lock(&self.tenants);
+        let locations = &mut tenants.entry(tenant.to_string()).or_default().locations;
+        if locations.contains_key(&location.id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        locations.insert(location.id.clone(), location.clone());
+        Ok(())
+    }
+
+    async fn get_location(
+        &self,
+        tenant: &TenantId,
+        id: &LocationId,
+        _fields: Option<&Fields<Location>>,
+    ) -> Result<Option<Location>, StoreError> {
+        Ok(lock(&self.tenants)
+            .get(tenant.as_str())
+            .and_then(|t| t.locations.get(id.as_str()))
+            .cloned())
+    }
+
+    async fn list_locations(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        start: Option<PageKey>,
+        _fields: Option<&Fields<Location>>,
+    ) -> Result<Page<Location>, StoreError> {
+        let all: Vec<Location> = lock(&self.tenants)
+            .get(tenant.as_str())
+            .map(|t| t.locations.values().cloned().collect())
+            .unwrap_or_default();
+        Ok(page(&all, limit, start.as_ref(), "id", |l| l.id.as_str()))
+    }
+
+    async fn delete_location(
+        &self,
+        tenant: &TenantId,
+        id: &LocationId,
+    ) -> Result<bool, StoreError> {
+        let mut tenants = lock(&self.tenants);
+        let Some(t) = tenants.get_mut(tenant.as_str()) else {
+            return Ok(false);
+        };
+        if !t.locations.contains_key(id.as_str()) {
+            return Ok(false);
+        }
+        if t.stocked.get(id.as_str()).copied().unwrap_or(0) > 0 {
+            return Err(StoreError::LocationHoldsStock);
+        }
+        t.locations.remove(id.as_str());
+        Ok(true)
+    }
+}
+
+/// Levels live with the items, and each location keeps a tally of its
+/// stocked levels, as in the table.
+#[async_trait]
+impl LevelStore for MemoryItemStore {
+    async fn other_levels(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+    ) -> Result<Vec<StoredLevel>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| {
+            t.levels
+                .iter()
+                .filter(|((s, _), _)| s == sku.as_str())
+                .filter_map(|((_, location), (level, version))| {
+                    Some(StoredLevel {
+                        location: LocationId::parse(location).ok()?,
+                        level: level.clone(),
+                        version: *version,
+                    })
+                })
+                .collect()
+        }))
+    }
+
+    async fn level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+    ) -> Result<StoredLevel, StoreError> {
+        Ok(self.with_tenant(tenant, |t| {
+            match t
+                .levels
+                .get(&(sku.as_str().to_owned(), location.as_str().to_owned()))
+            {
+                Some((level, version)) => StoredLevel {
+                    location: location.clone(),
+                    level: level.clone(),
+                    version: *version,
+                },
+                None => StoredLevel::empty(location.clone()),
+            }
+        }))
+    }
+
+    async fn record_level_change(
+        &self,
+        tenant: &TenantId,
+        before: &StoredLevel,
+        after: &Level,
+        movement: &Movement,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            let key = (movement.sku.clone(), before.location.as_str().to_owned());
+            let version = t.levels.get(&key).map_or(0, |(_, v)| *v);
+            if version != before.version || !t.items.contains_key(&movement.sku) {
+                return Err(StoreError::ConditionFailed);
+            }
+            let (was, is) = (before.level.on_hand > 0, after.on_hand > 0);
+            if !was && is && !t.locations.contains_key(before.location.as_str()) {
+                return Err(StoreError::ConditionFailed);
+            }
+            if let Some(record) = idempotency {
+                t.take_key(record)?;
+            }
+            let tally = t.stocked.entry(key.1.clone()).or_default();
+            match (was, is) {
+                (false, true) => *tally += 1,
+                (true, false) => *tally = tally.saturating_sub(1),
+                _ => {}
+            }
+            t.levels.insert(key, (after.clone(), version + 1));
+            t.append(Some(movement));
+            Ok(())
+        })
     }
 }

@@ -156,17 +156,7 @@ impl BatchSubmissions for DynamoBatchStore {
             .map_err(build_error)?;
         let mut actions = vec![TransactWriteItem::builder().put(header).build()];
         if let Some(rec) = idempotency {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(to_attrs(&IdempotencyStored::new(tenant, rec))?))
-                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-                .expression_attribute_values(
-                    ":now",
-                    n(stockroom_app::clock::now().unix_timestamp()),
-                )
-                .build()
-                .map_err(build_error)?;
-            actions.push(TransactWriteItem::builder().put(put).build());
+            actions.push(IdempotencyStored::put(&self.table, tenant, rec)?);
         }
         match transact(&self.client, actions).await {
             Ok(()) => Ok(()),

@@ -19,6 +19,19 @@ where
     classify(e)
 }
 
+/// For a create conditioned on the record's absence: a failed condition
+/// means it exists already (`AlreadyExists`).
+pub(crate) fn already_exists<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match condition(e) {
+        StoreError::ConditionFailed => StoreError::AlreadyExists,
+        other => other,
+    }
+}
+
 /// Whether a conditional write applied: a failed condition is `Ok(false)`.
 pub(crate) fn applied<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
 where

@@ -21,8 +21,8 @@ const MOVEMENT_STORED: StoredFields = StoredFields::SAME_NAMES;
 /// [`ItemStore`] on one DynamoDB table (see the module docs for the layout).
 #[derive(Clone, Debug)]
 pub struct DynamoItemStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
 }
 
 impl DynamoItemStore {
@@ -48,7 +48,7 @@ impl DynamoItemStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn movement_put(
+    pub(super) fn movement_put(
         &self,
         tenant: &TenantId,
         m: &Movement,
@@ -64,7 +64,10 @@ impl DynamoItemStore {
         Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
     }
 
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+    pub(super) async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), TransactFailure> {
         transact(&self.client, items).await
     }
 }
@@ -241,18 +244,7 @@ impl ItemStore for DynamoItemStore {
             self.movement_put(tenant, movement)?,
         ];
         if let Some(rec) = idempotency {
-            // An expired record may linger until TTL removes it: it may be overwritten.
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(to_attrs(&IdempotencyStored::new(tenant, rec))?))
-                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-                .expression_attribute_values(
-                    ":now",
-                    n(stockroom_app::clock::now().unix_timestamp()),
-                )
-                .build()
-                .map_err(build_error)?;
-            actions.push(TransactWriteItem::builder().put(put).build());
+            actions.push(IdempotencyStored::put(&self.table, tenant, rec)?);
         }
         match self.transact(actions).await {
             Ok(()) => Ok(()),

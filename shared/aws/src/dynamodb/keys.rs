@@ -1,4 +1,4 @@
-use super::error::classify;
+use super::error::{already_exists, classify};
 use super::items::start_key;
 use super::projection::{Decoder, StoredFields, Unread, project_query};
 use super::{from_attrs, query_page, s, to_attrs};
@@ -91,15 +91,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .condition_expression("attribute_not_exists(key_hash)")
             .send()
             .await
-            .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception())
-                {
-                    StoreError::AlreadyExists
-                } else {
-                    classify(e)
-                }
-            })?;
+            .map_err(already_exists)?;
         Ok(())
     }
 

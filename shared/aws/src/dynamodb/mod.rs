@@ -6,6 +6,9 @@
 //! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
 //! | deletion marker | `T#<tenant>#I#<sku>` | `X#<del_ulid>` | –      | –      |
 //! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
+//! | location    | `T#<tenant>#LOC`         | `LOC#<id>`  | –        | –      |
+//! | level at a location (not the default) | `T#<tenant>#I#<sku>` | `L#<location>` | – | – |
+//! | location's stocked-levels tally (16 shards) | `T#<tenant>#LOC#<location>` | `N#<shard>` | – | – |
 //!
 //! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).
 //! The table's stream is the events outbox: `stream.rs` reads its records
@@ -19,6 +22,8 @@ mod error;
 pub mod feed_backfill;
 mod items;
 mod keys;
+mod levels;
+mod locations;
 mod projection;
 mod records;
 pub mod stream;

@@ -157,6 +157,8 @@ pub(crate) struct MovementRecord {
     pub tenant_id: String,
     pub movement_id: String,
     pub sku: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub delta: i64,
     pub quantity_after: i64,
     pub reason: String,
@@ -182,6 +184,7 @@ impl MovementRecord {
             tenant_id: tenant.to_string(),
             movement_id: m.movement_id.clone(),
             sku: m.sku.clone(),
+            location: m.location.clone(),
             delta: m.delta,
             quantity_after: m.quantity_after,
             reason: m.reason.clone(),
@@ -205,6 +208,7 @@ impl Unread for MovementRecord {
             tenant_id: String::new(),
             movement_id: String::new(),
             sku: String::new(),
+            location: None,
             delta: 0,
             quantity_after: 0,
             reason: String::new(),
@@ -223,6 +227,7 @@ impl From<MovementRecord> for Movement {
         Movement {
             movement_id: r.movement_id,
             sku: r.sku,
+            location: r.location,
             delta: r.delta,
             quantity_after: r.quantity_after,
             reason: r.reason,
@@ -300,6 +305,30 @@ pub(crate) struct IdempotencyStored {
 }
 
 impl IdempotencyStored {
+    /// The transaction action that takes an `Idempotency-Key`: free, or
+    /// held by an expired record (TTL removes those late, so one may
+    /// linger and is overwritten). Its failed condition means the key is
+    /// taken.
+    pub fn put(
+        table: &str,
+        tenant: &TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, stockroom_app::ports::StoreError> {
+        let put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(table)
+            .set_item(Some(super::to_attrs(&Self::new(tenant, record))?))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(
+                ":now",
+                super::n(stockroom_app::clock::now().unix_timestamp()),
+            )
+            .build()
+            .map_err(super::error::build_error)?;
+        Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .put(put)
+            .build())
+    }
+
     pub fn new(tenant: &TenantId, r: &IdempotencyRecord) -> Self {
         Self {
             pk: idempotency_pk(tenant, &r.key),

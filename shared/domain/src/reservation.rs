@@ -1,0 +1,217 @@
+//! Reservations: units of one (sku, location) held for a while (a cart at
+//! checkout), then committed (the order ships: the units leave on hand),
+//! released, or expired. A hold stops counting at its expiry when read,
+//! whether or not anything has swept it yet.
+
+use super::location::LocationId;
+use super::validation::{FieldErrors, ObjectReader};
+use super::{MAX_QUANTITY, MAX_REFERENCE, Sku};
+use serde::{Deserialize, Serialize};
+
+/// Shortest and longest hold, in seconds.
+pub const MIN_EXPIRES_IN: i64 = 1;
+pub const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
+
+/// Where a reservation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Holding its units until `expires_at`.
+    Active,
+    /// Its units left on hand.
+    Committed,
+    /// Given back by the client.
+    Released,
+    /// Its time ran out before a commit or a release.
+    Expired,
+}
+
+impl ReservationStatus {
+    pub const ALL: &[ReservationStatus] = &[
+        ReservationStatus::Active,
+        ReservationStatus::Committed,
+        ReservationStatus::Released,
+        ReservationStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == raw)
+    }
+
+    /// Whether it still holds units as of `now` (an `Active` hold past its
+    /// expiry holds nothing, though stored as active until swept).
+    pub fn holds(self, expires_at_ms: u64, now_ms: u64) -> bool {
+        self == Self::Active && now_ms < expires_at_ms
+    }
+}
+
+/// What a client may still do with a reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Commit,
+    Release,
+}
+
+/// Why a reservation cannot end as asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndingRefused {
+    /// It ended already, another way (the status it has).
+    Ended(ReservationStatus),
+    /// It expired: its units are free again, so it cannot be committed.
+    Expired,
+}
+
+/// Whether `ending` may happen to a reservation in `status`, expiring at
+/// `expires_at_ms`, at `now_ms`. Ending it the way it already ended is a
+/// repeat (`Ok(false)`: nothing to do, same answer).
+pub fn may_end(
+    status: ReservationStatus,
+    expires_at_ms: u64,
+    now_ms: u64,
+    ending: Ending,
+) -> Result<bool, EndingRefused> {
+    match (status, ending) {
+        (ReservationStatus::Committed, Ending::Commit)
+        | (ReservationStatus::Released, Ending::Release) => Ok(false),
+        // Releasing an expired hold is what the client wanted anyway.
+        (ReservationStatus::Expired, Ending::Release) => Ok(false),
+        (ReservationStatus::Expired, Ending::Commit) => Err(EndingRefused::Expired),
+        (ReservationStatus::Active, _) if now_ms >= expires_at_ms => match ending {
+            Ending::Commit => Err(EndingRefused::Expired),
+            Ending::Release => Ok(true),
+        },
+        (ReservationStatus::Active, _) => Ok(true),
+        (ended, _) => Err(EndingRefused::Ended(ended)),
+    }
+}
+
+/// A validated `POST /v1/reservations` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReservation {
+    pub sku: Sku,
+    /// The default location when the body names none.
+    pub location: LocationId,
+    pub quantity: i64,
+    pub expires_in_seconds: i64,
+    pub reference: Option<String>,
+}
+
+impl NewReservation {
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, FieldErrors> {
+        let mut r = ObjectReader::new(body)?;
+        r.deny_unknown(&["sku", "location", "quantity", "expires_in", "reference"]);
+        let sku = r
+            .string("sku", true, Sku::MAX_LEN)
+            .and_then(|raw| Sku::parse(&raw).map_err(|e| r.errors.push("sku", e)).ok());
+        let location = match r.string("location", false, 64) {
+            None => Some(LocationId::default_location()),
+            Some(raw) => LocationId::parse(&raw)
+                .map_err(|e| r.errors.push("location", e))
+                .ok(),
+        };
+        let quantity = r.int("quantity", true, 1, MAX_QUANTITY);
+        let expires_in = r.int("expires_in", true, MIN_EXPIRES_IN, MAX_EXPIRES_IN);
+        let reference = r.string("reference", false, MAX_REFERENCE);
+        match (sku, location, quantity, expires_in) {
+            (Some(sku), Some(location), Some(quantity), Some(expires_in_seconds))
+                if r.errors.is_empty() =>
+            {
+                Ok(Self {
+                    sku,
+                    location,
+                    quantity,
+                    expires_in_seconds,
+                    reference,
+                })
+            }
+            _ => Err(r.errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_reservation_names_a_sku_a_quantity_and_how_long_it_holds() {
+        let r = NewReservation::from_json(
+            &json!({"sku": "S-1", "quantity": 2, "expires_in": 900, "reference": "cart-9"}),
+        )
+        .unwrap();
+        assert!(r.location.is_default());
+        assert_eq!((r.quantity, r.expires_in_seconds), (2, 900));
+        for (body, field) in [
+            (
+                json!({"sku": "S 1", "quantity": 1, "expires_in": 60}),
+                "sku",
+            ),
+            (
+                json!({"sku": "S", "quantity": 0, "expires_in": 60}),
+                "quantity",
+            ),
+            (
+                json!({"sku": "S", "quantity": 1, "expires_in": 0}),
+                "expires_in",
+            ),
+            (
+                json!({"sku": "S", "quantity": 1, "expires_in": 604_801}),
+                "expires_in",
+            ),
+            (json!({"sku": "S", "quantity": 1}), "expires_in"),
+            (
+                json!({"sku": "S", "quantity": 1, "expires_in": 60, "location": "a/b"}),
+                "location",
+            ),
+            (
+                json!({"sku": "S", "quantity": 1, "expires_in": 60, "price": 3}),
+                "price",
+            ),
+        ] {
+            let errors = NewReservation::from_json(&body).unwrap_err();
+            assert!(
+                errors.0.iter().any(|e| e.field == field),
+                "{body}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hold_ends_once_and_an_expired_one_cannot_be_committed() {
+        use ReservationStatus::*;
+        let (expiry, before, after) = (1_000, 999, 1_000);
+        assert_eq!(may_end(Active, expiry, before, Ending::Commit), Ok(true));
+        assert_eq!(may_end(Active, expiry, before, Ending::Release), Ok(true));
+        assert_eq!(
+            may_end(Active, expiry, after, Ending::Commit),
+            Err(EndingRefused::Expired)
+        );
+        assert_eq!(may_end(Active, expiry, after, Ending::Release), Ok(true));
+        assert_eq!(
+            may_end(Committed, expiry, before, Ending::Commit),
+            Ok(false)
+        );
+        assert_eq!(
+            may_end(Committed, expiry, before, Ending::Release),
+            Err(EndingRefused::Ended(Committed))
+        );
+        assert_eq!(
+            may_end(Released, expiry, before, Ending::Commit),
+            Err(EndingRefused::Ended(Released))
+        );
+        assert_eq!(may_end(Expired, expiry, after, Ending::Release), Ok(false));
+        assert!(Active.holds(expiry, before));
+        assert!(!Active.holds(expiry, after));
+        assert!(!Committed.holds(expiry, before));
+    }
+}

@@ -1,0 +1,169 @@
+//! Stock per location: adjustments name a location, `GET
+//! /v1/items/{sku}/levels` shows on hand / reserved / available per
+//! location, and a location holding stock cannot be deleted.
+
+use serde_json::{Value, json};
+use stockroom_tests::{Tenant, all_pages, expect_problem, unique_sku};
+
+async fn location(t: &Tenant) -> anyhow::Result<String> {
+    let id = unique_sku("loc");
+    let resp = t
+        .post_json(
+            "/v1/locations",
+            &json!({"id": id, "name": "Depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "location: {}", resp.status());
+    Ok(id)
+}
+
+async fn adjust(
+    t: &Tenant,
+    sku: &str,
+    delta: i64,
+    at: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut body = json!({"delta": delta, "reason": "count"});
+    if let Some(at) = at {
+        body["location"] = json!(at);
+    }
+    Ok(t.post_json(&format!("/v1/items/{sku}/adjustments"), &body)
+        .send()
+        .await?)
+}
+
+#[tokio::test]
+async fn stock_at_a_location_is_its_own_level_and_pins_the_location() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("lv");
+    t.create_item(&sku, 3).await?;
+    let depot = location(&t).await?;
+
+    let resp = adjust(&t, &sku, 5, Some(&depot)).await?;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(
+        (body["location"].as_str(), body["quantity"].as_i64()),
+        (Some(depot.as_str()), Some(5))
+    );
+
+    let levels: Value = t
+        .get(&format!("/v1/items/{sku}/levels"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        levels["levels"],
+        json!([
+            {"location": "default", "on_hand": 3, "reserved": 0, "available": 3},
+            {"location": depot, "on_hand": 5, "reserved": 0, "available": 5},
+        ])
+    );
+    // The default location's stock is the item's quantity, untouched.
+    let item: Value = t
+        .get(&format!("/v1/items/{sku}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(item["quantity"], 3);
+
+    let short = adjust(&t, &sku, -6, Some(&depot)).await?;
+    expect_problem(short, 409, "insufficient_stock").await?;
+    let nowhere = adjust(&t, &sku, 1, Some("no-such-place")).await?;
+    expect_problem(nowhere, 404, "location_not_found").await?;
+    let no_item = adjust(&t, &unique_sku("none"), 1, Some(&depot)).await?;
+    expect_problem(no_item, 404, "item_not_found").await?;
+
+    // Holding stock, the location stays; emptied, it can go, and then
+    // nothing can be put there.
+    let refused = t.delete(&format!("/v1/locations/{depot}")).send().await?;
+    expect_problem(refused, 409, "location_holds_stock").await?;
+    assert_eq!(adjust(&t, &sku, -5, Some(&depot)).await?.status(), 200);
+    let gone = t.delete(&format!("/v1/locations/{depot}")).send().await?;
+    assert_eq!(gone.status(), 204);
+    let late = adjust(&t, &sku, 1, Some(&depot)).await?;
+    expect_problem(late, 404, "location_not_found").await?;
+
+    // The ledger says where each movement happened.
+    let ledger = all_pages(
+        &t,
+        &format!("/v1/items/{sku}/movements?limit=100"),
+        "movements",
+    )
+    .await?;
+    let places: Vec<Option<&str>> = ledger.iter().map(|m| m["location"].as_str()).collect();
+    assert_eq!(
+        places,
+        [Some(depot.as_str()), Some(depot.as_str()), None],
+        "{ledger:?}"
+    );
+    Ok(())
+}
+
+/// Many clients take from one location's level at once: exactly as many
+/// succeed as there are units, the level never goes below zero, and the
+/// ledger balances.
+#[tokio::test]
+async fn concurrent_takes_at_a_location_never_oversell() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rush");
+    t.create_item(&sku, 0).await?;
+    let depot = location(&t).await?;
+    assert_eq!(adjust(&t, &sku, 7, Some(&depot)).await?.status(), 200);
+    // Each client retries a `concurrent_update` (nothing was applied), as
+    // a client should; `insufficient_stock` is final.
+    let mut takes = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let request = t.post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": -1, "reason": "sale", "location": depot}),
+        );
+        takes.spawn(async move {
+            loop {
+                let resp = request
+                    .try_clone()
+                    .expect("a JSON body clones")
+                    .send()
+                    .await?;
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await?;
+                if body["code"] != "concurrent_update" {
+                    return anyhow::Ok((status, body["code"].as_str().map(str::to_owned)));
+                }
+            }
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = takes.join_next().await {
+        outcomes.push(done??);
+    }
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    let short = outcomes
+        .iter()
+        .filter(|(s, code)| *s == 409 && code.as_deref() == Some("insufficient_stock"))
+        .count();
+    assert_eq!((ok, short), (7, 5), "{outcomes:?}");
+    let levels: Value = t
+        .get(&format!("/v1/items/{sku}/levels"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(levels["levels"][1]["on_hand"], 0, "{levels}");
+    let ledger = all_pages(
+        &t,
+        &format!("/v1/items/{sku}/movements?limit=100"),
+        "movements",
+    )
+    .await?;
+    let at_depot: i64 = ledger
+        .iter()
+        .filter(|m| m["location"] == json!(depot))
+        .map(|m| m["delta"].as_i64().unwrap_or_default())
+        .sum();
+    assert_eq!(at_depot, 0, "{ledger:?}");
+    Ok(())
+}
