@@ -17,6 +17,7 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/locations") => {
             Some(json!({"id": unique_sku("b-loc"), "name": "B's", "kind": "store"}))
         }
+        ("POST", "/v1/reservations") => Some(json!({"sku": sku, "quantity": 1, "expires_in": 600})),
         ("POST", "/v1/webhooks") => {
             Some(json!({"url": "http://127.0.0.1:9/b", "events": ["batch.completed"]}))
         }
@@ -68,7 +69,18 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(made.status(), 201);
+    let held: Value = a
+        .post_json(
+            "/v1/reservations",
+            &json!({"sku": sku, "quantity": 1, "expires_in": 600}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let reservation_id = held["id"].as_str().expect("reservation id").to_owned();
     let secrets = [
+        reservation_id.as_str(),
         location_id.as_str(),
         webhook_id.as_str(),
         delivery_id.as_str(),
@@ -91,7 +103,8 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
             .replace("{key_id}", &a.key_id)
             .replace("{webhook_id}", &webhook_id)
             .replace("{delivery_id}", &delivery_id)
-            .replace("{location_id}", &location_id);
+            .replace("{location_id}", &location_id)
+            .replace("{reservation_id}", &reservation_id);
         let mut req = b.request(Method::from_bytes(method.as_bytes())?, &path);
         if let Some(body) = body_for(method, template, &sku) {
             req = req.json(&body);
@@ -115,7 +128,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 28, "only {probed} routes probed");
+    assert!(probed >= 33, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a
@@ -132,5 +145,12 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(still.status(), 200, "B deleted A's location");
+    let hold: Value = a
+        .get(&format!("/v1/reservations/{reservation_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(hold["status"], "active", "B ended A's hold: {hold}");
     Ok(())
 }

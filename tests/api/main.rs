@@ -13,5 +13,6 @@ mod levels;
 mod limits;
 mod locations;
 mod meta;
+mod reservations;
 mod stock;
 mod watch;

@@ -82,6 +82,7 @@ async fn keys() -> Result<&'static DynamoApiKeyStore> {
 }
 
 /// A tenant with one API key, created directly in the keys table.
+#[derive(Clone)]
 pub struct Tenant {
     pub tenant_id: String,
     pub api_key: String,

@@ -74,12 +74,24 @@ fn handler(c: &mut Criterion) {
         .expect("runtime");
     let store = Arc::new(MemoryItemStore::default());
     let app = router(AppState {
-        items: ItemsService::new(store.clone()),
+        items: ItemsService::new(store.clone()).with_locations(stockroom_app::items::LevelStores {
+            locations: store.clone(),
+            levels: store.clone(),
+            holds: store.clone(),
+        }),
         changes: stockroom_app::changes::ChangeFeed::new(
             store.clone(),
             stockroom_app::changes::DEFAULT_SETTLE,
         ),
         locations: stockroom_app::locations::LocationsService::new(store.clone()),
+        reservations: stockroom_app::reservations::ReservationsService::new(
+            store.clone(),
+            stockroom_app::items::LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store.clone(),
+            },
+        ),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

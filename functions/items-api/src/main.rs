@@ -5,8 +5,9 @@ use std::sync::Arc;
 use stockroom_app::changes::ChangeFeed;
 use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
-use stockroom_app::items::ItemsService;
+use stockroom_app::items::{ItemsService, LevelStores};
 use stockroom_app::locations::LocationsService;
+use stockroom_app::reservations::ReservationsService;
 use stockroom_aws::dynamodb::DynamoItemStore;
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{AppState, router};
@@ -18,10 +19,16 @@ async fn main() -> Result<(), Error> {
     let cfg = config::ItemsApiConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
     let store = Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table));
+    let stores = LevelStores {
+        locations: store.clone(),
+        levels: store.clone(),
+        holds: store.clone(),
+    };
     let state = AppState {
         changes: ChangeFeed::new(store.clone(), cfg.changes_settle),
         locations: LocationsService::new(store.clone()),
-        items: ItemsService::new(store.clone()).with_locations(store.clone(), store),
+        items: ItemsService::new(store.clone()).with_locations(stores.clone()),
+        reservations: ReservationsService::new(store.clone(), stores),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

@@ -24,6 +24,11 @@ pub fn parse(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// `t` in Unix milliseconds (0 before the epoch).
+pub fn unix_ms(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -39,6 +39,14 @@ pub enum ApiError {
     DefaultLocationFixed,
     #[error("the location holds stock")]
     LocationHoldsStock,
+    #[error("reservation not found")]
+    ReservationNotFound,
+    #[error("insufficient available stock: {available} available, {requested} requested")]
+    InsufficientAvailable { available: i64, requested: i64 },
+    #[error("the reservation ended already: {status}")]
+    ReservationEnded { status: &'static str },
+    #[error("the reservation expired")]
+    ReservationExpired,
     #[error("webhook delivery not found")]
     DeliveryNotFound,
     #[error("webhook URL refused ({code}): {message}")]

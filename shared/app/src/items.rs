@@ -10,8 +10,10 @@ use crate::domain::{
     StockCheck, TenantId, apply_delta,
 };
 use crate::error::ApiError;
+use crate::levels::LevelNow;
 use crate::ports::{
-    IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, StoreError,
+    IdempotencyRecord, ItemStore, LevelStore, LevelWrite, LocationStore, Page, PageKey,
+    ReservationStore, StoreError,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -113,11 +115,22 @@ pub struct IdempotencyRequest {
 impl IdempotencyRequest {
     /// The answer `result` stored under this key, replayed for 24 hours.
     fn record(&self, result: &AdjustmentResult, now: time::OffsetDateTime) -> IdempotencyRecord {
+        self.response(200, result, now)
+    }
+
+    /// The response (`status`, `body`) stored under this key, replayed for
+    /// 24 hours.
+    pub fn response(
+        &self,
+        status: u16,
+        body: &impl Serialize,
+        now: time::OffsetDateTime,
+    ) -> IdempotencyRecord {
         IdempotencyRecord {
             key: self.key.clone(),
             request_hash: self.request_hash.clone(),
-            status: 200,
-            body: serde_json::to_string(result).unwrap_or_default(),
+            status,
+            body: serde_json::to_string(body).unwrap_or_default(),
             created_at: clock::format(now),
             expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
         }
@@ -127,9 +140,17 @@ impl IdempotencyRequest {
 #[derive(Clone)]
 pub struct ItemsService {
     store: Arc<dyn ItemStore>,
-    /// Stock at locations other than the default one (`with_locations`);
-    /// without it, only the default location exists.
-    locations: Option<(Arc<dyn LocationStore>, Arc<dyn LevelStore>)>,
+    /// Stock per location, with its holds (`with_locations`); without it,
+    /// only the default location exists, and nothing is ever held.
+    locations: Option<LevelStores>,
+}
+
+/// The stores of levels per location and of the reservations holding them.
+#[derive(Clone)]
+pub struct LevelStores {
+    pub locations: Arc<dyn LocationStore>,
+    pub levels: Arc<dyn LevelStore>,
+    pub holds: Arc<dyn ReservationStore>,
 }
 
 /// Events are not published here: they are derived from the committed
@@ -143,13 +164,9 @@ impl ItemsService {
         }
     }
 
-    /// With stock at the tenant's other locations too.
-    pub fn with_locations(
-        mut self,
-        locations: Arc<dyn LocationStore>,
-        levels: Arc<dyn LevelStore>,
-    ) -> Self {
-        self.locations = Some((locations, levels));
+    /// With stock at the tenant's other locations too, and reservations.
+    pub fn with_locations(mut self, stores: LevelStores) -> Self {
+        self.locations = Some(stores);
         self
     }
 
@@ -338,7 +355,9 @@ impl ItemsService {
         {
             return Ok(outcome);
         }
-        if !adjustment.location.is_default() {
+        // With reservations, the default location's level has holds too:
+        // the level's path respects them.
+        if self.locations.is_some() || !adjustment.location.is_default() {
             return self
                 .adjust_at_location(tenant, sku, adjustment, ctx, idempotency)
                 .await;
@@ -393,9 +412,9 @@ impl ItemsService {
         Err(ApiError::ConcurrentUpdate)
     }
 
-    /// An adjustment of the stock at a location other than the default:
-    /// its level, not the item's quantity, with the same idempotency and
-    /// optimistic concurrency. Taking units leaves at least those reserved.
+    /// An adjustment of the stock at a location, of its level (at the
+    /// default location, the item's quantity) with the same idempotency and
+    /// optimistic concurrency. Taking units leaves at least those held.
     async fn adjust_at_location(
         &self,
         tenant: &TenantId,
@@ -404,25 +423,34 @@ impl ItemsService {
         ctx: &MovementContext,
         idempotency: Option<&IdempotencyRequest>,
     ) -> Result<AdjustOutcome, ApiError> {
-        let Some((locations, levels)) = &self.locations else {
+        let Some(stores) = &self.locations else {
             return Err(ApiError::LocationNotFound);
         };
         let location = &adjustment.location;
         for attempt in 0..MAX_ATTEMPTS {
             let item = self.get(tenant, sku, Some(&Fields::identifier())).await?;
-            if locations
-                .get_location(tenant, location, Some(&Fields::identifier()))
-                .await?
-                .is_none()
+            if !location.is_default()
+                && stores
+                    .locations
+                    .get_location(tenant, location, Some(&Fields::identifier()))
+                    .await?
+                    .is_none()
             {
                 return Err(ApiError::LocationNotFound);
             }
-            let before = levels.level(tenant, sku, location).await?;
             let now = clock::now();
             let now_s = clock::format(now);
-            let occurred = OccurredAt::from_unix_ms(
-                u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
-            );
+            let now_ms = clock::unix_ms(now);
+            let before = LevelNow::read(
+                stores.levels.as_ref(),
+                stores.holds.as_ref(),
+                tenant,
+                sku,
+                location,
+                now_ms,
+            )
+            .await?;
+            let occurred = OccurredAt::from_unix_ms(now_ms);
             let after = match before.level.adjust(adjustment.delta, &occurred) {
                 Ok(Adjusted::Applied(after)) => after,
                 // Only a count sets `counted_at`, and an adjustment is dated
@@ -450,20 +478,33 @@ impl ItemsService {
                 adjustment.reference.clone(),
                 ctx,
                 &now_s,
-            )
-            .at(location);
+            );
+            let movement = if location.is_default() {
+                movement
+            } else {
+                movement.at(location)
+            };
             let result = AdjustmentResult {
                 sku: item.sku.clone(),
-                location: Some(location.as_str().to_owned()),
+                location: (!location.is_default()).then(|| location.as_str().to_owned()),
                 quantity: after.on_hand,
                 movement_id: movement.movement_id.clone(),
             };
             let record = idempotency.map(|idem| idem.record(&result, now));
+            let swept = before.write(&after, None, &now_s);
+            let write = LevelWrite {
+                before: &before.stored,
+                after: swept.stored,
+                holds_check_at: swept.holds_check_at,
+                movements: vec![movement],
+                holds: swept.ended,
+                idempotency: record.as_ref(),
+                request_id: &ctx.request_id,
+                at: &now_s,
+            };
             // A failed condition: the level, the item or the location
             // changed; `settle` reads again.
-            let written = levels
-                .record_level_change(tenant, &before, &after, &movement, record.as_ref())
-                .await;
+            let written = stores.levels.record_level_change(tenant, &write).await;
             if let Some(outcome) = self
                 .settle(tenant, idempotency, attempt, written, result)
                 .await?
@@ -478,17 +519,42 @@ impl ItemsService {
     /// quantity) first, then the others' in location id order.
     pub async fn levels(&self, tenant: &TenantId, sku: &Sku) -> Result<ItemLevels, ApiError> {
         let item = self.get(tenant, sku, None).await?;
-        let mut levels = vec![LevelView::of(
-            LocationId::default_location(),
-            &Level {
+        let Some(stores) = &self.locations else {
+            let level = Level {
                 on_hand: item.quantity,
                 ..Level::default()
-            },
-        )];
-        if let Some((_, stores)) = &self.locations {
-            for stored in stores.other_levels(tenant, sku).await? {
-                levels.push(LevelView::of(stored.location, &stored.level));
-            }
+            };
+            return Ok(ItemLevels {
+                sku: item.sku,
+                levels: vec![LevelView::of(LocationId::default_location(), &level)],
+            });
+        };
+        let now_ms = clock::unix_ms(clock::now());
+        let mut stored = vec![
+            stores
+                .levels
+                .level(tenant, sku, &LocationId::default_location())
+                .await?,
+        ];
+        stored.extend(stores.levels.other_levels(tenant, sku).await?);
+        let mut levels = Vec::with_capacity(stored.len());
+        for level in stored {
+            // Holds that expired unswept stop counting now.
+            let now = if level.holds_check_at.is_some_and(|at| at <= now_ms) {
+                LevelNow::read(
+                    stores.levels.as_ref(),
+                    stores.holds.as_ref(),
+                    tenant,
+                    sku,
+                    &level.location,
+                    now_ms,
+                )
+                .await?
+                .level
+            } else {
+                level.level
+            };
+            levels.push(LevelView::of(level.location, &now));
         }
         Ok(ItemLevels {
             sku: item.sku,
@@ -569,7 +635,13 @@ mod tests {
     fn world() -> World {
         let store = Arc::new(MemoryItemStore::default());
         World {
-            items: ItemsService::new(store.clone()),
+            // As the items function builds it: adjustments go through the
+            // levels, with their holds.
+            items: ItemsService::new(store.clone()).with_locations(LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store.clone(),
+            }),
             store,
             tenant: TenantId::parse("acme").unwrap(),
             ctx: MovementContext {

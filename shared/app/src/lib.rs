@@ -14,11 +14,13 @@ pub mod cursor;
 pub mod error;
 pub mod items;
 pub mod keys;
+pub mod levels;
 pub mod locations;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 pub mod outbox;
 pub mod ports;
+pub mod reservations;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

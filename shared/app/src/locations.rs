@@ -192,7 +192,11 @@ mod tests {
         use crate::items::{AdjustOutcome, ItemsService};
         let store = Arc::new(MemoryItemStore::default());
         let locations = LocationsService::new(store.clone());
-        let items = ItemsService::new(store.clone()).with_locations(store.clone(), store.clone());
+        let items = ItemsService::new(store.clone()).with_locations(crate::items::LevelStores {
+            locations: store.clone(),
+            levels: store.clone(),
+            holds: store.clone(),
+        });
         let tenant = TenantId::parse("acme").unwrap();
         let ctx = MovementContext::default();
         let sku = Sku::parse("S-1").unwrap();

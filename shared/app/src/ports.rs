@@ -11,6 +11,7 @@ use crate::domain::change::{ChangeCause, Deletion};
 use crate::domain::key::{ApiKeyRecord, ApiKeyView};
 use crate::domain::level::Level;
 use crate::domain::location::{Location, LocationId};
+use crate::domain::reservation::{ReservationId, ReservationStatus};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -100,6 +101,14 @@ pub struct StoredLevel {
     pub location: LocationId,
     pub level: Level,
     pub version: u64,
+    /// The version of the record holding the level's holds: at the default
+    /// location a record of its own (the item holds on hand), elsewhere the
+    /// level's (`version`).
+    pub holds_version: u64,
+    /// Unix ms at or before which the first active hold expires (`None`:
+    /// no active hold). Until then `level.reserved` is exact; from then on
+    /// the holds are read to tell which stopped counting.
+    pub holds_check_at: Option<u64>,
 }
 
 impl StoredLevel {
@@ -108,22 +117,70 @@ impl StoredLevel {
             location,
             level: Level::default(),
             version: 0,
+            holds_version: 0,
+            holds_check_at: None,
         }
     }
 }
 
-/// Stock levels of a sku at locations other than the default one (whose
-/// level is the item's quantity).
+/// A reservation as stored: units of one (sku, location) held until
+/// `expires_at_ms`, then committed, released or expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReservation {
+    pub id: ReservationId,
+    pub location: LocationId,
+    pub quantity: i64,
+    pub status: ReservationStatus,
+    pub expires_at_ms: u64,
+    pub reference: Option<String>,
+    pub created_at: String,
+    /// When it was committed, released or swept as expired.
+    pub ended_at: Option<String>,
+    pub request_id: String,
+}
+
+/// The holds a level change writes with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldWrite {
+    /// A new hold (its id is not taken).
+    Create(StoredReservation),
+    /// An active hold ends (it is still active when written).
+    End {
+        id: ReservationId,
+        status: ReservationStatus,
+        ended_at: String,
+    },
+}
+
+/// One write of a level, all or nothing: the level goes from `before` to
+/// `after` (conditioned on `before.version` and the item existing), with
+/// its movements, holds and idempotency record.
+#[derive(Clone, Debug)]
+pub struct LevelWrite<'a> {
+    pub before: &'a StoredLevel,
+    pub after: Level,
+    pub holds_check_at: Option<u64>,
+    pub movements: Vec<Movement>,
+    pub holds: Vec<HoldWrite>,
+    pub idempotency: Option<&'a IdempotencyRecord>,
+    pub request_id: &'a str,
+    pub at: &'a str,
+}
+
+/// Stock levels of a sku per location. The default location's level is the
+/// item's own record (its `quantity` is on hand there).
 #[async_trait]
 pub trait LevelStore: Send + Sync {
-    /// The stored levels of a sku, in location id order.
+    /// The stored levels of a sku at locations other than the default one,
+    /// in location id order.
     async fn other_levels(
         &self,
         tenant: &TenantId,
         sku: &Sku,
     ) -> Result<Vec<StoredLevel>, StoreError>;
 
-    /// One level, read strongly consistent; empty (version 0) when none is stored.
+    /// One level, read strongly consistent; empty (version 0) when none is
+    /// stored (for the default location: when the item does not exist).
     async fn level(
         &self,
         tenant: &TenantId,
@@ -131,8 +188,7 @@ pub trait LevelStore: Send + Sync {
         location: &LocationId,
     ) -> Result<StoredLevel, StoreError>;
 
-    /// Writes `after` in place of `before`, with its movement (and the
-    /// idempotency record), all or nothing, on the conditions that the
+    /// Writes a level change, all or nothing, on the conditions that the
     /// level is still at `before.version` and the item exists. A level that
     /// starts holding stock counts in its location's tally, which needs the
     /// location to exist (so stock never lands on a deleted location); one
@@ -141,11 +197,36 @@ pub trait LevelStore: Send + Sync {
     async fn record_level_change(
         &self,
         tenant: &TenantId,
-        before: &StoredLevel,
-        after: &Level,
-        movement: &Movement,
-        idempotency: Option<&IdempotencyRecord>,
+        write: &LevelWrite<'_>,
     ) -> Result<(), StoreError>;
+}
+
+/// Reservations, read strongly consistent (they live with their item).
+#[async_trait]
+pub trait ReservationStore: Send + Sync {
+    async fn get_reservation(
+        &self,
+        tenant: &TenantId,
+        id: &ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError>;
+
+    /// A sku's reservations in id (creation) order, from after `start`.
+    async fn list_reservations(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        status: Option<ReservationStatus>,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<StoredReservation>, StoreError>;
+
+    /// The holds of one level stored as active (some may have expired).
+    async fn active_holds(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+    ) -> Result<Vec<StoredReservation>, StoreError>;
 }
 
 /// Stock and description of a tenant's items, plus their ledger.

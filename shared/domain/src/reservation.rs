@@ -12,6 +12,66 @@ use serde::{Deserialize, Serialize};
 pub const MIN_EXPIRES_IN: i64 = 1;
 pub const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
 
+/// A reservation's id: `rsv_<ULID>_<sku>`. It names the sku so a
+/// reservation is read with its item, strongly consistent, by key (an
+/// index would be eventually consistent: a commit right after the hold
+/// could miss it). Ids sort by creation time (to the millisecond) within a
+/// sku.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReservationId {
+    raw: String,
+    sku: Sku,
+}
+
+const ID_PREFIX: &str = "rsv_";
+const ULID_LEN: usize = 26;
+
+impl ReservationId {
+    pub fn generate(sku: &Sku) -> Self {
+        Self {
+            raw: format!("{ID_PREFIX}{}_{sku}", ulid::Ulid::new()),
+            sku: sku.clone(),
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let invalid = || "is not a reservation id".to_owned();
+        let rest = raw.strip_prefix(ID_PREFIX).ok_or_else(invalid)?;
+        let (ulid, sku) = (rest.get(..ULID_LEN), rest.get(ULID_LEN..));
+        let (Some(ulid), Some(sku)) = (ulid, sku.and_then(|s| s.strip_prefix('_'))) else {
+            return Err(invalid());
+        };
+        ulid::Ulid::from_string(ulid).map_err(|_| invalid())?;
+        if ulid.chars().any(|c| c.is_ascii_lowercase()) {
+            return Err(invalid());
+        }
+        let sku = Sku::parse(sku).map_err(|_| invalid())?;
+        Ok(Self {
+            raw: raw.to_owned(),
+            sku,
+        })
+    }
+
+    pub fn sku(&self) -> &Sku {
+        &self.sku
+    }
+
+    /// The ULID part: its key within the item's collection.
+    pub fn ulid(&self) -> &str {
+        &self.raw[ID_PREFIX.len()..ID_PREFIX.len() + ULID_LEN]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl std::fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
 /// Where a reservation is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -183,6 +243,27 @@ mod tests {
                 errors.0.iter().any(|e| e.field == field),
                 "{body}: {errors:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_reservation_id_names_its_sku_and_nothing_else_parses() {
+        let sku = Sku::parse("MUG_1.b").unwrap();
+        let id = ReservationId::generate(&sku);
+        let parsed = ReservationId::parse(id.as_str()).unwrap();
+        assert_eq!((parsed.sku(), parsed.ulid().len()), (&sku, 26));
+        assert_eq!(parsed, id);
+        for bad in [
+            "",
+            "rsv_",
+            "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_",
+            "rsv_01jd8x3b6q5w3z2y1x0v9t8s7r_A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7RA_B",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_a b",
+        ] {
+            assert!(ReservationId::parse(bad).is_err(), "{bad}");
         }
     }
 

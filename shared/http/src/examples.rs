@@ -84,6 +84,9 @@ fn limit_problem(limit: &str, detail: &str) -> Problem {
 const ITEM_ROUTES: &[&str] = &["PUT /v1/items/{sku}", "DELETE /v1/items/{sku}"];
 const ADJUST: &str = "POST /v1/items/{sku}/adjustments";
 const CREATE_BATCH: &str = "POST /v1/batches";
+const RESERVE: &str = "POST /v1/reservations";
+const COMMIT: &str = "POST /v1/reservations/{reservation_id}/commit";
+const RELEASE: &str = "POST /v1/reservations/{reservation_id}/release";
 const CREATE_WEBHOOK: &str = "POST /v1/webhooks";
 
 /// Every problem `code` a client can receive.
@@ -162,6 +165,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 "GET /v1/locations/{location_id}",
                 "DELETE /v1/locations/{location_id}",
                 ADJUST,
+                RESERVE,
             ]),
             "No location with this id for your tenant (create it with POST /v1/locations).",
         ),
@@ -179,6 +183,29 @@ fn catalogue() -> Vec<ProblemEntry> {
             ApiError::DefaultLocationFixed,
             On(&["DELETE /v1/locations/{location_id}"]),
             "The default location always exists: it cannot be deleted.",
+        ),
+        entry(
+            ApiError::ReservationNotFound,
+            Under("/v1/reservations/{reservation_id}"),
+            "No reservation with this id for your tenant.",
+        ),
+        entry(
+            ApiError::InsufficientAvailable {
+                available: 1,
+                requested: 2,
+            },
+            On(&[RESERVE]),
+            "Fewer units are available (on hand less what active holds keep) than the hold asks for; nothing is held. Hold fewer, or wait for holds to end.",
+        ),
+        entry(
+            ApiError::ReservationEnded { status: "released" },
+            On(&[COMMIT, RELEASE]),
+            "The hold ended already another way (`detail` says how): a released hold cannot be committed, nor a committed one released.",
+        ),
+        entry(
+            ApiError::ReservationExpired,
+            On(&[COMMIT]),
+            "The hold expired before the commit: its units are free again. Reserve again (the units may be gone).",
         ),
         entry(
             ApiError::KeyNotFound,
@@ -284,12 +311,19 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::IdempotencyKeyReused,
-            On(&[ADJUST, CREATE_BATCH]),
+            On(&[ADJUST, CREATE_BATCH, RESERVE, COMMIT, RELEASE]),
             "This `Idempotency-Key` was used with a different request in the last 24 hours; use a fresh key per distinct request.",
         ),
         entry(
             ApiError::ConcurrentUpdate,
-            On(&[ADJUST, "PUT /v1/items/{sku}", "DELETE /v1/items/{sku}"]),
+            On(&[
+                ADJUST,
+                "PUT /v1/items/{sku}",
+                "DELETE /v1/items/{sku}",
+                RESERVE,
+                COMMIT,
+                RELEASE,
+            ]),
             "The item kept changing under this request; retry (with the same Idempotency-Key, if any).",
         ),
         entry(
@@ -438,6 +472,12 @@ fn success_examples() -> Vec<RouteExamples> {
         "created_at": "2026-11-26T17:03:10Z", "updated_at": "2026-11-26T17:03:10Z"
     });
     let next = "eyJrIjoiU0tVLTEwMDEifQ.5c1f0e";
+    let reservation = json!({
+        "id": "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_SKU-1001", "sku": "SKU-1001",
+        "location": "default", "quantity": 2, "status": "active",
+        "expires_at": "2026-12-04T09:45:00.000Z", "reference": "cart-8812",
+        "created_at": "2026-12-04T09:30:00Z", "ended_at": null
+    });
     vec![
         (
             "GET /v1/health",
@@ -553,6 +593,52 @@ fn success_examples() -> Vec<RouteExamples> {
             vec![("200", location.clone())],
         ),
         ("DELETE /v1/locations/{location_id}", None, vec![]),
+        (
+            RESERVE,
+            Some(
+                json!({"sku": "SKU-1001", "quantity": 2, "expires_in": 900, "reference": "cart-8812"}),
+            ),
+            vec![("201", reservation.clone())],
+        ),
+        (
+            "GET /v1/reservations",
+            None,
+            vec![(
+                "200",
+                json!({"reservations": [reservation.clone()], "next_cursor": null}),
+            )],
+        ),
+        (
+            "GET /v1/reservations/{reservation_id}",
+            None,
+            vec![("200", reservation.clone())],
+        ),
+        (
+            COMMIT,
+            None,
+            vec![(
+                "200",
+                json!({
+                    "id": "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_SKU-1001", "sku": "SKU-1001",
+                    "location": "default", "quantity": 2, "status": "committed",
+                    "expires_at": "2026-12-04T09:45:00.000Z", "reference": "cart-8812",
+                    "created_at": "2026-12-04T09:30:00Z", "ended_at": "2026-12-04T09:33:10Z"
+                }),
+            )],
+        ),
+        (
+            RELEASE,
+            None,
+            vec![(
+                "200",
+                json!({
+                    "id": "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_SKU-1001", "sku": "SKU-1001",
+                    "location": "default", "quantity": 2, "status": "released",
+                    "expires_at": "2026-12-04T09:45:00.000Z", "reference": "cart-8812",
+                    "created_at": "2026-12-04T09:30:00Z", "ended_at": "2026-12-04T09:31:02Z"
+                }),
+            )],
+        ),
         (
             "POST /v1/keys",
             Some(

@@ -14,6 +14,7 @@ mod locations;
 mod openapi;
 pub mod problem;
 mod request_rules;
+mod reservations;
 pub use extract::{idempotency_request, parse_json_body};
 mod webhooks;
 
@@ -45,6 +46,7 @@ pub struct AppState {
     /// `GET /v1/changes`.
     pub changes: stockroom_app::changes::ChangeFeed,
     pub locations: stockroom_app::locations::LocationsService,
+    pub reservations: stockroom_app::reservations::ReservationsService,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -80,6 +82,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/locations/{location_id}",
             get(locations::get_location).delete(locations::delete_location),
+        )
+        .route(
+            "/v1/reservations",
+            get(reservations::list_reservations).post(reservations::create_reservation),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}",
+            get(reservations::get_reservation),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/commit",
+            post(reservations::commit_reservation),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/release",
+            post(reservations::release_reservation),
         )
         .with_state(state);
     with_common_layers(routes, function)

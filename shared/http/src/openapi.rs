@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, changes, docs, items, keys, locations, webhooks};
+use super::{batches, changes, docs, items, keys, locations, reservations, webhooks};
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
 use stockroom_app::items::AdjustmentResult;
@@ -48,6 +48,11 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         locations::list_locations,
         locations::get_location,
         locations::delete_location,
+        reservations::create_reservation,
+        reservations::list_reservations,
+        reservations::get_reservation,
+        reservations::commit_reservation,
+        reservations::release_reservation,
         batches::create_batch,
         batches::list_batches,
         batches::get_batch,
@@ -77,6 +82,9 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         stockroom_domain::location::Location, stockroom_domain::location::LocationKind,
         stockroom_app::items::ItemLevels, stockroom_app::items::LevelView,
         locations::LocationPage, locations::CreateLocationRequest,
+        reservations::ReservationPage, reservations::CreateReservationRequest,
+        stockroom_app::reservations::Reservation,
+        stockroom_domain::reservation::ReservationStatus,
         Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,
         batches::BatchPage, batches::FailurePage, batches::BatchRequestBody, batches::BatchRecordRequest,
         stockroom_app::keys::ApiKeyView, stockroom_app::keys::CreatedKey, keys::KeyPage, keys::CreateKeyRequest,
@@ -94,6 +102,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         (name = "items", description = "Items and their descriptive fields"),
         (name = "stock", description = "Stock adjustments, the movement ledger and the change feed"),
         (name = "locations", description = "Where stock is kept: the default location and the tenant's warehouses, stores and others"),
+        (name = "reservations", description = "Stock held while a cart checks out: committed when the order ships, released, or expired"),
         (name = "keys", description = "The tenant's API keys: create (shown once), list, revoke"),
         (name = "webhooks", description = "Signed event deliveries to the tenant's endpoints (Standard Webhooks), with a delivery log and replay"),
         (name = "batches", description = "Batch updates applied asynchronously, with per-record failure reports"),

@@ -99,6 +99,26 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "Location holds stock",
         ),
         DefaultLocationFixed => (StatusCode::CONFLICT, "default_location", "Default location"),
+        ReservationNotFound => (
+            StatusCode::NOT_FOUND,
+            "reservation_not_found",
+            "Reservation not found",
+        ),
+        InsufficientAvailable { .. } => (
+            StatusCode::CONFLICT,
+            "insufficient_available",
+            "Insufficient available stock",
+        ),
+        ReservationEnded { .. } => (
+            StatusCode::CONFLICT,
+            "reservation_ended",
+            "Reservation ended",
+        ),
+        ReservationExpired => (
+            StatusCode::CONFLICT,
+            "reservation_expired",
+            "Reservation expired",
+        ),
         WebhookNotFound => (
             StatusCode::NOT_FOUND,
             "webhook_not_found",
@@ -217,6 +237,14 @@ fn detail(e: &ApiError) -> String {
         LocationExists => "A location with this id already exists.".into(),
         LocationHoldsStock => "Stock is held at this location; move or adjust it to zero first.".into(),
         DefaultLocationFixed => "The default location always exists: it cannot be created or deleted.".into(),
+        ReservationNotFound => "No reservation with this id exists.".into(),
+        InsufficientAvailable { available, requested } => format!(
+            "Holding {requested} would take more than is available: {available} available (on hand less what is held)."
+        ),
+        ReservationEnded { status } => format!(
+            "The reservation is {status} already: a hold ends once."
+        ),
+        ReservationExpired => "The reservation expired: its units are free again, so it cannot be committed. Reserve again.".into(),
         WebhookNotFound => "No webhook with this id exists.".into(),
         DeliveryNotFound => "This webhook has no delivery with this id.".into(),
         WebhookUrlRefused { message, .. } => format!("{message}. Webhooks are only sent over https to public addresses."),

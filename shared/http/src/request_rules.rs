@@ -261,6 +261,23 @@ pub(super) fn annotate(doc: &mut Value) {
     );
     constrain(
         schemas,
+        "CreateReservationRequest",
+        &[
+            ("sku", json!({"pattern": sku_pattern()})),
+            ("location", json!({"pattern": sku_pattern()})),
+            ("quantity", json!({"minimum": 1, "maximum": MAX_QUANTITY})),
+            (
+                "expires_in",
+                json!({
+                    "minimum": stockroom_domain::reservation::MIN_EXPIRES_IN,
+                    "maximum": stockroom_domain::reservation::MAX_EXPIRES_IN,
+                }),
+            ),
+            ("reference", text(MAX_REFERENCE)),
+        ],
+    );
+    constrain(
+        schemas,
         "CreateKeyRequest",
         &[
             ("name", text(MAX_KEY_NAME)),
@@ -456,6 +473,15 @@ mod tests {
                 schema: "CreateLocationRequest",
                 valid: json!({"id": "paris-1", "name": "Paris", "kind": "store"}),
                 server_accepts: |b| stockroom_domain::location::NewLocation::from_json(b).is_ok(),
+                skip: &[],
+            },
+            Body {
+                schema: "CreateReservationRequest",
+                valid: json!({"sku": "SKU-1", "location": "paris-1", "quantity": 2,
+                    "expires_in": 900, "reference": "cart-1"}),
+                server_accepts: |b| {
+                    stockroom_domain::reservation::NewReservation::from_json(b).is_ok()
+                },
                 skip: &[],
             },
             Body {

@@ -2,10 +2,11 @@ use super::{lock, page};
 use crate::domain::change::{ChangeCause, CommittedChange, Deletion};
 use crate::domain::level::Level;
 use crate::domain::location::{Location, LocationId};
+use crate::domain::reservation::{ReservationId, ReservationStatus};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{
-    ChangeLog, IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, StoreError,
-    StoredLevel,
+    ChangeLog, HoldWrite, IdempotencyRecord, ItemStore, LevelStore, LevelWrite, LocationStore,
+    Page, PageKey, ReservationStore, StoreError, StoredLevel, StoredReservation,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -22,11 +23,44 @@ pub(super) struct Tenant {
     locations: BTreeMap<String, Location>,
     /// Levels at locations other than the default, by (sku, location), with
     /// their versions.
-    levels: BTreeMap<(String, String), (Level, u64)>,
+    levels: BTreeMap<(String, String), HeldLevel>,
+    /// Holds at the default location, whose on hand is the item's quantity.
+    default_holds: HashMap<String, HeldLevel>,
+    /// By id (ids sort by creation time within a sku).
+    reservations: BTreeMap<String, StoredReservation>,
     /// Per location, how many of its levels hold stock.
     stocked: HashMap<String, u64>,
     /// What the call under way committed (moved to the store's log).
     committed: Vec<Logged>,
+}
+
+/// A level as stored, with its version and when its first hold expires.
+#[derive(Clone, Debug, Default)]
+struct HeldLevel {
+    level: Level,
+    version: u64,
+    holds_check_at: Option<u64>,
+}
+
+impl HeldLevel {
+    fn stored(&self, location: LocationId) -> StoredLevel {
+        StoredLevel {
+            location,
+            level: self.level.clone(),
+            version: self.version,
+            holds_version: self.version,
+            holds_check_at: self.holds_check_at,
+        }
+    }
+}
+
+impl HoldWrite {
+    fn sku(&self) -> Option<String> {
+        match self {
+            HoldWrite::Create(r) => Some(r.id.sku().to_string()),
+            HoldWrite::End { id, .. } => Some(id.sku().to_string()),
+        }
+    }
 }
 
 /// A committed change, before the tenant's name is attached.
@@ -136,6 +170,34 @@ impl MemoryItemStore {
 
 impl Tenant {
     /// Writes an item, logging the change.
+    /// A sku's level at a location: the default one's on hand is the
+    /// item's quantity, and its version the item's.
+    fn level(&self, sku: &str, location: &LocationId) -> StoredLevel {
+        if location.is_default() {
+            let Some(item) = self.items.get(sku) else {
+                return StoredLevel::empty(location.clone());
+            };
+            let held = self.default_holds.get(sku).cloned().unwrap_or_default();
+            return StoredLevel {
+                location: location.clone(),
+                level: Level {
+                    on_hand: item.quantity,
+                    ..held.level
+                },
+                version: item.version,
+                holds_version: held.version,
+                // Holds written before a later item write still apply.
+                holds_check_at: held.holds_check_at,
+            };
+        }
+        self.levels
+            .get(&(sku.to_owned(), location.as_str().to_owned()))
+            .map_or_else(
+                || StoredLevel::empty(location.clone()),
+                |h| h.stored(location.clone()),
+            )
+    }
+
     pub(super) fn put_item(&mut self, item: &Item, cause: &ChangeCause) {
         let before = self.items.insert(item.sku.clone(), item.clone());
         self.committed.push(Logged::Item {
@@ -413,12 +475,8 @@ impl LevelStore for MemoryItemStore {
             t.levels
                 .iter()
                 .filter(|((s, _), _)| s == sku.as_str())
-                .filter_map(|((_, location), (level, version))| {
-                    Some(StoredLevel {
-                        location: LocationId::parse(location).ok()?,
-                        level: level.clone(),
-                        version: *version,
-                    })
+                .filter_map(|((_, location), held)| {
+                    Some(held.stored(LocationId::parse(location).ok()?))
                 })
                 .collect()
         }))
@@ -430,51 +488,156 @@ impl LevelStore for MemoryItemStore {
         sku: &Sku,
         location: &LocationId,
     ) -> Result<StoredLevel, StoreError> {
-        Ok(self.with_tenant(tenant, |t| {
-            match t
-                .levels
-                .get(&(sku.as_str().to_owned(), location.as_str().to_owned()))
-            {
-                Some((level, version)) => StoredLevel {
-                    location: location.clone(),
-                    level: level.clone(),
-                    version: *version,
-                },
-                None => StoredLevel::empty(location.clone()),
-            }
-        }))
+        Ok(self.with_tenant(tenant, |t| t.level(sku.as_str(), location)))
     }
 
     async fn record_level_change(
         &self,
         tenant: &TenantId,
-        before: &StoredLevel,
-        after: &Level,
-        movement: &Movement,
-        idempotency: Option<&IdempotencyRecord>,
+        write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
-            let key = (movement.sku.clone(), before.location.as_str().to_owned());
-            let version = t.levels.get(&key).map_or(0, |(_, v)| *v);
-            if version != before.version || !t.items.contains_key(&movement.sku) {
+            let before = write.before;
+            let Some(sku) = write
+                .movements
+                .first()
+                .map(|m| m.sku.clone())
+                .or_else(|| write.holds.iter().find_map(HoldWrite::sku))
+            else {
+                return Err(StoreError::Corrupt("a level write names no sku".into()));
+            };
+            let location = before.location.as_str().to_owned();
+            let now = t.level(&sku, &before.location);
+            if (now.version, now.holds_version) != (before.version, before.holds_version)
+                || !t.items.contains_key(&sku)
+            {
                 return Err(StoreError::ConditionFailed);
             }
-            let (was, is) = (before.level.on_hand > 0, after.on_hand > 0);
-            if !was && is && !t.locations.contains_key(before.location.as_str()) {
+            let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
+            if !before.location.is_default() && !was && is && !t.locations.contains_key(&location) {
                 return Err(StoreError::ConditionFailed);
             }
-            if let Some(record) = idempotency {
+            for hold in &write.holds {
+                let taken = match hold {
+                    HoldWrite::Create(r) => t.reservations.contains_key(r.id.as_str()),
+                    HoldWrite::End { id, .. } => t
+                        .reservations
+                        .get(id.as_str())
+                        .is_none_or(|r| r.status != ReservationStatus::Active),
+                };
+                if taken {
+                    return Err(StoreError::ConditionFailed);
+                }
+            }
+            if let Some(record) = write.idempotency {
                 t.take_key(record)?;
             }
-            let tally = t.stocked.entry(key.1.clone()).or_default();
-            match (was, is) {
-                (false, true) => *tally += 1,
-                (true, false) => *tally = tally.saturating_sub(1),
-                _ => {}
+            if before.location.is_default() {
+                let mut item = t.items[&sku].clone();
+                item.quantity = write.after.on_hand;
+                item.version += 1;
+                item.updated_at = write.at.to_owned();
+                t.put_item(&item, &ChangeCause::request(write.request_id));
+                t.default_holds.insert(
+                    sku.clone(),
+                    HeldLevel {
+                        level: write.after.clone(),
+                        version: before.holds_version + 1,
+                        holds_check_at: write.holds_check_at,
+                    },
+                );
+            } else {
+                let tally = t.stocked.entry(location.clone()).or_default();
+                match (was, is) {
+                    (false, true) => *tally += 1,
+                    (true, false) => *tally = tally.saturating_sub(1),
+                    _ => {}
+                }
+                t.levels.insert(
+                    (sku.clone(), location),
+                    HeldLevel {
+                        level: write.after.clone(),
+                        version: before.version + 1,
+                        holds_check_at: write.holds_check_at,
+                    },
+                );
             }
-            t.levels.insert(key, (after.clone(), version + 1));
-            t.append(Some(movement));
+            for hold in &write.holds {
+                match hold {
+                    HoldWrite::Create(r) => {
+                        t.reservations.insert(r.id.as_str().to_owned(), r.clone());
+                    }
+                    HoldWrite::End {
+                        id,
+                        status,
+                        ended_at,
+                    } => {
+                        if let Some(r) = t.reservations.get_mut(id.as_str()) {
+                            r.status = *status;
+                            r.ended_at = Some(ended_at.clone());
+                        }
+                    }
+                }
+            }
+            for movement in &write.movements {
+                t.append(Some(movement));
+            }
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl ReservationStore for MemoryItemStore {
+    async fn get_reservation(
+        &self,
+        tenant: &TenantId,
+        id: &ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| t.reservations.get(id.as_str()).cloned()))
+    }
+
+    async fn list_reservations(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        status: Option<ReservationStatus>,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<StoredReservation>, StoreError> {
+        let found: Vec<StoredReservation> = self.with_tenant(tenant, |t| {
+            t.reservations
+                .values()
+                .filter(|r| r.id.sku() == sku)
+                .filter(|r| status.is_none_or(|s| r.status == s))
+                .cloned()
+                .collect()
+        });
+        let ids: Vec<String> = found.iter().map(|r| r.id.ulid().to_owned()).collect();
+        let page_of_ids = page(&ids, limit, start.as_ref(), "id", |id| id);
+        let items = found
+            .into_iter()
+            .filter(|r| page_of_ids.items.iter().any(|id| id == r.id.ulid()))
+            .collect();
+        Ok(Page {
+            items,
+            next: page_of_ids.next,
+        })
+    }
+
+    async fn active_holds(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+    ) -> Result<Vec<StoredReservation>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| {
+            t.reservations
+                .values()
+                .filter(|r| r.id.sku() == sku && &r.location == location)
+                .filter(|r| r.status == ReservationStatus::Active)
+                .cloned()
+                .collect()
+        }))
     }
 }

@@ -1,8 +1,11 @@
-//! [`LevelStore`] on the stock table. A sku's level at a location other
-//! than the default one is `T#<tenant>#I#<sku>` / `L#<location>`, in the
-//! item's collection: a sku's levels are one Query, and a change of one is
-//! one transaction within one partition. (The default location's level is
-//! the item's `quantity`.)
+//! [`LevelStore`] and [`ReservationStore`] on the stock table. A sku's
+//! level at a location is `T#<tenant>#I#<sku>` / `L#<location>`, in the
+//! item's collection, and so are its reservations (`RSV#<ulid>`): a sku's
+//! levels are one Query, and a change of one, with its holds and
+//! movements, is one transaction within one partition. At the default
+//! location the item's `quantity` is on hand and `L#default` holds only
+//! the holds, so the writers of the item (replace, batches) never touch
+//! them.
 //!
 //! Each location tallies its levels that hold stock in
 //! [`LOCATION_SHARDS`] counters, `T#<tenant>#LOC#<location>` / `N#<shard>`
@@ -15,16 +18,21 @@
 //! deleted location, and a location holding stock is never deleted.
 
 use super::error::{build_error, classify};
-use super::records::{IdempotencyStored, feed_shard, item_pk};
-use super::tx::TransactFailure;
+use super::records::{ITEM_SK, IdempotencyStored, feed_shard, item_pk};
+use super::tx::{TransactFailure, batch_get};
 use super::{Attrs, DynamoItemStore, from_attrs, n, s, to_attrs};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
-use stockroom_app::ports::{IdempotencyRecord, LevelStore, StoreError, StoredLevel};
+use std::collections::HashMap;
+use stockroom_app::ports::{
+    HoldWrite, LevelStore, LevelWrite, Page, PageKey, ReservationStore, StoreError, StoredLevel,
+    StoredReservation,
+};
 use stockroom_domain::level::{Level, OccurredAt};
 use stockroom_domain::location::LocationId;
-use stockroom_domain::{Movement, Sku, TenantId};
+use stockroom_domain::reservation::{ReservationId, ReservationStatus};
+use stockroom_domain::{Sku, TenantId};
 
 pub(crate) const LEVEL_PREFIX: &str = "L#";
 /// Counters per location of its stocked levels.
@@ -49,10 +57,14 @@ pub(crate) struct LevelStored {
     pub tenant_id: String,
     pub sku: String,
     pub location: String,
+    /// At the default location the item's quantity is on hand: this record
+    /// holds only the holds (`on_hand` stays 0).
     pub on_hand: i64,
     pub reserved: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds_check_at: Option<u64>,
     pub version: u64,
     pub updated_at: String,
     pub changed_by_request: String,
@@ -68,7 +80,245 @@ impl LevelStored {
                 counted_at: self.counted_at.map(OccurredAt::from_stored),
             },
             version: self.version,
+            holds_version: self.version,
+            holds_check_at: self.holds_check_at,
         })
+    }
+}
+
+/// What a default-location level reads of the item: its on hand.
+#[derive(Deserialize)]
+struct ItemOnHand {
+    quantity: i64,
+    version: u64,
+}
+
+/// A reservation as stored, `T#<tenant>#I#<sku>` / `RSV#<ulid>`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReservationStored {
+    pub pk: String,
+    pub sk: String,
+    pub tenant_id: String,
+    pub id: String,
+    pub sku: String,
+    pub location: String,
+    pub quantity: i64,
+    pub status: String,
+    pub expires_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub request_id: String,
+}
+
+pub(crate) const RESERVATION_PREFIX: &str = "RSV#";
+
+pub(crate) fn reservation_sk(id: &ReservationId) -> String {
+    format!("{RESERVATION_PREFIX}{}", id.ulid())
+}
+
+impl ReservationStored {
+    fn new(tenant: &TenantId, r: &StoredReservation) -> Self {
+        Self {
+            pk: item_pk(tenant, r.id.sku().as_str()),
+            sk: reservation_sk(&r.id),
+            tenant_id: tenant.to_string(),
+            id: r.id.as_str().to_owned(),
+            sku: r.id.sku().to_string(),
+            location: r.location.as_str().to_owned(),
+            quantity: r.quantity,
+            status: r.status.as_str().to_owned(),
+            expires_at_ms: r.expires_at_ms,
+            reference: r.reference.clone(),
+            created_at: r.created_at.clone(),
+            ended_at: r.ended_at.clone(),
+            request_id: r.request_id.clone(),
+        }
+    }
+
+    pub(crate) fn into_stored(self) -> Result<StoredReservation, StoreError> {
+        Ok(StoredReservation {
+            id: ReservationId::parse(&self.id).map_err(StoreError::Corrupt)?,
+            location: LocationId::parse(&self.location).map_err(StoreError::Corrupt)?,
+            quantity: self.quantity,
+            status: ReservationStatus::parse(&self.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", self.status)))?,
+            expires_at_ms: self.expires_at_ms,
+            reference: self.reference,
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+            request_id: self.request_id,
+        })
+    }
+}
+
+impl DynamoItemStore {
+    /// The default location's level: on hand from the item, holds from
+    /// their own record, in one strongly consistent BatchGetItem.
+    async fn default_level(&self, tenant: &TenantId, sku: &Sku) -> Result<StoredLevel, StoreError> {
+        let pk = item_pk(tenant, sku.as_str());
+        let key =
+            |sk: String| Attrs::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk))]);
+        let location = LocationId::default_location();
+        let found = batch_get(
+            &self.client,
+            &self.table,
+            vec![key(ITEM_SK.to_owned()), key(level_sk(location.as_str()))],
+        )
+        .await?;
+        let mut level = StoredLevel::empty(location);
+        let mut item_seen = false;
+        for attrs in found {
+            let is_item = matches!(attrs.get("sk"), Some(AttributeValue::S(sk)) if sk == ITEM_SK);
+            if is_item {
+                let item: ItemOnHand = from_attrs(attrs)?;
+                level.level.on_hand = item.quantity;
+                level.version = item.version;
+                item_seen = true;
+            } else {
+                let holds = from_attrs::<LevelStored>(attrs)?.into_stored()?;
+                level.level.reserved = holds.level.reserved;
+                level.holds_version = holds.version;
+                level.holds_check_at = holds.holds_check_at;
+            }
+        }
+        if !item_seen {
+            return Ok(StoredLevel::empty(LocationId::default_location()));
+        }
+        Ok(level)
+    }
+
+    fn hold_action(
+        &self,
+        tenant: &TenantId,
+        hold: &HoldWrite,
+    ) -> Result<TransactWriteItem, StoreError> {
+        Ok(match hold {
+            HoldWrite::Create(r) => TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(to_attrs(&ReservationStored::new(tenant, r))?))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(build_error)?,
+                )
+                .build(),
+            HoldWrite::End {
+                id,
+                status,
+                ended_at,
+            } => TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(item_pk(tenant, id.sku().as_str())))
+                        .key("sk", s(reservation_sk(id)))
+                        .update_expression("SET #st = :to, ended_at = :at")
+                        .condition_expression("#st = :active")
+                        .expression_attribute_names("#st", "status")
+                        .expression_attribute_values(":to", s(status.as_str()))
+                        .expression_attribute_values(":at", s(ended_at))
+                        .expression_attribute_values(
+                            ":active",
+                            s(ReservationStatus::Active.as_str()),
+                        )
+                        .build()
+                        .map_err(build_error)?,
+                )
+                .build(),
+        })
+    }
+
+    /// The level's own record: at the default location, its holds only.
+    fn level_put(
+        &self,
+        tenant: &TenantId,
+        sku: &str,
+        write: &LevelWrite<'_>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let before = write.before;
+        let location = before.location.as_str();
+        let default = before.location.is_default();
+        let stored = LevelStored {
+            pk: item_pk(tenant, sku),
+            sk: level_sk(location),
+            tenant_id: tenant.to_string(),
+            sku: sku.to_owned(),
+            location: location.to_owned(),
+            on_hand: if default { 0 } else { write.after.on_hand },
+            reserved: write.after.reserved,
+            counted_at: write
+                .after
+                .counted_at
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            holds_check_at: write.holds_check_at,
+            version: before.holds_version + 1,
+            updated_at: write.at.to_owned(),
+            changed_by_request: write.request_id.to_owned(),
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&stored)?))
+            .condition_expression(if before.holds_version == 0 {
+                "attribute_not_exists(pk)"
+            } else {
+                "version = :v"
+            })
+            .set_expression_attribute_values(
+                (before.holds_version != 0)
+                    .then(|| HashMap::from([(":v".to_owned(), n(before.holds_version))])),
+            )
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The item's part of a level write: at the default location, its
+    /// quantity (or, unchanged, the condition that it is); elsewhere, that
+    /// it exists.
+    fn item_action(
+        &self,
+        tenant: &TenantId,
+        sku: &str,
+        write: &LevelWrite<'_>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let before = write.before;
+        let key = |b: aws_sdk_dynamodb::types::builders::UpdateBuilder| {
+            b.table_name(&self.table)
+                .key("pk", s(item_pk(tenant, sku)))
+                .key("sk", s(ITEM_SK))
+        };
+        if before.location.is_default() && write.after.on_hand != before.level.on_hand {
+            let update = key(Update::builder())
+                .update_expression("SET quantity = :q, version = :nv, updated_at = :u, changed_by_request = :r REMOVE changed_by_batch")
+                .condition_expression("version = :v")
+                .expression_attribute_values(":q", n(write.after.on_hand))
+                .expression_attribute_values(":nv", n(before.version + 1))
+                .expression_attribute_values(":u", s(write.at))
+                .expression_attribute_values(":r", s(write.request_id))
+                .expression_attribute_values(":v", n(before.version))
+                .build()
+                .map_err(build_error)?;
+            return Ok(TransactWriteItem::builder().update(update).build());
+        }
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(item_pk(tenant, sku)))
+            .key("sk", s(ITEM_SK));
+        let check = if before.location.is_default() {
+            check
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(before.version))
+        } else {
+            check.condition_expression("attribute_exists(pk)")
+        };
+        Ok(TransactWriteItem::builder()
+            .condition_check(check.build().map_err(build_error)?)
+            .build())
     }
 }
 
@@ -95,7 +345,10 @@ impl LevelStore for DynamoItemStore {
                 .await
                 .map_err(classify)?;
             for attrs in out.items.unwrap_or_default() {
-                levels.push(from_attrs::<LevelStored>(attrs)?.into_stored()?);
+                let level = from_attrs::<LevelStored>(attrs)?.into_stored()?;
+                if !level.location.is_default() {
+                    levels.push(level);
+                }
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -110,6 +363,9 @@ impl LevelStore for DynamoItemStore {
         sku: &Sku,
         location: &LocationId,
     ) -> Result<StoredLevel, StoreError> {
+        if location.is_default() {
+            return self.default_level(tenant, sku).await;
+        }
         let out = self
             .client
             .get_item()
@@ -129,75 +385,73 @@ impl LevelStore for DynamoItemStore {
     async fn record_level_change(
         &self,
         tenant: &TenantId,
-        before: &StoredLevel,
-        after: &Level,
-        movement: &Movement,
-        idempotency: Option<&IdempotencyRecord>,
+        write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
+        let before = write.before;
         let location = before.location.as_str();
-        let pk = item_pk(tenant, &movement.sku);
-        let stored = LevelStored {
-            pk: pk.clone(),
-            sk: level_sk(location),
-            tenant_id: tenant.to_string(),
-            sku: movement.sku.clone(),
-            location: location.to_owned(),
-            on_hand: after.on_hand,
-            reserved: after.reserved,
-            counted_at: after.counted_at.as_ref().map(|c| c.as_str().to_owned()),
-            version: before.version + 1,
-            updated_at: movement.created_at.clone(),
-            changed_by_request: movement.request_id.clone(),
-        };
-        let level =
-            Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(to_attrs(&stored)?))
-                .condition_expression(if before.version == 0 {
-                    "attribute_not_exists(pk)"
-                } else {
-                    "version = :v"
+        let Some(sku) = write.movements.first().map(|m| m.sku.clone()).or_else(|| {
+            write
+                .holds
+                .iter()
+                .map(|h| match h {
+                    HoldWrite::Create(r) => r.id.sku().to_string(),
+                    HoldWrite::End { id, .. } => id.sku().to_string(),
                 })
-                .set_expression_attribute_values((before.version != 0).then(|| {
-                    std::collections::HashMap::from([(":v".to_owned(), n(before.version))])
-                }))
-                .build()
-                .map_err(build_error)?;
-        let item_exists = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(super::records::ITEM_SK))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(build_error)?;
-        let mut actions = vec![
-            TransactWriteItem::builder().put(level).build(),
-            TransactWriteItem::builder()
-                .condition_check(item_exists)
-                .build(),
-            self.movement_put(tenant, movement)?,
-        ];
-        let (was, is) = (before.level.on_hand > 0, after.on_hand > 0);
-        if was != is {
+                .next()
+        }) else {
+            return Err(StoreError::Corrupt("a level write names no sku".into()));
+        };
+        let mut actions = vec![self.item_action(tenant, &sku, write)?];
+        // The default location's holds record is written only when its
+        // holds change (an adjustment there conditions on it instead).
+        let holds_change = !before.location.is_default()
+            || write.after.reserved != before.level.reserved
+            || write.holds_check_at != before.holds_check_at
+            || !write.holds.is_empty();
+        if holds_change {
+            actions.push(self.level_put(tenant, &sku, write)?);
+        } else {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("pk", s(item_pk(tenant, &sku)))
+                .key("sk", s(level_sk(location)));
+            let check = if before.holds_version == 0 {
+                check.condition_expression("attribute_not_exists(pk)")
+            } else {
+                check
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(before.holds_version))
+            };
+            actions.push(
+                TransactWriteItem::builder()
+                    .condition_check(check.build().map_err(build_error)?)
+                    .build(),
+            );
+        }
+        for m in &write.movements {
+            actions.push(self.movement_put(tenant, m)?);
+        }
+        for hold in &write.holds {
+            actions.push(self.hold_action(tenant, hold)?);
+        }
+        let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
+        if !before.location.is_default() && was != is {
             let tally = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(tally_pk(tenant, location)))
-                .key(
-                    "sk",
-                    s(tally_sk(feed_shard(&movement.sku, LOCATION_SHARDS))),
-                )
+                .key("sk", s(tally_sk(feed_shard(&sku, LOCATION_SHARDS))))
                 .update_expression("ADD stocked :d")
                 .expression_attribute_values(":d", n(if is { 1 } else { -1 }))
                 .set_condition_expression(is.then(|| "attribute_exists(#open)".to_owned()))
-                .set_expression_attribute_names(is.then(|| {
-                    std::collections::HashMap::from([("#open".to_owned(), "open".to_owned())])
-                }))
+                .set_expression_attribute_names(
+                    is.then(|| HashMap::from([("#open".to_owned(), "open".to_owned())])),
+                )
                 .build()
                 .map_err(build_error)?;
             actions.push(TransactWriteItem::builder().update(tally).build());
         }
         let idempotency_at = actions.len();
-        if let Some(rec) = idempotency {
+        if let Some(rec) = write.idempotency {
             actions.push(IdempotencyStored::put(&self.table, tenant, rec)?);
         }
         match self.transact(actions).await {
@@ -209,6 +463,116 @@ impl LevelStore for DynamoItemStore {
                 Err(StoreError::ConditionFailed)
             }
             Err(TransactFailure::Store(e)) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl ReservationStore for DynamoItemStore {
+    async fn get_reservation(
+        &self,
+        tenant: &TenantId,
+        id: &ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(item_pk(tenant, id.sku().as_str())))
+            .key("sk", s(reservation_sk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item
+            .map(|attrs| from_attrs::<ReservationStored>(attrs)?.into_stored())
+            .transpose()
+    }
+
+    async fn list_reservations(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        status: Option<ReservationStatus>,
+        limit: u32,
+        start: Option<PageKey>,
+    ) -> Result<Page<StoredReservation>, StoreError> {
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let pk = item_pk(tenant, sku.as_str());
+        // Positions are reservation ULIDs (`{"id": ...}`), as in memory.
+        let mut start: Option<Attrs> = start.and_then(|k| k.get("id").cloned()).map(|ulid| {
+            Attrs::from([
+                ("pk".to_owned(), s(pk.clone())),
+                ("sk".to_owned(), s(format!("{RESERVATION_PREFIX}{ulid}"))),
+            ])
+        });
+        let mut found = Vec::new();
+        // A status filter may leave a Query page short: read on until the
+        // page is full or the sku's reservations end.
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":r", s(RESERVATION_PREFIX))
+                .consistent_read(true)
+                .limit(i32::try_from(want - found.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            let query = match status {
+                Some(st) => query
+                    .filter_expression("#st = :st")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":st", s(st.as_str())),
+                None => query,
+            };
+            let out = query.send().await.map_err(classify)?;
+            for attrs in out.items.unwrap_or_default() {
+                found.push(from_attrs::<ReservationStored>(attrs)?.into_stored()?);
+            }
+            let last = out.last_evaluated_key.filter(|k| !k.is_empty());
+            match last {
+                Some(key) if found.len() < want => start = Some(key),
+                Some(key) => {
+                    let ulid = match key.get("sk") {
+                        Some(AttributeValue::S(sk)) => {
+                            sk.strip_prefix(RESERVATION_PREFIX).unwrap_or(sk).to_owned()
+                        }
+                        _ => return Err(StoreError::Corrupt("a page key without sk".into())),
+                    };
+                    return Ok(Page {
+                        items: found,
+                        next: Some(PageKey::from([("id".to_owned(), ulid)])),
+                    });
+                }
+                None => {
+                    return Ok(Page {
+                        items: found,
+                        next: None,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn active_holds(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+    ) -> Result<Vec<StoredReservation>, StoreError> {
+        let mut holds = Vec::new();
+        let mut start: Option<PageKey> = None;
+        loop {
+            let page = self
+                .list_reservations(tenant, sku, Some(ReservationStatus::Active), 1_000, start)
+                .await?;
+            holds.extend(page.items.into_iter().filter(|r| &r.location == location));
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(holds),
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //! | deletion marker | `T#<tenant>#I#<sku>` | `X#<del_ulid>` | –      | –      |
 //! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
 //! | location    | `T#<tenant>#LOC`         | `LOC#<id>`  | –        | –      |
-//! | level at a location (not the default) | `T#<tenant>#I#<sku>` | `L#<location>` | – | – |
+//! | level at a location (at `default`: its holds only; on hand is the item's `quantity`) | `T#<tenant>#I#<sku>` | `L#<location>` | – | – |
+//! | reservation | `T#<tenant>#I#<sku>` | `RSV#<ulid>` | – | – |
 //! | location's stocked-levels tally (16 shards) | `T#<tenant>#LOC#<location>` | `N#<shard>` | – | – |
 //!
 //! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).

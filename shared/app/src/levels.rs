@@ -1,0 +1,159 @@
+//! A level as it stands now: the stored level less the holds that expired
+//! and were not yet swept (they stop counting at their expiry, when read;
+//! DynamoDB's TTL deletes late, by hours). Every write of a level sweeps
+//! such holds for good, a few at a time, in its own transaction.
+
+use crate::domain::level::Level;
+use crate::domain::location::LocationId;
+use crate::domain::reservation::ReservationStatus;
+use crate::domain::{Sku, TenantId};
+use crate::ports::{HoldWrite, LevelStore, ReservationStore, StoreError, StoredLevel};
+
+/// Expired holds one write ends for good (a transaction holds 100 actions).
+pub const SWEEP_PER_WRITE: usize = 25;
+
+/// A level read at `now_ms`.
+#[derive(Clone, Debug)]
+pub struct LevelNow {
+    pub stored: StoredLevel,
+    /// What counts now: expired holds no longer reserve anything.
+    pub level: Level,
+    /// Expired holds stored as active: (id, units), oldest first.
+    expired: Vec<(crate::domain::reservation::ReservationId, i64)>,
+    /// Expiry of the first hold that still counts.
+    next_expiry: Option<u64>,
+}
+
+/// What a write of the level stores besides the level itself.
+pub struct SweptWrite {
+    /// The level to store: `after` plus the expired units not swept yet.
+    pub stored: Level,
+    pub holds_check_at: Option<u64>,
+    pub ended: Vec<HoldWrite>,
+}
+
+impl LevelNow {
+    pub async fn read(
+        levels: &dyn LevelStore,
+        holds: &dyn ReservationStore,
+        tenant: &TenantId,
+        sku: &Sku,
+        location: &LocationId,
+        now_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let stored = levels.level(tenant, sku, location).await?;
+        let due = stored.holds_check_at.is_some_and(|at| at <= now_ms);
+        if !due {
+            return Ok(Self {
+                level: stored.level.clone(),
+                next_expiry: stored.holds_check_at,
+                stored,
+                expired: Vec::new(),
+            });
+        }
+        let mut active = holds.active_holds(tenant, sku, location).await?;
+        active.sort_by(|a, b| a.id.cmp(&b.id));
+        let (expired, live): (Vec<_>, Vec<_>) = active
+            .into_iter()
+            .partition(|r| !ReservationStatus::Active.holds(r.expires_at_ms, now_ms));
+        let expired_units: i64 = expired.iter().map(|r| r.quantity).sum();
+        Ok(Self {
+            level: stored.level.as_of(expired_units),
+            next_expiry: live.iter().map(|r| r.expires_at_ms).min(),
+            expired: expired.into_iter().map(|r| (r.id, r.quantity)).collect(),
+            stored,
+        })
+    }
+
+    /// Takes the hold `id` out of the expired ones to sweep (its caller
+    /// ends it itself); whether it was one.
+    pub fn forget_expired(&mut self, id: &crate::domain::reservation::ReservationId) -> bool {
+        let before = self.expired.len();
+        self.expired.retain(|(e, _)| e != id);
+        self.expired.len() != before
+    }
+
+    /// The write of `after` (derived from [`LevelNow::level`]), sweeping up
+    /// to [`SWEEP_PER_WRITE`] expired holds; `new_expiry` is that of a hold
+    /// the write adds.
+    pub fn write(&self, after: &Level, new_expiry: Option<u64>, ended_at: &str) -> SweptWrite {
+        let (swept, kept) = self
+            .expired
+            .split_at(self.expired.len().min(SWEEP_PER_WRITE));
+        let unswept: i64 = kept.iter().map(|(_, q)| q).sum();
+        // A kept expired hold is due for a sweep at once: it checks again.
+        let kept_due = (!kept.is_empty()).then_some(0);
+        let holds_check_at = [self.next_expiry, new_expiry, kept_due]
+            .into_iter()
+            .flatten()
+            .min();
+        SweptWrite {
+            stored: Level {
+                reserved: after.reserved + unswept,
+                ..after.clone()
+            },
+            holds_check_at,
+            ended: swept
+                .iter()
+                .map(|(id, _)| HoldWrite::End {
+                    id: id.clone(),
+                    status: ReservationStatus::Expired,
+                    ended_at: ended_at.to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::reservation::ReservationId;
+
+    fn expired(n: usize) -> Vec<(ReservationId, i64)> {
+        let sku = crate::domain::Sku::parse("S").unwrap();
+        (0..n).map(|_| (ReservationId::generate(&sku), 2)).collect()
+    }
+
+    fn now(reserved: i64, expired: Vec<(ReservationId, i64)>, next: Option<u64>) -> LevelNow {
+        let units: i64 = expired.iter().map(|(_, q)| q).sum();
+        let stored = StoredLevel {
+            level: Level {
+                on_hand: 100,
+                reserved,
+                counted_at: None,
+            },
+            ..StoredLevel::empty(LocationId::default_location())
+        };
+        LevelNow {
+            level: stored.level.as_of(units),
+            stored,
+            expired,
+            next_expiry: next,
+        }
+    }
+
+    #[test]
+    fn a_write_sweeps_a_few_expired_holds_and_keeps_counting_the_rest_as_stored() {
+        // 30 expired holds of 2 units and 10 live units.
+        let level = now(70, expired(30), Some(9_000));
+        assert_eq!(level.level.reserved, 10);
+        let after = level.level.reserve(5).unwrap();
+        let write = level.write(&after, Some(5_000), "t");
+        assert_eq!(write.ended.len(), SWEEP_PER_WRITE);
+        // Stored: what counts plus the 5 expired holds not swept yet, which
+        // are due again at once.
+        assert_eq!(write.stored.reserved, 15 + 5 * 2);
+        assert_eq!(write.holds_check_at, Some(0));
+        // Few enough: all swept, and the next check is the first live expiry.
+        let level = now(14, expired(2), Some(9_000));
+        let write = level.write(&level.level.clone(), Some(12_000), "t");
+        assert_eq!((write.ended.len(), write.stored.reserved), (2, 10));
+        assert_eq!(write.holds_check_at, Some(9_000));
+        let idle = now(0, vec![], None);
+        assert_eq!(
+            idle.write(&idle.level.clone(), None, "t").holds_check_at,
+            None
+        );
+    }
+}

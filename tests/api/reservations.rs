@@ -1,0 +1,435 @@
+//! Reservations through the stack: holds never oversell under concurrency,
+//! expired holds free their units before any sweep, commit and release end
+//! a hold once, and every mutation replays under its Idempotency-Key.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stockroom_tests::{Tenant, all_pages, expect_problem, unique_sku};
+
+async fn hold(t: &Tenant, body: &Value) -> anyhow::Result<reqwest::Response> {
+    Ok(t.post_json("/v1/reservations", body).send().await?)
+}
+
+async fn end(t: &Tenant, id: &str, how: &str) -> anyhow::Result<reqwest::Response> {
+    Ok(t.request(
+        reqwest::Method::POST,
+        &format!("/v1/reservations/{id}/{how}"),
+    )
+    .send()
+    .await?)
+}
+
+async fn level(t: &Tenant, sku: &str, location: &str) -> anyhow::Result<Value> {
+    let levels: Value = t
+        .get(&format!("/v1/items/{sku}/levels"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    levels["levels"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["location"] == location))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no level at {location}: {levels}"))
+}
+
+async fn ledger_sum(t: &Tenant, sku: &str, location: Option<&str>) -> anyhow::Result<i64> {
+    let movements = all_pages(t, &format!("/v1/items/{sku}/movements"), "movements").await?;
+    Ok(movements
+        .iter()
+        .filter(|m| m["location"].as_str() == location)
+        .map(|m| m["delta"].as_i64().unwrap_or(0))
+        .sum())
+}
+
+/// Holds and sales race for 6 units: exactly 6 succeed between them,
+/// nothing goes negative, and the ledger and the holds account for every
+/// unit.
+#[tokio::test]
+async fn concurrent_holds_and_sales_never_take_more_than_there_is() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-race");
+    t.create_item(&sku, 6).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..18 {
+        let (t, sku) = (t.clone(), sku.clone());
+        tasks.spawn(async move {
+            let resp = if i % 3 == 0 {
+                t.post_json(
+                    &format!("/v1/items/{sku}/adjustments"),
+                    &json!({"delta": -1, "reason": "sale"}),
+                )
+                .send()
+                .await?
+            } else {
+                hold(&t, &json!({"sku": sku, "quantity": 1, "expires_in": 600})).await?
+            };
+            let status = resp.status();
+            let body: Value = resp.json().await?;
+            anyhow::Ok((i % 3 == 0, status, body))
+        });
+    }
+    let (mut sales, mut holds) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (sale, status, body) = joined??;
+        match (sale, status) {
+            (true, StatusCode::OK) => sales += 1,
+            (false, StatusCode::CREATED) => holds += 1,
+            (true, StatusCode::CONFLICT) => {
+                assert_eq!(body["code"], "insufficient_stock", "{body}")
+            }
+            (false, StatusCode::CONFLICT) => {
+                assert_eq!(body["code"], "insufficient_available", "{body}")
+            }
+            other => anyhow::bail!("unexpected {other:?}: {body}"),
+        }
+    }
+    assert_eq!(
+        sales + holds,
+        6,
+        "{sales} sales and {holds} holds of 6 units"
+    );
+    let now = level(&t, &sku, "default").await?;
+    assert_eq!(
+        now,
+        json!({"location": "default", "on_hand": 6 - sales, "reserved": holds, "available": 0})
+    );
+    assert_eq!(ledger_sum(&t, &sku, None).await?, 6 - sales);
+    let active = all_pages(
+        &t,
+        &format!("/v1/reservations?sku={sku}&status=active&limit=2"),
+        "reservations",
+    )
+    .await?;
+    assert_eq!(active.len(), holds as usize, "{active:?}");
+    let units: i64 = active
+        .iter()
+        .map(|r| r["quantity"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(units, holds);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_hold_frees_its_units_before_any_sweep() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-exp");
+    t.create_item(&sku, 2).await?;
+    let first: Value = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 1}))
+        .await?
+        .json()
+        .await?;
+    let first_id = first["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(first["status"], "active", "{first}");
+    expect_problem(
+        hold(&t, &json!({"sku": sku, "quantity": 1, "expires_in": 60})).await?,
+        409,
+        "insufficient_available",
+    )
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+
+    // Nothing has swept it: it stopped counting at its expiry all the same.
+    let shown: Value = t
+        .get(&format!("/v1/reservations/{first_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (shown["status"].as_str(), shown["ended_at"].is_null()),
+        (Some("expired"), true),
+        "{shown}"
+    );
+    assert_eq!(
+        level(&t, &sku, "default").await?,
+        json!({"location": "default", "on_hand": 2, "reserved": 0, "available": 2})
+    );
+    let second = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 60})).await?;
+    assert_eq!(second.status(), 201);
+    // That write swept the expired hold for good.
+    let swept: Value = t
+        .get(&format!("/v1/reservations/{first_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(swept["status"], "expired");
+    assert!(swept["ended_at"].is_string(), "{swept}");
+    expect_problem(
+        end(&t, &first_id, "commit").await?,
+        409,
+        "reservation_expired",
+    )
+    .await?;
+    let released: Value = end(&t, &first_id, "release").await?.json().await?;
+    assert_eq!(released["status"], "expired", "{released}");
+    let expired = all_pages(
+        &t,
+        &format!("/v1/reservations?sku={sku}&status=expired"),
+        "reservations",
+    )
+    .await?;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        level(&t, &sku, "default").await?,
+        json!({"location": "default", "on_hand": 2, "reserved": 2, "available": 0})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn commit_takes_units_off_hand_and_release_frees_them_once_each() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-end");
+    t.create_item(&sku, 0).await?;
+    let depot = unique_sku("rsv-depot");
+    let made = t
+        .post_json(
+            "/v1/locations",
+            &json!({"id": depot, "name": "Depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(made.status(), 201);
+    let stocked = t
+        .post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": 10, "reason": "receipt", "location": depot}),
+        )
+        .send()
+        .await?;
+    assert_eq!(stocked.status(), 200);
+    // None at the default location: a hold there is refused.
+    expect_problem(
+        hold(&t, &json!({"sku": sku, "quantity": 1, "expires_in": 60})).await?,
+        409,
+        "insufficient_available",
+    )
+    .await?;
+
+    let a = hold(&t, &json!({"sku": sku, "location": depot, "quantity": 3, "expires_in": 600, "reference": "cart-1"})).await?;
+    assert_eq!(a.status(), 201);
+    let url = a
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let a: Value = a.json().await?;
+    let a_id = a["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(url, format!("/v1/reservations/{a_id}"));
+    assert_eq!(
+        (a["location"].as_str(), a["reference"].as_str()),
+        (Some(depot.as_str()), Some("cart-1"))
+    );
+    let b: Value = hold(
+        &t,
+        &json!({"sku": sku, "location": depot, "quantity": 2, "expires_in": 600}),
+    )
+    .await?
+    .json()
+    .await?;
+    let b_id = b["id"].as_str().unwrap_or_default().to_owned();
+    // A sale may take only what is not held.
+    expect_problem(
+        t.post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": -6, "reason": "sale", "location": depot}),
+        )
+        .send()
+        .await?,
+        409,
+        "insufficient_stock",
+    )
+    .await?;
+
+    let committed: Value = end(&t, &a_id, "commit").await?.json().await?;
+    assert_eq!(committed["status"], "committed", "{committed}");
+    let again = end(&t, &a_id, "commit").await?;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await?["status"], "committed");
+    assert_eq!(
+        level(&t, &sku, &depot).await?,
+        json!({"location": depot, "on_hand": 7, "reserved": 2, "available": 5})
+    );
+    let movements = all_pages(&t, &format!("/v1/items/{sku}/movements"), "movements").await?;
+    let commits: Vec<&Value> = movements
+        .iter()
+        .filter(|m| m["reason"] == "reservation_committed")
+        .collect();
+    assert_eq!(commits.len(), 1, "one movement per commit: {movements:?}");
+    assert_eq!(
+        (
+            commits[0]["delta"].as_i64(),
+            commits[0]["reference"].as_str(),
+            commits[0]["location"].as_str()
+        ),
+        (Some(-3), Some(a_id.as_str()), Some(depot.as_str()))
+    );
+    assert_eq!(ledger_sum(&t, &sku, Some(&depot)).await?, 7);
+
+    expect_problem(end(&t, &a_id, "release").await?, 409, "reservation_ended").await?;
+    let released: Value = end(&t, &b_id, "release").await?.json().await?;
+    assert_eq!(released["status"], "released");
+    assert_eq!(end(&t, &b_id, "release").await?.status(), 200);
+    expect_problem(end(&t, &b_id, "commit").await?, 409, "reservation_ended").await?;
+    assert_eq!(
+        level(&t, &sku, &depot).await?,
+        json!({"location": depot, "on_hand": 7, "reserved": 0, "available": 7})
+    );
+    let all = all_pages(
+        &t,
+        &format!("/v1/reservations?sku={sku}&limit=1"),
+        "reservations",
+    )
+    .await?;
+    let ids: Vec<&str> = all.iter().filter_map(|r| r["id"].as_str()).collect();
+    let mut expected = [a_id.as_str(), b_id.as_str()];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "in id order (creation order, to the millisecond)"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_reservation_mutation_replays_under_its_idempotency_key() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-idem");
+    t.create_item(&sku, 5).await?;
+    let body = json!({"sku": sku, "quantity": 2, "expires_in": 600});
+    let key = unique_sku("k");
+    let send = |body: Value, key: String| {
+        let t = t.clone();
+        async move {
+            t.post_json("/v1/reservations", &body)
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+        }
+    };
+    let first = send(body.clone(), key.clone()).await?;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await?;
+    let retry = send(body.clone(), key.clone()).await?;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(retry.json::<Value>().await?["id"], first["id"]);
+    assert_eq!(
+        level(&t, &sku, "default").await?["reserved"],
+        2,
+        "held once"
+    );
+    let other = send(
+        json!({"sku": sku, "quantity": 1, "expires_in": 600}),
+        key.clone(),
+    )
+    .await?;
+    expect_problem(other, 422, "idempotency_key_reused").await?;
+
+    let id = first["id"].as_str().unwrap_or_default();
+    let commit_key = unique_sku("c");
+    for _ in 0..2 {
+        let resp = t
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/reservations/{id}/commit"),
+            )
+            .header("Idempotency-Key", &commit_key)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        level(&t, &sku, "default").await?,
+        json!({"location": "default", "on_hand": 3, "reserved": 0, "available": 3})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_reservations_get_clear_errors_and_hold_nothing() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-bad");
+    t.create_item(&sku, 5).await?;
+    let resp = hold(
+        &t,
+        &json!({"sku": "a b", "quantity": 0, "expires_in": 604_801, "colour": 1}),
+    )
+    .await?;
+    let problem = expect_problem(resp, 422, "validation_failed").await?;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    for field in ["sku", "quantity", "expires_in", "colour"] {
+        assert!(fields.contains(&field), "{field} in {problem}");
+    }
+    expect_problem(
+        hold(
+            &t,
+            &json!({"sku": unique_sku("nope"), "quantity": 1, "expires_in": 60}),
+        )
+        .await?,
+        404,
+        "item_not_found",
+    )
+    .await?;
+    expect_problem(
+        hold(
+            &t,
+            &json!({"sku": sku, "location": "nowhere", "quantity": 1, "expires_in": 60}),
+        )
+        .await?,
+        404,
+        "location_not_found",
+    )
+    .await?;
+    for id in ["rsv_nope", "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_SKU-1"] {
+        expect_problem(
+            t.get(&format!("/v1/reservations/{id}")).send().await?,
+            404,
+            "reservation_not_found",
+        )
+        .await?;
+        expect_problem(end(&t, id, "commit").await?, 404, "reservation_not_found").await?;
+    }
+    expect_problem(
+        t.get("/v1/reservations").send().await?,
+        400,
+        "invalid_parameter",
+    )
+    .await?;
+    expect_problem(
+        t.get(&format!("/v1/reservations?sku={sku}&status=pending"))
+            .send()
+            .await?,
+        400,
+        "invalid_parameter",
+    )
+    .await?;
+    let reader = t.another_key(&["items:read"]).await?;
+    expect_problem(
+        hold(
+            &reader,
+            &json!({"sku": sku, "quantity": 1, "expires_in": 60}),
+        )
+        .await?,
+        403,
+        "insufficient_scope",
+    )
+    .await?;
+    assert_eq!(
+        level(&t, &sku, "default").await?,
+        json!({"location": "default", "on_hand": 5, "reserved": 0, "available": 5})
+    );
+    Ok(())
+}
