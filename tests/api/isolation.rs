@@ -17,6 +17,9 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/locations") => {
             Some(json!({"id": unique_sku("b-loc"), "name": "B's", "kind": "store"}))
         }
+        ("POST", "/v1/transfers") => {
+            Some(json!({"sku": sku, "from": "default", "to": "nowhere", "quantity": 1}))
+        }
         ("POST", "/v1/reservations") => Some(json!({"sku": sku, "quantity": 1, "expires_in": 600})),
         ("POST", "/v1/webhooks") => {
             Some(json!({"url": "http://127.0.0.1:9/b", "events": ["batch.completed"]}))
@@ -128,7 +131,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 33, "only {probed} routes probed");
+    assert!(probed >= 34, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a

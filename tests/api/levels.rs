@@ -167,3 +167,109 @@ async fn concurrent_takes_at_a_location_never_oversell() -> anyhow::Result<()> {
     assert_eq!(at_depot, 0, "{ledger:?}");
     Ok(())
 }
+
+/// A transfer moves available units between two levels in one
+/// transaction: both change or neither, with a movement at each.
+#[tokio::test]
+async fn a_transfer_moves_available_units_and_refuses_what_is_held() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("tr");
+    t.create_item(&sku, 10).await?;
+    let depot = location(&t).await?;
+    let transfer = |body: Value| {
+        let t = t.clone();
+        async move { t.post_json("/v1/transfers", &body).send().await }
+    };
+    let resp = transfer(
+        json!({"sku": sku, "from": "default", "to": depot, "quantity": 6, "reference": "TO-1"}),
+    )
+    .await?;
+    assert_eq!(resp.status(), 200);
+    let done: Value = resp.json().await?;
+    assert_eq!(
+        (
+            done["from"]["on_hand"].as_i64(),
+            done["to"]["on_hand"].as_i64(),
+            done["to"]["location"].as_str()
+        ),
+        (Some(4), Some(6), Some(depot.as_str()))
+    );
+    // Hold 4 at the depot: only 2 of its 6 may move.
+    let held = t
+        .post_json(
+            "/v1/reservations",
+            &json!({"sku": sku, "location": depot, "quantity": 4, "expires_in": 600}),
+        )
+        .send()
+        .await?;
+    assert_eq!(held.status(), 201);
+    expect_problem(
+        transfer(json!({"sku": sku, "from": depot, "to": "default", "quantity": 3})).await?,
+        409,
+        "insufficient_stock",
+    )
+    .await?;
+    let back = transfer(json!({"sku": sku, "from": depot, "to": "default", "quantity": 2})).await?;
+    assert_eq!(back.status(), 200);
+    let levels: Value = t
+        .get(&format!("/v1/items/{sku}/levels"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        levels["levels"],
+        json!([
+            {"location": "default", "on_hand": 6, "reserved": 0, "available": 6},
+            {"location": depot, "on_hand": 4, "reserved": 4, "available": 0},
+        ])
+    );
+    let item: Value = t
+        .get(&format!("/v1/items/{sku}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        item["quantity"], 6,
+        "the default location is the item's quantity"
+    );
+    let movements = all_pages(&t, &format!("/v1/items/{sku}/movements"), "movements").await?;
+    let moved: Vec<(Option<&str>, i64, Option<&str>)> = movements
+        .iter()
+        .filter(|m| m["reason"] == "transfer")
+        .map(|m| {
+            (
+                m["location"].as_str(),
+                m["delta"].as_i64().unwrap_or(0),
+                m["reference"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(moved.len(), 4, "{movements:?}");
+    assert!(
+        moved.contains(&(None, -6, Some("TO-1")))
+            && moved.contains(&(Some(depot.as_str()), 6, Some("TO-1")))
+    );
+
+    for (body, status, code) in [
+        (
+            json!({"sku": sku, "from": depot, "to": depot, "quantity": 1}),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"sku": sku, "from": "default", "to": "nowhere", "quantity": 1}),
+            404,
+            "location_not_found",
+        ),
+        (
+            json!({"sku": unique_sku("none"), "from": "default", "to": depot, "quantity": 1}),
+            404,
+            "item_not_found",
+        ),
+    ] {
+        expect_problem(transfer(body).await?, status, code).await?;
+    }
+    Ok(())
+}

@@ -217,3 +217,85 @@ async fn the_sync_api_answers_503_with_retry_after_while_the_store_is_down() -> 
     assert_eq!(super::quantity(&t, &sku).await?, 5);
     Ok(())
 }
+
+/// Transfers back and forth under injected faults, each retried with its
+/// Idempotency-Key until answered: every one applies exactly once, both
+/// sides or neither, so the two levels always sum to the stock.
+#[tokio::test]
+async fn transfers_under_injected_faults_are_all_or_nothing() -> Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("flt-tr");
+    t.create_item(&sku, 100).await?;
+    let depot = unique_sku("flt-depot");
+    let made = t
+        .post_json(
+            "/v1/locations",
+            &json!({"id": depot, "name": "Depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(made.status() == 201, "location: {}", made.status());
+    let faults = Faults::inject(
+        &t.tenant_id,
+        0.3,
+        &["throttle", "error", "drop", "drop_after"],
+        &["dynamodb"],
+    )
+    .await?;
+    let outcome = async {
+        let mut at_depot = 0;
+        for i in 0..20 {
+            let (from, to, q) = if i % 3 == 2 {
+                (depot.as_str(), "default", 2)
+            } else {
+                ("default", depot.as_str(), 3)
+            };
+            let (status, body) = send_until_answered(
+                &t,
+                "/v1/transfers",
+                &json!({"sku": sku, "from": from, "to": to, "quantity": q}),
+                &format!("{sku}-tr-{i}"),
+            )
+            .await?;
+            anyhow::ensure!(status == 200, "transfer {i}: {status} {body}");
+            at_depot += if from == "default" { q } else { -q };
+        }
+        anyhow::Ok(at_depot)
+    }
+    .await;
+    let injected = faults.clear().await?;
+    let at_depot = outcome?;
+    eprintln!("faults injected into transfers: {injected:?}");
+    anyhow::ensure!(injected.values().sum::<u64>() > 0, "no fault was injected");
+    let levels = get_retrying(
+        &t,
+        &format!("/v1/items/{sku}/levels"),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await?;
+    let on_hand = |location: &str| {
+        levels["levels"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["location"] == location))
+            .and_then(|l| l["on_hand"].as_i64())
+    };
+    assert_eq!(on_hand(&depot), Some(at_depot), "{levels}");
+    assert_eq!(on_hand("default"), Some(100 - at_depot), "{levels}");
+    // One pair of movements per transfer, never half of one.
+    let mut movements = Vec::new();
+    let mut path = format!("/v1/items/{sku}/movements?limit=100");
+    loop {
+        let page = get_retrying(&t, &path, Instant::now() + Duration::from_secs(60)).await?;
+        movements.extend(page["movements"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/items/{sku}/movements?limit=100&cursor={c}"),
+            None => break,
+        }
+    }
+    let transfers = movements
+        .iter()
+        .filter(|m| m["reason"] == "transfer")
+        .count();
+    assert_eq!(transfers, 40, "two movements per transfer, once each");
+    Ok(())
+}

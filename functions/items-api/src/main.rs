@@ -8,6 +8,7 @@ use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::{ItemsService, LevelStores};
 use stockroom_app::locations::LocationsService;
 use stockroom_app::reservations::ReservationsService;
+use stockroom_app::transfers::TransfersService;
 use stockroom_aws::dynamodb::DynamoItemStore;
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{AppState, router};
@@ -28,7 +29,8 @@ async fn main() -> Result<(), Error> {
         changes: ChangeFeed::new(store.clone(), cfg.changes_settle),
         locations: LocationsService::new(store.clone()),
         items: ItemsService::new(store.clone()).with_locations(stores.clone()),
-        reservations: ReservationsService::new(store.clone(), stores),
+        reservations: ReservationsService::new(store.clone(), stores.clone()),
+        transfers: TransfersService::new(store.clone(), stores),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

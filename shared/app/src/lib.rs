@@ -24,6 +24,7 @@ pub mod reservations;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod transfers;
 pub mod uploads;
 pub mod webhooks;
 

@@ -199,6 +199,16 @@ pub trait LevelStore: Send + Sync {
         tenant: &TenantId,
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError>;
+
+    /// Two levels of one sku change together (a transfer), all or nothing,
+    /// each on the conditions of [`LevelStore::record_level_change`]. The
+    /// idempotency record is `from`'s.
+    async fn record_transfer(
+        &self,
+        tenant: &TenantId,
+        from: &LevelWrite<'_>,
+        to: &LevelWrite<'_>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Reservations, read strongly consistent (they live with their item).

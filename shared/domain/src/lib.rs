@@ -13,6 +13,7 @@ pub mod level;
 pub mod location;
 mod movement;
 pub mod reservation;
+pub mod transfer;
 pub mod upload;
 pub mod validation;
 pub mod webhook;

@@ -85,6 +85,7 @@ const ITEM_ROUTES: &[&str] = &["PUT /v1/items/{sku}", "DELETE /v1/items/{sku}"];
 const ADJUST: &str = "POST /v1/items/{sku}/adjustments";
 const CREATE_BATCH: &str = "POST /v1/batches";
 const RESERVE: &str = "POST /v1/reservations";
+const TRANSFER: &str = "POST /v1/transfers";
 const COMMIT: &str = "POST /v1/reservations/{reservation_id}/commit";
 const RELEASE: &str = "POST /v1/reservations/{reservation_id}/release";
 const CREATE_WEBHOOK: &str = "POST /v1/webhooks";
@@ -166,6 +167,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 "DELETE /v1/locations/{location_id}",
                 ADJUST,
                 RESERVE,
+                TRANSFER,
             ]),
             "No location with this id for your tenant (create it with POST /v1/locations).",
         ),
@@ -296,12 +298,12 @@ fn catalogue() -> Vec<ProblemEntry> {
                 available: 3,
                 delta: -5,
             },
-            On(&[ADJUST]),
-            "The adjustment would take stock below zero; nothing was changed. Stock is never negative.",
+            On(&[ADJUST, TRANSFER]),
+            "The adjustment (or the transfer, at its `from` location) would take more than is available (on hand less what is held); nothing was changed. Stock is never negative.",
         ),
         entry(
             ApiError::QuantityOverflow,
-            On(&[ADJUST]),
+            On(&[ADJUST, TRANSFER]),
             "The resulting quantity would exceed 10^12.",
         ),
         entry(
@@ -311,7 +313,7 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::IdempotencyKeyReused,
-            On(&[ADJUST, CREATE_BATCH, RESERVE, COMMIT, RELEASE]),
+            On(&[ADJUST, CREATE_BATCH, RESERVE, COMMIT, RELEASE, TRANSFER]),
             "This `Idempotency-Key` was used with a different request in the last 24 hours; use a fresh key per distinct request.",
         ),
         entry(
@@ -323,6 +325,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 RESERVE,
                 COMMIT,
                 RELEASE,
+                TRANSFER,
             ]),
             "The item kept changing under this request; retry (with the same Idempotency-Key, if any).",
         ),
@@ -593,6 +596,20 @@ fn success_examples() -> Vec<RouteExamples> {
             vec![("200", location.clone())],
         ),
         ("DELETE /v1/locations/{location_id}", None, vec![]),
+        (
+            TRANSFER,
+            Some(
+                json!({"sku": "SKU-1001", "from": "default", "to": "paris-1", "quantity": 4, "reference": "TO-2231"}),
+            ),
+            vec![(
+                "200",
+                json!({
+                    "transfer_id": "tr_01JD8X3B6Q5W3Z2Y1X0V9T8S7R", "sku": "SKU-1001", "quantity": 4,
+                    "from": {"location": "default", "on_hand": 8, "movement_id": "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R"},
+                    "to": {"location": "paris-1", "on_hand": 4, "movement_id": "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7S"}
+                }),
+            )],
+        ),
         (
             RESERVE,
             Some(

@@ -15,6 +15,7 @@ mod openapi;
 pub mod problem;
 mod request_rules;
 mod reservations;
+mod transfers;
 pub use extract::{idempotency_request, parse_json_body};
 mod webhooks;
 
@@ -47,6 +48,7 @@ pub struct AppState {
     pub changes: stockroom_app::changes::ChangeFeed,
     pub locations: stockroom_app::locations::LocationsService,
     pub reservations: stockroom_app::reservations::ReservationsService,
+    pub transfers: stockroom_app::transfers::TransfersService,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -75,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/items/{sku}/movements", get(items::list_movements))
         .route("/v1/items/{sku}/levels", get(items::get_levels))
         .route("/v1/changes", get(changes::list_changes))
+        .route("/v1/transfers", post(transfers::create_transfer))
         .route(
             "/v1/locations",
             get(locations::list_locations).post(locations::create_location),

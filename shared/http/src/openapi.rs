@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, changes, docs, items, keys, locations, reservations, webhooks};
+use super::{batches, changes, docs, items, keys, locations, reservations, transfers, webhooks};
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
 use stockroom_app::items::AdjustmentResult;
@@ -48,6 +48,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         locations::list_locations,
         locations::get_location,
         locations::delete_location,
+        transfers::create_transfer,
         reservations::create_reservation,
         reservations::list_reservations,
         reservations::get_reservation,
@@ -83,6 +84,8 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         stockroom_app::items::ItemLevels, stockroom_app::items::LevelView,
         locations::LocationPage, locations::CreateLocationRequest,
         reservations::ReservationPage, reservations::CreateReservationRequest,
+        transfers::TransferRequest, stockroom_app::transfers::TransferResult,
+        stockroom_app::transfers::TransferSide,
         stockroom_app::reservations::Reservation,
         stockroom_domain::reservation::ReservationStatus,
         Batch, BatchMode, BatchStatus, RecordFailure, BatchAccepted,

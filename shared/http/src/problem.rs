@@ -262,7 +262,7 @@ fn detail(e: &ApiError) -> String {
         MethodNotAllowed => "This route does not support this method.".into(),
         SkuExists => "An item with this sku already exists; use PUT to change it.".into(),
         InsufficientStock { available, delta } => format!(
-            "Adjusting by {delta} would take the quantity below zero: {available} available."
+            "Taking {} would take more than is available: {available} available (on hand less what is held).", -delta
         ),
         QuantityOverflow => format!("The quantity would exceed {}.", stockroom_domain::MAX_QUANTITY),
         PreconditionFailed => {

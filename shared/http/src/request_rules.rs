@@ -261,6 +261,17 @@ pub(super) fn annotate(doc: &mut Value) {
     );
     constrain(
         schemas,
+        "TransferRequest",
+        &[
+            ("sku", json!({"pattern": sku_pattern()})),
+            ("from", json!({"pattern": sku_pattern()})),
+            ("to", json!({"pattern": sku_pattern()})),
+            ("quantity", json!({"minimum": 1, "maximum": MAX_QUANTITY})),
+            ("reference", text(MAX_REFERENCE)),
+        ],
+    );
+    constrain(
+        schemas,
         "CreateReservationRequest",
         &[
             ("sku", json!({"pattern": sku_pattern()})),
@@ -474,6 +485,13 @@ mod tests {
                 valid: json!({"id": "paris-1", "name": "Paris", "kind": "store"}),
                 server_accepts: |b| stockroom_domain::location::NewLocation::from_json(b).is_ok(),
                 skip: &[],
+            },
+            Body {
+                schema: "TransferRequest",
+                valid: json!({"sku": "SKU-1", "from": "default", "to": "paris-1", "quantity": 2,
+                    "reference": "TO-1"}),
+                server_accepts: |b| stockroom_domain::transfer::NewTransfer::from_json(b).is_ok(),
+                skip: &[("to", "must differ from `from`")],
             },
             Body {
                 schema: "CreateReservationRequest",

@@ -497,93 +497,140 @@ impl LevelStore for MemoryItemStore {
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
-            let before = write.before;
-            let Some(sku) = write
-                .movements
-                .first()
-                .map(|m| m.sku.clone())
-                .or_else(|| write.holds.iter().find_map(HoldWrite::sku))
-            else {
-                return Err(StoreError::Corrupt("a level write names no sku".into()));
-            };
-            let location = before.location.as_str().to_owned();
-            let now = t.level(&sku, &before.location);
-            if (now.version, now.holds_version) != (before.version, before.holds_version)
-                || !t.items.contains_key(&sku)
-            {
-                return Err(StoreError::ConditionFailed);
-            }
-            let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
-            if !before.location.is_default() && !was && is && !t.locations.contains_key(&location) {
-                return Err(StoreError::ConditionFailed);
-            }
-            for hold in &write.holds {
-                let taken = match hold {
-                    HoldWrite::Create(r) => t.reservations.contains_key(r.id.as_str()),
-                    HoldWrite::End { id, .. } => t
-                        .reservations
-                        .get(id.as_str())
-                        .is_none_or(|r| r.status != ReservationStatus::Active),
-                };
-                if taken {
-                    return Err(StoreError::ConditionFailed);
-                }
-            }
+            let sku = t.check_level_write(write)?;
             if let Some(record) = write.idempotency {
                 t.take_key(record)?;
             }
-            if before.location.is_default() {
-                let mut item = t.items[&sku].clone();
+            t.apply_level_write(write, &sku);
+            Ok(())
+        })
+    }
+
+    async fn record_transfer(
+        &self,
+        tenant: &TenantId,
+        from: &LevelWrite<'_>,
+        to: &LevelWrite<'_>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            let sku = t.check_level_write(from)?;
+            t.check_level_write(to)?;
+            if let Some(record) = from.idempotency {
+                t.take_key(record)?;
+            }
+            t.apply_level_write(from, &sku);
+            t.apply_level_write(to, &sku);
+            Ok(())
+        })
+    }
+}
+
+impl Tenant {
+    /// A level write's conditions, as the DynamoDB transaction's: the
+    /// level's versions, the item, the location's tally, the holds.
+    fn check_level_write(&self, write: &LevelWrite<'_>) -> Result<String, StoreError> {
+        let before = write.before;
+        let Some(sku) = write
+            .movements
+            .first()
+            .map(|m| m.sku.clone())
+            .or_else(|| write.holds.iter().find_map(HoldWrite::sku))
+        else {
+            return Err(StoreError::Corrupt("a level write names no sku".into()));
+        };
+        let now = self.level(&sku, &before.location);
+        if (now.version, now.holds_version) != (before.version, before.holds_version)
+            || !self.items.contains_key(&sku)
+        {
+            return Err(StoreError::ConditionFailed);
+        }
+        let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
+        if !before.location.is_default()
+            && !was
+            && is
+            && !self.locations.contains_key(before.location.as_str())
+        {
+            return Err(StoreError::ConditionFailed);
+        }
+        for hold in &write.holds {
+            let taken = match hold {
+                HoldWrite::Create(r) => self.reservations.contains_key(r.id.as_str()),
+                HoldWrite::End { id, .. } => self
+                    .reservations
+                    .get(id.as_str())
+                    .is_none_or(|r| r.status != ReservationStatus::Active),
+            };
+            if taken {
+                return Err(StoreError::ConditionFailed);
+            }
+        }
+        Ok(sku)
+    }
+
+    fn apply_level_write(&mut self, write: &LevelWrite<'_>, sku: &str) {
+        let before = write.before;
+        let location = before.location.as_str().to_owned();
+        if before.location.is_default() {
+            if let Some(mut item) = self.items.get(sku).cloned()
+                && item.quantity != write.after.on_hand
+            {
                 item.quantity = write.after.on_hand;
                 item.version += 1;
                 item.updated_at = write.at.to_owned();
-                t.put_item(&item, &ChangeCause::request(write.request_id));
-                t.default_holds.insert(
-                    sku.clone(),
+                self.put_item(&item, &ChangeCause::request(write.request_id));
+            }
+            // As in the table: the holds record is written only when they change.
+            let holds_change = write.after.reserved != before.level.reserved
+                || write.holds_check_at != before.holds_check_at
+                || !write.holds.is_empty();
+            if holds_change {
+                self.default_holds.insert(
+                    sku.to_owned(),
                     HeldLevel {
                         level: write.after.clone(),
                         version: before.holds_version + 1,
                         holds_check_at: write.holds_check_at,
                     },
                 );
-            } else {
-                let tally = t.stocked.entry(location.clone()).or_default();
-                match (was, is) {
-                    (false, true) => *tally += 1,
-                    (true, false) => *tally = tally.saturating_sub(1),
-                    _ => {}
+            }
+        } else {
+            let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
+            let tally = self.stocked.entry(location.clone()).or_default();
+            match (was, is) {
+                (false, true) => *tally += 1,
+                (true, false) => *tally = tally.saturating_sub(1),
+                _ => {}
+            }
+            self.levels.insert(
+                (sku.to_owned(), location),
+                HeldLevel {
+                    level: write.after.clone(),
+                    version: before.version + 1,
+                    holds_check_at: write.holds_check_at,
+                },
+            );
+        }
+        for hold in &write.holds {
+            match hold {
+                HoldWrite::Create(r) => {
+                    self.reservations
+                        .insert(r.id.as_str().to_owned(), r.clone());
                 }
-                t.levels.insert(
-                    (sku.clone(), location),
-                    HeldLevel {
-                        level: write.after.clone(),
-                        version: before.version + 1,
-                        holds_check_at: write.holds_check_at,
-                    },
-                );
-            }
-            for hold in &write.holds {
-                match hold {
-                    HoldWrite::Create(r) => {
-                        t.reservations.insert(r.id.as_str().to_owned(), r.clone());
-                    }
-                    HoldWrite::End {
-                        id,
-                        status,
-                        ended_at,
-                    } => {
-                        if let Some(r) = t.reservations.get_mut(id.as_str()) {
-                            r.status = *status;
-                            r.ended_at = Some(ended_at.clone());
-                        }
+                HoldWrite::End {
+                    id,
+                    status,
+                    ended_at,
+                } => {
+                    if let Some(r) = self.reservations.get_mut(id.as_str()) {
+                        r.status = *status;
+                        r.ended_at = Some(ended_at.clone());
                     }
                 }
             }
-            for movement in &write.movements {
-                t.append(Some(movement));
-            }
-            Ok(())
-        })
+        }
+        for movement in &write.movements {
+            self.append(Some(movement));
+        }
     }
 }
 

@@ -387,6 +387,37 @@ impl LevelStore for DynamoItemStore {
         tenant: &TenantId,
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
+        let actions = self.level_actions(tenant, write, true)?;
+        self.transact_levels(tenant, actions, write.idempotency)
+            .await
+    }
+
+    async fn record_transfer(
+        &self,
+        tenant: &TenantId,
+        from: &LevelWrite<'_>,
+        to: &LevelWrite<'_>,
+    ) -> Result<(), StoreError> {
+        // A transaction touches an item once: the item's part (its
+        // quantity at the default location, else that it exists) goes with
+        // one side only, the default location's if either is.
+        let to_has_item = to.before.location.is_default();
+        let mut actions = self.level_actions(tenant, from, !to_has_item)?;
+        actions.extend(self.level_actions(tenant, to, to_has_item)?);
+        self.transact_levels(tenant, actions, from.idempotency)
+            .await
+    }
+}
+
+impl DynamoItemStore {
+    /// A level write's actions, but for its idempotency record (and, without
+    /// `with_item`, the item's part).
+    fn level_actions(
+        &self,
+        tenant: &TenantId,
+        write: &LevelWrite<'_>,
+        with_item: bool,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let before = write.before;
         let location = before.location.as_str();
         let Some(sku) = write.movements.first().map(|m| m.sku.clone()).or_else(|| {
@@ -401,7 +432,10 @@ impl LevelStore for DynamoItemStore {
         }) else {
             return Err(StoreError::Corrupt("a level write names no sku".into()));
         };
-        let mut actions = vec![self.item_action(tenant, &sku, write)?];
+        let mut actions = Vec::new();
+        if with_item {
+            actions.push(self.item_action(tenant, &sku, write)?);
+        }
         // The default location's holds record is written only when its
         // holds change (an adjustment there conditions on it instead).
         let holds_change = !before.location.is_default()
@@ -450,8 +484,17 @@ impl LevelStore for DynamoItemStore {
                 .map_err(build_error)?;
             actions.push(TransactWriteItem::builder().update(tally).build());
         }
+        Ok(actions)
+    }
+
+    async fn transact_levels(
+        &self,
+        tenant: &TenantId,
+        mut actions: Vec<TransactWriteItem>,
+        idempotency: Option<&stockroom_app::ports::IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
         let idempotency_at = actions.len();
-        if let Some(rec) = write.idempotency {
+        if let Some(rec) = idempotency {
             actions.push(IdempotencyStored::put(&self.table, tenant, rec)?);
         }
         match self.transact(actions).await {
