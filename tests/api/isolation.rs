@@ -17,6 +17,9 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/locations") => {
             Some(json!({"id": unique_sku("b-loc"), "name": "B's", "kind": "store"}))
         }
+        ("POST", "/v1/counts") => {
+            Some(json!({"sku": sku, "on_hand": 0, "occurred_at": "2026-01-01T00:00:00Z"}))
+        }
         ("POST", "/v1/transfers") => {
             Some(json!({"sku": sku, "from": "default", "to": "nowhere", "quantity": 1}))
         }
@@ -131,7 +134,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 34, "only {probed} routes probed");
+    assert!(probed >= 35, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a

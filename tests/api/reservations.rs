@@ -115,7 +115,8 @@ async fn an_expired_hold_frees_its_units_before_any_sweep() -> anyhow::Result<()
     let t = Tenant::new().await?;
     let sku = unique_sku("rsv-exp");
     t.create_item(&sku, 2).await?;
-    let first: Value = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 1}))
+    // 3 s: time enough for the refusal below to arrive before the expiry.
+    let first: Value = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 3}))
         .await?
         .json()
         .await?;
@@ -127,7 +128,7 @@ async fn an_expired_hold_frees_its_units_before_any_sweep() -> anyhow::Result<()
         "insufficient_available",
     )
     .await?;
-    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_300)).await;
 
     // Nothing has swept it: it stopped counting at its expiry all the same.
     let shown: Value = t
@@ -431,5 +432,166 @@ async fn bad_reservations_get_clear_errors_and_hold_nothing() -> anyhow::Result<
         level(&t, &sku, "default").await?,
         json!({"location": "default", "on_hand": 5, "reserved": 0, "available": 5})
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_item_that_holds_count_on_cannot_be_deleted_until_they_end() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-del");
+    t.create_item(&sku, 5).await?;
+    let held: Value = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 600}))
+        .await?
+        .json()
+        .await?;
+    let id = held["id"].as_str().unwrap_or_default().to_owned();
+    expect_problem(
+        t.delete(&format!("/v1/items/{sku}")).send().await?,
+        409,
+        "item_reserved",
+    )
+    .await?;
+    assert_eq!(end(&t, &id, "release").await?.status(), 200);
+    assert_eq!(
+        t.delete(&format!("/v1/items/{sku}")).send().await?.status(),
+        204
+    );
+    // Re-created under the same sku, it starts with nothing held.
+    t.create_item(&sku, 3).await?;
+    assert_eq!(
+        level(&t, &sku, "default").await?,
+        json!({"location": "default", "on_hand": 3, "reserved": 0, "available": 3})
+    );
+    Ok(())
+}
+
+/// Square's rule: a count sets on hand as of its time; a sale after it
+/// that was applied first stays applied; an adjustment dated before it
+/// that arrives later moves nothing; an older count changes nothing.
+#[tokio::test]
+async fn counts_set_the_level_as_of_their_time_and_late_earlier_changes_move_nothing()
+-> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("cnt");
+    t.create_item(&sku, 50).await?;
+    let ago = |minutes: i64| {
+        (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let adjust = |body: Value| {
+        let t = t.clone();
+        let sku = sku.clone();
+        async move {
+            t.post_json(&format!("/v1/items/{sku}/adjustments"), &body)
+                .send()
+                .await
+        }
+    };
+    let count = |body: Value| {
+        let t = t.clone();
+        async move { t.post_json("/v1/counts", &body).send().await }
+    };
+    // A count is taken (after the opening stock), a sale happens, and the
+    // count arrives after the sale: 40 counted, the later sale of 2 stays.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let taken = ago(0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        adjust(json!({"delta": -2, "reason": "sale"}))
+            .await?
+            .status(),
+        200
+    );
+    let counted: Value =
+        count(json!({"sku": sku, "on_hand": 40, "occurred_at": taken, "reference": "st-1"}))
+            .await?
+            .json()
+            .await?;
+    assert_eq!(
+        (
+            counted["on_hand"].as_i64(),
+            counted["delta"].as_i64(),
+            counted["applied"].as_bool()
+        ),
+        (Some(38), Some(-10), Some(true)),
+        "{counted}"
+    );
+    // A sale that happened 5 minutes ago, sent now: the count includes it.
+    let late = adjust(json!({"delta": -3, "reason": "sale", "occurred_at": ago(5)})).await?;
+    assert_eq!(late.status(), 200);
+    let late: Value = late.json().await?;
+    assert_eq!(
+        (late["quantity"].as_i64(), late["applied"].as_bool()),
+        (Some(38), Some(false)),
+        "{late}"
+    );
+    // An older count arriving late changes nothing; a newer one sets the level.
+    let older: Value = count(json!({"sku": sku, "on_hand": 99, "occurred_at": ago(10)}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (older["on_hand"].as_i64(), older["applied"].as_bool()),
+        (Some(38), Some(false)),
+        "{older}"
+    );
+    let level_now = level(&t, &sku, "default").await?;
+    assert_eq!(level_now["on_hand"], 38);
+    assert!(level_now["counted_at"].is_string(), "{level_now}");
+    let item: Value = t
+        .get(&format!("/v1/items/{sku}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        item["quantity"], 38,
+        "the default level is the item's quantity"
+    );
+
+    // The ledger: applied deltas sum to on hand; the late ones are marked.
+    let movements = all_pages(&t, &format!("/v1/items/{sku}/movements"), "movements").await?;
+    let applied: i64 = movements
+        .iter()
+        .filter(|m| m["applies"] != false)
+        .map(|m| m["delta"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(applied, 38, "{movements:?}");
+    assert_eq!(
+        movements.iter().filter(|m| m["applies"] == false).count(),
+        2
+    );
+
+    // A count below what is held is refused; in the future, invalid.
+    let held = hold(&t, &json!({"sku": sku, "quantity": 5, "expires_in": 600})).await?;
+    assert_eq!(held.status(), 201);
+    expect_problem(
+        count(json!({"sku": sku, "on_hand": 3, "occurred_at": ago(0)})).await?,
+        409,
+        "count_below_reserved",
+    )
+    .await?;
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    expect_problem(
+        count(json!({"sku": sku, "on_hand": 3, "occurred_at": future})).await?,
+        422,
+        "validation_failed",
+    )
+    .await?;
+    expect_problem(
+        adjust(json!({"delta": 1, "reason": "r", "occurred_at": future})).await?,
+        422,
+        "validation_failed",
+    )
+    .await?;
+    let recount: Value = count(json!({"sku": sku, "on_hand": 12, "occurred_at": ago(0)}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(recount["on_hand"], 12, "{recount}");
+    assert_eq!(level(&t, &sku, "default").await?["available"], 7);
     Ok(())
 }

@@ -100,6 +100,14 @@ fn handler(c: &mut Criterion) {
                 holds: store.clone(),
             },
         ),
+        counts: stockroom_app::counts::CountsService::new(
+            store.clone(),
+            stockroom_app::items::LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store.clone(),
+            },
+        ),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

@@ -4,6 +4,7 @@ use lambda_http::Error;
 use std::sync::Arc;
 use stockroom_app::changes::ChangeFeed;
 use stockroom_app::config;
+use stockroom_app::counts::CountsService;
 use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::{ItemsService, LevelStores};
 use stockroom_app::locations::LocationsService;
@@ -30,7 +31,8 @@ async fn main() -> Result<(), Error> {
         locations: LocationsService::new(store.clone()),
         items: ItemsService::new(store.clone()).with_locations(stores.clone()),
         reservations: ReservationsService::new(store.clone(), stores.clone()),
-        transfers: TransfersService::new(store.clone(), stores),
+        transfers: TransfersService::new(store.clone(), stores.clone()),
+        counts: CountsService::new(store.clone(), stores),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

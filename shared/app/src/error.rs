@@ -39,6 +39,10 @@ pub enum ApiError {
     DefaultLocationFixed,
     #[error("the location holds stock")]
     LocationHoldsStock,
+    #[error("the item has {holds} active reservations")]
+    ItemReserved { holds: usize },
+    #[error("the count is below the {reserved} units reserved")]
+    CountBelowReserved { reserved: i64 },
     #[error("reservation not found")]
     ReservationNotFound,
     #[error("insufficient available stock: {available} available, {requested} requested")]

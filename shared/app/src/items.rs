@@ -52,6 +52,19 @@ pub struct AdjustmentResult {
     /// Quantity after the adjustment (on hand at the location).
     pub quantity: i64,
     pub movement_id: String,
+    /// Present and false when the adjustment occurred before the level's last
+    /// physical count, which already includes it: recorded, nothing moved.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    #[schema(default = true)]
+    pub applied: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One sku's stock at one location.
@@ -68,6 +81,9 @@ pub struct LevelView {
     /// `on_hand - reserved`: what can be sold or held now.
     #[schema(minimum = 0)]
     pub available: i64,
+    /// `occurred_at` of the physical count that last set `on_hand`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_at: Option<String>,
 }
 
 impl LevelView {
@@ -77,6 +93,7 @@ impl LevelView {
             on_hand: level.on_hand,
             reserved: level.reserved,
             available: level.available().max(0),
+            counted_at: level.counted_at.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -275,6 +292,36 @@ impl ItemsService {
             {
                 return Err(ApiError::PreconditionFailed);
             }
+            // Holds that still count would outlive the item (and weigh on
+            // one re-created under its sku): they end first.
+            if let Some(stores) = &self.locations {
+                let now_ms = clock::unix_ms(clock::now());
+                let mut start = None;
+                loop {
+                    let page = stores
+                        .holds
+                        .list_reservations(
+                            tenant,
+                            sku,
+                            Some(crate::domain::reservation::ReservationStatus::Active),
+                            100,
+                            start,
+                        )
+                        .await?;
+                    let live = page
+                        .items
+                        .iter()
+                        .filter(|r| r.status.holds(r.expires_at_ms, now_ms))
+                        .count();
+                    if live > 0 {
+                        return Err(ApiError::ItemReserved { holds: live });
+                    }
+                    match page.next {
+                        Some(next) => start = Some(next),
+                        None => break,
+                    }
+                }
+            }
             let closing = (current.quantity > 0).then(|| {
                 Movement::record(
                     &current.sku,
@@ -390,6 +437,7 @@ impl ItemsService {
                 location: None,
                 quantity,
                 movement_id: movement.movement_id.clone(),
+                applied: true,
             };
             let record = idempotency.map(|idem| idem.record(&result, now));
             let next = Item {
@@ -450,16 +498,22 @@ impl ItemsService {
                 now_ms,
             )
             .await?;
-            let occurred = OccurredAt::from_unix_ms(now_ms);
-            let after = match before.level.adjust(adjustment.delta, &occurred) {
-                Ok(Adjusted::Applied(after)) => after,
-                // Only a count sets `counted_at`, and an adjustment is dated
-                // now, never before a count (counts are not in the future).
-                Ok(Adjusted::BeforeCount { counted_at }) => {
-                    return Err(ApiError::Internal(
-                        format!("a count dated {counted_at} is after now").into(),
-                    ));
-                }
+            if let Some(stated) = &adjustment.occurred_at
+                && OccurredAt::parse(stated.as_str(), now_ms).is_err()
+            {
+                return Err(ApiError::Validation(crate::domain::FieldErrors::one(
+                    "occurred_at",
+                    "must not be in the future",
+                )));
+            }
+            let occurred = adjustment
+                .occurred_at
+                .clone()
+                .unwrap_or_else(|| OccurredAt::from_unix_ms(now_ms));
+            let (after, applied) = match before.level.adjust(adjustment.delta, &occurred) {
+                Ok(Adjusted::Applied(after)) => (after, true),
+                // The last count already includes it: recorded, nothing moves.
+                Ok(Adjusted::BeforeCount { .. }) => (before.level.clone(), false),
                 Err(LevelError::InsufficientAvailable { available }) => {
                     return Err(ApiError::InsufficientStock {
                         available,
@@ -470,7 +524,7 @@ impl ItemsService {
                     return Err(ApiError::QuantityOverflow);
                 }
             };
-            let movement = Movement::record(
+            let mut movement = Movement::record(
                 &item.sku,
                 adjustment.delta,
                 after.on_hand,
@@ -478,17 +532,16 @@ impl ItemsService {
                 adjustment.reference.clone(),
                 ctx,
                 &now_s,
-            );
-            let movement = if location.is_default() {
-                movement
-            } else {
-                movement.at(location)
-            };
+            )
+            .at(location)
+            .occurred(adjustment.occurred_at.as_ref());
+            movement.applies = applied;
             let result = AdjustmentResult {
                 sku: item.sku.clone(),
                 location: (!location.is_default()).then(|| location.as_str().to_owned()),
                 quantity: after.on_hand,
                 movement_id: movement.movement_id.clone(),
+                applied,
             };
             let record = idempotency.map(|idem| idem.record(&result, now));
             let swept = before.write(&after, None, &now_s);

@@ -10,6 +10,7 @@ pub mod changes;
 pub mod chunks;
 pub mod clock;
 pub mod config;
+pub mod counts;
 pub mod cursor;
 pub mod error;
 pub mod items;

@@ -135,6 +135,7 @@ mod tests {
                 reason: "sale".into(),
                 reference: None,
                 location: crate::domain::location::LocationId::default_location(),
+                occurred_at: None,
             };
             items
                 .adjust(&tenant, &sku, &adj, &ctx(&format!("req-{i}")), None)

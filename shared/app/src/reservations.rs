@@ -190,6 +190,19 @@ impl ReservationsService {
                     });
                 }
             }
+            // The item was deleted (only once no hold counted): the hold
+            // can only have expired.
+            if self
+                .items
+                .get_item(tenant, id.sku(), Some(&Fields::identifier()))
+                .await?
+                .is_none()
+            {
+                return match ending {
+                    Ending::Release => Ok(ReservationOutcome::Done(Reservation::of(&hold, now_ms))),
+                    Ending::Commit => Err(ApiError::ItemNotFound),
+                };
+            }
             let mut before = self.level(tenant, id.sku(), &hold.location, now_ms).await?;
             // Releasing a hold that expired unswept ends it as expired: it
             // stopped counting at its expiry, and `before.level` knows that.
@@ -205,9 +218,11 @@ impl ReservationsService {
                 ),
                 Ending::Commit => {
                     let after = before.level.commit(hold.quantity);
+                    // What left on hand (never more than there was).
+                    let taken = before.level.on_hand - after.on_hand;
                     let movement = Movement::record(
                         id.sku().as_str(),
-                        -hold.quantity,
+                        -taken,
                         after.on_hand,
                         COMMIT_REASON,
                         Some(id.as_str().to_owned()),
@@ -292,14 +307,16 @@ impl ReservationsService {
         let mut items = Vec::new();
         let mut start = start;
         loop {
+            // Never more than the page has room for: no match is skipped.
+            let room = u32::try_from(want - items.len()).unwrap_or(limit);
             let page = self
                 .stores
                 .holds
-                .list_reservations(tenant, sku, stored_filter, limit, start)
+                .list_reservations(tenant, sku, stored_filter, room, start)
                 .await?;
             for r in &page.items {
                 let shown = Reservation::of(r, now_ms);
-                if status.is_none_or(|s| s == shown.status) && items.len() < want {
+                if status.is_none_or(|s| s == shown.status) {
                     items.push((r.id.ulid().to_owned(), shown));
                 }
             }

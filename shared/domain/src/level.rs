@@ -65,6 +65,13 @@ impl OccurredAt {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Unix milliseconds (0 if the stored value is not RFC 3339).
+    pub fn unix_ms(&self) -> u64 {
+        OffsetDateTime::parse(&self.0, &Rfc3339)
+            .map(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 impl fmt::Display for OccurredAt {
@@ -135,9 +142,13 @@ impl Level {
     fn with_on_hand(&self, on_hand: Option<i64>) -> Result<Level, LevelError> {
         match on_hand {
             Some(q) if q > MAX_QUANTITY => Err(LevelError::Overflow),
-            Some(q) if q < self.reserved => Err(LevelError::InsufficientAvailable {
-                available: self.available().max(0),
-            }),
+            // Taking units may not reach into what is held; adding is always
+            // fine, even to a level already below its holds.
+            Some(q) if q < self.reserved && q < self.on_hand => {
+                Err(LevelError::InsufficientAvailable {
+                    available: self.available().max(0),
+                })
+            }
             Some(q) => Ok(Level {
                 on_hand: q,
                 ..self.clone()
@@ -305,6 +316,12 @@ mod tests {
             level(MAX_QUANTITY, 0).adjust(1, &at(0)),
             Err(LevelError::Overflow)
         );
+        // Below its holds (a batch sale took held units): receipts still land.
+        assert_eq!(
+            level(2, 5).adjust(1, &at(0)),
+            Ok(Adjusted::Applied(level(3, 5)))
+        );
+        assert!(level(2, 5).adjust(-1, &at(0)).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod change;
 pub mod chunk_plan;
+pub mod count;
 pub mod event;
 pub mod fields;
 mod item;

@@ -15,12 +15,15 @@ pub struct Adjustment {
     pub reference: Option<String>,
     /// Where the units are: the default location when the body names none.
     pub location: LocationId,
+    /// When the change happened, if the client says (a sale recorded late);
+    /// see `level::Level::adjust`. Checked against the clock by the use case.
+    pub occurred_at: Option<super::level::OccurredAt>,
 }
 
 impl Adjustment {
     pub fn from_json(body: &Value) -> Result<Self, FieldErrors> {
         let mut r = ObjectReader::new(body)?;
-        r.deny_unknown(&["delta", "reason", "reference", "location"]);
+        r.deny_unknown(&["delta", "reason", "reference", "location", "occurred_at"]);
         let delta = r.int("delta", true, -MAX_QUANTITY, MAX_QUANTITY);
         if delta == Some(0) {
             r.errors.push("delta", "must not be zero");
@@ -33,12 +36,19 @@ impl Adjustment {
                 .map_err(|e| r.errors.push("location", e))
                 .ok(),
         };
+        // The format here; "not in the future" needs the clock (the use case).
+        let occurred_at = r.string("occurred_at", false, 64).and_then(|raw| {
+            super::level::OccurredAt::parse(&raw, u64::MAX / 2)
+                .map_err(|e| r.errors.push("occurred_at", e))
+                .ok()
+        });
         match (delta, reason, location) {
             (Some(delta), Some(reason), Some(location)) if r.errors.is_empty() => Ok(Self {
                 delta,
                 reason,
                 reference,
                 location,
+                occurred_at,
             }),
             _ => Err(r.errors),
         }
@@ -98,6 +108,8 @@ pub const MOVEMENT_FIELDS: &[&str] = &[
     "key_id",
     "batch_id",
     "record_id",
+    "occurred_at",
+    "applies",
     "created_at",
 ];
 
@@ -129,7 +141,25 @@ pub struct Movement {
     pub batch_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+    /// When the change happened, as the client stated it (`occurred_at` of an
+    /// adjustment or a count); absent: when it was recorded (`created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// Present and false when the change occurred before the last physical
+    /// count of its level, which already includes it: it is recorded and
+    /// moved nothing (`quantity_after` is the level as it stayed).
+    #[serde(default = "applies", skip_serializing_if = "is_true")]
+    #[schema(default = true)]
+    pub applies: bool,
     pub created_at: String,
+}
+
+fn applies() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Movement {
@@ -155,6 +185,8 @@ impl Movement {
             key_id: ctx.key_id.clone(),
             batch_id: None,
             record_id: None,
+            occurred_at: None,
+            applies: true,
             created_at: now.to_owned(),
         }
     }
@@ -163,6 +195,17 @@ impl Movement {
     pub fn at(mut self, location: &LocationId) -> Self {
         self.location = (!location.is_default()).then(|| location.as_str().to_owned());
         self
+    }
+
+    /// The change happened at `at` (the client's `occurred_at`).
+    pub fn occurred(mut self, at: Option<&super::level::OccurredAt>) -> Self {
+        self.occurred_at = at.map(|a| a.as_str().to_owned());
+        self
+    }
+
+    /// When the change happened: as stated, else when it was recorded.
+    pub fn occurrence(&self) -> &str {
+        self.occurred_at.as_deref().unwrap_or(&self.created_at)
     }
 
     /// Marks the movement as made by record `record_id` of batch `batch_id`.
@@ -207,7 +250,13 @@ mod tests {
             "t",
         )
         .in_batch("b_1", "row-1")
-        .at(&LocationId::parse("paris-1").unwrap());
+        .at(&LocationId::parse("paris-1").unwrap())
+        .occurred(Some(&crate::level::OccurredAt::from_unix_ms(0)));
+        // `applies` shows only when false.
+        let movement = Movement {
+            applies: false,
+            ..movement
+        };
         crate::fields::assert_names_every_field(&movement);
     }
 

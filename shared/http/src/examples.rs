@@ -86,6 +86,7 @@ const ADJUST: &str = "POST /v1/items/{sku}/adjustments";
 const CREATE_BATCH: &str = "POST /v1/batches";
 const RESERVE: &str = "POST /v1/reservations";
 const TRANSFER: &str = "POST /v1/transfers";
+const COUNT: &str = "POST /v1/counts";
 const COMMIT: &str = "POST /v1/reservations/{reservation_id}/commit";
 const RELEASE: &str = "POST /v1/reservations/{reservation_id}/release";
 const CREATE_WEBHOOK: &str = "POST /v1/webhooks";
@@ -168,6 +169,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 ADJUST,
                 RESERVE,
                 TRANSFER,
+                COUNT,
             ]),
             "No location with this id for your tenant (create it with POST /v1/locations).",
         ),
@@ -185,6 +187,16 @@ fn catalogue() -> Vec<ProblemEntry> {
             ApiError::DefaultLocationFixed,
             On(&["DELETE /v1/locations/{location_id}"]),
             "The default location always exists: it cannot be deleted.",
+        ),
+        entry(
+            ApiError::ItemReserved { holds: 2 },
+            On(&["DELETE /v1/items/{sku}"]),
+            "Active reservations hold the item; commit or release them (or let them expire) before deleting it.",
+        ),
+        entry(
+            ApiError::CountBelowReserved { reserved: 4 },
+            On(&[COUNT]),
+            "Fewer units were counted than active holds keep at the location; commit or release holds, then send the count again (nothing changed).",
         ),
         entry(
             ApiError::ReservationNotFound,
@@ -303,7 +315,7 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::QuantityOverflow,
-            On(&[ADJUST, TRANSFER]),
+            On(&[ADJUST, TRANSFER, COUNT]),
             "The resulting quantity would exceed 10^12.",
         ),
         entry(
@@ -313,7 +325,15 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::IdempotencyKeyReused,
-            On(&[ADJUST, CREATE_BATCH, RESERVE, COMMIT, RELEASE, TRANSFER]),
+            On(&[
+                ADJUST,
+                CREATE_BATCH,
+                RESERVE,
+                COMMIT,
+                RELEASE,
+                TRANSFER,
+                COUNT,
+            ]),
             "This `Idempotency-Key` was used with a different request in the last 24 hours; use a fresh key per distinct request.",
         ),
         entry(
@@ -326,6 +346,7 @@ fn catalogue() -> Vec<ProblemEntry> {
                 COMMIT,
                 RELEASE,
                 TRANSFER,
+                COUNT,
             ]),
             "The item kept changing under this request; retry (with the same Idempotency-Key, if any).",
         ),
@@ -596,6 +617,20 @@ fn success_examples() -> Vec<RouteExamples> {
             vec![("200", location.clone())],
         ),
         ("DELETE /v1/locations/{location_id}", None, vec![]),
+        (
+            COUNT,
+            Some(
+                json!({"sku": "SKU-1001", "location": "paris-1", "on_hand": 40, "occurred_at": "2026-12-04T07:00:00Z", "reference": "stocktake-2026-12"}),
+            ),
+            vec![(
+                "200",
+                json!({
+                    "sku": "SKU-1001", "location": "paris-1", "on_hand": 38,
+                    "counted_at": "2026-12-04T07:00:00.000Z", "applied": true, "delta": -6,
+                    "movement_id": "mv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R"
+                }),
+            )],
+        ),
         (
             TRANSFER,
             Some(

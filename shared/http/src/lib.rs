@@ -3,6 +3,7 @@
 
 mod batches;
 mod changes;
+mod counts;
 pub mod deprecation;
 mod docs;
 mod examples;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub locations: stockroom_app::locations::LocationsService,
     pub reservations: stockroom_app::reservations::ReservationsService,
     pub transfers: stockroom_app::transfers::TransfersService,
+    pub counts: stockroom_app::counts::CountsService,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/items/{sku}/levels", get(items::get_levels))
         .route("/v1/changes", get(changes::list_changes))
         .route("/v1/transfers", post(transfers::create_transfer))
+        .route("/v1/counts", post(counts::create_count))
         .route(
             "/v1/locations",
             get(locations::list_locations).post(locations::create_location),

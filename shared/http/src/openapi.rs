@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use super::problem::Problem;
-use super::{batches, changes, docs, items, keys, locations, reservations, transfers, webhooks};
+use super::{
+    batches, changes, counts, docs, items, keys, locations, reservations, transfers, webhooks,
+};
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
 use stockroom_app::items::AdjustmentResult;
@@ -49,6 +51,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         locations::get_location,
         locations::delete_location,
         transfers::create_transfer,
+        counts::create_count,
         reservations::create_reservation,
         reservations::list_reservations,
         reservations::get_reservation,
@@ -85,6 +88,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         locations::LocationPage, locations::CreateLocationRequest,
         reservations::ReservationPage, reservations::CreateReservationRequest,
         transfers::TransferRequest, stockroom_app::transfers::TransferResult,
+        counts::CountRequest, stockroom_app::counts::CountResult,
         stockroom_app::transfers::TransferSide,
         stockroom_app::reservations::Reservation,
         stockroom_domain::reservation::ReservationStatus,

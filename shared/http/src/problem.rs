@@ -99,6 +99,12 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "Location holds stock",
         ),
         DefaultLocationFixed => (StatusCode::CONFLICT, "default_location", "Default location"),
+        ItemReserved { .. } => (StatusCode::CONFLICT, "item_reserved", "Item reserved"),
+        CountBelowReserved { .. } => (
+            StatusCode::CONFLICT,
+            "count_below_reserved",
+            "Count below reserved",
+        ),
         ReservationNotFound => (
             StatusCode::NOT_FOUND,
             "reservation_not_found",
@@ -237,6 +243,12 @@ fn detail(e: &ApiError) -> String {
         LocationExists => "A location with this id already exists.".into(),
         LocationHoldsStock => "Stock is held at this location; move or adjust it to zero first.".into(),
         DefaultLocationFixed => "The default location always exists: it cannot be created or deleted.".into(),
+        ItemReserved { holds } => format!(
+            "{holds} active reservations hold this item; commit or release them (or let them expire) before deleting it."
+        ),
+        CountBelowReserved { reserved } => format!(
+            "The count is below the {reserved} units active reservations hold there; commit or release them, then send the count again."
+        ),
         ReservationNotFound => "No reservation with this id exists.".into(),
         InsufficientAvailable { available, requested } => format!(
             "Holding {requested} would take more than is available: {available} available (on hand less what is held)."

@@ -261,6 +261,16 @@ pub(super) fn annotate(doc: &mut Value) {
     );
     constrain(
         schemas,
+        "CountRequest",
+        &[
+            ("sku", json!({"pattern": sku_pattern()})),
+            ("location", json!({"pattern": sku_pattern()})),
+            ("on_hand", quantity()),
+            ("reference", text(MAX_REFERENCE)),
+        ],
+    );
+    constrain(
+        schemas,
         "TransferRequest",
         &[
             ("sku", json!({"pattern": sku_pattern()})),
@@ -485,6 +495,18 @@ mod tests {
                 valid: json!({"id": "paris-1", "name": "Paris", "kind": "store"}),
                 server_accepts: |b| stockroom_domain::location::NewLocation::from_json(b).is_ok(),
                 skip: &[],
+            },
+            Body {
+                schema: "CountRequest",
+                valid: json!({"sku": "SKU-1", "location": "paris-1", "on_hand": 40,
+                    "occurred_at": "2026-12-04T07:00:00Z", "reference": "st-1"}),
+                server_accepts: |b| {
+                    stockroom_domain::count::NewCount::from_json(b, u64::MAX / 2).is_ok()
+                },
+                skip: &[(
+                    "occurred_at",
+                    "must not be in the future (the server's clock)",
+                )],
             },
             Body {
                 schema: "TransferRequest",

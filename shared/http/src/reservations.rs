@@ -67,29 +67,42 @@ fn movement_context(auth: &Auth) -> MovementContext {
 }
 
 fn answer(outcome: ReservationOutcome, status: StatusCode) -> Result<Response, HttpError> {
-    Ok(match outcome {
-        ReservationOutcome::Done(r) if status == StatusCode::CREATED => {
-            let url = HeaderValue::from_str(&format!("/v1/reservations/{}", r.id))
-                .map_err(|e| ApiError::Internal(Box::new(e)))?;
-            (status, [(header::LOCATION, url)], Json(r)).into_response()
-        }
-        ReservationOutcome::Done(r) => (status, Json(r)).into_response(),
+    let (status, body, replayed) = match outcome {
+        ReservationOutcome::Done(r) => (
+            status,
+            serde_json::to_string(&r).map_err(|e| ApiError::Internal(Box::new(e)))?,
+            false,
+        ),
         ReservationOutcome::Replayed { status, body } => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    header::HeaderName::from_static("idempotent-replayed"),
-                    HeaderValue::from_static("true"),
-                ),
-            ],
             body,
-        )
-            .into_response(),
-    })
+            true,
+        ),
+    };
+    let mut resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.clone(),
+    )
+        .into_response();
+    if replayed {
+        resp.headers_mut().insert(
+            header::HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    // A created reservation is named by `Location`, replayed or not.
+    if status == StatusCode::CREATED
+        && let Ok(created) = serde_json::from_str::<Reservation>(&body)
+    {
+        let url = HeaderValue::from_str(&format!("/v1/reservations/{}", created.id))
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        resp.headers_mut().insert(header::LOCATION, url);
+    }
+    Ok(resp)
 }
 
 /// Hold stock for a while.

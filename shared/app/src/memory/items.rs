@@ -581,6 +581,7 @@ impl Tenant {
             }
             // As in the table: the holds record is written only when they change.
             let holds_change = write.after.reserved != before.level.reserved
+                || write.after.counted_at != before.level.counted_at
                 || write.holds_check_at != before.holds_check_at
                 || !write.holds.is_empty();
             if holds_change {

@@ -4,8 +4,8 @@
 //! levels are one Query, and a change of one, with its holds and
 //! movements, is one transaction within one partition. At the default
 //! location the item's `quantity` is on hand and `L#default` holds only
-//! the holds, so the writers of the item (replace, batches) never touch
-//! them.
+//! the holds (and the last count's time), so the writers of the item
+//! (replace, batches) never touch them.
 //!
 //! Each location tallies its levels that hold stock in
 //! [`LOCATION_SHARDS`] counters, `T#<tenant>#LOC#<location>` / `N#<shard>`
@@ -180,6 +180,7 @@ impl DynamoItemStore {
             } else {
                 let holds = from_attrs::<LevelStored>(attrs)?.into_stored()?;
                 level.level.reserved = holds.level.reserved;
+                level.level.counted_at = holds.level.counted_at;
                 level.holds_version = holds.version;
                 level.holds_check_at = holds.holds_check_at;
             }
@@ -440,6 +441,7 @@ impl DynamoItemStore {
         // holds change (an adjustment there conditions on it instead).
         let holds_change = !before.location.is_default()
             || write.after.reserved != before.level.reserved
+            || write.after.counted_at != before.level.counted_at
             || write.holds_check_at != before.holds_check_at
             || !write.holds.is_empty();
         if holds_change {

@@ -171,6 +171,11 @@ pub(crate) struct MovementRecord {
     pub batch_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// Stored only when false (a change before its level's last count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies: Option<bool>,
     pub created_at: String,
 }
 
@@ -193,6 +198,8 @@ impl MovementRecord {
             key_id: m.key_id.clone(),
             batch_id: m.batch_id.clone(),
             record_id: m.record_id.clone(),
+            occurred_at: m.occurred_at.clone(),
+            applies: (!m.applies).then_some(false),
             created_at: m.created_at.clone(),
         }
     }
@@ -217,6 +224,8 @@ impl Unread for MovementRecord {
             key_id: None,
             batch_id: None,
             record_id: None,
+            occurred_at: None,
+            applies: None,
             created_at: String::new(),
         }
     }
@@ -236,6 +245,8 @@ impl From<MovementRecord> for Movement {
             key_id: r.key_id,
             batch_id: r.batch_id,
             record_id: r.record_id,
+            occurred_at: r.occurred_at,
+            applies: r.applies.unwrap_or(true),
             created_at: r.created_at,
         }
     }
