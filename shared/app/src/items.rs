@@ -296,30 +296,15 @@ impl ItemsService {
             // one re-created under its sku): they end first.
             if let Some(stores) = &self.locations {
                 let now_ms = clock::unix_ms(clock::now());
-                let mut start = None;
-                loop {
-                    let page = stores
-                        .holds
-                        .list_reservations(
-                            tenant,
-                            sku,
-                            Some(crate::domain::reservation::ReservationStatus::Active),
-                            100,
-                            start,
-                        )
-                        .await?;
-                    let live = page
-                        .items
-                        .iter()
-                        .filter(|r| r.status.holds(r.expires_at_ms, now_ms))
-                        .count();
-                    if live > 0 {
-                        return Err(ApiError::ItemReserved { holds: live });
-                    }
-                    match page.next {
-                        Some(next) => start = Some(next),
-                        None => break,
-                    }
+                let live = stores
+                    .holds
+                    .active_holds(tenant, sku, None)
+                    .await?
+                    .iter()
+                    .filter(|h| h.expires_at_ms > now_ms)
+                    .count();
+                if live > 0 {
+                    return Err(ApiError::ItemReserved { holds: live });
                 }
             }
             let closing = (current.quantity > 0).then(|| {

@@ -9,8 +9,9 @@ use crate::domain::reservation::ReservationStatus;
 use crate::domain::{Sku, TenantId};
 use crate::ports::{HoldWrite, LevelStore, ReservationStore, StoreError, StoredLevel};
 
-/// Expired holds one write ends for good (a transaction holds 100 actions).
-pub const SWEEP_PER_WRITE: usize = 25;
+/// Expired holds one write ends for good: each is two actions, and a
+/// transfer's transaction sweeps at both its levels (100 actions at most).
+pub const SWEEP_PER_WRITE: usize = 20;
 
 /// A level read at `now_ms`.
 #[derive(Clone, Debug)]
@@ -51,7 +52,7 @@ impl LevelNow {
                 expired: Vec::new(),
             });
         }
-        let mut active = holds.active_holds(tenant, sku, location).await?;
+        let mut active = holds.active_holds(tenant, sku, Some(location)).await?;
         active.sort_by(|a, b| a.id.cmp(&b.id));
         let (expired, live): (Vec<_>, Vec<_>) = active
             .into_iter()
@@ -141,9 +142,12 @@ mod tests {
         let after = level.level.reserve(5).unwrap();
         let write = level.write(&after, Some(5_000), "t");
         assert_eq!(write.ended.len(), SWEEP_PER_WRITE);
-        // Stored: what counts plus the 5 expired holds not swept yet, which
+        // Stored: what counts plus the expired holds not swept yet, which
         // are due again at once.
-        assert_eq!(write.stored.reserved, 15 + 5 * 2);
+        assert_eq!(
+            write.stored.reserved,
+            15 + (30 - SWEEP_PER_WRITE as i64) * 2
+        );
         assert_eq!(write.holds_check_at, Some(0));
         // Few enough: all swept, and the next check is the first live expiry.
         let level = now(14, expired(2), Some(9_000));

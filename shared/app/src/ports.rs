@@ -139,6 +139,15 @@ pub struct StoredReservation {
     pub request_id: String,
 }
 
+/// What the level reads of a hold stored as active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveHold {
+    pub id: ReservationId,
+    pub location: LocationId,
+    pub quantity: i64,
+    pub expires_at_ms: u64,
+}
+
 /// The holds a level change writes with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldWrite {
@@ -230,13 +239,15 @@ pub trait ReservationStore: Send + Sync {
         start: Option<PageKey>,
     ) -> Result<Page<StoredReservation>, StoreError>;
 
-    /// The holds of one level stored as active (some may have expired).
+    /// The holds of a sku stored as active (some may have expired), at one
+    /// location or all. Only active holds are read, however long the sku's
+    /// history of ended ones.
     async fn active_holds(
         &self,
         tenant: &TenantId,
         sku: &Sku,
-        location: &LocationId,
-    ) -> Result<Vec<StoredReservation>, StoreError>;
+        location: Option<&LocationId>,
+    ) -> Result<Vec<ActiveHold>, StoreError>;
 }
 
 /// Stock and description of a tenant's items, plus their ledger.

@@ -5,8 +5,8 @@ use crate::domain::location::{Location, LocationId};
 use crate::domain::reservation::{ReservationId, ReservationStatus};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{
-    ChangeLog, HoldWrite, IdempotencyRecord, ItemStore, LevelStore, LevelWrite, LocationStore,
-    Page, PageKey, ReservationStore, StoreError, StoredLevel, StoredReservation,
+    ActiveHold, ChangeLog, HoldWrite, IdempotencyRecord, ItemStore, LevelStore, LevelWrite,
+    LocationStore, Page, PageKey, ReservationStore, StoreError, StoredLevel, StoredReservation,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -677,14 +677,19 @@ impl ReservationStore for MemoryItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
-        location: &LocationId,
-    ) -> Result<Vec<StoredReservation>, StoreError> {
+        location: Option<&LocationId>,
+    ) -> Result<Vec<ActiveHold>, StoreError> {
         Ok(self.with_tenant(tenant, |t| {
             t.reservations
                 .values()
-                .filter(|r| r.id.sku() == sku && &r.location == location)
+                .filter(|r| r.id.sku() == sku && location.is_none_or(|l| &r.location == l))
                 .filter(|r| r.status == ReservationStatus::Active)
-                .cloned()
+                .map(|r| ActiveHold {
+                    id: r.id.clone(),
+                    location: r.location.clone(),
+                    quantity: r.quantity,
+                    expires_at_ms: r.expires_at_ms,
+                })
                 .collect()
         }))
     }

@@ -26,8 +26,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWrite
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use stockroom_app::ports::{
-    HoldWrite, LevelStore, LevelWrite, Page, PageKey, ReservationStore, StoreError, StoredLevel,
-    StoredReservation,
+    ActiveHold, HoldWrite, LevelStore, LevelWrite, Page, PageKey, ReservationStore, StoreError,
+    StoredLevel, StoredReservation,
 };
 use stockroom_domain::level::{Level, OccurredAt};
 use stockroom_domain::location::LocationId;
@@ -114,6 +114,35 @@ pub(crate) struct ReservationStored {
 }
 
 pub(crate) const RESERVATION_PREFIX: &str = "RSV#";
+/// An active hold's own small record, `H#<ulid>`, beside its reservation:
+/// written with the hold, deleted when it ends, so a level reads its active
+/// holds without the sku's history of ended ones.
+pub(crate) const ACTIVE_HOLD_PREFIX: &str = "H#";
+
+fn active_hold_sk(id: &ReservationId) -> String {
+    format!("{ACTIVE_HOLD_PREFIX}{}", id.ulid())
+}
+
+#[derive(Serialize, Deserialize)]
+struct ActiveHoldStored {
+    pk: String,
+    sk: String,
+    id: String,
+    location: String,
+    quantity: i64,
+    expires_at_ms: u64,
+}
+
+impl ActiveHoldStored {
+    fn into_hold(self) -> Result<ActiveHold, StoreError> {
+        Ok(ActiveHold {
+            id: ReservationId::parse(&self.id).map_err(StoreError::Corrupt)?,
+            location: LocationId::parse(&self.location).map_err(StoreError::Corrupt)?,
+            quantity: self.quantity,
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
+}
 
 pub(crate) fn reservation_sk(id: &ReservationId) -> String {
     format!("{RESERVATION_PREFIX}{}", id.ulid())
@@ -191,45 +220,66 @@ impl DynamoItemStore {
         Ok(level)
     }
 
-    fn hold_action(
+    /// A hold's actions: its reservation record and its active-hold record.
+    fn hold_actions(
         &self,
         tenant: &TenantId,
         hold: &HoldWrite,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<[TransactWriteItem; 2], StoreError> {
         Ok(match hold {
-            HoldWrite::Create(r) => TransactWriteItem::builder()
-                .put(
+            HoldWrite::Create(r) => {
+                let active = ActiveHoldStored {
+                    pk: item_pk(tenant, r.id.sku().as_str()),
+                    sk: active_hold_sk(&r.id),
+                    id: r.id.as_str().to_owned(),
+                    location: r.location.as_str().to_owned(),
+                    quantity: r.quantity,
+                    expires_at_ms: r.expires_at_ms,
+                };
+                let put = |attrs| {
                     Put::builder()
                         .table_name(&self.table)
-                        .set_item(Some(to_attrs(&ReservationStored::new(tenant, r))?))
+                        .set_item(Some(attrs))
                         .condition_expression("attribute_not_exists(pk)")
                         .build()
-                        .map_err(build_error)?,
-                )
-                .build(),
+                        .map_err(build_error)
+                        .map(|p| TransactWriteItem::builder().put(p).build())
+                };
+                [
+                    put(to_attrs(&ReservationStored::new(tenant, r))?)?,
+                    put(to_attrs(&active)?)?,
+                ]
+            }
             HoldWrite::End {
                 id,
                 status,
                 ended_at,
-            } => TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .key("pk", s(item_pk(tenant, id.sku().as_str())))
-                        .key("sk", s(reservation_sk(id)))
-                        .update_expression("SET #st = :to, ended_at = :at")
-                        .condition_expression("#st = :active")
-                        .expression_attribute_names("#st", "status")
-                        .expression_attribute_values(":to", s(status.as_str()))
-                        .expression_attribute_values(":at", s(ended_at))
-                        .expression_attribute_values(
-                            ":active",
-                            s(ReservationStatus::Active.as_str()),
-                        )
-                        .build()
-                        .map_err(build_error)?,
-                )
-                .build(),
+            } => {
+                let pk = item_pk(tenant, id.sku().as_str());
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(pk.clone()))
+                    .key("sk", s(reservation_sk(id)))
+                    .update_expression("SET #st = :to, ended_at = :at")
+                    .condition_expression("#st = :active")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":to", s(status.as_str()))
+                    .expression_attribute_values(":at", s(ended_at))
+                    .expression_attribute_values(":active", s(ReservationStatus::Active.as_str()))
+                    .build()
+                    .map_err(build_error)?;
+                let delete = aws_sdk_dynamodb::types::Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .key("sk", s(active_hold_sk(id)))
+                    .condition_expression("attribute_exists(pk)")
+                    .build()
+                    .map_err(build_error)?;
+                [
+                    TransactWriteItem::builder().update(update).build(),
+                    TransactWriteItem::builder().delete(delete).build(),
+                ]
+            }
         })
     }
 
@@ -468,7 +518,7 @@ impl DynamoItemStore {
             actions.push(self.movement_put(tenant, m)?);
         }
         for hold in &write.holds {
-            actions.push(self.hold_action(tenant, hold)?);
+            actions.extend(self.hold_actions(tenant, hold)?);
         }
         let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
         if !before.location.is_default() && was != is {
@@ -605,18 +655,32 @@ impl ReservationStore for DynamoItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
-        location: &LocationId,
-    ) -> Result<Vec<StoredReservation>, StoreError> {
+        location: Option<&LocationId>,
+    ) -> Result<Vec<ActiveHold>, StoreError> {
         let mut holds = Vec::new();
-        let mut start: Option<PageKey> = None;
+        let mut start: Option<Attrs> = None;
         loop {
-            let page = self
-                .list_reservations(tenant, sku, Some(ReservationStatus::Active), 1_000, start)
-                .await?;
-            holds.extend(page.items.into_iter().filter(|r| &r.location == location));
-            match page.next {
-                Some(next) => start = Some(next),
-                None => return Ok(holds),
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :h)")
+                .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
+                .expression_attribute_values(":h", s(ACTIVE_HOLD_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for attrs in out.items.unwrap_or_default() {
+                let hold = from_attrs::<ActiveHoldStored>(attrs)?.into_hold()?;
+                if location.is_none_or(|l| &hold.location == l) {
+                    holds.push(hold);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(holds),
             }
         }
     }

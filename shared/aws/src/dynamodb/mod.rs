@@ -9,6 +9,7 @@
 //! | location    | `T#<tenant>#LOC`         | `LOC#<id>`  | –        | –      |
 //! | level at a location (at `default`: its holds only; on hand is the item's `quantity`) | `T#<tenant>#I#<sku>` | `L#<location>` | – | – |
 //! | reservation | `T#<tenant>#I#<sku>` | `RSV#<ulid>` | – | – |
+//! | active hold (while the reservation is active) | `T#<tenant>#I#<sku>` | `H#<ulid>` | – | – |
 //! | location's stocked-levels tally (16 shards) | `T#<tenant>#LOC#<location>` | `N#<shard>` | – | – |
 //!
 //! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).
