@@ -17,6 +17,9 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/locations") => {
             Some(json!({"id": unique_sku("b-loc"), "name": "B's", "kind": "store"}))
         }
+        ("POST", "/v1/levels/batch-retrieve") => {
+            Some(json!({"pairs": [{"sku": sku}, {"sku": sku, "location": "default"}]}))
+        }
         ("POST", "/v1/counts") => {
             Some(json!({"sku": sku, "on_hand": 0, "occurred_at": "2026-01-01T00:00:00Z"}))
         }
@@ -126,7 +129,18 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
                 "{method} {template} with A's id must be 404: {text}"
             );
         }
+        // The batch read names back the pairs B asked for: B's own input.
+        // What must hold is that none of A's levels is among them.
+        let echoed = template == "/v1/levels/batch-retrieve";
+        if echoed {
+            let body: Value = serde_json::from_str(&text)?;
+            assert_eq!(body["levels"], json!([]), "{method} {template}: {text}");
+            assert_eq!(body["missing"].as_array().map(Vec::len), Some(1), "{text}");
+        }
         for secret in secrets {
+            if echoed && secret == sku.as_str() {
+                continue;
+            }
             assert!(
                 !text.contains(secret),
                 "{method} {template} leaked {secret}: {text}"
@@ -134,7 +148,7 @@ async fn tenant_b_never_reaches_tenant_a_on_any_route() -> anyhow::Result<()> {
         }
         probed += 1;
     }
-    assert!(probed >= 35, "only {probed} routes probed");
+    assert!(probed >= 36, "only {probed} routes probed");
 
     // A's data is untouched.
     let now: Value = a

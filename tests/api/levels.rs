@@ -273,3 +273,95 @@ async fn a_transfer_moves_available_units_and_refuses_what_is_held() -> anyhow::
     }
     Ok(())
 }
+
+/// Up to 1,000 (sku, location) pairs in one call, in the order asked, with
+/// the ones that do not exist listed apart.
+#[tokio::test]
+async fn many_levels_are_read_in_one_call_and_missing_pairs_are_named() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let (a, b) = (unique_sku("bl-a"), unique_sku("bl-b"));
+    t.create_item(&a, 10).await?;
+    t.create_item(&b, 3).await?;
+    let depot = location(&t).await?;
+    assert_eq!(adjust(&t, &a, 4, Some(&depot)).await?.status(), 200);
+    let held = t
+        .post_json(
+            "/v1/reservations",
+            &json!({"sku": a, "quantity": 2, "expires_in": 600}),
+        )
+        .send()
+        .await?;
+    assert_eq!(held.status(), 201);
+    let ghost = unique_sku("bl-none");
+    let resp = t
+        .post_json(
+            "/v1/levels/batch-retrieve",
+            &json!({"pairs": [
+                {"sku": a}, {"sku": a, "location": depot}, {"sku": b},
+                {"sku": ghost}, {"sku": a, "location": "nowhere"}, {"sku": a, "location": "default"}
+            ]}),
+        )
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(
+        body,
+        json!({
+            "levels": [
+                {"sku": a, "location": "default", "on_hand": 10, "reserved": 2, "available": 8},
+                {"sku": a, "location": depot, "on_hand": 4, "reserved": 0, "available": 4},
+                {"sku": b, "location": "default", "on_hand": 3, "reserved": 0, "available": 3},
+            ],
+            "missing": [
+                {"sku": ghost, "location": "default"},
+                {"sku": a, "location": "nowhere"},
+            ]
+        })
+    );
+    // A thousand pairs is one call (BatchGetItem pages of 100 behind it).
+    let many: Vec<Value> = (0..1_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"sku": a, "location": format!("l{i}")})
+            } else {
+                json!({"sku": format!("{b}-{i}")})
+            }
+        })
+        .collect();
+    let resp = t
+        .post_json("/v1/levels/batch-retrieve", &json!({"pairs": many}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["missing"].as_array().map(Vec::len), Some(1_000));
+    let too_many: Vec<Value> = (0..1_001)
+        .map(|i| json!({"sku": format!("S{i}")}))
+        .collect();
+    expect_problem(
+        t.post_json("/v1/levels/batch-retrieve", &json!({"pairs": too_many}))
+            .send()
+            .await?,
+        422,
+        "validation_failed",
+    )
+    .await?;
+    let bad = expect_problem(
+        t.post_json(
+            "/v1/levels/batch-retrieve",
+            &json!({"pairs": [{"sku": "a b"}, {"sku": a, "location": 7}]}),
+        )
+        .send()
+        .await?,
+        422,
+        "validation_failed",
+    )
+    .await?;
+    let fields: Vec<&str> = bad["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["pairs[0].sku", "pairs[1].location"], "{bad}");
+    Ok(())
+}

@@ -106,6 +106,33 @@ pub struct ItemLevels {
     pub levels: Vec<LevelView>,
 }
 
+/// A (sku, location) pair of `POST /v1/levels/batch-retrieve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LevelPair {
+    #[schema(example = "SKU-1001")]
+    pub sku: String,
+    #[schema(example = "paris-1")]
+    pub location: String,
+}
+
+/// One found level of `POST /v1/levels/batch-retrieve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SkuLevel {
+    #[schema(example = "SKU-1001")]
+    pub sku: String,
+    #[serde(flatten)]
+    pub level: LevelView,
+}
+
+/// Result of `POST /v1/levels/batch-retrieve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchLevels {
+    /// The levels found, in the order asked (a level never changed reads 0).
+    pub levels: Vec<SkuLevel>,
+    /// The pairs whose item or location does not exist, in the order asked.
+    pub missing: Vec<LevelPair>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdjustOutcome {
     Applied(AdjustmentResult),
@@ -598,6 +625,52 @@ impl ItemsService {
             sku: item.sku,
             levels,
         })
+    }
+
+    /// Many levels in one call: strongly consistent reads of every item,
+    /// location and level, by key; holds that expired stop counting.
+    pub async fn levels_of(
+        &self,
+        tenant: &TenantId,
+        pairs: &[(Sku, LocationId)],
+    ) -> Result<BatchLevels, ApiError> {
+        let Some(stores) = &self.locations else {
+            return Err(ApiError::LocationNotFound);
+        };
+        let now_ms = clock::unix_ms(clock::now());
+        let found = stores.levels.levels_of(tenant, pairs).await?;
+        let mut out = BatchLevels {
+            levels: Vec::new(),
+            missing: Vec::new(),
+        };
+        for ((sku, location), level) in pairs.iter().zip(found) {
+            let Some(level) = level else {
+                out.missing.push(LevelPair {
+                    sku: sku.to_string(),
+                    location: location.as_str().to_owned(),
+                });
+                continue;
+            };
+            let now = if level.holds_check_at.is_some_and(|at| at <= now_ms) {
+                LevelNow::read(
+                    stores.levels.as_ref(),
+                    stores.holds.as_ref(),
+                    tenant,
+                    sku,
+                    location,
+                    now_ms,
+                )
+                .await?
+                .level
+            } else {
+                level.level
+            };
+            out.levels.push(SkuLevel {
+                sku: sku.to_string(),
+                level: LevelView::of(location.clone(), &now),
+            });
+        }
+        Ok(out)
     }
 
     /// What an adjustment's conditional write means: applied, or a replay

@@ -209,6 +209,15 @@ pub trait LevelStore: Send + Sync {
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError>;
 
+    /// Many levels at once (`POST /v1/levels/batch-retrieve`), strongly
+    /// consistent, in the order asked; `None` where the item or the location
+    /// does not exist.
+    async fn levels_of(
+        &self,
+        tenant: &TenantId,
+        pairs: &[(Sku, LocationId)],
+    ) -> Result<Vec<Option<StoredLevel>>, StoreError>;
+
     /// Two levels of one sku change together (a transfer), all or nothing,
     /// each on the conditions of [`LevelStore::record_level_change`]. The
     /// idempotency record is `from`'s.

@@ -406,3 +406,99 @@ mod tests {
         );
     }
 }
+
+/// Most (sku, location) pairs one `POST /v1/levels/batch-retrieve` reads.
+pub const MAX_LEVEL_PAIRS: usize = 1_000;
+
+/// A validated `POST /v1/levels/batch-retrieve` body: distinct pairs, in the
+/// order asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelPairs(pub Vec<(super::Sku, super::location::LocationId)>);
+
+impl LevelPairs {
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, super::FieldErrors> {
+        use super::location::LocationId;
+        let mut r = super::validation::ObjectReader::new(body)?;
+        r.deny_unknown(&["pairs"]);
+        let mut errors = r.errors;
+        let Some(list) = body.get("pairs").and_then(serde_json::Value::as_array) else {
+            errors.push("pairs", "must be an array of {sku, location?}");
+            return Err(errors);
+        };
+        if list.is_empty() || list.len() > MAX_LEVEL_PAIRS {
+            errors.push("pairs", format!("must hold 1 to {MAX_LEVEL_PAIRS} pairs"));
+            return Err(errors);
+        }
+        let mut pairs = Vec::with_capacity(list.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, pair) in list.iter().enumerate() {
+            let field = |name: &str| format!("pairs[{i}].{name}");
+            let Some(obj) = pair.as_object() else {
+                errors.push(format!("pairs[{i}]"), "must be an object {sku, location?}");
+                continue;
+            };
+            if let Some(unknown) = obj.keys().find(|k| *k != "sku" && *k != "location") {
+                errors.push(field(unknown), "is not a known field");
+            }
+            let sku = match obj.get("sku").and_then(serde_json::Value::as_str) {
+                Some(raw) => super::Sku::parse(raw)
+                    .map_err(|e| errors.push(field("sku"), e))
+                    .ok(),
+                None => {
+                    errors.push(field("sku"), "is required (a string)");
+                    None
+                }
+            };
+            let location = match obj.get("location") {
+                None | Some(serde_json::Value::Null) => Some(LocationId::default_location()),
+                Some(serde_json::Value::String(raw)) => LocationId::parse(raw)
+                    .map_err(|e| errors.push(field("location"), e))
+                    .ok(),
+                Some(_) => {
+                    errors.push(field("location"), "must be a string");
+                    None
+                }
+            };
+            if let (Some(sku), Some(location)) = (sku, location)
+                && seen.insert((sku.clone(), location.clone()))
+            {
+                pairs.push((sku, location));
+            }
+        }
+        errors.into_result(Self(pairs))
+    }
+}
+
+#[cfg(test)]
+mod pairs_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pairs_are_one_to_a_thousand_distinct_and_each_error_is_named() {
+        let p = LevelPairs::from_json(&json!({"pairs": [
+            {"sku": "A"}, {"sku": "A", "location": "p-1"}, {"sku": "A", "location": "default"}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            p.0.len(),
+            2,
+            "the default location named or not is one pair"
+        );
+        let errors = LevelPairs::from_json(&json!({"pairs": [
+            {"sku": "a b"}, {"location": "p"}, 3, {"sku": "B", "x": 1}
+        ]}))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["pairs[0].sku", "pairs[1].sku", "pairs[2]", "pairs[3].x"]
+        );
+        let many: Vec<_> = (0..1_001)
+            .map(|i| json!({"sku": format!("S{i}")}))
+            .collect();
+        assert!(LevelPairs::from_json(&json!({"pairs": many})).is_err());
+        assert!(LevelPairs::from_json(&json!({"pairs": []})).is_err());
+        assert!(LevelPairs::from_json(&json!({})).is_err());
+    }
+}

@@ -618,6 +618,22 @@ fn success_examples() -> Vec<RouteExamples> {
         ),
         ("DELETE /v1/locations/{location_id}", None, vec![]),
         (
+            "POST /v1/levels/batch-retrieve",
+            Some(json!({"pairs": [
+                {"sku": "SKU-1001"}, {"sku": "SKU-1001", "location": "paris-1"}, {"sku": "SKU-0999"}
+            ]})),
+            vec![(
+                "200",
+                json!({
+                    "levels": [
+                        {"sku": "SKU-1001", "location": "default", "on_hand": 10, "reserved": 2, "available": 8},
+                        {"sku": "SKU-1001", "location": "paris-1", "on_hand": 4, "reserved": 0, "available": 4, "counted_at": "2026-12-04T07:00:00.000Z"}
+                    ],
+                    "missing": [{"sku": "SKU-0999", "location": "default"}]
+                }),
+            )],
+        ),
+        (
             COUNT,
             Some(
                 json!({"sku": "SKU-1001", "location": "paris-1", "on_hand": 40, "occurred_at": "2026-12-04T07:00:00Z", "reference": "stocktake-2026-12"}),

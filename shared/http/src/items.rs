@@ -522,3 +522,54 @@ pub async fn list_movements(
             .map(|k| app.cursors.encode(&listing, &caller.tenant_id, &k)),
     }))
 }
+
+/// Body of `POST /v1/levels/batch-retrieve`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchLevelsRequest {
+    /// 1 to 1,000 pairs; `location` absent: the default location. Repeats count once.
+    #[schema(min_items = 1, max_items = 1000)]
+    pairs: Vec<LevelPairRequest>,
+}
+
+/// One (sku, location) pair.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LevelPairRequest {
+    #[schema(example = "SKU-1001", pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    sku: String,
+    #[schema(example = "paris-1", min_length = 1, max_length = 64)]
+    location: Option<String>,
+}
+
+/// Read many levels at once.
+///
+/// Up to 1,000 (sku, location) pairs in one call: on hand, reserved and available for each,
+/// read strongly consistent by key. Pairs whose item or location does not exist are listed
+/// in `missing`, not refused. A read, though a POST (the pairs do not fit a URL); scope
+/// `items:read`.
+#[utoipa::path(post, path = "/v1/levels/batch-retrieve", tag = "stock",
+    request_body(content = BatchLevelsRequest, content_type = "application/json"),
+    security(("api_key" = ["items:read"])),
+    responses(
+        (status = 200, description = "The levels, in the order asked", body = stockroom_app::items::BatchLevels),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope items:read", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: each bad pair named (`pairs[i].sku`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn batch_retrieve_levels(
+    State(app): State<AppState>,
+    auth: Auth,
+    body: JsonBody,
+) -> Result<Json<stockroom_app::items::BatchLevels>, HttpError> {
+    let caller = auth.require(ITEMS_READ)?;
+    let pairs = stockroom_domain::level::LevelPairs::from_json(&body.value)
+        .map_err(ApiError::Validation)?;
+    Ok(Json(
+        app.items.levels_of(&caller.tenant_id, &pairs.0).await?,
+    ))
+}

@@ -82,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers", post(transfers::create_transfer))
         .route("/v1/counts", post(counts::create_count))
         .route(
+            "/v1/levels/batch-retrieve",
+            post(items::batch_retrieve_levels),
+        )
+        .route(
             "/v1/locations",
             get(locations::list_locations).post(locations::create_location),
         )

@@ -259,6 +259,15 @@ pub(super) fn annotate(doc: &mut Value) {
             ("name", text(MAX_LOCATION_NAME)),
         ],
     );
+    constrain(schemas, "BatchLevelsRequest", &[]);
+    constrain(
+        schemas,
+        "LevelPairRequest",
+        &[
+            ("sku", json!({"pattern": sku_pattern()})),
+            ("location", json!({"pattern": sku_pattern()})),
+        ],
+    );
     constrain(
         schemas,
         "CountRequest",
@@ -494,6 +503,12 @@ mod tests {
                 schema: "CreateLocationRequest",
                 valid: json!({"id": "paris-1", "name": "Paris", "kind": "store"}),
                 server_accepts: |b| stockroom_domain::location::NewLocation::from_json(b).is_ok(),
+                skip: &[],
+            },
+            Body {
+                schema: "BatchLevelsRequest",
+                valid: json!({"pairs": [{"sku": "SKU-1"}, {"sku": "SKU-1", "location": "paris-1"}]}),
+                server_accepts: |b| stockroom_domain::level::LevelPairs::from_json(b).is_ok(),
                 skip: &[],
             },
             Body {

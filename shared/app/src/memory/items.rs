@@ -506,6 +506,23 @@ impl LevelStore for MemoryItemStore {
         })
     }
 
+    async fn levels_of(
+        &self,
+        tenant: &TenantId,
+        pairs: &[(Sku, LocationId)],
+    ) -> Result<Vec<Option<StoredLevel>>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| {
+            pairs
+                .iter()
+                .map(|(sku, location)| {
+                    let known = t.items.contains_key(sku.as_str())
+                        && (location.is_default() || t.locations.contains_key(location.as_str()));
+                    known.then(|| t.level(sku.as_str(), location))
+                })
+                .collect()
+        }))
+    }
+
     async fn record_transfer(
         &self,
         tenant: &TenantId,

@@ -443,6 +443,85 @@ impl LevelStore for DynamoItemStore {
             .await
     }
 
+    async fn levels_of(
+        &self,
+        tenant: &TenantId,
+        pairs: &[(Sku, LocationId)],
+    ) -> Result<Vec<Option<StoredLevel>>, StoreError> {
+        use std::collections::BTreeSet;
+        // Every key once: the items, the (non-default) locations and the
+        // level records, read in BatchGetItem pages of 100.
+        let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+        for (sku, location) in pairs {
+            let pk = item_pk(tenant, sku.as_str());
+            keys.insert((pk.clone(), ITEM_SK.to_owned()));
+            keys.insert((pk, level_sk(location.as_str())));
+            if !location.is_default() {
+                keys.insert((
+                    super::locations::locations_pk(tenant),
+                    super::locations::location_sk(location.as_str()),
+                ));
+            }
+        }
+        let found = batch_get(
+            &self.client,
+            &self.table,
+            keys.iter()
+                .map(|(pk, sk)| Attrs::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
+                .collect(),
+        )
+        .await?;
+        let mut by_key: HashMap<(String, String), Attrs> = HashMap::new();
+        for attrs in found {
+            let key = match (attrs.get("pk"), attrs.get("sk")) {
+                (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+                    (pk.clone(), sk.clone())
+                }
+                _ => return Err(StoreError::Corrupt("a record without keys".into())),
+            };
+            by_key.insert(key, attrs);
+        }
+        let mut levels = Vec::with_capacity(pairs.len());
+        for (sku, location) in pairs {
+            let pk = item_pk(tenant, sku.as_str());
+            let Some(item) = by_key.get(&(pk.clone(), ITEM_SK.to_owned())) else {
+                levels.push(None);
+                continue;
+            };
+            if !location.is_default()
+                && !by_key.contains_key(&(
+                    super::locations::locations_pk(tenant),
+                    super::locations::location_sk(location.as_str()),
+                ))
+            {
+                levels.push(None);
+                continue;
+            }
+            let record = by_key
+                .get(&(pk, level_sk(location.as_str())))
+                .cloned()
+                .map(|attrs| from_attrs::<LevelStored>(attrs)?.into_stored())
+                .transpose()?;
+            let level = if location.is_default() {
+                let item: ItemOnHand = from_attrs(item.clone())?;
+                let mut level = StoredLevel::empty(location.clone());
+                level.level.on_hand = item.quantity;
+                level.version = item.version;
+                if let Some(holds) = record {
+                    level.level.reserved = holds.level.reserved;
+                    level.level.counted_at = holds.level.counted_at;
+                    level.holds_version = holds.version;
+                    level.holds_check_at = holds.holds_check_at;
+                }
+                level
+            } else {
+                record.unwrap_or_else(|| StoredLevel::empty(location.clone()))
+            };
+            levels.push(Some(level));
+        }
+        Ok(levels)
+    }
+
     async fn record_transfer(
         &self,
         tenant: &TenantId,

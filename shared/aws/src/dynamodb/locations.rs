@@ -24,7 +24,7 @@ pub(crate) fn locations_pk(tenant: &TenantId) -> String {
 
 pub(crate) const LOCATION_PREFIX: &str = "LOC#";
 
-fn location_sk(id: &str) -> String {
+pub(crate) fn location_sk(id: &str) -> String {
     format!("{LOCATION_PREFIX}{id}")
 }
 
