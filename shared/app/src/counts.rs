@@ -6,15 +6,13 @@
 use crate::clock;
 use crate::domain::count::{COUNT_REASON, NewCount};
 use crate::domain::level::{CLOCK_SKEW_MS, Counted, LevelError, OccurredAt};
-use crate::domain::{Fields, Movement, MovementContext, MovementId, TenantId};
+use crate::domain::{Movement, MovementContext, MovementId, TenantId};
 use crate::error::ApiError;
-use crate::items::{IdempotencyRequest, LevelStores};
+use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
 use crate::levels::LevelNow;
 use crate::ports::{ItemStore, LevelWrite, StoreError};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 const MAX_ATTEMPTS: u32 = 12;
 
@@ -70,20 +68,9 @@ impl CountsService {
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
-            self.items
-                .get_item(tenant, &count.sku, Some(&Fields::identifier()))
-                .await?
-                .ok_or(ApiError::ItemNotFound)?;
-            if !count.location.is_default()
-                && self
-                    .stores
-                    .locations
-                    .get_location(tenant, &count.location, Some(&Fields::identifier()))
-                    .await?
-                    .is_none()
-            {
-                return Err(ApiError::LocationNotFound);
-            }
+            self.stores
+                .item_and_location(self.items.as_ref(), tenant, &count.sku, &[&count.location])
+                .await?;
             let now = clock::now();
             let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
             let before = LevelNow::read(
@@ -156,9 +143,7 @@ impl CountsService {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let cap_ms = (4u64 << attempt.min(5)).min(100);
-            let ms = rand::rng().random_range(1..=cap_ms);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            backoff(attempt).await;
         }
         Err(ApiError::ConcurrentUpdate)
     }
@@ -205,18 +190,8 @@ impl CountsService {
         tenant: &TenantId,
         idempotency: Option<&IdempotencyRequest>,
     ) -> Result<Option<CountOutcome>, ApiError> {
-        let Some(idem) = idempotency else {
-            return Ok(None);
-        };
-        match self.items.get_idempotency(tenant, &idem.key).await? {
-            None => Ok(None),
-            Some(rec) if rec.request_hash == idem.request_hash => {
-                Ok(Some(CountOutcome::Replayed {
-                    status: rec.status,
-                    body: rec.body,
-                }))
-            }
-            Some(_) => Err(ApiError::IdempotencyKeyReused),
-        }
+        Ok(stored_response(self.items.as_ref(), tenant, idempotency)
+            .await?
+            .map(|(status, body)| CountOutcome::Replayed { status, body }))
     }
 }

@@ -197,6 +197,29 @@ pub struct LevelStores {
     pub holds: Arc<dyn ReservationStore>,
 }
 
+impl LevelStores {
+    /// 404 `item_not_found` or `location_not_found` unless both exist.
+    pub(crate) async fn item_and_location(
+        &self,
+        items: &dyn ItemStore,
+        tenant: &TenantId,
+        sku: &Sku,
+        locations: &[&LocationId],
+    ) -> Result<(), ApiError> {
+        items
+            .get_item(tenant, sku, Some(&Fields::identifier()))
+            .await?
+            .ok_or(ApiError::ItemNotFound)?;
+        for location in locations.iter().filter(|l| !l.is_default()) {
+            self.locations
+                .get_location(tenant, location, Some(&Fields::identifier()))
+                .await?
+                .ok_or(ApiError::LocationNotFound)?;
+        }
+        Ok(())
+    }
+}
+
 /// Events are not published here: they are derived from the committed
 /// writes on the table's change stream (`domain::change`), so a request
 /// that dies after its commit loses none.
@@ -706,21 +729,31 @@ impl ItemsService {
         tenant: &TenantId,
         idem: &IdempotencyRequest,
     ) -> Result<Option<AdjustOutcome>, ApiError> {
-        match self.store.get_idempotency(tenant, &idem.key).await? {
-            None => Ok(None),
-            Some(rec) if rec.request_hash == idem.request_hash => {
-                Ok(Some(AdjustOutcome::Replayed {
-                    status: rec.status,
-                    body: rec.body,
-                }))
-            }
-            Some(_) => Err(ApiError::IdempotencyKeyReused),
-        }
+        Ok(stored_response(self.store.as_ref(), tenant, Some(idem))
+            .await?
+            .map(|(status, body)| AdjustOutcome::Replayed { status, body }))
+    }
+}
+
+/// The response stored under the request's `Idempotency-Key` (status,
+/// body), if the same request came before; 422 if another one took the key.
+pub(crate) async fn stored_response(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    idempotency: Option<&IdempotencyRequest>,
+) -> Result<Option<(u16, String)>, ApiError> {
+    let Some(idem) = idempotency else {
+        return Ok(None);
+    };
+    match store.get_idempotency(tenant, &idem.key).await? {
+        None => Ok(None),
+        Some(rec) if rec.request_hash == idem.request_hash => Ok(Some((rec.status, rec.body))),
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
     }
 }
 
 /// Jittered exponential backoff between optimistic-concurrency attempts.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let cap_ms = (4u64 << attempt.min(5)).min(100);
     let ms = rand::rng().random_range(1..=cap_ms);
     tokio::time::sleep(Duration::from_millis(ms)).await;

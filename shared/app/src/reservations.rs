@@ -10,15 +10,13 @@ use crate::domain::reservation::{
 };
 use crate::domain::{Fields, Movement, MovementContext, Sku, TenantId};
 use crate::error::ApiError;
-use crate::items::{IdempotencyRequest, LevelStores};
+use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
 use crate::levels::LevelNow;
 use crate::ports::{
     HoldWrite, ItemStore, LevelWrite, Page, PageKey, StoreError, StoredReservation,
 };
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Optimistic-concurrency attempts before answering 409 `concurrent_update`.
 /// Holds on one hot sku all write its level, so they retry more than
@@ -109,7 +107,8 @@ impl ReservationsService {
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
-            self.item_and_location(tenant, &new.sku, &new.location)
+            self.stores
+                .item_and_location(self.items.as_ref(), tenant, &new.sku, &[&new.location])
                 .await?;
             let now = clock::now();
             let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
@@ -339,29 +338,6 @@ impl ReservationsService {
         }
     }
 
-    async fn item_and_location(
-        &self,
-        tenant: &TenantId,
-        sku: &Sku,
-        location: &LocationId,
-    ) -> Result<(), ApiError> {
-        self.items
-            .get_item(tenant, sku, Some(&Fields::identifier()))
-            .await?
-            .ok_or(ApiError::ItemNotFound)?;
-        if !location.is_default()
-            && self
-                .stores
-                .locations
-                .get_location(tenant, location, Some(&Fields::identifier()))
-                .await?
-                .is_none()
-        {
-            return Err(ApiError::LocationNotFound);
-        }
-        Ok(())
-    }
-
     async fn level(
         &self,
         tenant: &TenantId,
@@ -398,9 +374,7 @@ impl ReservationsService {
             }
             Err(e) => return Err(e.into()),
         }
-        let cap_ms = (4u64 << attempt.min(5)).min(100);
-        let ms = rand::rng().random_range(1..=cap_ms);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        backoff(attempt).await;
         Ok(None)
     }
 
@@ -409,19 +383,9 @@ impl ReservationsService {
         tenant: &TenantId,
         idempotency: Option<&IdempotencyRequest>,
     ) -> Result<Option<ReservationOutcome>, ApiError> {
-        let Some(idem) = idempotency else {
-            return Ok(None);
-        };
-        match self.items.get_idempotency(tenant, &idem.key).await? {
-            None => Ok(None),
-            Some(rec) if rec.request_hash == idem.request_hash => {
-                Ok(Some(ReservationOutcome::Replayed {
-                    status: rec.status,
-                    body: rec.body,
-                }))
-            }
-            Some(_) => Err(ApiError::IdempotencyKeyReused),
-        }
+        Ok(stored_response(self.items.as_ref(), tenant, idempotency)
+            .await?
+            .map(|(status, body)| ReservationOutcome::Replayed { status, body }))
     }
 }
 

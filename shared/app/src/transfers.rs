@@ -4,15 +4,13 @@
 use crate::clock;
 use crate::domain::level::{LevelError, transfer};
 use crate::domain::transfer::{NewTransfer, TRANSFER_REASON};
-use crate::domain::{Fields, Movement, MovementContext, TenantId};
+use crate::domain::{Movement, MovementContext, TenantId};
 use crate::error::ApiError;
-use crate::items::{IdempotencyRequest, LevelStores};
+use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
 use crate::levels::LevelNow;
 use crate::ports::{ItemStore, LevelWrite, StoreError};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 const MAX_ATTEMPTS: u32 = 12;
 
@@ -73,22 +71,9 @@ impl TransfersService {
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
-            self.items
-                .get_item(tenant, &new.sku, Some(&Fields::identifier()))
-                .await?
-                .ok_or(ApiError::ItemNotFound)?;
-            for location in [&new.from, &new.to] {
-                if !location.is_default()
-                    && self
-                        .stores
-                        .locations
-                        .get_location(tenant, location, Some(&Fields::identifier()))
-                        .await?
-                        .is_none()
-                {
-                    return Err(ApiError::LocationNotFound);
-                }
-            }
+            self.stores
+                .item_and_location(self.items.as_ref(), tenant, &new.sku, &[&new.from, &new.to])
+                .await?;
             let now = clock::now();
             let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
             let read = |location| {
@@ -185,9 +170,7 @@ impl TransfersService {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let cap_ms = (4u64 << attempt.min(5)).min(100);
-            let ms = rand::rng().random_range(1..=cap_ms);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            backoff(attempt).await;
         }
         Err(ApiError::ConcurrentUpdate)
     }
@@ -197,19 +180,9 @@ impl TransfersService {
         tenant: &TenantId,
         idempotency: Option<&IdempotencyRequest>,
     ) -> Result<Option<TransferOutcome>, ApiError> {
-        let Some(idem) = idempotency else {
-            return Ok(None);
-        };
-        match self.items.get_idempotency(tenant, &idem.key).await? {
-            None => Ok(None),
-            Some(rec) if rec.request_hash == idem.request_hash => {
-                Ok(Some(TransferOutcome::Replayed {
-                    status: rec.status,
-                    body: rec.body,
-                }))
-            }
-            Some(_) => Err(ApiError::IdempotencyKeyReused),
-        }
+        Ok(stored_response(self.items.as_ref(), tenant, idempotency)
+            .await?
+            .map(|(status, body)| TransferOutcome::Replayed { status, body }))
     }
 }
 

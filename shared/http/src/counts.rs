@@ -1,13 +1,13 @@
 //! Handler of `POST /v1/counts`.
 
 use super::AppState;
-use super::extract::{Auth, JsonBody, idempotency_request};
+use super::extract::{Auth, JsonBody, idempotency_request, replayed};
 use super::problem::{Problem, current_request_id};
 use crate::problem::HttpError;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::HeaderMap;
 use stockroom_app::counts::{CountOutcome, CountResult};
 use stockroom_app::error::ApiError;
 use stockroom_domain::MovementContext;
@@ -80,20 +80,6 @@ pub async fn create_count(
         .await?;
     Ok(match outcome {
         CountOutcome::Recorded(result) => Json(result).into_response(),
-        CountOutcome::Replayed { status, body } => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    header::HeaderName::from_static("idempotent-replayed"),
-                    HeaderValue::from_static("true"),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
+        CountOutcome::Replayed { status, body } => replayed(status, body),
     })
 }

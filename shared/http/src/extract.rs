@@ -231,6 +231,28 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a s
     }
 }
 
+/// A response stored under an `Idempotency-Key`, sent again as it was, marked
+/// `Idempotent-Replayed: true`.
+pub fn replayed(status: u16, body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http::{HeaderValue, StatusCode, header};
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// The `Idempotency-Key` of a request, with the digest of what it guards:
 /// `scope` (which resource the request targets) and the raw body. The same key
 /// with another scope or body is a different request.

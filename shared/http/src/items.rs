@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::extract::{
-    Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str, idempotency_request,
+    Auth, JsonBody, QueryParams, SkuPath, entity_tags, header_str, idempotency_request, replayed,
 };
 use super::fields::{FieldsParam, Shown};
 use super::problem::{Problem, current_request_id};
@@ -434,21 +434,7 @@ pub async fn adjust_stock(
         .await?;
     Ok(match outcome {
         AdjustOutcome::Applied(result) => Json(result).into_response(),
-        AdjustOutcome::Replayed { status, body } => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    header::HeaderName::from_static("idempotent-replayed"),
-                    HeaderValue::from_static("true"),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
+        AdjustOutcome::Replayed { status, body } => replayed(status, body),
     })
 }
 

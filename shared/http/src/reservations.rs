@@ -1,7 +1,7 @@
 //! Handlers of the reservations routes.
 
 use super::AppState;
-use super::extract::{Auth, JsonBody, QueryParams, idempotency_request};
+use super::extract::{Auth, JsonBody, QueryParams, idempotency_request, replayed};
 use super::problem::{Problem, current_request_id};
 use crate::problem::HttpError;
 use axum::Json;
@@ -67,35 +67,24 @@ fn movement_context(auth: &Auth) -> MovementContext {
 }
 
 fn answer(outcome: ReservationOutcome, status: StatusCode) -> Result<Response, HttpError> {
-    let (status, body, replayed) = match outcome {
-        ReservationOutcome::Done(r) => (
-            status,
-            serde_json::to_string(&r).map_err(|e| ApiError::Internal(Box::new(e)))?,
-            false,
-        ),
-        ReservationOutcome::Replayed { status, body } => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            body,
-            true,
-        ),
+    let (mut resp, body) = match outcome {
+        ReservationOutcome::Done(r) => {
+            let body = serde_json::to_string(&r).map_err(|e| ApiError::Internal(Box::new(e)))?;
+            let resp = (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body.clone(),
+            )
+                .into_response();
+            (resp, body)
+        }
+        ReservationOutcome::Replayed { status, body } => (replayed(status, body.clone()), body),
     };
-    let mut resp = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.clone(),
-    )
-        .into_response();
-    if replayed {
-        resp.headers_mut().insert(
-            header::HeaderName::from_static("idempotent-replayed"),
-            HeaderValue::from_static("true"),
-        );
-    }
     // A created reservation is named by `Location`, replayed or not.
-    if status == StatusCode::CREATED
+    if resp.status() == StatusCode::CREATED
         && let Ok(created) = serde_json::from_str::<Reservation>(&body)
     {
         let url = HeaderValue::from_str(&format!("/v1/reservations/{}", created.id))

@@ -93,6 +93,21 @@ struct ItemOnHand {
     version: u64,
 }
 
+/// The default location's level: on hand from the item, the rest from its
+/// holds record (if any).
+fn default_level_of(item: ItemOnHand, holds: Option<StoredLevel>) -> StoredLevel {
+    let mut level = StoredLevel::empty(LocationId::default_location());
+    level.level.on_hand = item.quantity;
+    level.version = item.version;
+    if let Some(holds) = holds {
+        level.level.reserved = holds.level.reserved;
+        level.level.counted_at = holds.level.counted_at;
+        level.holds_version = holds.version;
+        level.holds_check_at = holds.holds_check_at;
+    }
+    level
+}
+
 /// A reservation as stored, `T#<tenant>#I#<sku>` / `RSV#<ulid>`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ReservationStored {
@@ -184,6 +199,32 @@ impl ReservationStored {
 }
 
 impl DynamoItemStore {
+    /// Every record of partition `pk` whose sort key starts with `prefix`,
+    /// read strongly consistent, page after page.
+    async fn collection(&self, pk: String, prefix: &str) -> Result<Vec<Attrs>, StoreError> {
+        let mut records = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            records.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(records),
+            }
+        }
+    }
+
     /// The default location's level: on hand from the item, holds from
     /// their own record, in one strongly consistent BatchGetItem.
     async fn default_level(&self, tenant: &TenantId, sku: &Sku) -> Result<StoredLevel, StoreError> {
@@ -197,27 +238,18 @@ impl DynamoItemStore {
             vec![key(ITEM_SK.to_owned()), key(level_sk(location.as_str()))],
         )
         .await?;
-        let mut level = StoredLevel::empty(location);
-        let mut item_seen = false;
+        let (mut item, mut holds) = (None, None);
         for attrs in found {
-            let is_item = matches!(attrs.get("sk"), Some(AttributeValue::S(sk)) if sk == ITEM_SK);
-            if is_item {
-                let item: ItemOnHand = from_attrs(attrs)?;
-                level.level.on_hand = item.quantity;
-                level.version = item.version;
-                item_seen = true;
+            if matches!(attrs.get("sk"), Some(AttributeValue::S(sk)) if sk == ITEM_SK) {
+                item = Some(from_attrs::<ItemOnHand>(attrs)?);
             } else {
-                let holds = from_attrs::<LevelStored>(attrs)?.into_stored()?;
-                level.level.reserved = holds.level.reserved;
-                level.level.counted_at = holds.level.counted_at;
-                level.holds_version = holds.version;
-                level.holds_check_at = holds.holds_check_at;
+                holds = Some(from_attrs::<LevelStored>(attrs)?.into_stored()?);
             }
         }
-        if !item_seen {
-            return Ok(StoredLevel::empty(LocationId::default_location()));
-        }
-        Ok(level)
+        Ok(match item {
+            Some(item) => default_level_of(item, holds),
+            None => StoredLevel::empty(location),
+        })
     }
 
     /// A hold's actions: its reservation record and its active-hold record.
@@ -381,31 +413,16 @@ impl LevelStore for DynamoItemStore {
         sku: &Sku,
     ) -> Result<Vec<StoredLevel>, StoreError> {
         let mut levels = Vec::new();
-        let mut start: Option<Attrs> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
-                .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
-                .expression_attribute_values(":l", s(LEVEL_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for attrs in out.items.unwrap_or_default() {
-                let level = from_attrs::<LevelStored>(attrs)?.into_stored()?;
-                if !level.location.is_default() {
-                    levels.push(level);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(levels),
+        for attrs in self
+            .collection(item_pk(tenant, sku.as_str()), LEVEL_PREFIX)
+            .await?
+        {
+            let level = from_attrs::<LevelStored>(attrs)?.into_stored()?;
+            if !level.location.is_default() {
+                levels.push(level);
             }
         }
+        Ok(levels)
     }
 
     async fn level(
@@ -503,17 +520,7 @@ impl LevelStore for DynamoItemStore {
                 .map(|attrs| from_attrs::<LevelStored>(attrs)?.into_stored())
                 .transpose()?;
             let level = if location.is_default() {
-                let item: ItemOnHand = from_attrs(item.clone())?;
-                let mut level = StoredLevel::empty(location.clone());
-                level.level.on_hand = item.quantity;
-                level.version = item.version;
-                if let Some(holds) = record {
-                    level.level.reserved = holds.level.reserved;
-                    level.level.counted_at = holds.level.counted_at;
-                    level.holds_version = holds.version;
-                    level.holds_check_at = holds.holds_check_at;
-                }
-                level
+                default_level_of(from_attrs(item.clone())?, record)
             } else {
                 record.unwrap_or_else(|| StoredLevel::empty(location.clone()))
             };
@@ -737,30 +744,15 @@ impl ReservationStore for DynamoItemStore {
         location: Option<&LocationId>,
     ) -> Result<Vec<ActiveHold>, StoreError> {
         let mut holds = Vec::new();
-        let mut start: Option<Attrs> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :h)")
-                .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
-                .expression_attribute_values(":h", s(ACTIVE_HOLD_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for attrs in out.items.unwrap_or_default() {
-                let hold = from_attrs::<ActiveHoldStored>(attrs)?.into_hold()?;
-                if location.is_none_or(|l| &hold.location == l) {
-                    holds.push(hold);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(holds),
+        for attrs in self
+            .collection(item_pk(tenant, sku.as_str()), ACTIVE_HOLD_PREFIX)
+            .await?
+        {
+            let hold = from_attrs::<ActiveHoldStored>(attrs)?.into_hold()?;
+            if location.is_none_or(|l| &hold.location == l) {
+                holds.push(hold);
             }
         }
+        Ok(holds)
     }
 }
