@@ -102,8 +102,11 @@ impl EventType {
                 "A stock movement was committed: one event per ledger entry, in commit order \
                  per sku. `data`: `sku`, `location` (`default`: the default location), \
                  `delta`, `quantity` (on hand there after the movement), `reason`, \
-                 `reference`, `movement_id`, `request_id`, `occurred_at` and, from a batch, \
-                 `batch_id` and `record_id`. The event id derives from the movement id."
+                 `reference`, `movement_id`, `request_id`, `occurred_at` (as the client \
+                 stated it, else when recorded), `applies: false` when the movement occurred \
+                 before the level's last physical count and moved nothing (do not apply its \
+                 `delta`) and, from a batch, `batch_id` and `record_id`. The event id derives \
+                 from the movement id."
             }
             EventType::WebhookDisabled => {
                 "One of the tenant's webhooks was disabled (410 Gone, or failing for too long); \
@@ -294,8 +297,15 @@ impl Event {
             "reference": m.reference,
             "movement_id": m.movement_id,
             "request_id": m.request_id,
-            "occurred_at": m.created_at,
+            // When the change happened: as the client stated it, else when
+            // it was recorded.
+            "occurred_at": m.occurrence(),
         });
+        // It occurred before the level's last count: recorded, moved nothing
+        // (`quantity` is the level as it stayed; a mirror must not apply `delta`).
+        if !m.applies {
+            data["applies"] = json!(false);
+        }
         if let Some(b) = &m.batch_id {
             data["batch_id"] = json!(b);
         }
@@ -419,6 +429,21 @@ mod tests {
         ));
         assert!(!crosses_low_stock(Some(&item(9, None)), &item(1, None)));
         assert!(!crosses_low_stock(None, &item(1, Some(5))));
+    }
+
+    #[test]
+    fn a_movement_that_moved_nothing_says_so_in_its_event() {
+        use crate::level::OccurredAt;
+        let ctx = crate::MovementContext::default();
+        let m = Movement::record("S", -3, 38, "sale", None, &ctx, "2026-12-04T09:40:00Z");
+        let applied = Event::stock_changed("acme", &m);
+        assert_eq!(applied.data["occurred_at"], "2026-12-04T09:40:00Z");
+        assert!(applied.data.get("applies").is_none());
+        let mut late = m.occurred(Some(&OccurredAt::from_unix_ms(0)));
+        late.applies = false;
+        let event = Event::stock_changed("acme", &late);
+        assert_eq!(event.data["applies"], false);
+        assert_eq!(event.data["occurred_at"], "1970-01-01T00:00:00.000Z");
     }
 
     #[test]
