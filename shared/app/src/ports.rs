@@ -317,7 +317,8 @@ pub trait ItemStore: Send + Sync {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError>;
 
-    /// Newest first.
+    /// Newest first, read strongly consistent (a count sums what applied
+    /// after it from here).
     async fn list_movements(
         &self,
         tenant: &TenantId,

@@ -275,6 +275,9 @@ impl ItemStore for DynamoItemStore {
             .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
             .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
             .expression_attribute_values(":m", s(MOVEMENT_PREFIX))
+            // Strongly consistent: a count reads what applied after it here,
+            // and a client reads its own writes.
+            .consistent_read(true)
             .scan_index_forward(false)
             .limit(limit as i32)
             .set_exclusive_start_key(start_key(start));
