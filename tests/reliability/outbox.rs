@@ -33,7 +33,11 @@ async fn a_write_whose_caller_never_hears_back_is_still_announced_once() -> Resu
         "lost-answer-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let faults = Faults::inject(&reason, 1.0, &["drop_after"], &["dynamodb"]).await?;
+    // The needle is the movement's attribute as DynamoDB's JSON protocol
+    // writes it: the dispatcher's delivery record carries the reason too
+    // (inside its payload), and must not be cut off while the rule stands.
+    let needle = format!(r#""reason":{{"S":"{reason}"}}"#);
+    let faults = Faults::inject(&needle, 1.0, &["drop_after"], &["dynamodb"]).await?;
     let resp = t
         .post_json(
             &format!("/v1/items/{sku}/adjustments"),
