@@ -18,6 +18,7 @@
 //! deleted location, and a location holding stock is never deleted.
 
 use super::error::{build_error, classify};
+use super::locations::{LOCATION_SHARDS, location_sk, locations_pk, tally_pk, tally_sk};
 use super::records::{ITEM_SK, IdempotencyStored, feed_shard, item_pk};
 use super::tx::{TransactFailure, batch_get};
 use super::{Attrs, DynamoItemStore, from_attrs, n, s, to_attrs};
@@ -35,19 +36,9 @@ use stockroom_domain::reservation::{ReservationId, ReservationStatus};
 use stockroom_domain::{Sku, TenantId};
 
 pub(crate) const LEVEL_PREFIX: &str = "L#";
-/// Counters per location of its stocked levels.
-pub(crate) const LOCATION_SHARDS: u32 = 16;
 
 pub(crate) fn level_sk(location: &str) -> String {
     format!("{LEVEL_PREFIX}{location}")
-}
-
-pub(crate) fn tally_pk(tenant: &TenantId, location: &str) -> String {
-    format!("T#{tenant}#LOC#{location}")
-}
-
-pub(crate) fn tally_sk(shard: u32) -> String {
-    format!("N#{shard:02}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -474,10 +465,7 @@ impl LevelStore for DynamoItemStore {
             keys.insert((pk.clone(), ITEM_SK.to_owned()));
             keys.insert((pk, level_sk(location.as_str())));
             if !location.is_default() {
-                keys.insert((
-                    super::locations::locations_pk(tenant),
-                    super::locations::location_sk(location.as_str()),
-                ));
+                keys.insert((locations_pk(tenant), location_sk(location.as_str())));
             }
         }
         let found = batch_get(
@@ -506,10 +494,7 @@ impl LevelStore for DynamoItemStore {
                 continue;
             };
             if !location.is_default()
-                && !by_key.contains_key(&(
-                    super::locations::locations_pk(tenant),
-                    super::locations::location_sk(location.as_str()),
-                ))
+                && !by_key.contains_key(&(locations_pk(tenant), location_sk(location.as_str())))
             {
                 levels.push(None);
                 continue;

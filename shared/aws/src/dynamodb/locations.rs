@@ -7,7 +7,6 @@
 
 use super::error::{build_error, classify};
 use super::items::start_key;
-use super::levels::{LOCATION_SHARDS, tally_pk, tally_sk};
 use super::projection::{Decoder, StoredFields, Unread, project_get, project_query};
 use super::tx::TransactFailure;
 use super::{DynamoItemStore, n, query_page, s, to_attrs};
@@ -23,6 +22,17 @@ pub(crate) fn locations_pk(tenant: &TenantId) -> String {
 }
 
 pub(crate) const LOCATION_PREFIX: &str = "LOC#";
+
+/// Counters per location of its levels that hold stock (see `levels`).
+pub(crate) const LOCATION_SHARDS: u32 = 16;
+
+pub(crate) fn tally_pk(tenant: &TenantId, location: &str) -> String {
+    format!("T#{tenant}#LOC#{location}")
+}
+
+pub(crate) fn tally_sk(shard: u32) -> String {
+    format!("N#{shard:02}")
+}
 
 pub(crate) fn location_sk(id: &str) -> String {
     format!("{LOCATION_PREFIX}{id}")
