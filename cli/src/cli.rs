@@ -63,8 +63,9 @@ impl Mode {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The file: CSV (a header row: op, sku, name, description, quantity,
-    /// low_stock_threshold, delta, reason, reference, attributes.<key>) or
-    /// NDJSON (one record object per line, without id).
+    /// low_stock_threshold, delta, reason, reference, attributes.<key>, and
+    /// for counts, transfers and holds location, on_hand, occurred_at, from,
+    /// to, expires_in) or NDJSON (one record object per line, without id).
     pub file: PathBuf,
 
     /// isolated: only bad records fail; atomic: all or nothing.
@@ -93,6 +94,11 @@ const IMPORT_HELP: &str = "\
 By default the file is uploaded: POST /v1/batches asks for an upload URL, the file is
 streamed there (up to 1 GiB, 2,000,000 rows), then the batch is followed to its end.
 Record ids are row numbers: NDJSON lines from 1, CSV rows with the header as row 1.
+
+A stocktake per location is a file of count rows (isolated mode), e.g.
+  op,sku,location,on_hand,occurred_at
+  count,MUG-1,paris-1,12,2026-12-01T06:00:00Z
+Each sets the level at its location as of occurred_at (see docs/guarantees.md#counts).
 
 When the batch ends, its failed records are written to the failures file; when none
 failed, no file is written, and a failures file left by an earlier run at that path

@@ -201,7 +201,7 @@ mod tests {
                 record_id: "5".into(),
                 sku: Some("C-1".into()),
                 code: "invalid_record".into(),
-                message: "op: unknown op \"explode\"; expected upsert, adjust or delete".into()
+                message: "op: unknown op \"explode\"; expected upsert, adjust, delete, count, transfer or reserve".into()
             }
         );
         assert_eq!(
@@ -251,7 +251,8 @@ mod tests {
                 record_id: "6".into(),
                 sku: Some("C".into()),
                 code: "invalid_record".into(),
-                message: "op: is required (upsert, adjust or delete)".into()
+                message: "op: is required (upsert, adjust, delete, count, transfer or reserve)"
+                    .into()
             }
         );
     }

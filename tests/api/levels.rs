@@ -365,3 +365,43 @@ async fn many_levels_are_read_in_one_call_and_missing_pairs_are_named() -> anyho
     assert_eq!(fields, ["pairs[0].sku", "pairs[1].location"], "{bad}");
     Ok(())
 }
+
+/// An item whose stock is kept at another location is not deleted (its
+/// level would outlive it); emptied there, it is. Stock arriving at a new
+/// location raises the item's version, so a delete planned before it
+/// (here: with the ETag read before) cannot go through.
+#[tokio::test]
+async fn an_item_stocked_at_another_location_is_not_deleted_until_emptied_there()
+-> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let depot = location(&t).await?;
+    let sku = unique_sku("del-elsewhere");
+    t.create_item(&sku, 3).await?;
+    let before = t.get(&format!("/v1/items/{sku}")).send().await?;
+    let etag = before
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(adjust(&t, &sku, 5, Some(&depot)).await?.status(), 200);
+    let stale = t
+        .delete(&format!("/v1/items/{sku}"))
+        .header("if-match", &etag)
+        .send()
+        .await?;
+    expect_problem(stale, 412, "precondition_failed").await?;
+    let refused = t.delete(&format!("/v1/items/{sku}")).send().await?;
+    let problem = expect_problem(refused, 409, "item_stocked_elsewhere").await?;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&depot),
+        "{problem}"
+    );
+    assert_eq!(adjust(&t, &sku, -5, Some(&depot)).await?.status(), 200);
+    let gone = t.delete(&format!("/v1/items/{sku}")).send().await?;
+    assert_eq!(gone.status(), 204);
+    Ok(())
+}

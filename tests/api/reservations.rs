@@ -595,3 +595,123 @@ async fn counts_set_the_level_as_of_their_time_and_late_earlier_changes_move_not
     assert_eq!(level(&t, &sku, "default").await?["available"], 7);
     Ok(())
 }
+
+/// A batch carries counts, transfers and holds: each applied once, by its
+/// route's rules, with a failure report for those refused; a batch sale at
+/// the default location cannot take the units a hold placed there keeps.
+#[tokio::test]
+async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_rules()
+-> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let sku = unique_sku("rsv-batch");
+    let depot = unique_sku("loc");
+    let resp = t
+        .post_json(
+            "/v1/locations",
+            &json!({"id": depot, "name": "Depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "location: {}", resp.status());
+    t.create_item(&sku, 10).await?;
+    let earlier = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)?;
+    let records = json!([
+        {"id": "move", "op": "transfer", "sku": sku, "from": "default", "to": depot, "quantity": 4},
+        {"id": "count", "op": "count", "sku": sku, "location": depot, "on_hand": 5, "occurred_at": earlier},
+        {"id": "hold", "op": "reserve", "sku": sku, "quantity": 5, "expires_in": 600, "reference": "cart-1"},
+        {"id": "oversell", "op": "adjust", "sku": sku, "delta": -3, "reason": "sale"},
+        {"id": "too-much", "op": "reserve", "sku": sku, "quantity": 2, "expires_in": 600},
+        {"id": "nowhere", "op": "transfer", "sku": sku, "from": "default", "to": "no-such-place", "quantity": 1},
+        {"id": "future", "op": "count", "sku": sku, "on_hand": 1, "occurred_at": "2999-01-01T00:00:00Z"},
+        {"id": "sale", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"},
+    ]);
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": records}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "batch: {}", resp.status());
+    let batch_id = resp.json::<Value>().await?["batch_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let batch =
+        stockroom_tests::wait_for_batch(&t, &batch_id, std::time::Duration::from_secs(120)).await?;
+    assert_eq!(
+        (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
+        (Some(4), Some(4)),
+        "{batch}"
+    );
+    let failures = all_pages(&t, &format!("/v1/batches/{batch_id}/failures"), "failures").await?;
+    let mut failed: Vec<(String, String)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["record_id"].as_str().unwrap_or_default().to_owned(),
+                f["code"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        [
+            ("future".into(), "invalid_record".into()),
+            ("nowhere".into(), "location_not_found".into()),
+            ("oversell".into(), "insufficient_available".into()),
+            ("too-much".into(), "insufficient_available".into()),
+        ]
+    );
+    // Default: 10 - 4 moved - 1 sold, 5 of it held. Depot: counted at 5
+    // before the 4 arrived, which stay on top of the count.
+    let default = level(&t, &sku, "default").await?;
+    assert_eq!(
+        (
+            &default["on_hand"],
+            &default["reserved"],
+            &default["available"]
+        ),
+        (&json!(5), &json!(5), &json!(0))
+    );
+    assert_eq!(level(&t, &sku, &depot).await?["on_hand"], json!(9));
+    // The ledger balances with the levels, and its movements name their record.
+    assert_eq!(ledger_sum(&t, &sku, None).await?, 5);
+    assert_eq!(ledger_sum(&t, &sku, Some(&depot)).await?, 9);
+    let movements = all_pages(&t, &format!("/v1/items/{sku}/movements"), "movements").await?;
+    let mut by_record: Vec<(&str, &str)> = movements
+        .iter()
+        .filter(|m| m["batch_id"] == json!(batch_id))
+        .map(|m| {
+            (
+                m["record_id"].as_str().unwrap_or_default(),
+                m["reason"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    by_record.sort();
+    assert_eq!(
+        by_record,
+        [
+            ("count", "count"),
+            ("move", "transfer"),
+            ("move", "transfer"),
+            ("sale", "sale")
+        ],
+        "{movements:?}"
+    );
+    let holds: Value = t
+        .get(&format!("/v1/reservations?sku={sku}&status=active"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        holds["reservations"].as_array().map(Vec::len),
+        Some(1),
+        "{holds}"
+    );
+    Ok(())
+}

@@ -162,7 +162,7 @@ const MIXED_FAILURES: &str = "\
 record_id,sku,code,message
 3,MUG-2,invalid_record,quantity: must be an integer
 5,MUG-1,insufficient_stock,adjusting by -100 would take the quantity below zero: 7 available
-6,MUG-3,invalid_record,\"op: unknown op \"\"explode\"\"; expected upsert, adjust or delete\"
+6,MUG-3,invalid_record,\"op: unknown op \"\"explode\"\"; expected upsert, adjust, delete, count, transfer or reserve\"
 7,,invalid_record,the row has 2 cells; the header names 7 columns
 8,MUG-404,item_not_found,no item with sku MUG-404
 ";
@@ -244,6 +244,79 @@ async fn a_clean_import_exits_0_and_leaves_no_failures_file() -> anyhow::Result<
     assert!(run.stdout.contains("succeeded  2"), "{}", run.stdout);
     assert!(!stale.exists(), "the stale failures file is removed");
     assert_eq!(item(&t, "CUP-1").await?.expect("CUP-1")["quantity"], 6);
+    Ok(())
+}
+
+/// A stocktake per location: each store's counts, as count rows of one
+/// uploaded CSV, set the levels there; a row for a location that does not
+/// exist fails by its row number.
+#[tokio::test]
+async fn counts_per_location_import_as_count_rows() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    for id in ["paris-1", "lyon-1"] {
+        let resp = t
+            .post_json(
+                "/v1/locations",
+                &serde_json::json!({"id": id, "name": id, "kind": "store"}),
+            )
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 201, "location {id}: {}", resp.status());
+    }
+    create_item(&t, "MUG-1", 0).await?;
+    create_item(&t, "CUP-1", 0).await?;
+    let dir = scratch();
+    let file = dir.join("stocktake.csv");
+    std::fs::write(
+        &file,
+        "op,sku,location,on_hand,occurred_at,reference\n\
+         count,MUG-1,paris-1,12,2026-12-01T06:00:00Z,st-7\n\
+         count,MUG-1,lyon-1,3,2026-12-01T06:00:00Z,st-7\n\
+         count,CUP-1,paris-1,40,2026-12-01T06:00:00Z,st-7\n\
+         count,CUP-1,rome-1,5,2026-12-01T06:00:00Z,st-7\n\
+         count,CUP-1,lyon-1,-1,2026-12-01T06:00:00Z,st-7\n",
+    )?;
+    let run = stockroom(
+        &t.api_key,
+        &[
+            "import",
+            &file.to_string_lossy(),
+            "--poll-interval-ms",
+            "200",
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 2, "completed with errors is exit 2");
+    assert!(run.stdout.contains("succeeded  3"), "{}", run.stdout);
+    let failures = std::fs::read_to_string(dir.join("stocktake.failures.csv"))?;
+    let codes: Vec<&str> = failures.lines().skip(1).collect();
+    assert_eq!(codes.len(), 2, "{failures}");
+    assert!(
+        codes[0].starts_with("5,CUP-1,location_not_found,"),
+        "{failures}"
+    );
+    assert!(
+        codes[1].starts_with("6,CUP-1,invalid_record,on_hand"),
+        "{failures}"
+    );
+    for (sku, location, on_hand) in [
+        ("MUG-1", "paris-1", 12),
+        ("MUG-1", "lyon-1", 3),
+        ("CUP-1", "paris-1", 40),
+    ] {
+        let levels: Value = t
+            .get(&format!("/v1/items/{sku}/levels"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let level = levels["levels"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["location"] == location))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(level["on_hand"], on_hand, "{sku} at {location}: {levels}");
+    }
     Ok(())
 }
 

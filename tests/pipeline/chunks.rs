@@ -16,6 +16,17 @@ async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&stockroom_aws::sdk::aws_sdk_config().await)
 }
 
+/// The use cases a batch's counts, transfers and holds run, on the table.
+async fn levels() -> anyhow::Result<stockroom_app::batch_levels::LevelRecords> {
+    let table = std::env::var("STOCK_TABLE")?;
+    Ok(stockroom_app::batch_levels::LevelRecords::on(Arc::new(
+        stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(
+            &stockroom_aws::sdk::aws_sdk_config().await,
+            table,
+        ),
+    )))
+}
+
 async fn store() -> anyhow::Result<Arc<DynamoBatchStore>> {
     let table = std::env::var("STOCK_TABLE")?;
     Ok(Arc::new(DynamoBatchStore::from_sdk_config(
@@ -196,15 +207,16 @@ async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .valid,
     };
+    let levels = levels().await?;
     let (a, b, c) = tokio::join!(
-        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
-        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
-        stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
+        stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
     );
     a?;
     b?;
     c?;
-    stockroom_app::chunks::apply_chunk(&*store, &message, ChunkDisposition::Apply).await?;
+    stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply).await?;
     let finished = store.finalize(&tenant, &batch_id).await?;
     assert_eq!(finished.map(|b| b.status), Some(BatchStatus::Completed));
     // Until its event is marked published, the terminal batch is offered

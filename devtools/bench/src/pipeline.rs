@@ -185,7 +185,10 @@ async fn through_the_pipeline(http: &reqwest::Client, base: &str, records: u64) 
 async fn straight_to_the_store(records: u64) -> Result<f64> {
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
     let sdk = stockroom_aws::sdk::aws_sdk_config().await;
-    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
+    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table.clone()));
+    let levels = stockroom_app::batch_levels::LevelRecords::on(Arc::new(
+        stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(&sdk, table),
+    ));
     let tenant_id = format!(
         "bench-{}",
         ulid::Ulid::new().to_string().to_ascii_lowercase()
@@ -210,7 +213,8 @@ async fn straight_to_the_store(records: u64) -> Result<f64> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..DIRECT_TASKS {
-        let (store, chunks, next) = (store.clone(), chunks.clone(), next.clone());
+        let (store, levels, chunks, next) =
+            (store.clone(), levels.clone(), chunks.clone(), next.clone());
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -218,8 +222,13 @@ async fn straight_to_the_store(records: u64) -> Result<f64> {
                     return anyhow::Ok(());
                 };
                 let chunk: ChunkMessage = serde_json::from_str(&envelope.body)?;
-                stockroom_app::chunks::apply_chunk(&*store, &chunk, ChunkDisposition::Apply)
-                    .await?;
+                stockroom_app::chunks::apply_chunk(
+                    &*store,
+                    &levels,
+                    &chunk,
+                    ChunkDisposition::Apply,
+                )
+                .await?;
             }
         });
     }

@@ -5,9 +5,10 @@ mod handler;
 
 use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
+use stockroom_app::batch_levels::LevelRecords;
 use stockroom_app::batches::BatchWorker;
 use stockroom_app::config;
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoItemStore};
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 
@@ -17,11 +18,17 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("batch-worker")?;
     let cfg = config::BatchWorkerConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
+    // Counts, transfers and holds in a batch run the items API's use cases
+    // on the same table.
+    let levels = LevelRecords::on(Arc::new(DynamoItemStore::from_sdk_config(
+        &sdk,
+        cfg.stock_table.clone(),
+    )));
     let app = handler::App {
-        worker: BatchWorker::new(Arc::new(DynamoBatchStore::from_sdk_config(
-            &sdk,
-            cfg.stock_table,
-        ))),
+        worker: BatchWorker::new(
+            Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
+            levels,
+        ),
         queue: SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url),
         dlq_arn: cfg.batch_dlq_arn,
         function: config::function_name("batch-worker"),

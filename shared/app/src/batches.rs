@@ -544,11 +544,15 @@ pub struct ChunkAttributes {
 #[derive(Clone)]
 pub struct BatchWorker {
     store: Arc<dyn ChunkApplication>,
+    levels: crate::batch_levels::LevelRecords,
 }
 
 impl BatchWorker {
-    pub fn new(store: Arc<dyn ChunkApplication>) -> Self {
-        Self { store }
+    pub fn new(
+        store: Arc<dyn ChunkApplication>,
+        levels: crate::batch_levels::LevelRecords,
+    ) -> Self {
+        Self { store, levels }
     }
 
     /// Processes one message; returns the batch when this message finished
@@ -573,7 +577,7 @@ impl BatchWorker {
             )));
         }
         let tenant = TenantId::parse(&message.tenant_id).map_err(ChunkError::Unreadable)?;
-        crate::chunks::apply_chunk(&*self.store, &message, disposition).await?;
+        crate::chunks::apply_chunk(&*self.store, &self.levels, &message, disposition).await?;
         // Which records this chunk held: with the "record failed" lines,
         // a record's fate can be found in the logs by its id.
         let ids: Vec<&str> = message.records.iter().map(|r| r.id.as_str()).collect();

@@ -13,9 +13,13 @@
 //! Atomic mode is one transaction for the whole chunk, which the store
 //! commits from the domain's plan (`ChunkApplication::apply_atomic_chunk`).
 //!
+//! A count, transfer or hold is applied by its own use case in its own
+//! transaction (`batch_levels`); its outcome marker commits with its group.
+//!
 //! What each record does and which events it causes are the domain's rules
 //! (`domain::chunk_plan`); the store only reads and commits.
 
+use crate::batch_levels::LevelRecords;
 use crate::clock;
 use crate::domain::TenantId;
 use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordFailure};
@@ -35,17 +39,19 @@ const MAX_ROUNDS: u32 = 40;
 /// writes cause are derived from the table's change stream.
 pub async fn apply_chunk(
     store: &dyn ChunkApplication,
+    levels: &LevelRecords,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
 ) -> Result<(), StoreError> {
     match chunk.mode {
-        BatchMode::Isolated => apply_isolated(store, chunk, disposition).await,
+        BatchMode::Isolated => apply_isolated(store, levels, chunk, disposition).await,
         BatchMode::Atomic => store.apply_atomic_chunk(chunk, disposition).await,
     }
 }
 
 async fn apply_isolated(
     store: &dyn ChunkApplication,
+    levels: &LevelRecords,
     chunk: &ChunkMessage,
     disposition: ChunkDisposition,
 ) -> Result<(), StoreError> {
@@ -75,7 +81,7 @@ async fn apply_isolated(
     let mut round = 0;
     while !pending.is_empty() {
         let group = take_group(&mut pending);
-        let planned = plan_group(store, &tenant, chunk, &group, disposition).await?;
+        let planned = plan_group(store, levels, &tenant, chunk, &group, disposition).await?;
         match store
             .commit_group(&tenant, batch_id, &chunk_plan::cause(chunk), &planned)
             .await?
@@ -121,34 +127,46 @@ async fn apply_isolated(
 }
 
 /// Plans each record of a group against its item as read now (a
-/// dead-lettered chunk reads nothing: every record fails).
+/// dead-lettered chunk reads nothing: every record fails). A count,
+/// transfer or hold is applied (exactly once) by its use case here: its
+/// plan is its outcome.
 async fn plan_group<'a>(
     store: &dyn ChunkApplication,
+    levels: &LevelRecords,
     tenant: &TenantId,
     chunk: &ChunkMessage,
     group: &[&'a BatchRecord],
     disposition: ChunkDisposition,
 ) -> Result<Vec<PlannedRecord<'a>>, StoreError> {
+    let item_records = group.iter().copied().filter(|r| !r.op.is_level());
     let current = match disposition {
         ChunkDisposition::Apply => {
             store
-                .read_items(tenant, &distinct_skus(group.iter().copied()))
+                .read_items(tenant, &distinct_skus(item_records))
                 .await?
         }
         ChunkDisposition::DeadLettered => Default::default(),
     };
     let now = clock::now_rfc3339();
-    Ok(group
-        .iter()
-        .map(|record| {
-            let item = current.get(&record.sku);
-            PlannedRecord {
+    let mut planned = Vec::with_capacity(group.len());
+    for record in group {
+        if record.op.is_level() {
+            planned.push(PlannedRecord {
                 record,
-                plan: plan_record(chunk, record, item, disposition, &now),
-                read_version: item.map(|i| i.version),
-            }
-        })
-        .collect())
+                plan: levels.settle(tenant, chunk, record, disposition).await?,
+                read_version: None,
+            });
+            continue;
+        }
+        let item = current.items.get(&record.sku);
+        let held = current.held.get(&record.sku).copied().unwrap_or(0);
+        planned.push(PlannedRecord {
+            record,
+            plan: plan_record(chunk, record, item, held, disposition, &now),
+            read_version: item.map(|i| i.version),
+        });
+    }
+    Ok(planned)
 }
 
 async fn backoff(round: u32) {

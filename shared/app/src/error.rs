@@ -41,6 +41,8 @@ pub enum ApiError {
     LocationHoldsStock,
     #[error("the item has {holds} active reservations")]
     ItemReserved { holds: usize },
+    #[error("the item has stock at other locations: {locations:?}")]
+    ItemStockedElsewhere { locations: Vec<String> },
     #[error("the count is below the {reserved} units reserved")]
     CountBelowReserved { reserved: i64 },
     #[error("reservation not found")]

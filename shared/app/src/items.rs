@@ -154,16 +154,19 @@ pub enum Replaced {
 pub struct IdempotencyRequest {
     pub key: String,
     pub request_hash: String,
+    /// How long the response is replayed ([`IDEMPOTENCY_TTL_SECONDS`] for
+    /// a client's key).
+    pub ttl_seconds: i64,
 }
 
 impl IdempotencyRequest {
-    /// The answer `result` stored under this key, replayed for 24 hours.
+    /// The answer `result` stored under this key.
     fn record(&self, result: &AdjustmentResult, now: time::OffsetDateTime) -> IdempotencyRecord {
         self.response(200, result, now)
     }
 
     /// The response (`status`, `body`) stored under this key, replayed for
-    /// 24 hours.
+    /// `ttl_seconds`.
     pub fn response(
         &self,
         status: u16,
@@ -176,7 +179,7 @@ impl IdempotencyRequest {
             status,
             body: serde_json::to_string(body).unwrap_or_default(),
             created_at: clock::format(now),
-            expires_at: now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS,
+            expires_at: now.unix_timestamp() + self.ttl_seconds,
         }
     }
 }
@@ -355,6 +358,20 @@ impl ItemsService {
                     .count();
                 if live > 0 {
                     return Err(ApiError::ItemReserved { holds: live });
+                }
+                // Stock elsewhere would outlive the item too. A level that
+                // starts holding anything raises the item's version, so the
+                // delete below, conditioned on it, cannot miss one.
+                let stocked: Vec<String> = stores
+                    .levels
+                    .other_levels(tenant, sku)
+                    .await?
+                    .into_iter()
+                    .filter(|l| l.level.on_hand > 0)
+                    .map(|l| l.location.as_str().to_owned())
+                    .collect();
+                if !stocked.is_empty() {
+                    return Err(ApiError::ItemStockedElsewhere { locations: stocked });
                 }
             }
             let closing = (current.quantity > 0).then(|| {
@@ -791,6 +808,7 @@ mod tests {
             ctx: MovementContext {
                 request_id: "req-1".into(),
                 key_id: Some("key_1".into()),
+                batch_record: None,
             },
         }
     }
@@ -915,6 +933,7 @@ mod tests {
         let idem = IdempotencyRequest {
             key: "k-1".into(),
             request_hash: "hash-of-request-1".into(),
+            ttl_seconds: IDEMPOTENCY_TTL_SECONDS,
         };
         let first = w
             .items

@@ -5,6 +5,7 @@
 //! can run every use case in a unit test.
 
 pub mod auth;
+pub mod batch_levels;
 pub mod batches;
 pub mod changes;
 pub mod chunks;

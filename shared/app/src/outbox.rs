@@ -110,6 +110,7 @@ mod tests {
         MovementContext {
             request_id: request.into(),
             key_id: None,
+            batch_record: None,
         }
     }
 

@@ -176,6 +176,24 @@ pub struct LevelWrite<'a> {
     pub at: &'a str,
 }
 
+impl LevelWrite<'_> {
+    /// Whether the write raises the item's version even where it leaves
+    /// the item's quantity alone: a hold placed at the default location
+    /// (batch writes of the item, conditioned on its version alone, must
+    /// see it), or a level elsewhere that starts holding anything (a delete
+    /// of the item, conditioned on its version, must see it).
+    pub fn raises_item_version(&self) -> bool {
+        let before = &self.before.level;
+        if self.before.location.is_default() {
+            self.holds.iter().any(|h| matches!(h, HoldWrite::Create(_)))
+        } else {
+            before.on_hand == 0
+                && before.reserved == 0
+                && (self.after.on_hand > 0 || self.after.reserved > 0)
+        }
+    }
+}
+
 /// Stock levels of a sku per location. The default location's level is the
 /// item's own record (its `quantity` is on hand there).
 #[async_trait]
@@ -333,6 +351,15 @@ pub trait ItemStore: Send + Sync {
         tenant: &TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Takes an `Idempotency-Key` for a response that changed nothing (a
+    /// refusal that must stay the answer); `IdempotencyKeyTaken` if a
+    /// record of it has not expired.
+    async fn record_idempotency(
+        &self,
+        tenant: &TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError>;
 }
 
 /// A tenant's stock movements in movement id order: what the change feed
@@ -483,6 +510,17 @@ pub struct PlannedRecord<'a> {
     pub read_version: Option<u64>,
 }
 
+/// What a chunk's planning reads of its skus.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ItemsRead {
+    pub items: std::collections::HashMap<String, Item>,
+    /// Units held now by reservations at the default location (holds that
+    /// expired no longer count), by sku; absent: none. A hold placed there
+    /// raises the item's version, so a write conditioned on the version
+    /// read with it cannot miss one.
+    pub held: std::collections::HashMap<String, i64>,
+}
+
 /// How a group's commit ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GroupCommit {
@@ -527,12 +565,9 @@ pub trait ChunkApplication: BatchHeaders {
         indexes: &[u32],
     ) -> Result<std::collections::HashMap<u32, bool>, StoreError>;
 
-    /// The current items of these skus (strongly consistent), by sku.
-    async fn read_items(
-        &self,
-        tenant: &TenantId,
-        skus: &[&str],
-    ) -> Result<std::collections::HashMap<String, Item>, StoreError>;
+    /// The current items of these skus and the units held at their
+    /// default location (strongly consistent), by sku.
+    async fn read_items(&self, tenant: &TenantId, skus: &[&str]) -> Result<ItemsRead, StoreError>;
 
     /// Commits one group in one transaction: each record's effect
     /// (conditioned on the version read), ledger movement, failure entry and

@@ -425,6 +425,7 @@ mod tests {
         MovementContext {
             request_id: "req-1".into(),
             key_id: None,
+            batch_record: None,
         }
     }
 

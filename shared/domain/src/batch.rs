@@ -223,6 +223,43 @@ pub enum RecordOp {
         reference: Option<String>,
     },
     Delete,
+    /// A physical count at a location (`POST /v1/counts`).
+    Count {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+        on_hand: i64,
+        occurred_at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// Stock moved between two locations (`POST /v1/transfers`).
+    Transfer {
+        from: String,
+        to: String,
+        quantity: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// A hold on units at a location (`POST /v1/reservations`).
+    Reserve {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+        quantity: i64,
+        expires_in: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+}
+
+impl RecordOp {
+    /// A count, transfer or hold: applied by its own use case (with its
+    /// levels, tallies and holds), not as a write of the item.
+    pub fn is_level(&self) -> bool {
+        matches!(
+            self,
+            Self::Count { .. } | Self::Transfer { .. } | Self::Reserve { .. }
+        )
+    }
 }
 
 /// A valid record, as carried in a chunk message.
@@ -301,7 +338,16 @@ pub struct BatchRequest {
     pub invalid: Vec<RecordFailure>,
 }
 
-pub const OPS: &[&str] = &["upsert", "adjust", "delete"];
+pub const OPS: &[&str] = &["upsert", "adjust", "delete", "count", "transfer", "reserve"];
+
+/// The ops, as an error message lists them.
+pub fn ops_listed() -> String {
+    let (last, rest) = OPS.split_last().unwrap_or((&"", &[]));
+    format!("{} or {last}", rest.join(", "))
+}
+
+/// Ops an atomic batch may not carry: each is its own transaction.
+pub const LEVEL_OPS: &[&str] = &["count", "transfer", "reserve"];
 
 /// The body of a batch request, which must be a JSON object.
 pub(crate) fn request_object(
@@ -366,11 +412,11 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
             Some(op) if OPS.contains(&op) => {}
             Some(op) => malformed.push(
                 format!("records[{i}].op"),
-                format!("unknown op {op:?}; expected upsert, adjust or delete"),
+                format!("unknown op {op:?}; expected {}", ops_listed()),
             ),
             None => malformed.push(
                 format!("records[{i}].op"),
-                "is required (upsert, adjust or delete)",
+                format!("is required ({})", ops_listed()),
             ),
         }
         match r.get("id").and_then(Value::as_str) {
@@ -401,6 +447,12 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
     let mut valid = Vec::with_capacity(records.len());
     let mut invalid = Vec::new();
     for (i, rec) in records.iter().enumerate() {
+        if mode == BatchMode::Atomic
+            && let Some(failure) = not_atomic(i as u32, rec)
+        {
+            invalid.push(failure);
+            continue;
+        }
         match parse_record(i as u32, rec) {
             Ok(r) => valid.push(r),
             Err(f) => invalid.push(f),
@@ -417,19 +469,29 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
     })
 }
 
+/// A count, transfer or hold in an atomic batch: refused, since each is a
+/// transaction of its own (levels, tallies, holds) that cannot join the
+/// batch's single one.
+pub(crate) fn not_atomic(index: u32, rec: &Value) -> Option<RecordFailure> {
+    let op = rec.get("op").and_then(Value::as_str)?;
+    LEVEL_OPS.contains(&op).then(|| {
+        RecordFailure::new(
+            index,
+            rec.get("id").and_then(Value::as_str).unwrap_or_default(),
+            rec.get("sku").and_then(Value::as_str),
+            "invalid_record",
+            format!("op: {op} records are applied in isolated mode only; submit them in an isolated batch"),
+        )
+    })
+}
+
 /// Validates one record whose `id` and `op` are known to be well formed.
 pub(crate) fn parse_record(index: u32, rec: &Value) -> Result<BatchRecord, RecordFailure> {
     let id = rec["id"].as_str().unwrap_or_default().to_owned();
     let op = rec["op"].as_str().unwrap_or_default();
     let raw_sku = rec.get("sku").and_then(Value::as_str);
     let fail = |errors: FieldErrors| {
-        let message = errors
-            .0
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        RecordFailure::new(index, &id, raw_sku, "invalid_record", message)
+        RecordFailure::new(index, &id, raw_sku, "invalid_record", errors.summary())
     };
     let mut r = ObjectReader::new(rec).map_err(fail)?;
     let sku = r
@@ -480,10 +542,98 @@ pub(crate) fn parse_record(index: u32, rec: &Value) -> Result<BatchRecord, Recor
                 _ => None,
             }
         }
+        "count" => {
+            r.deny_unknown(&[
+                "id",
+                "op",
+                "sku",
+                "location",
+                "on_hand",
+                "occurred_at",
+                "reference",
+            ]);
+            let location = r.string("location", false, 256);
+            let on_hand = r.int("on_hand", true, 0, MAX_QUANTITY);
+            let occurred_at = r.string("occurred_at", true, 64);
+            let reference = r.string("reference", false, super::movement::MAX_REFERENCE);
+            match (on_hand, occurred_at) {
+                (Some(on_hand), Some(occurred_at)) => Some(RecordOp::Count {
+                    location,
+                    on_hand,
+                    occurred_at,
+                    reference,
+                }),
+                _ => None,
+            }
+        }
+        "transfer" => {
+            r.deny_unknown(&["id", "op", "sku", "from", "to", "quantity", "reference"]);
+            let from = r.string("from", true, 256);
+            let to = r.string("to", true, 256);
+            let quantity = r.int("quantity", true, 1, MAX_QUANTITY);
+            let reference = r.string("reference", false, super::movement::MAX_REFERENCE);
+            match (from, to, quantity) {
+                (Some(from), Some(to), Some(quantity)) => Some(RecordOp::Transfer {
+                    from,
+                    to,
+                    quantity,
+                    reference,
+                }),
+                _ => None,
+            }
+        }
+        "reserve" => {
+            r.deny_unknown(&[
+                "id",
+                "op",
+                "sku",
+                "location",
+                "quantity",
+                "expires_in",
+                "reference",
+            ]);
+            let location = r.string("location", false, 256);
+            let quantity = r.int("quantity", true, 1, MAX_QUANTITY);
+            let expires_in = r.int(
+                "expires_in",
+                true,
+                super::reservation::MIN_EXPIRES_IN,
+                super::reservation::MAX_EXPIRES_IN,
+            );
+            let reference = r.string("reference", false, super::movement::MAX_REFERENCE);
+            match (quantity, expires_in) {
+                (Some(quantity), Some(expires_in)) => Some(RecordOp::Reserve {
+                    location,
+                    quantity,
+                    expires_in,
+                    reference,
+                }),
+                _ => None,
+            }
+        }
         _ => {
             r.deny_unknown(&["id", "op", "sku"]);
             Some(RecordOp::Delete)
         }
+    };
+    // A count, transfer or hold is validated by its own request's rules
+    // too (location ids, dates), so a record fails here exactly as the
+    // request would (the count's "not in the future" is judged when it is
+    // applied: this has no clock).
+    let op = match (op, &sku) {
+        (Some(op), Some(sku)) if op.is_level() && r.errors.is_empty() => {
+            let record = BatchRecord {
+                index,
+                id: id.clone(),
+                sku: sku.as_str().to_owned(),
+                op,
+            };
+            match record.level_request(u64::MAX) {
+                Ok(_) => Some(record.op),
+                Err(errors) => return Err(fail(errors)),
+            }
+        }
+        (op, _) => op,
     };
     match (sku, op) {
         (Some(sku), Some(op)) if r.errors.is_empty() => Ok(BatchRecord {
@@ -513,11 +663,19 @@ pub enum RecordEffect {
         code: &'static str,
         message: String,
     },
+    /// A count, transfer or hold, applied by its own use case's
+    /// transaction: only the record's outcome is left to commit.
+    Recorded,
 }
 
 impl BatchRecord {
-    /// What this record does to `current` (None: the item does not exist).
-    pub fn effect(&self, current: Option<&Item>, now: &str) -> RecordEffect {
+    /// What this record does to `current` (None: the item does not exist),
+    /// of which `held` units are held by reservations at the default
+    /// location: a record may not take on hand below them.
+    pub fn effect(&self, current: Option<&Item>, held: i64, now: &str) -> RecordEffect {
+        if let Some(fail) = self.breaks_holds(current, held) {
+            return fail;
+        }
         match (&self.op, current) {
             (
                 RecordOp::Upsert {
@@ -568,6 +726,15 @@ impl BatchRecord {
                     }
                 }
             }
+            (RecordOp::Count { .. } | RecordOp::Transfer { .. } | RecordOp::Reserve { .. }, _) => {
+                RecordEffect::Fail {
+                    code: "invalid_record",
+                    message: format!(
+                        "op: {} records are applied in isolated mode only",
+                        self.op_name()
+                    ),
+                }
+            }
             (RecordOp::Adjust { .. }, None) | (RecordOp::Delete, None) => RecordEffect::Fail {
                 code: "item_not_found",
                 message: format!("no item with sku {}", self.sku),
@@ -602,6 +769,50 @@ impl BatchRecord {
         }
     }
 
+    /// A write that would leave on hand below the units held: refused,
+    /// since `available` is never negative.
+    fn breaks_holds(&self, current: Option<&Item>, held: i64) -> Option<RecordEffect> {
+        let cur = current?;
+        if held <= 0 {
+            return None;
+        }
+        let available = cur.quantity - held;
+        match &self.op {
+            RecordOp::Adjust { delta, .. } if *delta < 0 && cur.quantity + delta < held => {
+                Some(RecordEffect::Fail {
+                    code: "insufficient_available",
+                    message: format!(
+                        "adjusting by {delta} would take on hand below the {held} units held by reservations: {available} available"
+                    ),
+                })
+            }
+            RecordOp::Upsert { quantity, .. } if *quantity < held => Some(RecordEffect::Fail {
+                code: "count_below_reserved",
+                message: format!(
+                    "quantity {quantity} is below the {held} units held by reservations: commit or release them first"
+                ),
+            }),
+            RecordOp::Delete => Some(RecordEffect::Fail {
+                code: "item_reserved",
+                message: format!(
+                    "{held} units of the item are held by reservations: commit or release them first"
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn op_name(&self) -> &'static str {
+        match self.op {
+            RecordOp::Upsert { .. } => "upsert",
+            RecordOp::Adjust { .. } => "adjust",
+            RecordOp::Delete => "delete",
+            RecordOp::Count { .. } => "count",
+            RecordOp::Transfer { .. } => "transfer",
+            RecordOp::Reserve { .. } => "reserve",
+        }
+    }
+
     /// Reason and reference of the movement this record produces.
     pub fn movement_reason(&self) -> (&str, Option<String>) {
         match &self.op {
@@ -610,8 +821,45 @@ impl BatchRecord {
                 reason, reference, ..
             } => (reason, reference.clone()),
             RecordOp::Delete => ("item_deleted", None),
+            RecordOp::Count { reference, .. }
+            | RecordOp::Transfer { reference, .. }
+            | RecordOp::Reserve { reference, .. } => (self.op_name(), reference.clone()),
         }
     }
+
+    /// A count, transfer or hold as the request its route takes, validated
+    /// by that request's own rules (`now_ms`: a count may not be dated in
+    /// the future). `None` for the item records.
+    pub fn level_request(&self, now_ms: u64) -> Result<Option<LevelRequest>, FieldErrors> {
+        let mut body = match serde_json::to_value(self) {
+            Ok(Value::Object(body)) => body,
+            _ => return Ok(None),
+        };
+        for k in ["i", "id", "op"] {
+            body.remove(k);
+        }
+        let body = Value::Object(body);
+        Ok(Some(match self.op {
+            RecordOp::Count { .. } => {
+                LevelRequest::Count(super::count::NewCount::from_json(&body, now_ms)?)
+            }
+            RecordOp::Transfer { .. } => {
+                LevelRequest::Transfer(super::transfer::NewTransfer::from_json(&body)?)
+            }
+            RecordOp::Reserve { .. } => {
+                LevelRequest::Reserve(super::reservation::NewReservation::from_json(&body)?)
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// A batch record that is a count, transfer or hold, as its route's request.
+#[derive(Debug)]
+pub enum LevelRequest {
+    Count(super::count::NewCount),
+    Transfer(super::transfer::NewTransfer),
+    Reserve(super::reservation::NewReservation),
 }
 
 /// `[` and `]` of a chunk's JSON array, less the comma the last record does
@@ -854,14 +1102,14 @@ mod tests {
         let adjust =
             rec(json!({"id": "1", "op": "adjust", "sku": "A", "delta": -4, "reason": "sale"}));
         assert!(matches!(
-            adjust.effect(Some(&item), "t1"),
+            adjust.effect(Some(&item), 0, "t1"),
             RecordEffect::Fail {
                 code: "insufficient_stock",
                 ..
             }
         ));
         assert!(matches!(
-            adjust.effect(None, "t1"),
+            adjust.effect(None, 0, "t1"),
             RecordEffect::Fail {
                 code: "item_not_found",
                 ..
@@ -873,7 +1121,7 @@ mod tests {
             item: next,
             delta,
             created,
-        } = count.effect(Some(&item), "t1")
+        } = count.effect(Some(&item), 0, "t1")
         else {
             panic!()
         };
@@ -881,13 +1129,13 @@ mod tests {
             (next.quantity, delta, created, next.version),
             (10, 7, false, 2)
         );
-        let RecordEffect::Put { delta, created, .. } = count.effect(None, "t1") else {
+        let RecordEffect::Put { delta, created, .. } = count.effect(None, 0, "t1") else {
             panic!()
         };
         assert_eq!((delta, created), (10, true));
         let del = rec(json!({"id": "3", "op": "delete", "sku": "A"}));
         assert_eq!(
-            del.effect(Some(&item), "t1"),
+            del.effect(Some(&item), 0, "t1"),
             RecordEffect::Delete { delta: -3 }
         );
     }
@@ -909,5 +1157,94 @@ mod tests {
             assert!(serde_json::to_vec(c).unwrap().len() <= 4096);
         }
         assert_eq!(chunk_records(records, 1 << 20, 100).len(), 10);
+    }
+
+    #[test]
+    fn counts_transfers_and_holds_follow_their_routes_rules_in_isolated_batches_only() {
+        let records = json!([
+            {"id": "c", "op": "count", "sku": "A", "location": "paris-1", "on_hand": 4,
+                "occurred_at": "2026-12-04T07:00:00Z"},
+            {"id": "t", "op": "transfer", "sku": "A", "from": "default", "to": "paris-1", "quantity": 2},
+            {"id": "r", "op": "reserve", "sku": "A", "quantity": 1, "expires_in": 60},
+            {"id": "bad-date", "op": "count", "sku": "A", "on_hand": 4, "occurred_at": "yesterday"},
+            {"id": "same", "op": "transfer", "sku": "A", "from": "x", "to": "x", "quantity": 2},
+            {"id": "forever", "op": "reserve", "sku": "A", "quantity": 1, "expires_in": 99_999_999},
+            {"id": "extra", "op": "count", "sku": "A", "on_hand": 1,
+                "occurred_at": "2026-12-04T07:00:00Z", "delta": 3},
+        ]);
+        let parsed = parse_batch(&batch(records.clone())).unwrap();
+        let ops: Vec<&str> = parsed.valid.iter().map(BatchRecord::op_name).collect();
+        assert_eq!(ops, ["count", "transfer", "reserve"]);
+        let invalid: Vec<(&str, bool)> = parsed
+            .invalid
+            .iter()
+            .map(|f| (f.record_id.as_str(), f.code == "invalid_record"))
+            .collect();
+        assert_eq!(
+            invalid,
+            [
+                ("bad-date", true),
+                ("same", true),
+                ("forever", true),
+                ("extra", true)
+            ]
+        );
+        assert!(parsed.invalid[0].message.contains("occurred_at"));
+        assert!(parsed.invalid[1].message.contains("to"));
+        // The request its route takes, judged with the clock: not in the future.
+        let count = &parsed.valid[0];
+        assert!(matches!(
+            count.level_request(1_764_840_000_000),
+            Err(e) if e.summary().contains("future")
+        ));
+        assert!(matches!(
+            count.level_request(u64::MAX / 2),
+            Ok(Some(LevelRequest::Count(_)))
+        ));
+        // Each is a transaction of its own: an atomic batch refuses them.
+        let Err(BatchRejection::InvalidRecords(failures)) =
+            parse_batch(&json!({"mode": "atomic", "records": [records[1].clone()]}))
+        else {
+            panic!("an atomic batch took a transfer")
+        };
+        assert!(failures[0].message.contains("isolated mode only"));
+    }
+
+    #[test]
+    fn a_record_may_not_take_on_hand_below_what_reservations_hold() {
+        let item = Item::new(
+            super::super::NewItem::from_json(&json!({"sku": "A", "name": "x", "quantity": 10}))
+                .unwrap(),
+            "t0",
+        );
+        let rec = |op: Value| parse_batch(&batch(json!([op]))).unwrap().valid.remove(0);
+        let code = |effect: RecordEffect| match effect {
+            RecordEffect::Fail { code, .. } => code,
+            RecordEffect::Put { .. } => "put",
+            RecordEffect::Delete { .. } => "delete",
+            RecordEffect::Recorded => "recorded",
+        };
+        let sale = |delta: i64| {
+            rec(json!({"id": "1", "op": "adjust", "sku": "A", "delta": delta, "reason": "sale"}))
+        };
+        // 10 on hand, 6 held: 4 available.
+        assert_eq!(code(sale(-4).effect(Some(&item), 6, "t1")), "put");
+        assert_eq!(
+            code(sale(-5).effect(Some(&item), 6, "t1")),
+            "insufficient_available"
+        );
+        // Receiving stock is never refused for the holds.
+        assert_eq!(code(sale(5).effect(Some(&item), 6, "t1")), "put");
+        let upsert = |q: i64| {
+            rec(json!({"id": "1", "op": "upsert", "sku": "A", "name": "x", "quantity": q}))
+        };
+        assert_eq!(code(upsert(6).effect(Some(&item), 6, "t1")), "put");
+        assert_eq!(
+            code(upsert(5).effect(Some(&item), 6, "t1")),
+            "count_below_reserved"
+        );
+        let delete = rec(json!({"id": "1", "op": "delete", "sku": "A"}));
+        assert_eq!(code(delete.effect(Some(&item), 1, "t1")), "item_reserved");
+        assert_eq!(code(delete.effect(Some(&item), 0, "t1")), "delete");
     }
 }

@@ -187,6 +187,7 @@ mod tests {
         let ctx = MovementContext {
             request_id: "req-1".into(),
             key_id: None,
+            batch_record: None,
         };
         let m = Movement::record("SKU-1", -2, 8, "sale", Some("o-1".into()), &ctx, "t1");
         let change = CommittedChange::MovementAdded {

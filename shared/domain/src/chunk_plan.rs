@@ -21,6 +21,8 @@ pub const GROUP_ACTIONS: usize = 99;
 fn actions_of(rec: &BatchRecord) -> usize {
     match rec.op {
         super::batch::RecordOp::Delete => 4,
+        // Applied in their own transaction: the outcome and a failure entry.
+        _ if rec.op.is_level() => 2,
         _ => 3,
     }
 }
@@ -100,6 +102,7 @@ pub fn context(chunk: &ChunkMessage) -> MovementContext {
     MovementContext {
         request_id: chunk.request_id.clone(),
         key_id: None,
+        batch_record: None,
     }
 }
 
@@ -116,11 +119,12 @@ fn dead_lettered(rec: &BatchRecord) -> RecordEffect {
 fn effect(
     rec: &BatchRecord,
     current: Option<&Item>,
+    held: i64,
     disposition: ChunkDisposition,
     now: &str,
 ) -> RecordEffect {
     match disposition {
-        ChunkDisposition::Apply => rec.effect(current, now),
+        ChunkDisposition::Apply => rec.effect(current, held, now),
         ChunkDisposition::DeadLettered => dead_lettered(rec),
     }
 }
@@ -171,11 +175,48 @@ pub fn plan_record(
     chunk: &ChunkMessage,
     rec: &BatchRecord,
     current: Option<&Item>,
+    held: i64,
     disposition: ChunkDisposition,
     now: &str,
 ) -> RecordPlan {
-    let effect = effect(rec, current, disposition, now);
+    let effect = effect(rec, current, held, disposition, now);
+    plan_of(chunk, rec, current, effect, now)
+}
+
+/// The plan of a count, transfer or hold whose own use case settled it:
+/// applied (`None`), or failed with this code and message.
+pub fn plan_level_record(rec: &BatchRecord, failed: Option<(&'static str, String)>) -> RecordPlan {
+    let effect = match failed {
+        None => RecordEffect::Recorded,
+        Some((code, message)) => RecordEffect::Fail { code, message },
+    };
+    let failure = match &effect {
+        RecordEffect::Fail { code, message } => Some(RecordFailure::new(
+            rec.index,
+            &rec.id,
+            Some(&rec.sku),
+            code,
+            message.clone(),
+        )),
+        _ => None,
+    };
+    RecordPlan {
+        effect,
+        movement: None,
+        deletion: None,
+        failure,
+    }
+}
+
+fn plan_of(
+    chunk: &ChunkMessage,
+    rec: &BatchRecord,
+    current: Option<&Item>,
+    effect: RecordEffect,
+    now: &str,
+) -> RecordPlan {
     let (movement, deletion, failure) = match &effect {
+        RecordEffect::Recorded => (None, None, None),
         RecordEffect::Put { item, delta, .. } => {
             (movement(chunk, rec, *delta, item.quantity, now), None, None)
         }
@@ -224,6 +265,7 @@ pub enum AtomicPlan {
 pub fn plan_atomic(
     chunk: &ChunkMessage,
     read: &HashMap<String, Item>,
+    held: &HashMap<String, i64>,
     disposition: ChunkDisposition,
     now: &str,
 ) -> AtomicPlan {
@@ -234,7 +276,8 @@ pub fn plan_atomic(
         let entry = state
             .entry(rec.sku.clone())
             .or_insert_with(|| (read.get(&rec.sku).cloned(), read.get(&rec.sku).cloned()));
-        match effect(rec, entry.1.as_ref(), disposition, now) {
+        let held = held.get(&rec.sku).copied().unwrap_or(0);
+        match effect(rec, entry.1.as_ref(), held, disposition, now) {
             RecordEffect::Put { item, delta, .. } => {
                 movements.extend(movement(chunk, rec, delta, item.quantity, now));
                 entry.1 = Some(item);
@@ -243,6 +286,8 @@ pub fn plan_atomic(
                 movements.extend(movement(chunk, rec, delta, 0, now));
                 entry.1 = None;
             }
+            // Never planned here: a level record fails in an atomic batch.
+            RecordEffect::Recorded => {}
             RecordEffect::Fail { code, message } => {
                 failures.push(RecordFailure::new(
                     rec.index,
@@ -327,7 +372,7 @@ mod tests {
     /// The item an upsert of `quantity` creates.
     fn item(sku: &str, quantity: i64) -> Item {
         let c = chunk(BatchMode::Isolated, &[upsert("x", sku, quantity)]);
-        match c.records[0].effect(None, NOW) {
+        match c.records[0].effect(None, 0, NOW) {
             RecordEffect::Put { item, .. } => item,
             other => panic!("{other:?}"),
         }
@@ -408,6 +453,7 @@ mod tests {
             &c,
             &c.records[0],
             Some(&current),
+            0,
             ChunkDisposition::Apply,
             NOW,
         );
@@ -436,6 +482,7 @@ mod tests {
             &c,
             &c.records[1],
             Some(&current),
+            0,
             ChunkDisposition::Apply,
             NOW,
         );
@@ -450,6 +497,7 @@ mod tests {
             &c,
             &c.records[2],
             Some(&current),
+            0,
             ChunkDisposition::Apply,
             NOW,
         );
@@ -462,7 +510,7 @@ mod tests {
             (deletion.sku.as_str(), deletion.cause.batch_id.as_deref()),
             ("A", Some("b_1"))
         );
-        let nothing = plan_record(&c, &c.records[2], None, ChunkDisposition::Apply, NOW);
+        let nothing = plan_record(&c, &c.records[2], None, 0, ChunkDisposition::Apply, NOW);
         assert_eq!(
             nothing.failure.map(|f| f.code),
             Some("item_not_found".to_owned())
@@ -472,6 +520,7 @@ mod tests {
             &c,
             &c.records[0],
             Some(&current),
+            0,
             ChunkDisposition::DeadLettered,
             NOW,
         );
@@ -498,7 +547,7 @@ mod tests {
         ]);
         let AtomicPlan::Apply {
             items, movements, ..
-        } = plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
+        } = plan_atomic(&c, &read, &HashMap::new(), ChunkDisposition::Apply, NOW)
         else {
             panic!("6 - 4 - 2 leaves 0")
         };
@@ -522,7 +571,8 @@ mod tests {
                 adjust("3", "B", 5),
             ],
         );
-        let AtomicPlan::Reject(failures) = plan_atomic(&c, &read, ChunkDisposition::Apply, NOW)
+        let AtomicPlan::Reject(failures) =
+            plan_atomic(&c, &read, &HashMap::new(), ChunkDisposition::Apply, NOW)
         else {
             panic!("the second sale overdraws A")
         };

@@ -93,6 +93,8 @@ impl MovementId {
 pub struct MovementContext {
     pub request_id: String,
     pub key_id: Option<String>,
+    /// (batch id, record id) when a batch record makes the movements.
+    pub batch_record: Option<(String, String)>,
 }
 
 /// Names of the fields a movement representation has (for `?fields=`).
@@ -183,8 +185,8 @@ impl Movement {
             reference,
             request_id: ctx.request_id.clone(),
             key_id: ctx.key_id.clone(),
-            batch_id: None,
-            record_id: None,
+            batch_id: ctx.batch_record.as_ref().map(|(b, _)| b.clone()),
+            record_id: ctx.batch_record.as_ref().map(|(_, r)| r.clone()),
             occurred_at: None,
             applies: true,
             created_at: now.to_owned(),
@@ -246,6 +248,7 @@ mod tests {
             &MovementContext {
                 request_id: "r".into(),
                 key_id: Some("key_1".into()),
+                batch_record: None,
             },
             "t",
         )

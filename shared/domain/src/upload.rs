@@ -143,19 +143,22 @@ pub fn row_object(row: u32, value: Value) -> Result<Map<String, Value>, RecordFa
         ));
     }
     match obj.get("op").and_then(Value::as_str) {
-        Some("upsert" | "adjust" | "delete") => {}
+        Some(op) if super::batch::OPS.contains(&op) => {}
         Some(op) => {
             return Err(invalid_row(
                 row,
                 sku.as_deref(),
-                format!("op: unknown op {op:?}; expected upsert, adjust or delete"),
+                format!(
+                    "op: unknown op {op:?}; expected {}",
+                    super::batch::ops_listed()
+                ),
             ));
         }
         None => {
             return Err(invalid_row(
                 row,
                 sku.as_deref(),
-                "op: is required (upsert, adjust or delete)",
+                format!("op: is required ({})", super::batch::ops_listed()),
             ));
         }
     }
@@ -204,8 +207,20 @@ pub const CSV_COLUMNS: &[&str] = &[
     "delta",
     "reason",
     "reference",
+    "location",
+    "on_hand",
+    "occurred_at",
+    "from",
+    "to",
+    "expires_in",
 ];
-const CSV_INTEGERS: &[&str] = &["quantity", "low_stock_threshold", "delta"];
+const CSV_INTEGERS: &[&str] = &[
+    "quantity",
+    "low_stock_threshold",
+    "delta",
+    "on_hand",
+    "expires_in",
+];
 const ATTRIBUTE_PREFIX: &str = "attributes.";
 
 enum Column {

@@ -19,6 +19,15 @@ pub struct FieldError {
 pub struct FieldErrors(pub Vec<FieldError>);
 
 impl FieldErrors {
+    /// `field: message; field: message`, as a record failure states them.
+    pub fn summary(&self) -> String {
+        self.0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// One field's error.
     pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
         let mut errors = Self::default();

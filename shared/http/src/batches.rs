@@ -46,7 +46,10 @@ pub struct BatchRecordRequest {
     /// The client's record id, unique in the batch (1 to 128 characters).
     #[schema(example = "row-17")]
     id: String,
-    /// `upsert` (create or replace, absolute quantity), `adjust` (delta) or `delete`.
+    /// `upsert` (create or replace, absolute quantity), `adjust` (delta),
+    /// `delete`; in isolated batches also `count`, `transfer` and `reserve`
+    /// (the bodies of `POST /v1/counts`, `/v1/transfers` and
+    /// `/v1/reservations`).
     #[schema(example = "adjust")]
     op: String,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
@@ -63,6 +66,18 @@ pub struct BatchRecordRequest {
     /// adjust: required.
     reason: Option<String>,
     reference: Option<String>,
+    /// count, reserve: the location (absent: the default one).
+    location: Option<String>,
+    /// count: the figure counted (required).
+    on_hand: Option<i64>,
+    /// count: when it was taken, RFC 3339 (required).
+    occurred_at: Option<String>,
+    /// transfer: the location the units leave (required).
+    from: Option<String>,
+    /// transfer: the location they arrive at (required).
+    to: Option<String>,
+    /// reserve: seconds the hold lasts (required).
+    expires_in: Option<i64>,
 }
 
 /// Body of `POST /v1/batches`: either the records themselves, or
@@ -82,7 +97,8 @@ pub struct BatchRequestBody {
     upload: Option<bool>,
     /// Upload batches: `ndjson` (one record object per line) or `csv`
     /// (header row naming columns from op, sku, name, description, quantity,
-    /// low_stock_threshold, delta, reason, reference and attributes.<key>).
+    /// low_stock_threshold, delta, reason, reference, location, on_hand,
+    /// occurred_at, from, to, expires_in and attributes.<key>).
     format: Option<UploadFormat>,
     /// Upload batches: the file's exact size in bytes (at most 1 GiB); the
     /// upload URL accepts only this size.

@@ -73,6 +73,7 @@ pub async fn create_count(
     let ctx = MovementContext {
         request_id: current_request_id(),
         key_id: Some(auth.0.key_id.clone()),
+        batch_record: None,
     };
     let outcome = app
         .counts

@@ -194,6 +194,13 @@ fn catalogue() -> Vec<ProblemEntry> {
             "Active reservations hold the item; commit or release them (or let them expire) before deleting it.",
         ),
         entry(
+            ApiError::ItemStockedElsewhere {
+                locations: vec!["paris-1".into()],
+            },
+            On(&["DELETE /v1/items/{sku}"]),
+            "Other locations keep stock of the item; transfer it or count it to zero there before deleting the item (the default location's stock goes with it).",
+        ),
+        entry(
             ApiError::CountBelowReserved { reserved: 4 },
             On(&[COUNT]),
             "Fewer units were counted than active holds keep at the location; commit or release holds, then send the count again (nothing changed).",

@@ -275,6 +275,7 @@ pub fn idempotency_request(
             Ok(Some(stockroom_app::items::IdempotencyRequest {
                 key: key.to_owned(),
                 request_hash: hex::encode(digest),
+                ttl_seconds: stockroom_app::items::IDEMPOTENCY_TTL_SECONDS,
             }))
         }
         Some(_) => Err(ApiError::invalid_parameter(

@@ -96,6 +96,7 @@ fn movement_context(auth: &Auth) -> MovementContext {
     MovementContext {
         request_id: current_request_id(),
         key_id: Some(auth.0.key_id.clone()),
+        batch_record: None,
     }
 }
 
@@ -352,7 +353,9 @@ pub async fn replace_item(
 /// Delete an item (its ledger is kept; the closing stock is recorded as a movement).
 ///
 /// Removes the item; its stock ledger stays readable and records the closing stock.
-/// `If-Match` makes the delete conditional.
+/// `If-Match` makes the delete conditional. An item that active reservations hold
+/// (`item_reserved`) or that other locations still stock (`item_stocked_elsewhere`) is
+/// not deleted.
 #[utoipa::path(delete, path = "/v1/items/{sku}", tag = "items",
     params(
         ("sku" = String, Path, description = "The item's sku"),
@@ -365,7 +368,7 @@ pub async fn replace_item(
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`item_reserved`, `item_stocked_elsewhere` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`precondition_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -100,6 +100,11 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ),
         DefaultLocationFixed => (StatusCode::CONFLICT, "default_location", "Default location"),
         ItemReserved { .. } => (StatusCode::CONFLICT, "item_reserved", "Item reserved"),
+        ItemStockedElsewhere { .. } => (
+            StatusCode::CONFLICT,
+            "item_stocked_elsewhere",
+            "Item stocked at other locations",
+        ),
         CountBelowReserved { .. } => (
             StatusCode::CONFLICT,
             "count_below_reserved",
@@ -246,6 +251,10 @@ fn detail(e: &ApiError) -> String {
         ItemReserved { holds } => format!(
             "{holds} active reservations hold this item; commit or release them (or let them expire) before deleting it."
         ),
+        ItemStockedElsewhere { locations } => format!(
+            "Stock of this item is kept at {}; transfer it or count it to zero there before deleting the item.",
+            locations.join(", ")
+        ),
         CountBelowReserved { reserved } => format!(
             "The count is below the {reserved} units active reservations hold there; commit or release them, then send the count again."
         ),
@@ -263,7 +272,7 @@ fn detail(e: &ApiError) -> String {
         WebhookLimitReached { limit } => format!("A tenant may have at most {limit} webhooks; delete one first."),
         WebhookDisabled => "The webhook is disabled (it answered 410 Gone or failed for too long); re-enable it first.".into(),
         ScopeNotGrantable(scope) => format!("A key can only grant scopes it holds itself, and this key lacks {scope}."),
-        MalformedBatch(_) => "The batch is not well formed (records must be objects with an id and an op of upsert, adjust or delete); see errors.".into(),
+        MalformedBatch(_) => "The batch is not well formed (records must be objects with an id and an op of upsert, adjust, delete, count, transfer or reserve); see errors.".into(),
         InvalidRecords(_) => "An atomic batch is applied whole or not at all, and these records are invalid; nothing was accepted. See errors.".into(),
         TooManyRecords { limit, atomic: true } => format!("An atomic batch may hold at most {limit} records (one DynamoDB transaction); split it or use isolated mode."),
         TooManyRecords { limit, .. } => format!("A batch may hold at most {limit} records."),

@@ -112,16 +112,86 @@ fn batch_schemas(schemas: &mut Value) {
 
     schemas["BatchRecordRequest"] = json!({
         "description": "One record of an `isolated` batch. `id` and `op` must be well formed or \
-    the batch is refused; the other fields follow `BatchRecord` by `op`, and a record that breaks \
-    them is reported as a failure of the batch while the other records are applied.",
+    the batch is refused; the other fields follow `IsolatedBatchRecord` by `op`, and a record that \
+    breaks them is reported as a failure of the batch while the other records are applied.",
         "type": "object",
         // Open on purpose: the fields are judged per record, by `op`.
         "additionalProperties": true,
         "required": ["id", "op"],
         "properties": {
             "id": id,
-            "op": {"type": "string", "enum": OPS, "description": "`upsert` (create or replace, absolute quantity), `adjust` (delta) or `delete`.", "example": "adjust"},
+            "op": {"type": "string", "enum": OPS, "description": "`upsert` (create or replace, absolute quantity), `adjust` (delta), `delete`; in isolated batches also `count`, `transfer` and `reserve`.", "example": "adjust"},
         },
+    });
+    let location = |what: &str| {
+        json!({
+            "type": "string", "pattern": sku_pattern(),
+            "description": what, "example": "paris-1",
+        })
+    };
+    let optional = |mut schema: Value| {
+        schema["type"] = json!(["string", "null"]);
+        schema
+    };
+    let positive =
+        json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_QUANTITY});
+    schemas["CountRecord"] = json!({
+        "description": "A physical count at a location, as `POST /v1/counts` takes it (isolated batches only).",
+        "type": "object", "additionalProperties": false,
+        "required": ["id", "op", "sku", "on_hand", "occurred_at"],
+        "properties": {
+            "id": id, "op": op("count"), "sku": sku,
+            "location": optional(location("The location counted; absent: the default location.")),
+            "on_hand": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_QUANTITY},
+            "occurred_at": {"type": "string", "format": "date-time", "description": "When the count was taken (RFC 3339, not in the future)."},
+            "reference": nullable_text(MAX_REFERENCE),
+        },
+    });
+    schemas["TransferRecord"] = json!({
+        "description": "Stock moved between two locations, as `POST /v1/transfers` takes it (isolated batches only).",
+        "type": "object", "additionalProperties": false,
+        "required": ["id", "op", "sku", "from", "to", "quantity"],
+        "properties": {
+            "id": id, "op": op("transfer"), "sku": sku,
+            "from": location("The location the units leave."),
+            "to": location("The location the units arrive at."),
+            "quantity": positive.clone(),
+            "reference": nullable_text(MAX_REFERENCE),
+        },
+    });
+    schemas["ReserveRecord"] = json!({
+        "description": "A hold on available units, as `POST /v1/reservations` takes it (isolated batches only); its id is in the ledger of its sku (`GET /v1/reservations?sku=`).",
+        "type": "object", "additionalProperties": false,
+        "required": ["id", "op", "sku", "quantity", "expires_in"],
+        "properties": {
+            "id": id, "op": op("reserve"), "sku": sku,
+            "location": optional(location("The location held at; absent: the default location.")),
+            "quantity": positive,
+            "expires_in": {"type": "integer", "format": "int64",
+                "minimum": stockroom_domain::reservation::MIN_EXPIRES_IN,
+                "maximum": stockroom_domain::reservation::MAX_EXPIRES_IN,
+                "description": "Seconds the hold lasts."},
+            "reference": nullable_text(MAX_REFERENCE),
+        },
+    });
+    schemas["IsolatedBatchRecord"] = json!({
+        "description": "One record of an `isolated` batch, by `op`.",
+        "oneOf": [
+            {"$ref": "#/components/schemas/UpsertRecord"},
+            {"$ref": "#/components/schemas/AdjustRecord"},
+            {"$ref": "#/components/schemas/DeleteRecord"},
+            {"$ref": "#/components/schemas/CountRecord"},
+            {"$ref": "#/components/schemas/TransferRecord"},
+            {"$ref": "#/components/schemas/ReserveRecord"},
+        ],
+        "discriminator": {"propertyName": "op", "mapping": {
+            "upsert": "#/components/schemas/UpsertRecord",
+            "adjust": "#/components/schemas/AdjustRecord",
+            "delete": "#/components/schemas/DeleteRecord",
+            "count": "#/components/schemas/CountRecord",
+            "transfer": "#/components/schemas/TransferRecord",
+            "reserve": "#/components/schemas/ReserveRecord",
+        }},
     });
     schemas["UpsertRecord"] = json!({
         "description": "Create or replace the item with an absolute quantity (a count).",
@@ -149,7 +219,7 @@ fn batch_schemas(schemas: &mut Value) {
         "properties": {"id": id, "op": op("delete"), "sku": sku},
     });
     schemas["BatchRecord"] = json!({
-        "description": "One record, by `op`: what an `atomic` batch requires of every record.",
+        "description": "One record, by `op`: what an `atomic` batch requires of every record (counts, transfers and holds are each a transaction of their own, and go in isolated batches).",
         "oneOf": [
             {"$ref": "#/components/schemas/UpsertRecord"},
             {"$ref": "#/components/schemas/AdjustRecord"},
@@ -540,6 +610,27 @@ mod tests {
                 skip: &[],
             },
             Body {
+                schema: "CountRecord",
+                valid: json!({"id": "r1", "op": "count", "sku": "SKU-1", "location": "paris-1",
+                    "on_hand": 40, "occurred_at": "2026-12-04T07:00:00Z", "reference": "st-1"}),
+                server_accepts: isolated_record_accepted,
+                skip: &[],
+            },
+            Body {
+                schema: "TransferRecord",
+                valid: json!({"id": "r1", "op": "transfer", "sku": "SKU-1", "from": "default",
+                    "to": "paris-1", "quantity": 2, "reference": "TO-1"}),
+                server_accepts: isolated_record_accepted,
+                skip: &[("to", "must differ from `from`")],
+            },
+            Body {
+                schema: "ReserveRecord",
+                valid: json!({"id": "r1", "op": "reserve", "sku": "SKU-1", "location": "paris-1",
+                    "quantity": 2, "expires_in": 900, "reference": "cart-1"}),
+                server_accepts: isolated_record_accepted,
+                skip: &[],
+            },
+            Body {
                 schema: "CreateKeyRequest",
                 valid: json!({"name": "sync", "scopes": ["items:read"],
                     "expires_at": "2999-01-01T00:00:00Z"}),
@@ -563,6 +654,12 @@ mod tests {
                 skip: &[],
             },
         ]
+    }
+
+    /// A record an isolated batch applies (rather than reports as failed).
+    fn isolated_record_accepted(record: &Value) -> bool {
+        parse_batch(&json!({"mode": "isolated", "records": [record]}))
+            .is_ok_and(|r| r.invalid.is_empty())
     }
 
     fn batch_accepted(body: &Value) -> bool {

@@ -63,6 +63,7 @@ fn movement_context(auth: &Auth) -> MovementContext {
     MovementContext {
         request_id: current_request_id(),
         key_id: Some(auth.0.key_id.clone()),
+        batch_record: None,
     }
 }
 

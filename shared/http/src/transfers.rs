@@ -70,6 +70,7 @@ pub async fn create_transfer(
     let ctx = MovementContext {
         request_id: current_request_id(),
         key_id: Some(auth.0.key_id.clone()),
+        batch_record: None,
     };
     let outcome = app
         .transfers

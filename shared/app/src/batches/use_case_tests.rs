@@ -23,7 +23,10 @@ fn world() -> World {
     let queue = Arc::new(MemoryChunkQueue::default());
     World {
         batches: BatchesService::new(store.clone(), queue.clone()),
-        worker: BatchWorker::new(store.clone()),
+        worker: BatchWorker::new(
+            store.clone(),
+            crate::batch_levels::LevelRecords::on(items.clone()),
+        ),
         items,
         store,
         queue,
@@ -314,6 +317,7 @@ async fn an_idempotency_key_replays_the_batch_and_refuses_another_body() {
     let key = IdempotencyRequest {
         key: "nightly-2026-12-03".into(),
         request_hash: "hash-a".into(),
+        ttl_seconds: crate::items::IDEMPOTENCY_TTL_SECONDS,
     };
     let body = json!({"mode": "isolated", "records": mixed_records()});
     let first = w.submit_keyed(body.clone(), Some(&key)).await.unwrap();
@@ -350,4 +354,124 @@ async fn a_batch_over_the_limit_is_refused_whole() {
         "{refused:?}"
     );
     assert!(w.queue.take().is_empty());
+}
+
+/// (location, on hand, reserved) of each level of `sku`.
+async fn levels_of(w: &World, sku: &str) -> Vec<(String, i64, i64)> {
+    let stores = crate::items::LevelStores {
+        locations: w.items.clone(),
+        levels: w.items.clone(),
+        holds: w.items.clone(),
+    };
+    crate::items::ItemsService::new(w.items.clone())
+        .with_locations(stores)
+        .levels(&w.tenant, &Sku::parse(sku).unwrap())
+        .await
+        .unwrap()
+        .levels
+        .into_iter()
+        .map(|l| (l.location, l.on_hand, l.reserved))
+        .collect()
+}
+
+#[tokio::test]
+async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rules() {
+    use crate::ports::LocationStore;
+    let w = world();
+    w.items
+        .create_location(
+            &w.tenant,
+            &crate::domain::location::Location {
+                id: "paris-1".into(),
+                name: "Paris".into(),
+                kind: crate::domain::location::LocationKind::Store,
+                default: false,
+                created_at: Some("2026-12-04T00:00:00Z".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let earlier = crate::clock::format(crate::clock::now() - time::Duration::minutes(5));
+    let accepted = w
+        .submit(json!({"mode": "isolated", "records": [
+            {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 10},
+            {"id": "r2", "sku": "MUG-1", "op": "transfer", "from": "default", "to": "paris-1", "quantity": 4},
+            {"id": "r3", "sku": "MUG-1", "op": "count", "location": "paris-1", "on_hand": 5, "occurred_at": earlier},
+            {"id": "r4", "sku": "MUG-1", "op": "reserve", "quantity": 5, "expires_in": 600, "reference": "cart-1"},
+            // 6 on hand at the default location, 5 of them held: a sale of 3 breaks the hold.
+            {"id": "r5", "sku": "MUG-1", "op": "adjust", "delta": -3, "reason": "sale"},
+            {"id": "r6", "sku": "MUG-1", "op": "reserve", "quantity": 2, "expires_in": 600},
+            {"id": "r7", "sku": "MUG-1", "op": "transfer", "from": "default", "to": "lyon-9", "quantity": 1},
+            {"id": "r8", "sku": "MUG-1", "op": "count", "on_hand": 1, "occurred_at": "2999-01-01T00:00:00Z"},
+            {"id": "r9", "sku": "MUG-1", "op": "delete"},
+            {"id": "r10", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 4},
+            {"id": "r11", "sku": "MUG-1", "op": "adjust", "delta": -1, "reason": "sale"},
+        ]}))
+        .await;
+    // Delivered twice, concurrently too: each record still applies once.
+    let envelopes = w.queue.take();
+    for envelope in &envelopes {
+        let (a, b) = tokio::join!(
+            w.deliver(envelope, ChunkDisposition::Apply),
+            w.deliver(envelope, ChunkDisposition::Apply)
+        );
+        let _ = (a, b);
+        w.deliver(envelope, ChunkDisposition::Apply).await;
+    }
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.succeeded, batch.failed), (5, 6), "{batch:?}");
+    let failures = w.failures(&accepted.batch_id).await;
+    let failed: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| (f.record_id.as_str(), f.code.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("r5", "insufficient_available"),
+            ("r6", "insufficient_available"),
+            ("r7", "location_not_found"),
+            ("r8", "invalid_record"),
+            ("r9", "item_reserved"),
+            ("r10", "count_below_reserved"),
+        ]
+    );
+    assert!(
+        failures[3].message.contains("occurred_at"),
+        "{:?}",
+        failures[3]
+    );
+    // 10 - 4 moved to Paris, counted there at 5 before they arrived; 5
+    // held at the default location, which the last sale leaves.
+    assert_eq!(
+        levels_of(&w, "MUG-1").await,
+        [("default".into(), 5, 5), ("paris-1".into(), 9, 0)]
+    );
+    // The movements name their batch record.
+    let ledger = {
+        use crate::ports::ItemStore;
+        w.items
+            .list_movements(&w.tenant, &Sku::parse("MUG-1").unwrap(), 100, None, None)
+            .await
+            .unwrap()
+            .items
+    };
+    // Ids minted in one millisecond do not sort by time: by record.
+    let mut ledger: Vec<(String, String, i64)> = ledger
+        .into_iter()
+        .map(|m| (m.record_id.unwrap_or_default(), m.reason, m.delta))
+        .collect();
+    ledger.sort_by_key(|(record, _, delta)| (record[1..].parse::<u32>().unwrap_or(0), *delta));
+    assert_eq!(
+        ledger,
+        [
+            ("r1".into(), "stock_count".into(), 10),
+            ("r2".into(), "transfer".into(), -4),
+            ("r2".into(), "transfer".into(), 4),
+            // Square's rule: the count is dated before the transfer in,
+            // which stays on top of it (5 + 4).
+            ("r3".into(), "count".into(), 5),
+            ("r11".into(), "sale".into(), -1),
+        ]
+    );
 }

@@ -8,10 +8,11 @@ use crate::domain::change::{ChangeCause, CommittedChange};
 use crate::domain::chunk_plan::{
     self as chunk_plan, AtomicPlan, distinct_skus, plan_atomic, unreadable_chunk_failure,
 };
-use crate::domain::{Fields, Item, TenantId};
+use crate::domain::{Fields, TenantId};
 use crate::ports::{
     BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, GroupCommit,
-    IdempotencyRecord, Page, PageKey, PlannedRecord, SplitTotals, StoreError, UploadSplits,
+    IdempotencyRecord, ItemsRead, Page, PageKey, PlannedRecord, SplitTotals, StoreError,
+    UploadSplits,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -367,13 +368,14 @@ impl ChunkApplication for MemoryBatchStore {
         }))
     }
 
-    async fn read_items(
-        &self,
-        tenant: &TenantId,
-        skus: &[&str],
-    ) -> Result<HashMap<String, Item>, StoreError> {
+    async fn read_items(&self, tenant: &TenantId, skus: &[&str]) -> Result<ItemsRead, StoreError> {
         round_trip().await;
-        Ok(self.items.items_of(tenant, skus))
+        Ok(ItemsRead {
+            items: self.items.items_of(tenant, skus),
+            held: self
+                .items
+                .held_of(tenant, skus, clock::unix_ms(clock::now())),
+        })
     }
 
     /// All or nothing: every item condition and outcome marker is checked
@@ -404,7 +406,7 @@ impl ChunkApplication for MemoryBatchStore {
                     RecordEffect::Put { .. } | RecordEffect::Delete { .. } => {
                         t.items.get(&p.record.sku).map(|i| i.version) == p.read_version
                     }
-                    RecordEffect::Fail { .. } => true,
+                    RecordEffect::Fail { .. } | RecordEffect::Recorded => true,
                 });
                 if !fresh {
                     return false;
@@ -415,7 +417,7 @@ impl ChunkApplication for MemoryBatchStore {
                         RecordEffect::Delete { .. } => {
                             t.remove_item(&p.record.sku, p.plan.deletion.as_ref());
                         }
-                        RecordEffect::Fail { .. } => {}
+                        RecordEffect::Fail { .. } | RecordEffect::Recorded => {}
                     }
                     t.append(p.plan.movement.as_ref());
                 }
@@ -480,11 +482,15 @@ impl ChunkApplication for MemoryBatchStore {
             h.leave_accepted(BatchStatus::Processing, &now);
             let total = chunk.records.len() as u64;
             let skus = distinct_skus(&chunk.records);
-            let read = match disposition {
-                ChunkDisposition::Apply => self.items.items_of(&tenant, &skus),
-                ChunkDisposition::DeadLettered => HashMap::new(),
+            let (read, held) = match disposition {
+                ChunkDisposition::Apply => (
+                    self.items.items_of(&tenant, &skus),
+                    self.items
+                        .held_of(&tenant, &skus, clock::unix_ms(clock::now())),
+                ),
+                ChunkDisposition::DeadLettered => Default::default(),
             };
-            match plan_atomic(chunk, &read, disposition, &now) {
+            match plan_atomic(chunk, &read, &held, disposition, &now) {
                 AtomicPlan::Reject(failures) => {
                     b.record_failures(&k, &failures);
                     let h = b

@@ -141,6 +141,29 @@ impl MemoryItemStore {
         })
     }
 
+    /// Units held at the default location of these skus at `now_ms`, by
+    /// sku (none: absent).
+    pub(super) fn held_of(
+        &self,
+        tenant: &TenantId,
+        skus: &[&str],
+        now_ms: u64,
+    ) -> HashMap<String, i64> {
+        self.with_tenant(tenant, |t| {
+            let mut held: HashMap<String, i64> = HashMap::new();
+            for r in t.reservations.values() {
+                let sku = r.id.sku().as_str();
+                if r.location.is_default()
+                    && skus.contains(&sku)
+                    && r.status.holds(r.expires_at_ms, now_ms)
+                {
+                    *held.entry(sku.to_owned()).or_default() += r.quantity;
+                }
+            }
+            held
+        })
+    }
+
     /// Takes an idempotency key, unless a record of it has not expired.
     pub(super) fn take_idempotency_key(
         &self,
@@ -367,6 +390,14 @@ impl ItemStore for MemoryItemStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         Ok(self.idempotency(tenant, key))
     }
+
+    async fn record_idempotency(
+        &self,
+        tenant: &TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError> {
+        self.take_idempotency_key(tenant, record)
+    }
 }
 
 /// The ledgers merged in id order, as the DynamoDB index gives them.
@@ -588,13 +619,19 @@ impl Tenant {
         let before = write.before;
         let location = before.location.as_str().to_owned();
         if before.location.is_default() {
-            if let Some(mut item) = self.items.get(sku).cloned()
-                && item.quantity != write.after.on_hand
-            {
-                item.quantity = write.after.on_hand;
-                item.version += 1;
-                item.updated_at = write.at.to_owned();
-                self.put_item(&item, &ChangeCause::request(write.request_id));
+            let holds_placed = write.raises_item_version();
+            if let Some(mut item) = self.items.get(sku).cloned() {
+                let moved = item.quantity != write.after.on_hand;
+                // As in the table: a hold placed here raises the item's
+                // version, which every writer of the item is conditioned on.
+                if moved || holds_placed {
+                    if moved {
+                        item.quantity = write.after.on_hand;
+                        item.updated_at = write.at.to_owned();
+                    }
+                    item.version += 1;
+                    self.put_item(&item, &ChangeCause::request(write.request_id));
+                }
             }
             // As in the table: the holds record is written only when they change.
             let holds_change = write.after.reserved != before.level.reserved
@@ -612,6 +649,14 @@ impl Tenant {
                 );
             }
         } else {
+            // As in the table: a level that starts holding anything raises
+            // the item's version.
+            if write.raises_item_version()
+                && let Some(mut item) = self.items.get(sku).cloned()
+            {
+                item.version += 1;
+                self.put_item(&item, &ChangeCause::request(write.request_id));
+            }
             let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
             let tally = self.stocked.entry(location.clone()).or_default();
             match (was, is) {

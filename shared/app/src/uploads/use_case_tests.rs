@@ -35,7 +35,10 @@ fn world() -> World {
             grace: Duration::from_secs(600),
         }),
         splitter: UploadSplitter::new(store.clone(), uploads.clone(), queue.clone()),
-        worker: BatchWorker::new(store.clone()),
+        worker: BatchWorker::new(
+            store.clone(),
+            crate::batch_levels::LevelRecords::on(items.clone()),
+        ),
         items,
         store,
         uploads,

@@ -18,7 +18,7 @@ use stockroom_app::ports::{
 use stockroom_domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
 use stockroom_domain::change::ChangeCause;
 use stockroom_domain::chunk_plan::unreadable_chunk_failure;
-use stockroom_domain::{Fields, Item, TenantId};
+use stockroom_domain::{Fields, TenantId};
 
 pub use super::batch_table::DynamoBatchStore;
 use super::batch_table::{BATCH_STORED, FAILURE_STORED};
@@ -283,7 +283,7 @@ impl ChunkApplication for DynamoBatchStore {
         &self,
         tenant: &TenantId,
         skus: &[&str],
-    ) -> Result<HashMap<String, Item>, StoreError> {
+    ) -> Result<stockroom_app::ports::ItemsRead, StoreError> {
         chunks::read_items(self, tenant, skus).await
     }
 

@@ -21,15 +21,17 @@
 
 use super::batch_table::DynamoBatchStore;
 use super::error::{build_error, classify};
+use super::levels::{default_holds_key, held_at_default};
 use super::records::*;
 use super::tx::{TransactFailure, batch_get, batch_write, transact};
 use super::{Attrs, from_attrs, n, s, to_attrs};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     ConditionCheck, Delete, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use stockroom_app::ports::{GroupCommit, PlannedRecord, StoreError};
+use stockroom_app::ports::{GroupCommit, ItemsRead, PlannedRecord, StoreError};
 use stockroom_domain::batch::{ChunkMessage, RecordEffect, RecordFailure};
 use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::chunk_plan::{
@@ -85,21 +87,37 @@ fn write_request(item: Attrs) -> Result<WriteRequest, StoreError> {
         .build())
 }
 
-/// Current items for these skus (strongly consistent).
+/// Current items for these skus and their default location's holds
+/// records, in one strongly consistent read (see [`ItemsRead`]).
 pub(super) async fn read_items(
     store: &DynamoBatchStore,
     tenant: &TenantId,
     skus: &[&str],
-) -> Result<HashMap<String, Item>, StoreError> {
+) -> Result<ItemsRead, StoreError> {
     let keys = skus
         .iter()
-        .map(|sku| DynamoBatchStore::key(item_pk(tenant, sku), ITEM_SK))
+        .flat_map(|sku| {
+            let (pk, sk) = default_holds_key(tenant, sku);
+            [
+                DynamoBatchStore::key(item_pk(tenant, sku), ITEM_SK),
+                DynamoBatchStore::key(pk, &sk),
+            ]
+        })
         .collect();
-    batch_get(&store.client, &store.table, keys)
-        .await?
-        .into_iter()
-        .map(|a| from_attrs::<ItemRecord>(a).map(|r| (r.sku.clone(), Item::from(r))))
-        .collect()
+    let now_ms = stockroom_app::clock::unix_ms(stockroom_app::clock::now());
+    let mut read = ItemsRead::default();
+    for attrs in batch_get(&store.client, &store.table, keys).await? {
+        if matches!(attrs.get("sk"), Some(AttributeValue::S(sk)) if sk == ITEM_SK) {
+            let item = Item::from(from_attrs::<ItemRecord>(attrs)?);
+            read.items.insert(item.sku.clone(), item);
+        } else {
+            let (sku, held) = held_at_default(&store.client, &store.table, attrs, now_ms).await?;
+            if held > 0 {
+                read.held.insert(sku, held);
+            }
+        }
+    }
+    Ok(read)
 }
 
 /// Outcome markers of these records: index -> applied?
@@ -189,7 +207,7 @@ pub(super) async fn commit_group(
                 actions.push(TransactWriteItem::builder().delete(delete).build());
                 roles.push((i, Role::Item));
             }
-            RecordEffect::Fail { .. } => {}
+            RecordEffect::Fail { .. } | RecordEffect::Recorded => {}
         }
         if let Some(deletion) = &plan.deletion {
             actions.push(plain_put(
@@ -270,7 +288,7 @@ pub(super) async fn apply_atomic(
         let skus = distinct_skus(&chunk.records);
         let read = match disposition {
             ChunkDisposition::Apply => read_items(store, tenant, &skus).await?,
-            ChunkDisposition::DeadLettered => HashMap::new(),
+            ChunkDisposition::DeadLettered => ItemsRead::default(),
         };
         let now = stockroom_app::clock::now_rfc3339();
         let claim = |succeeded: u64, failed: u64, field: &str, json: String| {
@@ -291,7 +309,7 @@ pub(super) async fn apply_atomic(
         let mut actions = Vec::new();
         let mut rejected: Vec<RecordFailure> = Vec::new();
         let items_in_tx;
-        match plan_atomic(chunk, &read, disposition, &now) {
+        match plan_atomic(chunk, &read.items, &read.held, disposition, &now) {
             AtomicPlan::Reject(failures) => {
                 let json = serde_json::to_string(
                     &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),

@@ -295,6 +295,22 @@ impl ItemStore for DynamoItemStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         read_idempotency(&self.client, &self.table, tenant, key).await
     }
+
+    async fn record_idempotency(
+        &self,
+        tenant: &TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError> {
+        let action = IdempotencyStored::put(&self.table, tenant, record)?;
+        match super::tx::transact(&self.client, vec![action]).await {
+            Ok(()) => Ok(()),
+            Err(super::tx::TransactFailure::Condition(_)) => Err(StoreError::IdempotencyKeyTaken),
+            Err(super::tx::TransactFailure::Conflict) => Err(StoreError::Unavailable(
+                "an idempotency key was being written concurrently".into(),
+            )),
+            Err(super::tx::TransactFailure::Store(e)) => Err(e),
+        }
+    }
 }
 
 /// A stored idempotent response, unless absent or expired (TTL deletes lazily).

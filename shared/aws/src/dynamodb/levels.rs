@@ -189,31 +189,72 @@ impl ReservationStored {
     }
 }
 
-impl DynamoItemStore {
-    /// Every record of partition `pk` whose sort key starts with `prefix`,
-    /// read strongly consistent, page after page.
-    async fn collection(&self, pk: String, prefix: &str) -> Result<Vec<Attrs>, StoreError> {
-        let mut records = Vec::new();
-        let mut start: Option<Attrs> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            records.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(records),
-            }
+/// Every record of partition `pk` whose sort key starts with `prefix`,
+/// read strongly consistent, page after page.
+async fn collection(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    prefix: &str,
+) -> Result<Vec<Attrs>, StoreError> {
+    let mut records = Vec::new();
+    let mut start: Option<Attrs> = None;
+    loop {
+        let out = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(classify)?;
+        records.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(records),
         }
+    }
+}
+
+/// The key of a sku's default-location holds record.
+pub(crate) fn default_holds_key(tenant: &TenantId, sku: &str) -> (String, String) {
+    (
+        item_pk(tenant, sku),
+        level_sk(LocationId::default_location().as_str()),
+    )
+}
+
+/// Units held now at the default location, from its holds record as read
+/// (`attrs`): its `reserved`, less the holds that expired when one may
+/// have (their own records are read then). Returns the sku and the units.
+pub(crate) async fn held_at_default(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attrs: Attrs,
+    now_ms: u64,
+) -> Result<(String, i64), StoreError> {
+    let level: LevelStored = from_attrs(attrs)?;
+    if level.holds_check_at.is_none_or(|at| at > now_ms) {
+        return Ok((level.sku, level.reserved));
+    }
+    let mut held = 0;
+    for attrs in collection(client, table, level.pk.clone(), ACTIVE_HOLD_PREFIX).await? {
+        let hold = from_attrs::<ActiveHoldStored>(attrs)?;
+        if hold.location == level.location
+            && ReservationStatus::Active.holds(hold.expires_at_ms, now_ms)
+        {
+            held += hold.quantity;
+        }
+    }
+    Ok((level.sku, held))
+}
+
+impl DynamoItemStore {
+    async fn collection(&self, pk: String, prefix: &str) -> Result<Vec<Attrs>, StoreError> {
+        collection(&self.client, &self.table, pk, prefix).await
     }
 
     /// The default location's level: on hand from the item, holds from
@@ -359,6 +400,7 @@ impl DynamoItemStore {
         tenant: &TenantId,
         sku: &str,
         write: &LevelWrite<'_>,
+        raise: bool,
     ) -> Result<TransactWriteItem, StoreError> {
         let before = write.before;
         let key = |b: aws_sdk_dynamodb::types::builders::UpdateBuilder| {
@@ -366,6 +408,27 @@ impl DynamoItemStore {
                 .key("pk", s(item_pk(tenant, sku)))
                 .key("sk", s(ITEM_SK))
         };
+        // See `LevelWrite::raises_item_version`: the item's other writers
+        // are conditioned on its version alone.
+        // (At the default location a change of on hand raises it anyway.)
+        let default = before.location.is_default();
+        if raise && (!default || write.after.on_hand == before.level.on_hand) {
+            let update = if default {
+                key(Update::builder())
+                    .update_expression("SET version = :nv")
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":nv", n(before.version + 1))
+                    .expression_attribute_values(":v", n(before.version))
+            } else {
+                key(Update::builder())
+                    .update_expression("ADD version :one")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":one", n(1))
+            };
+            return Ok(TransactWriteItem::builder()
+                .update(update.build().map_err(build_error)?)
+                .build());
+        }
         if before.location.is_default() && write.after.on_hand != before.level.on_hand {
             let update = key(Update::builder())
                 .update_expression("SET quantity = :q, version = :nv, updated_at = :u, changed_by_request = :r REMOVE changed_by_batch")
@@ -446,7 +509,7 @@ impl LevelStore for DynamoItemStore {
         tenant: &TenantId,
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
-        let actions = self.level_actions(tenant, write, true)?;
+        let actions = self.level_actions(tenant, write, Some(write.raises_item_version()))?;
         self.transact_levels(tenant, actions, write.idempotency)
             .await
     }
@@ -524,21 +587,23 @@ impl LevelStore for DynamoItemStore {
         // quantity at the default location, else that it exists) goes with
         // one side only, the default location's if either is.
         let to_has_item = to.before.location.is_default();
-        let mut actions = self.level_actions(tenant, from, !to_has_item)?;
-        actions.extend(self.level_actions(tenant, to, to_has_item)?);
+        let raise = from.raises_item_version() || to.raises_item_version();
+        let mut actions = self.level_actions(tenant, from, (!to_has_item).then_some(raise))?;
+        actions.extend(self.level_actions(tenant, to, to_has_item.then_some(raise))?);
         self.transact_levels(tenant, actions, from.idempotency)
             .await
     }
 }
 
 impl DynamoItemStore {
-    /// A level write's actions, but for its idempotency record (and, without
-    /// `with_item`, the item's part).
+    /// A level write's actions, but for its idempotency record (and, with
+    /// `item` None, the item's part; Some(raise): whether that part raises
+    /// the item's version).
     fn level_actions(
         &self,
         tenant: &TenantId,
         write: &LevelWrite<'_>,
-        with_item: bool,
+        item: Option<bool>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let before = write.before;
         let location = before.location.as_str();
@@ -555,8 +620,8 @@ impl DynamoItemStore {
             return Err(StoreError::Corrupt("a level write names no sku".into()));
         };
         let mut actions = Vec::new();
-        if with_item {
-            actions.push(self.item_action(tenant, &sku, write)?);
+        if let Some(raise) = item {
+            actions.push(self.item_action(tenant, &sku, write, raise)?);
         }
         // The default location's holds record is written only when its
         // holds change (an adjustment there conditions on it instead).

@@ -5,7 +5,7 @@
 //! | item        | `T#<tenant>#I#<sku>`     | `ITEM`      | `T#<tenant>` | sku |
 //! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
 //! | deletion marker | `T#<tenant>#I#<sku>` | `X#<del_ulid>` | –      | –      |
-//! | idempotency | `T#<tenant>#K#<key>`     | `IDEM`      | –        | –      |
+//! | idempotency (a batch's count, transfer or hold: key `batch:<batch>:<index>`, 15 days) | `T#<tenant>#K#<key>` | `IDEM` | – | – |
 //! | location    | `T#<tenant>#LOC`         | `LOC#<id>`  | –        | –      |
 //! | level at a location (at `default`: its holds only; on hand is the item's `quantity`) | `T#<tenant>#I#<sku>` | `L#<location>` | – | – |
 //! | reservation | `T#<tenant>#I#<sku>` | `RSV#<ulid>` | – | – |
