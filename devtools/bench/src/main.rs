@@ -1,7 +1,8 @@
 //! `make bench` entry point, one subcommand per figure of
 //! docs/performance.md: `cold-start` (cold.rs), `sizes` (artifact.rs),
 //! `pipeline` (pipeline.rs), `load` (load.rs), `events-latency`
-//! (events_latency.rs), `lean-reads` (lean_reads.rs),
+//! (events_latency.rs), `lean-reads` (lean_reads.rs), `reservations`
+//! (reservations.rs),
 //! `handler-summary` (criterion's medians of benches/handler.rs) and
 //! `split-memory`, here:
 //!
@@ -34,6 +35,7 @@ mod events_latency;
 mod lean_reads;
 mod load;
 mod pipeline;
+mod reservations;
 mod tenants;
 mod tls_front;
 
@@ -294,6 +296,8 @@ async fn main() -> Result<()> {
         ["events-latency"] => events_latency::run(500).await,
         ["events-latency", adjustments] => events_latency::run(adjustments.parse()?).await,
         ["lean-reads"] => lean_reads::run().await,
+        ["reservations"] => reservations::run(2000).await,
+        ["reservations", units] => reservations::run(units.parse()?).await,
         ["handler-summary"] => handler_summary(),
         ["sizes", bin_dir] => artifact::run(std::path::Path::new(bin_dir)),
         ["cold-start", bin_dir] => cold::run(bin_dir.into(), 9, cold::Modes::default()).await,
@@ -303,7 +307,7 @@ async fn main() -> Result<()> {
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | events-latency [adjustments] | lean-reads | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | events-latency [adjustments] | lean-reads | reservations [units] | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
         ),
     }
 }
