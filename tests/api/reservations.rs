@@ -696,6 +696,7 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         by_record,
         [
             ("count", "count"),
+            ("hold", "reservation_placed"),
             ("move", "transfer"),
             ("move", "transfer"),
             ("sale", "sale")
@@ -713,5 +714,91 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         Some(1),
         "{holds}"
     );
+    Ok(())
+}
+
+/// Every hold has its movements: placed (+), then expired (−). An expired
+/// hold is ended for good by the next write of its level, or, on a level
+/// nobody writes again, once DynamoDB's TTL removes its record (the stream
+/// ends it then); either way once, with a `reservation_expired` movement.
+#[tokio::test]
+async fn an_expired_hold_is_ended_for_good_with_its_movement_swept_or_lapsed() -> anyhow::Result<()>
+{
+    let t = Tenant::new().await?;
+    let (touched, untouched) = (unique_sku("rsv-swept"), unique_sku("rsv-lapsed"));
+    for sku in [&touched, &untouched] {
+        t.create_item(sku, 5).await?;
+        let resp = hold(&t, &json!({"sku": sku, "quantity": 2, "expires_in": 1})).await?;
+        anyhow::ensure!(resp.status() == 201, "hold: {}", resp.status());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // A write of the level sweeps the expired hold.
+    let sale = t
+        .post_json(
+            &format!("/v1/items/{touched}/adjustments"),
+            &json!({"delta": -1, "reason": "sale"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(sale.status(), 200);
+    let holds_of = |movements: &[Value]| -> Vec<(String, i64, i64)> {
+        let mut held: Vec<(String, i64, i64)> = movements
+            .iter()
+            .filter(|m| m.get("reserved_delta").is_some())
+            .map(|m| {
+                (
+                    m["reason"].as_str().unwrap_or_default().to_owned(),
+                    m["reserved_delta"].as_i64().unwrap_or(0),
+                    m["delta"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        held.sort();
+        held
+    };
+    let swept = all_pages(&t, &format!("/v1/items/{touched}/movements"), "movements").await?;
+    assert_eq!(
+        holds_of(&swept),
+        [
+            ("reservation_expired".into(), -2, 0),
+            ("reservation_placed".into(), 2, 0)
+        ]
+    );
+    // Nobody writes the other level: TTL removes the hold's record (the
+    // local stack: 30 s past expiry, swept every 60 s), and the stream
+    // ends the hold.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let lapsed =
+            all_pages(&t, &format!("/v1/items/{untouched}/movements"), "movements").await?;
+        let held = holds_of(&lapsed);
+        if held.len() == 2 {
+            assert_eq!(
+                held,
+                [
+                    ("reservation_expired".into(), -2, 0),
+                    ("reservation_placed".into(), 2, 0)
+                ]
+            );
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the lapsed hold was not ended: {lapsed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let level = level(&t, &untouched, "default").await?;
+    assert_eq!(
+        (&level["on_hand"], &level["reserved"]),
+        (&json!(5), &json!(0))
+    );
+    let listed: Value = t
+        .get(&format!("/v1/reservations?sku={untouched}&status=expired"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["reservations"].as_array().map(Vec::len), Some(1));
     Ok(())
 }

@@ -1,13 +1,17 @@
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::{Error, LambdaEvent};
+use stockroom_app::domain::change::CommittedChange;
 use stockroom_app::outbox::EventsOutbox;
+use stockroom_app::reservations::ReservationsService;
 use stockroom_app::telemetry::{self, error_chain};
 use stockroom_aws::dynamodb::stream::committed_change;
 use tracing::Instrument;
 
 pub struct App {
     pub outbox: EventsOutbox,
+    /// Ends for good the holds whose records TTL removed unswept.
+    pub holds: ReservationsService,
     pub function: String,
 }
 
@@ -51,7 +55,12 @@ pub async fn handle(
                 }
             }
         }
-        match app.outbox.publish(&changes).await {
+        let lapsed = end_lapsed_holds(app, &changes, &event.context.request_id).await;
+        let published = match lapsed {
+            Ok(()) => app.outbox.publish(&changes).await,
+            Err(e) => Err(e),
+        };
+        match published {
             Ok(events) => {
                 if let Some(at) = oldest_commit {
                     let now = std::time::SystemTime::now()
@@ -79,4 +88,40 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Ends the holds whose active-hold records DynamoDB's TTL removed before a
+/// write of their level swept them (each once: an ended hold is left alone).
+async fn end_lapsed_holds(
+    app: &App,
+    changes: &[CommittedChange],
+    request_id: &str,
+) -> Result<(), stockroom_app::ports::StoreError> {
+    let ctx = stockroom_app::domain::MovementContext {
+        request_id: request_id.to_owned(),
+        ..Default::default()
+    };
+    for change in changes {
+        let CommittedChange::HoldLapsed {
+            tenant,
+            reservation_id,
+        } = change
+        else {
+            continue;
+        };
+        let (Ok(tenant), Ok(id)) = (
+            stockroom_app::domain::TenantId::parse(tenant),
+            stockroom_app::domain::reservation::ReservationId::parse(reservation_id),
+        ) else {
+            tracing::error!(reservation_id = %reservation_id, "a lapsed hold names no valid tenant or reservation; skipped");
+            continue;
+        };
+        app.holds.lapse(&tenant, &id, &ctx).await.map_err(|e| {
+            stockroom_app::ports::StoreError::Unavailable(
+                format!("ending lapsed hold {reservation_id}: {}", error_chain(&e)).into(),
+            )
+        })?;
+        tracing::info!(reservation_id = %reservation_id, "lapsed hold ended");
+    }
+    Ok(())
 }

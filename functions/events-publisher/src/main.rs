@@ -7,8 +7,10 @@ mod handler;
 use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 use stockroom_app::config;
+use stockroom_app::items::LevelStores;
 use stockroom_app::outbox::EventsOutbox;
-use stockroom_aws::dynamodb::DynamoWebhookStore;
+use stockroom_app::reservations::ReservationsService;
+use stockroom_aws::dynamodb::{DynamoItemStore, DynamoWebhookStore};
 use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsWebhookEventQueue;
 use stockroom_aws::{runtime, sdk};
@@ -29,7 +31,19 @@ async fn main() -> Result<(), Error> {
                 &sdk,
                 cfg.webhook_events_queue_url,
             )),
-            subscriptions: Arc::new(DynamoWebhookStore::from_sdk_config(&sdk, cfg.stock_table)),
+            subscriptions: Arc::new(DynamoWebhookStore::from_sdk_config(
+                &sdk,
+                cfg.stock_table.clone(),
+            )),
+        },
+        holds: {
+            let store = Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table));
+            let stores = LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store.clone(),
+            };
+            ReservationsService::new(store, stores)
         },
         function: config::function_name("events-publisher"),
     };

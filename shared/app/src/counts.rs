@@ -122,12 +122,12 @@ impl CountsService {
                 movement_id: movement.movement_id.clone(),
             };
             let record = idempotency.map(|i| i.response(200, &result, now));
-            let swept = before.write(&after, None, &now_s);
+            let swept = before.write(&after, None, ctx, &now_s);
             let write = LevelWrite {
                 before: &before.stored,
                 after: swept.stored,
                 holds_check_at: swept.holds_check_at,
-                movements: vec![movement],
+                movements: [vec![movement], swept.movements].concat(),
                 holds: swept.ended,
                 idempotency: record.as_ref(),
                 request_id: &ctx.request_id,

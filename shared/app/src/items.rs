@@ -596,12 +596,12 @@ impl ItemsService {
                 applied,
             };
             let record = idempotency.map(|idem| idem.record(&result, now));
-            let swept = before.write(&after, None, &now_s);
+            let swept = before.write(&after, None, ctx, &now_s);
             let write = LevelWrite {
                 before: &before.stored,
                 after: swept.stored,
                 holds_check_at: swept.holds_check_at,
-                movements: vec![movement],
+                movements: [vec![movement], swept.movements].concat(),
                 holds: swept.ended,
                 idempotency: record.as_ref(),
                 request_id: &ctx.request_id,

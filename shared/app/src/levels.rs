@@ -5,17 +5,19 @@
 
 use crate::domain::level::Level;
 use crate::domain::location::LocationId;
-use crate::domain::reservation::ReservationStatus;
-use crate::domain::{Sku, TenantId};
+use crate::domain::reservation::{EXPIRE_REASON, ReservationId, ReservationStatus};
+use crate::domain::{Movement, MovementContext, Sku, TenantId};
 use crate::ports::{HoldWrite, LevelStore, ReservationStore, StoreError, StoredLevel};
 
-/// Expired holds one write ends for good: each is two actions, and a
-/// transfer's transaction sweeps at both its levels (100 actions at most).
-pub const SWEEP_PER_WRITE: usize = 20;
+/// Expired holds one write ends for good: each is three actions (its
+/// reservation, its active-hold record, its movement), and a transfer's
+/// transaction sweeps at both its levels (100 actions at most).
+pub const SWEEP_PER_WRITE: usize = 12;
 
 /// A level read at `now_ms`.
 #[derive(Clone, Debug)]
 pub struct LevelNow {
+    sku: Sku,
     pub stored: StoredLevel,
     /// What counts now: expired holds no longer reserve anything.
     pub level: Level,
@@ -31,6 +33,8 @@ pub struct SweptWrite {
     pub stored: Level,
     pub holds_check_at: Option<u64>,
     pub ended: Vec<HoldWrite>,
+    /// A `reservation_expired` movement per hold ended.
+    pub movements: Vec<Movement>,
 }
 
 impl LevelNow {
@@ -46,6 +50,7 @@ impl LevelNow {
         let due = stored.holds_check_at.is_some_and(|at| at <= now_ms);
         if !due {
             return Ok(Self {
+                sku: sku.clone(),
                 level: stored.level.clone(),
                 next_expiry: stored.holds_check_at,
                 stored,
@@ -57,9 +62,15 @@ impl LevelNow {
         let (expired, live): (Vec<_>, Vec<_>) = active
             .into_iter()
             .partition(|r| !ReservationStatus::Active.holds(r.expires_at_ms, now_ms));
-        let expired_units: i64 = expired.iter().map(|r| r.quantity).sum();
+        // What counts is what the live holds hold: a hold whose record
+        // DynamoDB's TTL removed before any sweep is not left counting.
+        let live_units: i64 = live.iter().map(|r| r.quantity).sum();
         Ok(Self {
-            level: stored.level.as_of(expired_units),
+            sku: sku.clone(),
+            level: Level {
+                reserved: live_units,
+                ..stored.level.clone()
+            },
             next_expiry: live.iter().map(|r| r.expires_at_ms).min(),
             expired: expired.into_iter().map(|r| (r.id, r.quantity)).collect(),
             stored,
@@ -75,9 +86,15 @@ impl LevelNow {
     }
 
     /// The write of `after` (derived from [`LevelNow::level`]), sweeping up
-    /// to [`SWEEP_PER_WRITE`] expired holds; `new_expiry` is that of a hold
-    /// the write adds.
-    pub fn write(&self, after: &Level, new_expiry: Option<u64>, ended_at: &str) -> SweptWrite {
+    /// to [`SWEEP_PER_WRITE`] expired holds, each with its movement; made
+    /// by `ctx` at `ended_at`; `new_expiry` is that of a hold the write adds.
+    pub fn write(
+        &self,
+        after: &Level,
+        new_expiry: Option<u64>,
+        ctx: &MovementContext,
+        ended_at: &str,
+    ) -> SweptWrite {
         let (swept, kept) = self
             .expired
             .split_at(self.expired.len().min(SWEEP_PER_WRITE));
@@ -102,8 +119,46 @@ impl LevelNow {
                     ended_at: ended_at.to_owned(),
                 })
                 .collect(),
+            movements: swept
+                .iter()
+                .map(|(id, units)| {
+                    hold_movement(
+                        &self.sku,
+                        &self.stored.location,
+                        (0, after.on_hand),
+                        (-units, after.reserved),
+                        (EXPIRE_REASON, id),
+                        ctx,
+                        ended_at,
+                    )
+                })
+                .collect(),
         }
     }
+}
+
+/// The movement of a hold `id` at `location`: on hand (delta, after),
+/// held (delta, after), why.
+pub fn hold_movement(
+    sku: &Sku,
+    location: &LocationId,
+    (delta, on_hand): (i64, i64),
+    (reserved_delta, reserved): (i64, i64),
+    (reason, id): (&str, &ReservationId),
+    ctx: &MovementContext,
+    at: &str,
+) -> Movement {
+    Movement::record(
+        sku.as_str(),
+        delta,
+        on_hand,
+        reason,
+        Some(id.as_str().to_owned()),
+        ctx,
+        at,
+    )
+    .at(location)
+    .holding(reserved_delta, reserved)
 }
 
 #[cfg(test)]
@@ -127,6 +182,7 @@ mod tests {
             ..StoredLevel::empty(LocationId::default_location())
         };
         LevelNow {
+            sku: crate::domain::Sku::parse("S").unwrap(),
             level: stored.level.as_of(units),
             stored,
             expired,
@@ -140,8 +196,16 @@ mod tests {
         let level = now(70, expired(30), Some(9_000));
         assert_eq!(level.level.reserved, 10);
         let after = level.level.reserve(5).unwrap();
-        let write = level.write(&after, Some(5_000), "t");
+        let write = level.write(&after, Some(5_000), &MovementContext::default(), "t");
         assert_eq!(write.ended.len(), SWEEP_PER_WRITE);
+        // Each hold ended has its movement: held units down, on hand alike.
+        assert_eq!(write.movements.len(), SWEEP_PER_WRITE);
+        assert!(write.movements.iter().all(|m| (
+            m.delta,
+            m.reserved_delta,
+            m.reserved_after,
+            m.reason.as_str()
+        ) == (0, -2, Some(15), EXPIRE_REASON)));
         // Stored: what counts plus the expired holds not swept yet, which
         // are due again at once.
         assert_eq!(
@@ -151,12 +215,18 @@ mod tests {
         assert_eq!(write.holds_check_at, Some(0));
         // Few enough: all swept, and the next check is the first live expiry.
         let level = now(14, expired(2), Some(9_000));
-        let write = level.write(&level.level.clone(), Some(12_000), "t");
+        let write = level.write(
+            &level.level.clone(),
+            Some(12_000),
+            &MovementContext::default(),
+            "t",
+        );
         assert_eq!((write.ended.len(), write.stored.reserved), (2, 10));
         assert_eq!(write.holds_check_at, Some(9_000));
         let idle = now(0, vec![], None);
         assert_eq!(
-            idle.write(&idle.level.clone(), None, "t").holds_check_at,
+            idle.write(&idle.level.clone(), None, &MovementContext::default(), "t")
+                .holds_check_at,
             None
         );
     }

@@ -6,12 +6,13 @@
 use crate::clock;
 use crate::domain::location::LocationId;
 use crate::domain::reservation::{
-    Ending, EndingRefused, NewReservation, ReservationId, ReservationStatus, may_end,
+    EXPIRE_REASON, Ending, EndingRefused, NewReservation, PLACE_REASON, RELEASE_REASON,
+    ReservationId, ReservationStatus, may_end,
 };
-use crate::domain::{Fields, Movement, MovementContext, Sku, TenantId};
+use crate::domain::{Fields, MovementContext, Sku, TenantId};
 use crate::error::ApiError;
 use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
-use crate::levels::LevelNow;
+use crate::levels::{LevelNow, hold_movement};
 use crate::ports::{
     HoldWrite, ItemStore, LevelWrite, Page, PageKey, StoreError, StoredReservation,
 };
@@ -23,8 +24,7 @@ use std::sync::Arc;
 /// adjustments spread over many.
 const MAX_ATTEMPTS: u32 = 24;
 
-/// The ledger's reason for units leaving on hand by a committed hold.
-pub const COMMIT_REASON: &str = "reservation_committed";
+pub use crate::domain::reservation::COMMIT_REASON;
 
 /// A reservation as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,14 +133,23 @@ impl ReservationsService {
             };
             let view = Reservation::of(&hold, now_ms);
             let record = idempotency.map(|i| i.response(201, &view, now));
-            let swept = before.write(&after, Some(expires_at_ms), &now_s);
+            let placed = hold_movement(
+                &new.sku,
+                &new.location,
+                (0, after.on_hand),
+                (new.quantity, after.reserved),
+                (PLACE_REASON, &hold.id),
+                ctx,
+                &now_s,
+            );
+            let swept = before.write(&after, Some(expires_at_ms), ctx, &now_s);
             let mut holds = vec![HoldWrite::Create(hold)];
             holds.extend(swept.ended);
             let write = LevelWrite {
                 before: &before.stored,
                 after: swept.stored,
                 holds_check_at: swept.holds_check_at,
-                movements: Vec::new(),
+                movements: [vec![placed], swept.movements].concat(),
                 holds,
                 idempotency: record.as_ref(),
                 request_id: &ctx.request_id,
@@ -206,36 +215,34 @@ impl ReservationsService {
             // Releasing a hold that expired unswept ends it as expired: it
             // stopped counting at its expiry, and `before.level` knows that.
             let expired = before.forget_expired(id);
-            let (after, status, movements) = match ending {
-                Ending::Release if expired => {
-                    (before.level.clone(), ReservationStatus::Expired, vec![])
-                }
+            let (after, status, reason) = match ending {
+                Ending::Release if expired => (
+                    before.level.clone(),
+                    ReservationStatus::Expired,
+                    EXPIRE_REASON,
+                ),
                 Ending::Release => (
                     before.level.release(hold.quantity),
                     ReservationStatus::Released,
-                    vec![],
+                    RELEASE_REASON,
                 ),
-                Ending::Commit => {
-                    let after = before.level.commit(hold.quantity);
-                    // What left on hand (never more than there was).
-                    let taken = before.level.on_hand - after.on_hand;
-                    let movement = Movement::record(
-                        id.sku().as_str(),
-                        -taken,
-                        after.on_hand,
-                        COMMIT_REASON,
-                        Some(id.as_str().to_owned()),
-                        ctx,
-                        &now_s,
-                    );
-                    let movement = if hold.location.is_default() {
-                        movement
-                    } else {
-                        movement.at(&hold.location)
-                    };
-                    (after, ReservationStatus::Committed, vec![movement])
-                }
+                Ending::Commit => (
+                    before.level.commit(hold.quantity),
+                    ReservationStatus::Committed,
+                    COMMIT_REASON,
+                ),
             };
+            // What left on hand (a commit's units, never more than there was).
+            let taken = before.level.on_hand - after.on_hand;
+            let ended_movement = hold_movement(
+                id.sku(),
+                &hold.location,
+                (-taken, after.on_hand),
+                (-hold.quantity, after.reserved),
+                (reason, id),
+                ctx,
+                &now_s,
+            );
             let ended = StoredReservation {
                 status,
                 ended_at: Some(now_s.clone()),
@@ -243,7 +250,7 @@ impl ReservationsService {
             };
             let view = Reservation::of(&ended, now_ms);
             let record = idempotency.map(|i| i.response(200, &view, now));
-            let swept = before.write(&after, None, &now_s);
+            let swept = before.write(&after, None, ctx, &now_s);
             let mut holds = vec![HoldWrite::End {
                 id: id.clone(),
                 status,
@@ -254,7 +261,7 @@ impl ReservationsService {
                 before: &before.stored,
                 after: swept.stored,
                 holds_check_at: swept.holds_check_at,
-                movements,
+                movements: [vec![ended_movement], swept.movements].concat(),
                 holds,
                 idempotency: record.as_ref(),
                 request_id: &ctx.request_id,
@@ -336,6 +343,71 @@ impl ReservationsService {
                 }
             }
         }
+    }
+
+    /// Ends for good a hold whose expiry passed, when DynamoDB's TTL
+    /// removed its active-hold record before any write of its level swept
+    /// it: the reservation is stored as expired and its movement recorded,
+    /// once (a hold already ended is left alone). A hold whose item was
+    /// deleted stays stored as active (it shows as expired).
+    pub async fn lapse(
+        &self,
+        tenant: &TenantId,
+        id: &ReservationId,
+        ctx: &MovementContext,
+    ) -> Result<(), ApiError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(hold) = self.stores.holds.get_reservation(tenant, id).await? else {
+                return Ok(());
+            };
+            let now = clock::now();
+            let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
+            if hold.status.holds(hold.expires_at_ms, now_ms)
+                || hold.status != ReservationStatus::Active
+                || self
+                    .items
+                    .get_item(tenant, id.sku(), Some(&Fields::identifier()))
+                    .await?
+                    .is_none()
+            {
+                return Ok(());
+            }
+            let mut before = self.level(tenant, id.sku(), &hold.location, now_ms).await?;
+            before.forget_expired(id);
+            let after = before.level.clone();
+            let lapsed = hold_movement(
+                id.sku(),
+                &hold.location,
+                (0, after.on_hand),
+                (-hold.quantity, after.reserved),
+                (EXPIRE_REASON, id),
+                ctx,
+                &now_s,
+            );
+            let swept = before.write(&after, None, ctx, &now_s);
+            let mut holds = vec![HoldWrite::End {
+                id: id.clone(),
+                status: ReservationStatus::Expired,
+                ended_at: now_s.clone(),
+            }];
+            holds.extend(swept.ended);
+            let write = LevelWrite {
+                before: &before.stored,
+                after: swept.stored,
+                holds_check_at: swept.holds_check_at,
+                movements: [vec![lapsed], swept.movements].concat(),
+                holds,
+                idempotency: None,
+                request_id: &ctx.request_id,
+                at: &now_s,
+            };
+            match self.stores.levels.record_level_change(tenant, &write).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed) => backoff(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::ConcurrentUpdate)
     }
 
     async fn level(

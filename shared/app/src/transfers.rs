@@ -132,14 +132,14 @@ impl TransfersService {
             };
             let record = idempotency.map(|i| i.response(200, &result, now));
             let (from_swept, to_swept) = (
-                from.write(&from_after, None, &now_s),
-                to.write(&to_after, None, &now_s),
+                from.write(&from_after, None, ctx, &now_s),
+                to.write(&to_after, None, ctx, &now_s),
             );
             let from_write = LevelWrite {
                 before: &from.stored,
                 after: from_swept.stored,
                 holds_check_at: from_swept.holds_check_at,
-                movements: vec![out],
+                movements: [vec![out], from_swept.movements].concat(),
                 holds: from_swept.ended,
                 idempotency: record.as_ref(),
                 request_id: &ctx.request_id,
@@ -149,7 +149,7 @@ impl TransfersService {
                 before: &to.stored,
                 after: to_swept.stored,
                 holds_check_at: to_swept.holds_check_at,
-                movements: vec![into],
+                movements: [vec![into], to_swept.movements].concat(),
                 holds: to_swept.ended,
                 idempotency: None,
                 request_id: &ctx.request_id,

@@ -69,6 +69,13 @@ pub enum CommittedChange {
         before: Option<BatchStatus>,
         after: Batch,
     },
+    /// A hold expired and DynamoDB's TTL removed its active-hold record
+    /// before any write of its level swept it: it is to be ended for good.
+    /// No event of its own (its `reservation_expired` movement is one).
+    HoldLapsed {
+        tenant: String,
+        reservation_id: String,
+    },
     /// A webhook was written (`request_id`: what disabled it, if known).
     WebhookWritten {
         tenant: String,
@@ -104,6 +111,7 @@ impl CommittedChange {
                 &deletion.cause.request_id,
                 deletion.cause.batch_id.as_deref(),
             )],
+            CommittedChange::HoldLapsed { .. } => Vec::new(),
             CommittedChange::BatchWritten {
                 tenant,
                 before,

@@ -306,6 +306,12 @@ impl Event {
         if !m.applies {
             data["applies"] = json!(false);
         }
+        // A hold placed, committed, released or expired: what reservations
+        // hold there now (`available` = `quantity` − `reserved`).
+        if let Some(after) = m.reserved_after {
+            data["reserved_delta"] = json!(m.reserved_delta);
+            data["reserved"] = json!(after);
+        }
         if let Some(b) = &m.batch_id {
             data["batch_id"] = json!(b);
         }

@@ -112,6 +112,8 @@ pub const MOVEMENT_FIELDS: &[&str] = &[
     "record_id",
     "occurred_at",
     "applies",
+    "reserved_delta",
+    "reserved_after",
     "created_at",
 ];
 
@@ -153,7 +155,21 @@ pub struct Movement {
     #[serde(default = "applies", skip_serializing_if = "is_true")]
     #[schema(default = true)]
     pub applies: bool,
+    /// Signed change of the units held by reservations at the location: a
+    /// hold placed (+), committed, released or expired (−). Present only on
+    /// those movements; `delta` stays the change of on hand (0 but for a
+    /// commit), so deltas still sum to on hand.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reserved_delta: i64,
+    /// Units held at the location right after this movement (holds that
+    /// expired no longer count); present with `reserved_delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_after: Option<i64>,
     pub created_at: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 fn applies() -> bool {
@@ -189,8 +205,18 @@ impl Movement {
             record_id: ctx.batch_record.as_ref().map(|(_, r)| r.clone()),
             occurred_at: None,
             applies: true,
+            reserved_delta: 0,
+            reserved_after: None,
             created_at: now.to_owned(),
         }
+    }
+
+    /// The movement changed the units held at its location by `delta`,
+    /// leaving `after` held.
+    pub fn holding(mut self, delta: i64, after: i64) -> Self {
+        self.reserved_delta = delta;
+        self.reserved_after = Some(after);
+        self
     }
 
     /// The movement of stock at `location` (none recorded for the default one).
@@ -255,10 +281,10 @@ mod tests {
         .in_batch("b_1", "row-1")
         .at(&LocationId::parse("paris-1").unwrap())
         .occurred(Some(&crate::level::OccurredAt::from_unix_ms(0)));
-        // `applies` shows only when false.
+        // `applies` shows only when false, the holds only when they changed.
         let movement = Movement {
             applies: false,
-            ..movement
+            ..movement.holding(-2, 3)
         };
         crate::fields::assert_names_every_field(&movement);
     }

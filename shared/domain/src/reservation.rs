@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 /// Shortest and longest hold, in seconds.
 pub const MIN_EXPIRES_IN: i64 = 1;
+
+/// The ledger's reasons for the movements of holds (`reserved_delta`).
+pub const PLACE_REASON: &str = "reservation_placed";
+/// Units leave on hand and the hold ends.
+pub const COMMIT_REASON: &str = "reservation_committed";
+pub const RELEASE_REASON: &str = "reservation_released";
+pub const EXPIRE_REASON: &str = "reservation_expired";
 pub const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
 
 /// A reservation's id: `rsv_<ULID>_<sku>`. It names the sku so a

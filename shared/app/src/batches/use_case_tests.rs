@@ -471,6 +471,8 @@ async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rule
             // Square's rule: the count is dated before the transfer in,
             // which stays on top of it (5 + 4).
             ("r3".into(), "count".into(), 5),
+            // The hold moves no stock: it holds 5 (`reserved_delta`).
+            ("r4".into(), "reservation_placed".into(), 0),
             ("r11".into(), "sale".into(), -1),
         ]
     );

@@ -125,18 +125,38 @@ pub(crate) const RESERVATION_PREFIX: &str = "RSV#";
 /// holds without the sku's history of ended ones.
 pub(crate) const ACTIVE_HOLD_PREFIX: &str = "H#";
 
+/// The ids of a hold whose active-hold record DynamoDB's TTL removed
+/// (its old image): tenant and reservation id.
+pub(crate) fn lapsed_hold(attrs: &serde_dynamo::Item) -> Result<(String, String), String> {
+    let hold: ActiveHoldStored =
+        serde_dynamo::from_item(attrs.clone()).map_err(|e| e.to_string())?;
+    if hold.tenant_id.is_empty() {
+        return Err("an active-hold record without its tenant".into());
+    }
+    Ok((hold.tenant_id, hold.id))
+}
+
 fn active_hold_sk(id: &ReservationId) -> String {
     format!("{ACTIVE_HOLD_PREFIX}{}", id.ulid())
 }
 
 #[derive(Serialize, Deserialize)]
-struct ActiveHoldStored {
+pub(crate) struct ActiveHoldStored {
     pk: String,
     sk: String,
-    id: String,
+    /// Absent on holds placed before their expiry was handed to TTL.
+    #[serde(default)]
+    pub tenant_id: String,
+    pub id: String,
     location: String,
     quantity: i64,
     expires_at_ms: u64,
+    /// The table's TTL attribute (Unix seconds): DynamoDB removes the
+    /// record some time after the hold expired, and the stream's removal
+    /// ends the hold for good if no write of its level swept it first
+    /// (`ReservationsService::lapse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 impl ActiveHoldStored {
@@ -295,10 +315,12 @@ impl DynamoItemStore {
                 let active = ActiveHoldStored {
                     pk: item_pk(tenant, r.id.sku().as_str()),
                     sk: active_hold_sk(&r.id),
+                    tenant_id: tenant.to_string(),
                     id: r.id.as_str().to_owned(),
                     location: r.location.as_str().to_owned(),
                     quantity: r.quantity,
                     expires_at_ms: r.expires_at_ms,
+                    expires_at: Some(r.expires_at_ms.div_ceil(1000) as i64),
                 };
                 let put = |attrs| {
                     Put::builder()
@@ -332,11 +354,12 @@ impl DynamoItemStore {
                     .expression_attribute_values(":active", s(ReservationStatus::Active.as_str()))
                     .build()
                     .map_err(build_error)?;
+                // Unconditional: TTL may have removed it already (the
+                // reservation's condition makes the ending happen once).
                 let delete = aws_sdk_dynamodb::types::Delete::builder()
                     .table_name(&self.table)
                     .key("pk", s(pk))
                     .key("sk", s(active_hold_sk(id)))
-                    .condition_expression("attribute_exists(pk)")
                     .build()
                     .map_err(build_error)?;
                 [

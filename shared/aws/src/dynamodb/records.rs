@@ -176,6 +176,11 @@ pub(crate) struct MovementRecord {
     /// Stored only when false (a change before its level's last count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applies: Option<bool>,
+    /// Stored only on movements of holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_delta: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_after: Option<i64>,
     pub created_at: String,
 }
 
@@ -200,6 +205,8 @@ impl MovementRecord {
             record_id: m.record_id.clone(),
             occurred_at: m.occurred_at.clone(),
             applies: (!m.applies).then_some(false),
+            reserved_delta: (m.reserved_delta != 0).then_some(m.reserved_delta),
+            reserved_after: m.reserved_after,
             created_at: m.created_at.clone(),
         }
     }
@@ -226,6 +233,8 @@ impl Unread for MovementRecord {
             record_id: None,
             occurred_at: None,
             applies: None,
+            reserved_delta: None,
+            reserved_after: None,
             created_at: String::new(),
         }
     }
@@ -247,6 +256,8 @@ impl From<MovementRecord> for Movement {
             record_id: r.record_id,
             occurred_at: r.occurred_at,
             applies: r.applies.unwrap_or(true),
+            reserved_delta: r.reserved_delta.unwrap_or(0),
+            reserved_after: r.reserved_after,
             created_at: r.created_at,
         }
     }

@@ -2,6 +2,7 @@
 //! a stream record is (by its sort key) and what it was and is now. The
 //! events publisher derives every event from these (`domain::change`).
 
+use super::levels::{ACTIVE_HOLD_PREFIX, lapsed_hold};
 use super::records::{
     BATCH_SK, BatchStored, DELETION_PREFIX, DeletionStored, ITEM_SK, ItemRecord, MOVEMENT_PREFIX,
     MovementRecord,
@@ -38,6 +39,14 @@ fn image<T: DeserializeOwned>(item: &serde_dynamo::Item) -> Result<Option<T>, St
         .map_err(|e| e.to_string())
 }
 
+/// A removal made by DynamoDB's TTL (the service's identity on the record).
+fn removed_by_ttl(record: &EventRecord) -> bool {
+    record
+        .user_identity
+        .as_ref()
+        .is_some_and(|u| u.principal_id == "dynamodb.amazonaws.com" && u.type_ == "Service")
+}
+
 fn required<T>(image: Option<T>, which: &str) -> Result<T, String> {
     image.ok_or_else(|| format!("no {which} image (the stream must be NEW_AND_OLD_IMAGES)"))
 }
@@ -72,8 +81,17 @@ fn decode(
     let new = &record.change.new_image;
     let old = &record.change.old_image;
     if kind == Kind::Remove {
-        // Deletions are announced by their marker; removals are TTL or
-        // the deletion's own item delete.
+        // A hold's record removed by TTL: the hold expired and no write of
+        // its level swept it; it is ended for good from here.
+        if sort_key.starts_with(ACTIVE_HOLD_PREFIX) && removed_by_ttl(record) {
+            let (tenant, reservation_id) = lapsed_hold(old)?;
+            return Ok(Some(CommittedChange::HoldLapsed {
+                tenant,
+                reservation_id,
+            }));
+        }
+        // Deletions are announced by their marker; other removals are TTL
+        // or the deletion's own item delete.
         return Ok(None);
     }
     if sort_key == ITEM_SK {
@@ -137,4 +155,52 @@ fn decode(
         }));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn removal(by_ttl: bool) -> EventRecord {
+        let mut record = json!({
+            "eventID": "1",
+            "eventName": "REMOVE",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1764840000,
+                "Keys": {"pk": {"S": "T#acme#I#MUG-1"}, "sk": {"S": "H#01M90W17R0WTT9JK1A28PBFMVX"}},
+                "OldImage": {
+                    "pk": {"S": "T#acme#I#MUG-1"}, "sk": {"S": "H#01M90W17R0WTT9JK1A28PBFMVX"},
+                    "tenant_id": {"S": "acme"},
+                    "id": {"S": "rsv_01M90W17R0WTT9JK1A28PBFMVX_MUG-1"},
+                    "location": {"S": "default"}, "quantity": {"N": "2"},
+                    "expires_at_ms": {"N": "1764840000000"}, "expires_at": {"N": "1764840000"}
+                },
+                "SequenceNumber": "100",
+                "SizeBytes": 10,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            }
+        });
+        if by_ttl {
+            record["userIdentity"] = json!({"principalId": "dynamodb.amazonaws.com", "type": "Service"});
+        }
+        serde_json::from_value(record).unwrap()
+    }
+
+    #[test]
+    fn a_hold_record_removed_by_ttl_is_a_lapsed_hold_and_any_other_removal_nothing() {
+        assert_eq!(
+            committed_change(&removal(true)).unwrap(),
+            Some(CommittedChange::HoldLapsed {
+                tenant: "acme".into(),
+                reservation_id: "rsv_01M90W17R0WTT9JK1A28PBFMVX_MUG-1".into(),
+            })
+        );
+        // Ended by a write (its transaction deletes it): nothing to do.
+        assert_eq!(committed_change(&removal(false)).unwrap(), None);
+    }
 }
