@@ -19,19 +19,7 @@ async fn end(t: &Tenant, id: &str, how: &str) -> anyhow::Result<reqwest::Respons
     .await?)
 }
 
-async fn level(t: &Tenant, sku: &str, location: &str) -> anyhow::Result<Value> {
-    let levels: Value = t
-        .get(&format!("/v1/items/{sku}/levels"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    levels["levels"]
-        .as_array()
-        .and_then(|l| l.iter().find(|l| l["location"] == location))
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no level at {location}: {levels}"))
-}
+use stockroom_tests::level_at as level;
 
 async fn ledger_sum(t: &Tenant, sku: &str, location: Option<&str>) -> anyhow::Result<i64> {
     let movements = all_pages(t, &format!("/v1/items/{sku}/movements"), "movements").await?;
@@ -626,20 +614,7 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         {"id": "future", "op": "count", "sku": sku, "on_hand": 1, "occurred_at": "2999-01-01T00:00:00Z"},
         {"id": "sale", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"},
     ]);
-    let resp = t
-        .post_json(
-            "/v1/batches",
-            &json!({"mode": "isolated", "records": records}),
-        )
-        .send()
-        .await?;
-    anyhow::ensure!(resp.status() == 202, "batch: {}", resp.status());
-    let batch_id = resp.json::<Value>().await?["batch_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let batch =
-        stockroom_tests::wait_for_batch(&t, &batch_id, std::time::Duration::from_secs(120)).await?;
+    let (batch_id, batch) = stockroom_tests::run_isolated_batch(&t, records).await?;
     assert_eq!(
         (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
         (Some(4), Some(4)),

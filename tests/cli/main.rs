@@ -304,18 +304,8 @@ async fn counts_per_location_import_as_count_rows() -> anyhow::Result<()> {
         ("MUG-1", "lyon-1", 3),
         ("CUP-1", "paris-1", 40),
     ] {
-        let levels: Value = t
-            .get(&format!("/v1/items/{sku}/levels"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let level = levels["levels"]
-            .as_array()
-            .and_then(|l| l.iter().find(|l| l["location"] == location))
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(level["on_hand"], on_hand, "{sku} at {location}: {levels}");
+        let level = stockroom_tests::level_at(&t, sku, location).await?;
+        assert_eq!(level["on_hand"], on_hand, "{sku} at {location}: {level}");
     }
     Ok(())
 }

@@ -435,6 +435,25 @@ pub async fn upload_declaring(
     ))
 }
 
+/// Submits `records` as an inline isolated batch and waits for its end
+/// (two minutes at most); returns its id and the batch as it ended.
+pub async fn run_isolated_batch(t: &Tenant, records: Value) -> Result<(String, Value)> {
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "isolated", "records": records}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "batch: {}", resp.status());
+    let id = resp.json::<Value>().await?["batch_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let batch = wait_for_batch(t, &id, std::time::Duration::from_secs(120)).await?;
+    Ok((id, batch))
+}
+
 /// Creates `skus` (upserts in inline isolated batches of 5,000) with `quantity`
 /// each, and waits until they are applied.
 pub async fn seed(t: &Tenant, skus: &[String], quantity: i64) -> Result<()> {
@@ -443,24 +462,25 @@ pub async fn seed(t: &Tenant, skus: &[String], quantity: i64) -> Result<()> {
             .iter()
             .map(|s| json!({"id": s, "op": "upsert", "sku": s, "name": "Seed", "quantity": quantity}))
             .collect();
-        let resp = t
-            .post_json(
-                "/v1/batches",
-                &json!({"mode": "isolated", "records": records}),
-            )
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status() == 202, "seed: {}", resp.status());
-        let id = resp.json::<Value>().await?["batch_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        anyhow::ensure!(
-            wait_for_batch(t, &id, std::time::Duration::from_secs(120)).await?["status"]
-                == "completed"
-        );
+        let (_, batch) = run_isolated_batch(t, Value::Array(records)).await?;
+        anyhow::ensure!(batch["status"] == "completed", "seed: {batch}");
     }
     Ok(())
+}
+
+/// The level of `sku` at `location`, as `GET /v1/items/{sku}/levels` shows it.
+pub async fn level_at(t: &Tenant, sku: &str, location: &str) -> Result<Value> {
+    let levels: Value = t
+        .get(&format!("/v1/items/{sku}/levels"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    levels["levels"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["location"] == location))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no level at {location}: {levels}"))
 }
 
 /// Every element of `field` over all pages of a cursor-paginated GET

@@ -250,23 +250,15 @@ impl ReservationsService {
             };
             let view = Reservation::of(&ended, now_ms);
             let record = idempotency.map(|i| i.response(200, &view, now));
-            let swept = before.write(&after, None, ctx, &now_s);
-            let mut holds = vec![HoldWrite::End {
-                id: id.clone(),
-                status,
-                ended_at: now_s.clone(),
-            }];
-            holds.extend(swept.ended);
-            let write = LevelWrite {
-                before: &before.stored,
-                after: swept.stored,
-                holds_check_at: swept.holds_check_at,
-                movements: [vec![ended_movement], swept.movements].concat(),
-                holds,
-                idempotency: record.as_ref(),
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let write = end_hold_write(
+                &before,
+                &after,
+                (id, status),
+                ended_movement,
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
             let written = self.stores.levels.record_level_change(tenant, &write).await;
             if let Some(outcome) = self
                 .settle(tenant, idempotency, attempt, written, view)
@@ -384,23 +376,15 @@ impl ReservationsService {
                 ctx,
                 &now_s,
             );
-            let swept = before.write(&after, None, ctx, &now_s);
-            let mut holds = vec![HoldWrite::End {
-                id: id.clone(),
-                status: ReservationStatus::Expired,
-                ended_at: now_s.clone(),
-            }];
-            holds.extend(swept.ended);
-            let write = LevelWrite {
-                before: &before.stored,
-                after: swept.stored,
-                holds_check_at: swept.holds_check_at,
-                movements: [vec![lapsed], swept.movements].concat(),
-                holds,
-                idempotency: None,
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let write = end_hold_write(
+                &before,
+                &after,
+                (id, ReservationStatus::Expired),
+                lapsed,
+                None,
+                ctx,
+                &now_s,
+            );
             match self.stores.levels.record_level_change(tenant, &write).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::ConditionFailed) => backoff(attempt).await,
@@ -463,6 +447,36 @@ impl ReservationsService {
 
 /// The reservation rules on the in-memory stores: no oversell under
 /// concurrency, a hold ends once, commit moves on hand with a movement.
+/// The write that ends hold `id` as `status`, with its movement, at
+/// `before`'s level going to `after` (expired holds swept along).
+fn end_hold_write<'a>(
+    before: &'a LevelNow,
+    after: &crate::domain::level::Level,
+    (id, status): (&ReservationId, ReservationStatus),
+    movement: crate::domain::Movement,
+    idempotency: Option<&'a crate::ports::IdempotencyRecord>,
+    ctx: &'a MovementContext,
+    at: &'a str,
+) -> LevelWrite<'a> {
+    let swept = before.write(after, None, ctx, at);
+    let mut holds = vec![HoldWrite::End {
+        id: id.clone(),
+        status,
+        ended_at: at.to_owned(),
+    }];
+    holds.extend(swept.ended);
+    LevelWrite {
+        before: &before.stored,
+        after: swept.stored,
+        holds_check_at: swept.holds_check_at,
+        movements: [vec![movement], swept.movements].concat(),
+        holds,
+        idempotency,
+        request_id: &ctx.request_id,
+        at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,7 +186,8 @@ mod tests {
             }
         });
         if by_ttl {
-            record["userIdentity"] = json!({"principalId": "dynamodb.amazonaws.com", "type": "Service"});
+            record["userIdentity"] =
+                json!({"principalId": "dynamodb.amazonaws.com", "type": "Service"});
         }
         serde_json::from_value(record).unwrap()
     }
