@@ -10,7 +10,7 @@ use crate::domain::{Movement, MovementContext, MovementId, TenantId};
 use crate::error::ApiError;
 use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
 use crate::levels::LevelNow;
-use crate::ports::{ItemStore, LevelWrite, StoreError};
+use crate::ports::{ItemStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -122,17 +122,14 @@ impl CountsService {
                 movement_id: movement.movement_id.clone(),
             };
             let record = idempotency.map(|i| i.response(200, &result, now));
-            let swept = before.write(&after, None, ctx, &now_s);
-            let write = LevelWrite {
-                before: &before.stored,
-                after: swept.stored,
-                holds_check_at: swept.holds_check_at,
-                movements: [vec![movement], swept.movements].concat(),
-                holds: swept.ended,
-                idempotency: record.as_ref(),
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let write = before.level_write(
+                &after,
+                None,
+                (vec![movement], Vec::new()),
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
             match self.stores.levels.record_level_change(tenant, &write).await {
                 Ok(()) => return Ok(CountOutcome::Recorded(result)),
                 Err(StoreError::ConditionFailed) => {}

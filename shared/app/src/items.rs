@@ -12,8 +12,8 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::levels::LevelNow;
 use crate::ports::{
-    IdempotencyRecord, ItemStore, LevelStore, LevelWrite, LocationStore, Page, PageKey,
-    ReservationStore, StoreError,
+    IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, ReservationStore,
+    StoreError,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -596,17 +596,14 @@ impl ItemsService {
                 applied,
             };
             let record = idempotency.map(|idem| idem.record(&result, now));
-            let swept = before.write(&after, None, ctx, &now_s);
-            let write = LevelWrite {
-                before: &before.stored,
-                after: swept.stored,
-                holds_check_at: swept.holds_check_at,
-                movements: [vec![movement], swept.movements].concat(),
-                holds: swept.ended,
-                idempotency: record.as_ref(),
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let write = before.level_write(
+                &after,
+                None,
+                (vec![movement], Vec::new()),
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
             // A failed condition: the level, the item or the location
             // changed; `settle` reads again.
             let written = stores.levels.record_level_change(tenant, &write).await;
@@ -645,21 +642,8 @@ impl ItemsService {
         let mut levels = Vec::with_capacity(stored.len());
         for level in stored {
             // Holds that expired unswept stop counting now.
-            let now = if level.holds_check_at.is_some_and(|at| at <= now_ms) {
-                LevelNow::read(
-                    stores.levels.as_ref(),
-                    stores.holds.as_ref(),
-                    tenant,
-                    sku,
-                    &level.location,
-                    now_ms,
-                )
-                .await?
-                .level
-            } else {
-                level.level
-            };
-            levels.push(LevelView::of(level.location, &now));
+            let now = LevelNow::of(level, stores.holds.as_ref(), tenant, sku, now_ms).await?;
+            levels.push(LevelView::of(now.stored.location, &now.level));
         }
         Ok(ItemLevels {
             sku: item.sku,
@@ -691,23 +675,10 @@ impl ItemsService {
                 });
                 continue;
             };
-            let now = if level.holds_check_at.is_some_and(|at| at <= now_ms) {
-                LevelNow::read(
-                    stores.levels.as_ref(),
-                    stores.holds.as_ref(),
-                    tenant,
-                    sku,
-                    location,
-                    now_ms,
-                )
-                .await?
-                .level
-            } else {
-                level.level
-            };
+            let now = LevelNow::of(level, stores.holds.as_ref(), tenant, sku, now_ms).await?;
             out.levels.push(SkuLevel {
                 sku: sku.to_string(),
-                level: LevelView::of(location.clone(), &now),
+                level: LevelView::of(location.clone(), &now.level),
             });
         }
         Ok(out)

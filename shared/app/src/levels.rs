@@ -7,7 +7,9 @@ use crate::domain::level::Level;
 use crate::domain::location::LocationId;
 use crate::domain::reservation::{EXPIRE_REASON, ReservationId, ReservationStatus};
 use crate::domain::{Movement, MovementContext, Sku, TenantId};
-use crate::ports::{HoldWrite, LevelStore, ReservationStore, StoreError, StoredLevel};
+use crate::ports::{
+    HoldWrite, IdempotencyRecord, LevelStore, LevelWrite, ReservationStore, StoreError, StoredLevel,
+};
 
 /// Expired holds one write ends for good: each is three actions (its
 /// reservation, its active-hold record, its movement), and a transfer's
@@ -47,6 +49,19 @@ impl LevelNow {
         now_ms: u64,
     ) -> Result<Self, StoreError> {
         let stored = levels.level(tenant, sku, location).await?;
+        Self::of(stored, holds, tenant, sku, now_ms).await
+    }
+
+    /// A level already read (`stored`) as it stands at `now_ms`: its
+    /// holds are read only when one of them may have expired.
+    pub async fn of(
+        stored: StoredLevel,
+        holds: &dyn ReservationStore,
+        tenant: &TenantId,
+        sku: &Sku,
+        now_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let location = &stored.location;
         let due = stored.holds_check_at.is_some_and(|at| at <= now_ms);
         if !due {
             return Ok(Self {
@@ -83,6 +98,30 @@ impl LevelNow {
         let before = self.expired.len();
         self.expired.retain(|(e, _)| e != id);
         self.expired.len() != before
+    }
+
+    /// The level write of `after` with its own movements and holds (`own`),
+    /// sweeping expired holds along (see [`LevelNow::write`]).
+    pub fn level_write<'a>(
+        &'a self,
+        after: &Level,
+        new_expiry: Option<u64>,
+        (movements, holds): (Vec<Movement>, Vec<HoldWrite>),
+        idempotency: Option<&'a IdempotencyRecord>,
+        ctx: &'a MovementContext,
+        at: &'a str,
+    ) -> LevelWrite<'a> {
+        let swept = self.write(after, new_expiry, ctx, at);
+        LevelWrite {
+            before: &self.stored,
+            after: swept.stored,
+            holds_check_at: swept.holds_check_at,
+            movements: [movements, swept.movements].concat(),
+            holds: [holds, swept.ended].concat(),
+            idempotency,
+            request_id: &ctx.request_id,
+            at,
+        }
     }
 
     /// The write of `after` (derived from [`LevelNow::level`]), sweeping up

@@ -142,19 +142,14 @@ impl ReservationsService {
                 ctx,
                 &now_s,
             );
-            let swept = before.write(&after, Some(expires_at_ms), ctx, &now_s);
-            let mut holds = vec![HoldWrite::Create(hold)];
-            holds.extend(swept.ended);
-            let write = LevelWrite {
-                before: &before.stored,
-                after: swept.stored,
-                holds_check_at: swept.holds_check_at,
-                movements: [vec![placed], swept.movements].concat(),
-                holds,
-                idempotency: record.as_ref(),
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let write = before.level_write(
+                &after,
+                Some(expires_at_ms),
+                (vec![placed], vec![HoldWrite::Create(hold)]),
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
             let written = self.stores.levels.record_level_change(tenant, &write).await;
             if let Some(outcome) = self
                 .settle(tenant, idempotency, attempt, written, view)
@@ -458,23 +453,19 @@ fn end_hold_write<'a>(
     ctx: &'a MovementContext,
     at: &'a str,
 ) -> LevelWrite<'a> {
-    let swept = before.write(after, None, ctx, at);
-    let mut holds = vec![HoldWrite::End {
+    let ended = HoldWrite::End {
         id: id.clone(),
         status,
         ended_at: at.to_owned(),
-    }];
-    holds.extend(swept.ended);
-    LevelWrite {
-        before: &before.stored,
-        after: swept.stored,
-        holds_check_at: swept.holds_check_at,
-        movements: [vec![movement], swept.movements].concat(),
-        holds,
+    };
+    before.level_write(
+        after,
+        None,
+        (vec![movement], vec![ended]),
         idempotency,
-        request_id: &ctx.request_id,
+        ctx,
         at,
-    }
+    )
 }
 
 #[cfg(test)]

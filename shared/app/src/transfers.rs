@@ -8,7 +8,7 @@ use crate::domain::{Movement, MovementContext, TenantId};
 use crate::error::ApiError;
 use crate::items::{IdempotencyRequest, LevelStores, backoff, stored_response};
 use crate::levels::LevelNow;
-use crate::ports::{ItemStore, LevelWrite, StoreError};
+use crate::ports::{ItemStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -131,30 +131,17 @@ impl TransfersService {
                 },
             };
             let record = idempotency.map(|i| i.response(200, &result, now));
-            let (from_swept, to_swept) = (
-                from.write(&from_after, None, ctx, &now_s),
-                to.write(&to_after, None, ctx, &now_s),
+            // The idempotency record goes with one side.
+            let from_write = from.level_write(
+                &from_after,
+                None,
+                (vec![out], Vec::new()),
+                record.as_ref(),
+                ctx,
+                &now_s,
             );
-            let from_write = LevelWrite {
-                before: &from.stored,
-                after: from_swept.stored,
-                holds_check_at: from_swept.holds_check_at,
-                movements: [vec![out], from_swept.movements].concat(),
-                holds: from_swept.ended,
-                idempotency: record.as_ref(),
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
-            let to_write = LevelWrite {
-                before: &to.stored,
-                after: to_swept.stored,
-                holds_check_at: to_swept.holds_check_at,
-                movements: [vec![into], to_swept.movements].concat(),
-                holds: to_swept.ended,
-                idempotency: None,
-                request_id: &ctx.request_id,
-                at: &now_s,
-            };
+            let to_write =
+                to.level_write(&to_after, None, (vec![into], Vec::new()), None, ctx, &now_s);
             match self
                 .stores
                 .levels
