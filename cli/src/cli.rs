@@ -95,7 +95,7 @@ By default the file is uploaded: POST /v1/batches asks for an upload URL, the fi
 streamed there (up to 1 GiB, 2,000,000 rows), then the batch is followed to its end.
 Record ids are row numbers: NDJSON lines from 1, CSV rows with the header as row 1.
 
-A stocktake per location is a file of count rows (isolated mode), e.g.
+A stocktake per location is a file of count rows, e.g.
   op,sku,location,on_hand,occurred_at
   count,MUG-1,paris-1,12,2026-12-01T06:00:00Z
 Each sets the level at its location as of occurred_at (see docs/guarantees.md#counts).

@@ -611,13 +611,14 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         {"id": "oversell", "op": "adjust", "sku": sku, "delta": -3, "reason": "sale"},
         {"id": "too-much", "op": "reserve", "sku": sku, "quantity": 2, "expires_in": 600},
         {"id": "nowhere", "op": "transfer", "sku": sku, "from": "default", "to": "no-such-place", "quantity": 1},
+        {"id": "overdraw", "op": "transfer", "sku": sku, "from": depot, "to": "default", "quantity": 100},
         {"id": "future", "op": "count", "sku": sku, "on_hand": 1, "occurred_at": "2999-01-01T00:00:00Z"},
         {"id": "sale", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"},
     ]);
     let (batch_id, batch) = stockroom_tests::run_isolated_batch(&t, records).await?;
     assert_eq!(
         (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
-        (Some(4), Some(4)),
+        (Some(4), Some(5)),
         "{batch}"
     );
     let failures = all_pages(&t, &format!("/v1/batches/{batch_id}/failures"), "failures").await?;
@@ -636,6 +637,7 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         [
             ("future".into(), "invalid_record".into()),
             ("nowhere".into(), "location_not_found".into()),
+            ("overdraw".into(), "insufficient_available".into()),
             ("oversell".into(), "insufficient_available".into()),
             ("too-much".into(), "insufficient_available".into()),
         ]
@@ -689,6 +691,136 @@ async fn a_batch_of_counts_transfers_and_holds_applies_each_once_by_its_routes_r
         Some(1),
         "{holds}"
     );
+    Ok(())
+}
+
+/// An atomic batch carries counts, transfers and holds with its item
+/// writes: all of them commit in one transaction, or, when one record is
+/// refused, none does and each record says why.
+#[tokio::test]
+async fn an_atomic_batch_of_counts_transfers_and_holds_applies_whole_or_not_at_all()
+-> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let (sku, other) = (unique_sku("atomic-lv"), unique_sku("atomic-lv2"));
+    let depot = unique_sku("loc");
+    let resp = t
+        .post_json(
+            "/v1/locations",
+            &json!({"id": depot, "name": "Depot", "kind": "warehouse"}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "location: {}", resp.status());
+    let earlier = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)?;
+    let records = |with_refused_hold: bool| {
+        let mut records = vec![
+            json!({"id": "new", "op": "upsert", "sku": sku, "name": "Mug", "quantity": 10}),
+            json!({"id": "move", "op": "transfer", "sku": sku, "from": "default", "to": depot, "quantity": 4}),
+            json!({"id": "count", "op": "count", "sku": sku, "location": depot, "on_hand": 5, "occurred_at": earlier}),
+            json!({"id": "hold", "op": "reserve", "sku": sku, "quantity": 5, "expires_in": 600, "reference": "cart-1"}),
+            json!({"id": "sale", "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"}),
+            json!({"id": "other", "op": "upsert", "sku": other, "name": "Tea", "quantity": 2}),
+            json!({"id": "other-hold", "op": "reserve", "sku": other, "quantity": 2, "expires_in": 600}),
+        ];
+        if with_refused_hold {
+            // Nothing of `other` is at the depot.
+            records.push(json!({"id": "refused", "op": "reserve", "sku": other, "location": depot, "quantity": 1, "expires_in": 600}));
+        }
+        Value::Array(records)
+    };
+    // More writes than one transaction takes (25 x item, two levels, a
+    // tally; and the claim: 101): refused at once.
+    let transfers: Vec<Value> = (0..25)
+        .map(|i| json!({"id": format!("t{i}"), "op": "transfer", "sku": format!("{sku}-{i}"), "from": "default", "to": depot, "quantity": 1}))
+        .collect();
+    let resp = t
+        .post_json(
+            "/v1/batches",
+            &json!({"mode": "atomic", "records": transfers}),
+        )
+        .send()
+        .await?;
+    let problem = expect_problem(resp, 422, "validation_failed").await?;
+    assert!(
+        problem.to_string().contains("at most 100 writes"),
+        "{problem}"
+    );
+    let (batch_id, batch) = stockroom_tests::run_batch(&t, "atomic", records(true)).await?;
+    assert_eq!(
+        (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
+        (Some(0), Some(8)),
+        "{batch}"
+    );
+    let failures = all_pages(&t, &format!("/v1/batches/{batch_id}/failures"), "failures").await?;
+    let codes: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["record_id"].as_str().unwrap_or_default(),
+                f["code"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(codes.len(), 8, "{codes:?}");
+    assert!(
+        codes.contains(&("refused", "insufficient_available")),
+        "{codes:?}"
+    );
+    assert!(
+        codes
+            .iter()
+            .filter(|(id, _)| *id != "refused")
+            .all(|(_, code)| *code == "atomic_batch_aborted"),
+        "{codes:?}"
+    );
+    for s in [&sku, &other] {
+        let resp = t.get(&format!("/v1/items/{s}")).send().await?;
+        assert_eq!(resp.status(), 404, "{s} was written by a rejected batch");
+    }
+    let holds: Value = t
+        .get(&format!("/v1/reservations?sku={other}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(holds["reservations"], json!([]), "{holds}");
+
+    let (_, batch) = stockroom_tests::run_batch(&t, "atomic", records(false)).await?;
+    assert_eq!(
+        (batch["succeeded"].as_u64(), batch["failed"].as_u64()),
+        (Some(7), Some(0)),
+        "{batch}"
+    );
+    // 10 - 4 moved - 1 sold at the default location, 5 of it held; the
+    // depot counted at 5 before the 4 arrived, which stay on top.
+    let default = level(&t, &sku, "default").await?;
+    assert_eq!(
+        (&default["on_hand"], &default["reserved"]),
+        (&json!(5), &json!(5)),
+        "{default}"
+    );
+    assert_eq!(level(&t, &sku, &depot).await?["on_hand"], json!(9));
+    let other_level = level(&t, &other, "default").await?;
+    assert_eq!(other_level["available"], json!(0), "{other_level}");
+    // The ledger balances with the levels, once the batch's ledger is written.
+    assert_eq!(ledger_sum(&t, &sku, None).await?, 5);
+    assert_eq!(ledger_sum(&t, &sku, Some(&depot)).await?, 9);
+    let holds: Value = t
+        .get(&format!("/v1/reservations?sku={sku}&status=active"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        holds["reservations"].as_array().map(Vec::len),
+        Some(1),
+        "{holds}"
+    );
+    // The depot holds stock now: it cannot be deleted (its tally counted
+    // the level the batch stocked).
+    let resp = t.delete(&format!("/v1/locations/{depot}")).send().await?;
+    assert_eq!(resp.status(), 409);
     Ok(())
 }
 

@@ -438,11 +438,13 @@ pub async fn upload_declaring(
 /// Submits `records` as an inline isolated batch and waits for its end
 /// (two minutes at most); returns its id and the batch as it ended.
 pub async fn run_isolated_batch(t: &Tenant, records: Value) -> Result<(String, Value)> {
+    run_batch(t, "isolated", records).await
+}
+
+/// Submits an inline batch in `mode` and waits until it ends: (id, batch).
+pub async fn run_batch(t: &Tenant, mode: &str, records: Value) -> Result<(String, Value)> {
     let resp = t
-        .post_json(
-            "/v1/batches",
-            &json!({"mode": "isolated", "records": records}),
-        )
+        .post_json("/v1/batches", &json!({"mode": mode, "records": records}))
         .send()
         .await?;
     anyhow::ensure!(resp.status() == 202, "batch: {}", resp.status());

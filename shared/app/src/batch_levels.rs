@@ -32,7 +32,8 @@ const RECORD_KEY_TTL_SECONDS: i64 = 15 * 24 * 3600;
 /// The use cases a batch's count, transfer and reserve records run.
 #[derive(Clone)]
 pub struct LevelRecords {
-    items: Arc<dyn ItemStore>,
+    pub(crate) items: Arc<dyn ItemStore>,
+    pub(crate) stores: LevelStores,
     counts: CountsService,
     transfers: TransfersService,
     reservations: ReservationsService,
@@ -66,8 +67,9 @@ impl LevelRecords {
         Self {
             counts: CountsService::new(items.clone(), stores.clone()),
             transfers: TransfersService::new(items.clone(), stores.clone()),
-            reservations: ReservationsService::new(items.clone(), stores),
+            reservations: ReservationsService::new(items.clone(), stores.clone()),
             items,
+            stores,
         }
     }
 
@@ -249,6 +251,14 @@ fn refusal(e: ApiError) -> Result<(&'static str, String), StoreError> {
         } => (
             "insufficient_available",
             format!("{requested} units asked, {available} available"),
+        ),
+        // A transfer asks for more than is available where it takes from.
+        ApiError::InsufficientStock { available, delta } => (
+            "insufficient_available",
+            format!(
+                "{} units asked, {available} available",
+                delta.unsigned_abs()
+            ),
         ),
         ApiError::CountBelowReserved { reserved } => (
             "count_below_reserved",

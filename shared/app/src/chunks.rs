@@ -10,11 +10,12 @@
 //! a lost race re-reads and retries only what is left of the group. When
 //! every record has an outcome, the chunk is counted into the header once.
 //!
-//! Atomic mode is one transaction for the whole chunk, which the store
-//! commits from the domain's plan (`ChunkApplication::apply_atomic_chunk`).
+//! Atomic mode is one transaction for the whole chunk, counts, transfers
+//! and holds included (`atomic_batches`).
 //!
-//! A count, transfer or hold is applied by its own use case in its own
-//! transaction (`batch_levels`); its outcome marker commits with its group.
+//! In isolated mode a count, transfer or hold is applied by its own use case
+//! in its own transaction (`batch_levels`); its outcome marker commits with
+//! its group.
 //!
 //! What each record does and which events it causes are the domain's rules
 //! (`domain::chunk_plan`); the store only reads and commits.
@@ -22,7 +23,7 @@
 use crate::batch_levels::LevelRecords;
 use crate::clock;
 use crate::domain::TenantId;
-use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage, RecordFailure};
+use crate::domain::batch::{BatchMode, BatchRecord, ChunkMessage};
 use crate::domain::chunk_plan::{
     self as chunk_plan, count_outcomes, distinct_skus, plan_record, take_group,
 };
@@ -45,7 +46,9 @@ pub async fn apply_chunk(
 ) -> Result<(), StoreError> {
     match chunk.mode {
         BatchMode::Isolated => apply_isolated(store, levels, chunk, disposition).await,
-        BatchMode::Atomic => store.apply_atomic_chunk(chunk, disposition).await,
+        BatchMode::Atomic => {
+            crate::atomic_batches::apply_atomic(store, levels, chunk, disposition).await
+        }
     }
 }
 
@@ -88,7 +91,7 @@ async fn apply_isolated(
         {
             GroupCommit::Committed => {
                 let failures: Vec<_> = planned.into_iter().filter_map(|p| p.plan.failure).collect();
-                log_failures(&failures);
+                crate::telemetry::log_failures(&failures);
             }
             GroupCommit::Retry(positions) => {
                 round += 1;
@@ -172,12 +175,4 @@ async fn plan_group<'a>(
 async fn backoff(round: u32) {
     let ms = (5u64 << round.min(6)).min(500);
     tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-/// One line per failed record (its id, code and reason), so "what happened
-/// to record R of batch B" is answered by the logs too.
-pub fn log_failures(failures: &[RecordFailure]) {
-    for f in failures {
-        tracing::info!(record_id = %f.record_id, code = %f.code, reason = %f.message, "record failed");
-    }
 }

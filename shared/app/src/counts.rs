@@ -82,7 +82,7 @@ impl CountsService {
                 now_ms,
             )
             .await?;
-            let applied_after = self.applied_after(tenant, count).await?;
+            let applied_after = applied_after(self.items.as_ref(), tenant, count).await?;
             let (after, delta, applied) =
                 match before
                     .level
@@ -145,43 +145,6 @@ impl CountsService {
         Err(ApiError::ConcurrentUpdate)
     }
 
-    /// The deltas applied to the count's level that occurred after it, read
-    /// from the ledger, newest first. A change is recorded at most
-    /// [`CLOCK_SKEW_MS`] before it says it occurred, so the read stops at
-    /// movements minted that long before the count's time.
-    async fn applied_after(&self, tenant: &TenantId, count: &NewCount) -> Result<i64, ApiError> {
-        let horizon = count
-            .occurred_at
-            .unix_ms()
-            .saturating_sub(u64::try_from(CLOCK_SKEW_MS).unwrap_or(0));
-        let location = (!count.location.is_default()).then(|| count.location.as_str());
-        let mut sum = 0i64;
-        let mut start = None;
-        loop {
-            let page = self
-                .items
-                .list_movements(tenant, &count.sku, 100, start, None)
-                .await?;
-            for m in &page.items {
-                let minted = MovementId::minted_ms(&m.movement_id).unwrap_or(0);
-                if minted < horizon {
-                    return Ok(sum);
-                }
-                let occurred = m
-                    .occurred_at
-                    .clone()
-                    .map_or_else(|| OccurredAt::from_unix_ms(minted), OccurredAt::from_stored);
-                if m.applies && m.location.as_deref() == location && occurred > count.occurred_at {
-                    sum = sum.saturating_add(m.delta);
-                }
-            }
-            match page.next {
-                Some(next) => start = Some(next),
-                None => return Ok(sum),
-            }
-        }
-    }
-
     async fn replay(
         &self,
         tenant: &TenantId,
@@ -190,5 +153,45 @@ impl CountsService {
         Ok(stored_response(self.items.as_ref(), tenant, idempotency)
             .await?
             .map(|(status, body)| CountOutcome::Replayed { status, body }))
+    }
+}
+
+/// The deltas applied to the count's level that occurred after it, read
+/// from the ledger, newest first. A change is recorded at most
+/// [`CLOCK_SKEW_MS`] before it says it occurred, so the read stops at
+/// movements minted that long before the count's time.
+pub(crate) async fn applied_after(
+    items: &dyn ItemStore,
+    tenant: &TenantId,
+    count: &NewCount,
+) -> Result<i64, ApiError> {
+    let horizon = count
+        .occurred_at
+        .unix_ms()
+        .saturating_sub(u64::try_from(CLOCK_SKEW_MS).unwrap_or(0));
+    let location = (!count.location.is_default()).then(|| count.location.as_str());
+    let mut sum = 0i64;
+    let mut start = None;
+    loop {
+        let page = items
+            .list_movements(tenant, &count.sku, 100, start, None)
+            .await?;
+        for m in &page.items {
+            let minted = MovementId::minted_ms(&m.movement_id).unwrap_or(0);
+            if minted < horizon {
+                return Ok(sum);
+            }
+            let occurred = m
+                .occurred_at
+                .clone()
+                .map_or_else(|| OccurredAt::from_unix_ms(minted), OccurredAt::from_stored);
+            if m.applies && m.location.as_deref() == location && occurred > count.occurred_at {
+                sum = sum.saturating_add(m.delta);
+            }
+        }
+        match page.next {
+            Some(next) => start = Some(next),
+            None => return Ok(sum),
+        }
     }
 }

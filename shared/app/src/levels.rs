@@ -124,6 +124,25 @@ impl LevelNow {
         }
     }
 
+    /// The level to store for `after` without sweeping (an atomic batch's
+    /// one transaction has no room for it): the expired units still count
+    /// as stored, and the level is due for a sweep at its next write.
+    pub fn unswept(&self, after: &Level, new_expiry: Option<u64>) -> (Level, Option<u64>) {
+        let expired: i64 = self.expired.iter().map(|(_, q)| q).sum();
+        let due = (!self.expired.is_empty()).then_some(0);
+        let holds_check_at = [self.next_expiry, new_expiry, due]
+            .into_iter()
+            .flatten()
+            .min();
+        (
+            Level {
+                reserved: after.reserved + expired,
+                ..after.clone()
+            },
+            holds_check_at,
+        )
+    }
+
     /// The write of `after` (derived from [`LevelNow::level`]), sweeping up
     /// to [`SWEEP_PER_WRITE`] expired holds, each with its movement; made
     /// by `ctx` at `ended_at`; `new_expiry` is that of a hold the write adds.

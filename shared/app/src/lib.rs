@@ -4,6 +4,7 @@
 //! axum or the Lambda runtime, so the `memory` feature's in-memory adapters
 //! can run every use case in a unit test.
 
+pub mod atomic_batches;
 pub mod auth;
 pub mod batch_levels;
 pub mod batches;

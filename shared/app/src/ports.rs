@@ -521,6 +521,54 @@ pub struct ItemsRead {
     pub held: std::collections::HashMap<String, i64>,
 }
 
+/// What an atomic chunk commits: the domain's plan, and the levels its
+/// counts, transfers and holds change (none for a rejected plan).
+#[derive(Clone, Debug)]
+pub struct AtomicCommit {
+    pub plan: crate::domain::chunk_plan::AtomicPlan,
+    pub levels: Vec<AtomicLevelWrite>,
+}
+
+/// A level an atomic chunk changes, conditioned on its versions as read.
+/// Its movements are in the plan's ledger; the item's part of the level
+/// (on hand at the default location, its version) is in the plan's items.
+#[derive(Clone, Debug)]
+pub struct AtomicLevelWrite {
+    pub sku: Sku,
+    pub before: StoredLevel,
+    /// As stored: expired holds not swept yet still count here.
+    pub after: Level,
+    pub holds_check_at: Option<u64>,
+    /// The holds placed.
+    pub holds: Vec<HoldWrite>,
+}
+
+impl AtomicLevelWrite {
+    /// As a level write (no movement, no key: the batch's claim is its).
+    pub fn level_write<'a>(&'a self, request_id: &'a str, at: &'a str) -> LevelWrite<'a> {
+        LevelWrite {
+            before: &self.before,
+            after: self.after.clone(),
+            holds_check_at: self.holds_check_at,
+            movements: Vec::new(),
+            holds: self.holds.clone(),
+            idempotency: None,
+            request_id,
+            at,
+        }
+    }
+}
+
+/// How an atomic chunk's commit ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AtomicCommitted {
+    Committed,
+    /// Another delivery's claim committed first: its outcome stands.
+    Decided,
+    /// Something read changed: nothing committed; read and plan again.
+    Retry,
+}
+
 /// How a group's commit ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GroupCommit {
@@ -591,13 +639,22 @@ pub trait ChunkApplication: BatchHeaders {
         failed: u64,
     ) -> Result<(), StoreError>;
 
-    /// Atomic mode (one chunk, at most 99 records): all of it in one
-    /// transaction with the header's claim, or nothing but the failure
-    /// report (`domain::chunk_plan::plan_atomic`). Idempotent.
-    async fn apply_atomic_chunk(
+    /// Atomic mode (one chunk, at most 99 records): commits the plan in one
+    /// transaction with the header's claim (`chunks_done` 0 -> 1): every
+    /// item and level write conditioned on its version as read, or, for a
+    /// rejected plan, nothing but the claim and its failure report.
+    async fn commit_atomic_chunk(
         &self,
         chunk: &ChunkMessage,
-        disposition: ChunkDisposition,
+        commit: &AtomicCommit,
+    ) -> Result<AtomicCommitted, StoreError>;
+
+    /// Once an atomic chunk's claim committed: writes what follows from it
+    /// (ledger movements, deletion markers, failure entries), idempotently.
+    async fn finish_atomic_chunk(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
     ) -> Result<(), StoreError>;
 
     /// A dead-lettered chunk whose body cannot be read: count its records as

@@ -67,3 +67,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// One line per failed batch record (its id, code and reason), so "what
+/// happened to record R of batch B" is answered by the logs too.
+pub fn log_failures(failures: &[crate::domain::batch::RecordFailure]) {
+    for f in failures {
+        tracing::info!(record_id = %f.record_id, code = %f.code, reason = %f.message, "record failed");
+    }
+}

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 /// Most records one inline batch may carry.
 pub const MAX_BATCH_RECORDS: usize = 50_000;
 /// Most records an atomic batch may carry: they are applied in one DynamoDB
-/// transaction (at most 100 actions: one per record plus the batch header).
+/// transaction (at most 100 actions: one per item plus the batch header;
+/// counts, transfers and holds take more, see [`atomic_actions`]).
 pub const MAX_ATOMIC_RECORDS: usize = 99;
 pub const MAX_RECORD_ID: usize = 128;
 
@@ -346,9 +347,6 @@ pub fn ops_listed() -> String {
     format!("{} or {last}", rest.join(", "))
 }
 
-/// Ops an atomic batch may not carry: each is its own transaction.
-pub const LEVEL_OPS: &[&str] = &["count", "transfer", "reserve"];
-
 /// The body of a batch request, which must be a JSON object.
 pub(crate) fn request_object(
     body: &Value,
@@ -447,12 +445,6 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
     let mut valid = Vec::with_capacity(records.len());
     let mut invalid = Vec::new();
     for (i, rec) in records.iter().enumerate() {
-        if mode == BatchMode::Atomic
-            && let Some(failure) = not_atomic(i as u32, rec)
-        {
-            invalid.push(failure);
-            continue;
-        }
         match parse_record(i as u32, rec) {
             Ok(r) => valid.push(r),
             Err(f) => invalid.push(f),
@@ -469,20 +461,38 @@ pub fn parse_batch(body: &Value) -> Result<BatchRequest, BatchRejection> {
     })
 }
 
-/// A count, transfer or hold in an atomic batch: refused, since each is a
-/// transaction of its own (levels, tallies, holds) that cannot join the
-/// batch's single one.
-pub(crate) fn not_atomic(index: u32, rec: &Value) -> Option<RecordFailure> {
-    let op = rec.get("op").and_then(Value::as_str)?;
-    LEVEL_OPS.contains(&op).then(|| {
-        RecordFailure::new(
-            index,
-            rec.get("id").and_then(Value::as_str).unwrap_or_default(),
-            rec.get("sku").and_then(Value::as_str),
-            "invalid_record",
-            format!("op: {op} records are applied in isolated mode only; submit them in an isolated batch"),
-        )
-    })
+/// Most actions one DynamoDB transaction may take.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// The most writes an atomic batch's one transaction can need, whatever
+/// the records find: each item once; each level a count, transfer or hold
+/// names once, and, away from the default location, the tally shard of its
+/// location (it may start or stop holding stock); a hold's reservation and
+/// active-hold records; and the header's claim.
+pub fn atomic_actions(records: &[BatchRecord]) -> usize {
+    let mut skus = HashSet::new();
+    let mut levels = HashSet::new();
+    let mut holds = 0;
+    for rec in records {
+        skus.insert(rec.sku.as_str());
+        let at = |l: &Option<String>| l.clone().unwrap_or_else(|| "default".to_owned());
+        match &rec.op {
+            RecordOp::Count { location, .. } => {
+                levels.insert((rec.sku.as_str(), at(location)));
+            }
+            RecordOp::Transfer { from, to, .. } => {
+                levels.insert((rec.sku.as_str(), from.clone()));
+                levels.insert((rec.sku.as_str(), to.clone()));
+            }
+            RecordOp::Reserve { location, .. } => {
+                levels.insert((rec.sku.as_str(), at(location)));
+                holds += 1;
+            }
+            _ => {}
+        }
+    }
+    let elsewhere = levels.iter().filter(|(_, l)| l != "default").count();
+    skus.len() + levels.len() + elsewhere + 2 * holds + 1
 }
 
 /// Validates one record whose `id` and `op` are known to be well formed.
@@ -730,7 +740,7 @@ impl BatchRecord {
                 RecordEffect::Fail {
                     code: "invalid_record",
                     message: format!(
-                        "op: {} records are applied in isolated mode only",
+                        "op: {} records change levels, not the item alone",
                         self.op_name()
                     ),
                 }
@@ -926,8 +936,8 @@ pub fn chunk_records(
 /// message (256 KiB with its envelope and attributes).
 pub const MAX_ATOMIC_CHUNK_BYTES: usize = 200 * 1024;
 
-/// An atomic batch is applied from one message: all its records in one
-/// chunk, refused if they do not fit.
+/// An atomic batch is applied from one message and one transaction: all
+/// its records in one chunk, refused if they do not fit either.
 pub fn atomic_chunk(records: Vec<BatchRecord>) -> Result<Vec<BatchRecord>, FieldErrors> {
     let bytes = serde_json::to_vec(&records)
         .map(|v| v.len())
@@ -940,6 +950,17 @@ pub fn atomic_chunk(records: Vec<BatchRecord>) -> Result<Vec<BatchRecord>, Field
                 "an atomic batch's records must fit in {} KiB once validated; these take {} KiB: split the batch or use isolated mode",
                 MAX_ATOMIC_CHUNK_BYTES / 1024,
                 bytes.div_ceil(1024)
+            ),
+        );
+        return Err(e);
+    }
+    let actions = atomic_actions(&records);
+    if actions > MAX_TRANSACTION_ACTIONS {
+        let mut e = FieldErrors::default();
+        e.push(
+            "records",
+            format!(
+                "an atomic batch is one transaction of at most {MAX_TRANSACTION_ACTIONS} writes; these records may need {actions} (one per item, one per level a count, transfer or hold names and one more for each away from the default location, two per hold, one for the batch): split the batch or use isolated mode"
             ),
         );
         return Err(e);
@@ -1201,13 +1222,37 @@ mod tests {
             count.level_request(u64::MAX / 2),
             Ok(Some(LevelRequest::Count(_)))
         ));
-        // Each is a transaction of its own: an atomic batch refuses them.
-        let Err(BatchRejection::InvalidRecords(failures)) =
-            parse_batch(&json!({"mode": "atomic", "records": [records[1].clone()]}))
-        else {
-            panic!("an atomic batch took a transfer")
+        // An atomic batch takes them while its one transaction can hold
+        // what they may write.
+        let transfer = |i: usize| json!({"id": format!("t{i}"), "op": "transfer", "sku": format!("S{i}"), "from": "a", "to": "b", "quantity": 1});
+        let fits: Vec<Value> = (0..19).map(transfer).collect();
+        let parsed = parse_batch(&json!({"mode": "atomic", "records": fits})).unwrap();
+        assert_eq!(atomic_actions(&parsed.valid), 19 * 5 + 1);
+        assert!(atomic_chunk(parsed.valid).is_ok());
+        let atomic = |records: Vec<Value>| {
+            atomic_chunk(
+                parse_batch(&json!({"mode": "atomic", "records": records}))
+                    .unwrap()
+                    .valid,
+            )
         };
-        assert!(failures[0].message.contains("isolated mode only"));
+        let errors = atomic((0..20).map(transfer).collect()).unwrap_err();
+        assert!(
+            errors.summary().contains("at most 100 writes"),
+            "{}",
+            errors.summary()
+        );
+        // Each hold takes two writes of its own.
+        let holds: Vec<Value> = (0..99)
+            .map(|i| json!({"id": format!("r{i}"), "op": "reserve", "sku": "S", "quantity": 1, "expires_in": 60}))
+            .collect();
+        assert!(atomic(holds).is_err());
+        // Records of one sku and level share their writes.
+        let same: Vec<Value> = (0..40)
+            .map(|i| json!({"id": format!("r{i}"), "op": "count", "sku": "S", "on_hand": i, "occurred_at": "2026-01-01T00:00:00Z"}))
+            .collect();
+        let parsed = parse_batch(&json!({"mode": "atomic", "records": same})).unwrap();
+        assert_eq!(atomic_actions(&parsed.valid), 3);
     }
 
     #[test]

@@ -260,12 +260,35 @@ pub enum AtomicPlan {
     Reject(Vec<RecordFailure>),
 }
 
-/// Applies the records in order, each to the item as the earlier records
-/// left it; one failure rejects them all.
+/// What an atomic batch's counts, transfers and holds do to the levels they
+/// name: the caller keeps the levels (as read, then as the earlier records
+/// left them) and the holds placed; the plan keeps the order and the items.
+pub trait LevelSteps {
+    /// Units held now at the sku's default location (a write of the item
+    /// may not take on hand below them).
+    fn held(&self, sku: &str) -> i64;
+
+    /// Applies a count, transfer or reserve record to its levels and to
+    /// `item`, the sku's item as the earlier records left it (at the default
+    /// location its quantity is on hand): the movements it makes, or the
+    /// code and message it fails with.
+    fn apply(
+        &mut self,
+        rec: &BatchRecord,
+        item: &mut Option<Item>,
+    ) -> Result<Vec<Movement>, (&'static str, String)>;
+
+    /// An item record moved on hand at the default location by `delta`,
+    /// now (a later count there keeps it on top).
+    fn item_written(&mut self, _sku: &str, _delta: i64) {}
+}
+
+/// Applies the records in order, each to the item (and levels) as the
+/// earlier records left them; one failure rejects them all.
 pub fn plan_atomic(
     chunk: &ChunkMessage,
     read: &HashMap<String, Item>,
-    held: &HashMap<String, i64>,
+    levels: &mut dyn LevelSteps,
     disposition: ChunkDisposition,
     now: &str,
 ) -> AtomicPlan {
@@ -276,17 +299,32 @@ pub fn plan_atomic(
         let entry = state
             .entry(rec.sku.clone())
             .or_insert_with(|| (read.get(&rec.sku).cloned(), read.get(&rec.sku).cloned()));
-        let held = held.get(&rec.sku).copied().unwrap_or(0);
+        if rec.op.is_level() && disposition == ChunkDisposition::Apply {
+            match levels.apply(rec, &mut entry.1) {
+                Ok(made) => movements.extend(made),
+                Err((code, message)) => failures.push(RecordFailure::new(
+                    rec.index,
+                    &rec.id,
+                    Some(&rec.sku),
+                    code,
+                    message,
+                )),
+            }
+            continue;
+        }
+        let held = levels.held(&rec.sku);
         match effect(rec, entry.1.as_ref(), held, disposition, now) {
             RecordEffect::Put { item, delta, .. } => {
+                levels.item_written(&rec.sku, delta);
                 movements.extend(movement(chunk, rec, delta, item.quantity, now));
                 entry.1 = Some(item);
             }
             RecordEffect::Delete { delta } => {
+                levels.item_written(&rec.sku, delta);
                 movements.extend(movement(chunk, rec, delta, 0, now));
                 entry.1 = None;
             }
-            // Never planned here: a level record fails in an atomic batch.
+            // Only a count, transfer or hold settled by its use case records.
             RecordEffect::Recorded => {}
             RecordEffect::Fail { code, message } => {
                 failures.push(RecordFailure::new(
@@ -358,6 +396,23 @@ mod tests {
                 .enumerate()
                 .map(|(i, r)| parse_record(i as u32, r).unwrap())
                 .collect(),
+        }
+    }
+
+    /// Items alone: nothing held, no level record.
+    struct NoHolds;
+
+    impl LevelSteps for NoHolds {
+        fn held(&self, _: &str) -> i64 {
+            0
+        }
+
+        fn apply(
+            &mut self,
+            rec: &BatchRecord,
+            _: &mut Option<Item>,
+        ) -> Result<Vec<Movement>, (&'static str, String)> {
+            panic!("no level record expected: {rec:?}")
         }
     }
 
@@ -547,7 +602,7 @@ mod tests {
         ]);
         let AtomicPlan::Apply {
             items, movements, ..
-        } = plan_atomic(&c, &read, &HashMap::new(), ChunkDisposition::Apply, NOW)
+        } = plan_atomic(&c, &read, &mut NoHolds, ChunkDisposition::Apply, NOW)
         else {
             panic!("6 - 4 - 2 leaves 0")
         };
@@ -572,7 +627,7 @@ mod tests {
             ],
         );
         let AtomicPlan::Reject(failures) =
-            plan_atomic(&c, &read, &HashMap::new(), ChunkDisposition::Apply, NOW)
+            plan_atomic(&c, &read, &mut NoHolds, ChunkDisposition::Apply, NOW)
         else {
             panic!("the second sale overdraws A")
         };

@@ -125,7 +125,7 @@ pub struct BatchRequestBody {
         (status = 403, description = "Missing scope batches:write", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large` (over 5 MiB), `too_many_records` or `upload_too_large` (declared size over 1 GiB)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (mode, empty or duplicate ids, atomic batch over 200 KiB, upload format or size), `invalid_records` (atomic), `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (mode, empty or duplicate ids, atomic batch over 200 KiB, upload format or size), `invalid_records` (atomic), an atomic batch over one transaction's writes, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store or queue unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_batch(

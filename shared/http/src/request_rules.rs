@@ -11,7 +11,9 @@
 
 use serde_json::{Value, json};
 use stockroom_app::keys::MAX_KEY_NAME;
-use stockroom_domain::batch::{MAX_ATOMIC_RECORDS, MAX_BATCH_RECORDS, MAX_RECORD_ID, OPS};
+use stockroom_domain::batch::{
+    MAX_ATOMIC_RECORDS, MAX_BATCH_RECORDS, MAX_RECORD_ID, MAX_TRANSACTION_ACTIONS, OPS,
+};
 use stockroom_domain::key::ALL_SCOPES;
 use stockroom_domain::location::{DEFAULT_LOCATION, MAX_LOCATION_NAME};
 use stockroom_domain::upload::MAX_UPLOAD_BYTES;
@@ -120,7 +122,7 @@ fn batch_schemas(schemas: &mut Value) {
         "required": ["id", "op"],
         "properties": {
             "id": id,
-            "op": {"type": "string", "enum": OPS, "description": "`upsert` (create or replace, absolute quantity), `adjust` (delta), `delete`; in isolated batches also `count`, `transfer` and `reserve`.", "example": "adjust"},
+            "op": {"type": "string", "enum": OPS, "description": "`upsert` (create or replace, absolute quantity), `adjust` (delta), `delete`, `count` (a physical count at a location), `transfer` (between locations), `reserve` (a hold).", "example": "adjust"},
         },
     });
     let location = |what: &str| {
@@ -219,22 +221,31 @@ fn batch_schemas(schemas: &mut Value) {
         "properties": {"id": id, "op": op("delete"), "sku": sku},
     });
     schemas["BatchRecord"] = json!({
-        "description": "One record, by `op`: what an `atomic` batch requires of every record (counts, transfers and holds are each a transaction of their own, and go in isolated batches).",
+        "description": "One record, by `op`: what an `atomic` batch requires of every record.",
         "oneOf": [
             {"$ref": "#/components/schemas/UpsertRecord"},
             {"$ref": "#/components/schemas/AdjustRecord"},
             {"$ref": "#/components/schemas/DeleteRecord"},
+            {"$ref": "#/components/schemas/CountRecord"},
+            {"$ref": "#/components/schemas/TransferRecord"},
+            {"$ref": "#/components/schemas/ReserveRecord"},
         ],
         "discriminator": {"propertyName": "op", "mapping": {
             "upsert": "#/components/schemas/UpsertRecord",
             "adjust": "#/components/schemas/AdjustRecord",
             "delete": "#/components/schemas/DeleteRecord",
+            "count": "#/components/schemas/CountRecord",
+            "transfer": "#/components/schemas/TransferRecord",
+            "reserve": "#/components/schemas/ReserveRecord",
         }},
     });
     let mode = json!({
         "type": "string", "enum": ["isolated", "atomic"], "example": "isolated",
         "description": format!("`isolated`: only bad records fail. `atomic`: one bad record \
-    rejects the batch (at most {MAX_ATOMIC_RECORDS} records, 200 KiB once validated).")
+    rejects the batch (at most {MAX_ATOMIC_RECORDS} records, 200 KiB once validated, and the \
+    writes of one DynamoDB transaction: one per item, one per level a count, transfer or hold \
+    names and one more per such level away from the default location, two per hold, one for \
+    the batch; at most {MAX_TRANSACTION_ACTIONS}).")
     });
     schemas["InlineBatchRequest"] = json!({
         "description": format!("A batch whose records are in the request: 1 to \
@@ -670,13 +681,19 @@ mod tests {
         }
     }
 
-    fn records() -> [Value; 3] {
+    fn records() -> [Value; 6] {
         [
             json!({"id": "r1", "op": "upsert", "sku": "SKU-1", "name": "Mug", "description": "Blue",
                 "quantity": 3, "low_stock_threshold": 1, "attributes": {"colour": "blue"}}),
             json!({"id": "r2", "op": "adjust", "sku": "SKU-2", "delta": -1, "reason": "sale",
                 "reference": "order-7"}),
             json!({"id": "r3", "op": "delete", "sku": "SKU-3"}),
+            json!({"id": "r4", "op": "count", "sku": "SKU-4", "location": "paris-1", "on_hand": 5,
+                "occurred_at": "2026-01-01T00:00:00Z", "reference": "stocktake-1"}),
+            json!({"id": "r5", "op": "transfer", "sku": "SKU-5", "from": "default", "to": "paris-1",
+                "quantity": 2, "reference": "tr-1"}),
+            json!({"id": "r6", "op": "reserve", "sku": "SKU-6", "location": "paris-1", "quantity": 1,
+                "expires_in": 600, "reference": "cart-1"}),
         ]
     }
 

@@ -374,10 +374,8 @@ async fn levels_of(w: &World, sku: &str) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rules() {
+async fn with_paris(w: &World) {
     use crate::ports::LocationStore;
-    let w = world();
     w.items
         .create_location(
             &w.tenant,
@@ -391,6 +389,147 @@ async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rule
         )
         .await
         .unwrap();
+}
+
+/// (record, reason, delta, reserved delta) of a sku's movements, in record order.
+async fn ledger_of(w: &World, sku: &str) -> Vec<(String, String, i64, i64)> {
+    use crate::ports::ItemStore;
+    let mut ledger: Vec<(String, String, i64, i64)> = w
+        .items
+        .list_movements(&w.tenant, &Sku::parse(sku).unwrap(), 100, None, None)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| {
+            (
+                m.record_id.unwrap_or_default(),
+                m.reason,
+                m.delta,
+                m.reserved_delta,
+            )
+        })
+        .collect();
+    // Ids minted in one millisecond do not sort by time: by record.
+    ledger.sort_by_key(|(record, _, delta, _)| (record[1..].parse::<u32>().unwrap_or(0), *delta));
+    ledger
+}
+
+#[tokio::test]
+async fn an_atomic_batch_applies_counts_transfers_and_holds_with_its_items_all_or_nothing() {
+    let w = world();
+    with_paris(&w).await;
+    let earlier = crate::clock::format(crate::clock::now() - time::Duration::minutes(5));
+    let accepted = w
+        .submit(json!({"mode": "atomic", "records": [
+            {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 10},
+            {"id": "r2", "sku": "MUG-1", "op": "transfer", "from": "default", "to": "paris-1", "quantity": 4},
+            {"id": "r3", "sku": "MUG-1", "op": "count", "location": "paris-1", "on_hand": 5, "occurred_at": earlier},
+            {"id": "r4", "sku": "MUG-1", "op": "reserve", "quantity": 5, "expires_in": 600, "reference": "cart-1"},
+            {"id": "r5", "sku": "MUG-1", "op": "adjust", "delta": -1, "reason": "sale"},
+            {"id": "r6", "sku": "TEA-1", "op": "upsert", "name": "Tea", "quantity": 2},
+            {"id": "r7", "sku": "TEA-1", "op": "reserve", "location": "paris-1", "quantity": 1, "expires_in": 600},
+        ]}))
+        .await;
+    // Delivered twice concurrently, then again: applied once.
+    let envelopes = w.queue.take();
+    assert_eq!(envelopes.len(), 1);
+    let (a, b) = tokio::join!(
+        w.deliver(&envelopes[0], ChunkDisposition::Apply),
+        w.deliver(&envelopes[0], ChunkDisposition::Apply)
+    );
+    let _ = (a, b);
+    w.deliver(&envelopes[0], ChunkDisposition::Apply).await;
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.succeeded, batch.failed), (0, 7), "{batch:?}");
+    // The hold on Tea at Paris found nothing there: the batch is all or nothing.
+    let failures = w.failures(&accepted.batch_id).await;
+    let failed: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| (f.record_id.as_str(), f.code.as_str()))
+        .collect();
+    assert_eq!(failed.len(), 7, "{failed:?}");
+    assert_eq!(failed[6], ("r7", "insufficient_available"));
+    assert!(
+        failed[..6]
+            .iter()
+            .all(|(_, code)| *code == "atomic_batch_aborted")
+    );
+    assert!(w.item("MUG-1").await.is_none() && w.item("TEA-1").await.is_none());
+
+    // Without the hold that could not be placed: all of it, once.
+    let accepted = w
+        .submit(json!({"mode": "atomic", "records": [
+            {"id": "r1", "sku": "MUG-1", "op": "upsert", "name": "Mug", "quantity": 10},
+            {"id": "r2", "sku": "MUG-1", "op": "transfer", "from": "default", "to": "paris-1", "quantity": 4},
+            {"id": "r3", "sku": "MUG-1", "op": "count", "location": "paris-1", "on_hand": 5, "occurred_at": earlier},
+            {"id": "r4", "sku": "MUG-1", "op": "reserve", "quantity": 5, "expires_in": 600, "reference": "cart-1"},
+            {"id": "r5", "sku": "MUG-1", "op": "adjust", "delta": -1, "reason": "sale"},
+            {"id": "r6", "sku": "TEA-1", "op": "upsert", "name": "Tea", "quantity": 2},
+        ]}))
+        .await;
+    let envelopes = w.queue.take();
+    let (a, b) = tokio::join!(
+        w.deliver(&envelopes[0], ChunkDisposition::Apply),
+        w.deliver(&envelopes[0], ChunkDisposition::Apply)
+    );
+    let _ = (a, b);
+    w.deliver(&envelopes[0], ChunkDisposition::Apply).await;
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.succeeded, batch.failed), (6, 0), "{batch:?}");
+    // 10 - 4 moved - 1 sold at the default location, 5 of it held; Paris
+    // counted at 5 before the 4 arrived, which stay on top (Square's rule).
+    assert_eq!(
+        levels_of(&w, "MUG-1").await,
+        [("default".into(), 5, 5), ("paris-1".into(), 9, 0)]
+    );
+    assert_eq!(w.item("MUG-1").await.unwrap().quantity, 5);
+    assert_eq!(
+        ledger_of(&w, "MUG-1").await,
+        [
+            ("r1".into(), "stock_count".into(), 10, 0),
+            ("r2".into(), "transfer".into(), -4, 0),
+            ("r2".into(), "transfer".into(), 4, 0),
+            ("r3".into(), "count".into(), 5, 0),
+            ("r4".into(), "reservation_placed".into(), 0, 5),
+            ("r5".into(), "sale".into(), -1, 0),
+        ]
+    );
+    let holds = {
+        use crate::ports::ReservationStore;
+        w.items
+            .active_holds(&w.tenant, &Sku::parse("MUG-1").unwrap(), None)
+            .await
+            .unwrap()
+    };
+    assert_eq!(holds.len(), 1);
+
+    // A later atomic batch may not take what the hold keeps: a sale of the
+    // held units fails it, and nothing of it applies.
+    let accepted = w
+        .submit(json!({"mode": "atomic", "records": [
+            {"id": "c1", "sku": "MUG-1", "op": "count", "location": "paris-1", "on_hand": 2, "occurred_at": crate::clock::now_rfc3339()},
+            {"id": "c2", "sku": "MUG-1", "op": "adjust", "delta": -1, "reason": "sale"},
+        ]}))
+        .await;
+    w.deliver_all(1).await;
+    let batch = w.batch(&accepted.batch_id).await;
+    assert_eq!((batch.succeeded, batch.failed), (0, 2), "{batch:?}");
+    let failures = w.failures(&accepted.batch_id).await;
+    assert_eq!(
+        failures.iter().map(|f| f.code.as_str()).collect::<Vec<_>>(),
+        ["atomic_batch_aborted", "insufficient_available"]
+    );
+    assert_eq!(
+        levels_of(&w, "MUG-1").await,
+        [("default".into(), 5, 5), ("paris-1".into(), 9, 0)]
+    );
+}
+
+#[tokio::test]
+async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rules() {
+    let w = world();
+    with_paris(&w).await;
     let earlier = crate::clock::format(crate::clock::now() - time::Duration::minutes(5));
     let accepted = w
         .submit(json!({"mode": "isolated", "records": [

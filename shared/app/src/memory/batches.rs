@@ -5,12 +5,10 @@ use crate::domain::batch::{
     Batch, BatchError, BatchStatus, ChunkMessage, RecordEffect, RecordFailure,
 };
 use crate::domain::change::{ChangeCause, CommittedChange};
-use crate::domain::chunk_plan::{
-    self as chunk_plan, AtomicPlan, distinct_skus, plan_atomic, unreadable_chunk_failure,
-};
+use crate::domain::chunk_plan::{self as chunk_plan, AtomicPlan, unreadable_chunk_failure};
 use crate::domain::{Fields, TenantId};
 use crate::ports::{
-    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, GroupCommit,
+    AtomicCommit, AtomicCommitted, BatchHeaders, BatchSubmissions, ChunkApplication, GroupCommit,
     IdempotencyRecord, ItemsRead, Page, PageKey, PlannedRecord, SplitTotals, StoreError,
     UploadSplits,
 };
@@ -462,42 +460,29 @@ impl ChunkApplication for MemoryBatchStore {
         })
     }
 
-    /// The whole chunk under one lock: the domain's plan, then either every
-    /// item write and movement or every failure, and the chunk counted.
-    async fn apply_atomic_chunk(
+    /// The whole commit under one lock: the claim, then either every item
+    /// and level write (each on its version as read) and movement, or
+    /// every failure.
+    async fn commit_atomic_chunk(
         &self,
         chunk: &ChunkMessage,
-        disposition: ChunkDisposition,
-    ) -> Result<(), StoreError> {
+        commit: &AtomicCommit,
+    ) -> Result<AtomicCommitted, StoreError> {
         let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
         let k = key(&tenant, &chunk.batch_id);
         let now = clock::now_rfc3339();
         self.with(|b| {
-            let Some(h) = b.headers.get_mut(&k) else {
+            let Some(h) = b.headers.get(&k) else {
                 return Err(no_header(&chunk.batch_id));
             };
             if h.batch.chunks_done > 0 {
-                return Ok(());
+                return Ok(AtomicCommitted::Decided);
             }
-            h.leave_accepted(BatchStatus::Processing, &now);
             let total = chunk.records.len() as u64;
-            let skus = distinct_skus(&chunk.records);
-            let (read, held) = match disposition {
-                ChunkDisposition::Apply => (
-                    self.items.items_of(&tenant, &skus),
-                    self.items
-                        .held_of(&tenant, &skus, clock::unix_ms(clock::now())),
-                ),
-                ChunkDisposition::DeadLettered => Default::default(),
-            };
-            match plan_atomic(chunk, &read, &held, disposition, &now) {
+            let (succeeded, failed) = match &commit.plan {
                 AtomicPlan::Reject(failures) => {
-                    b.record_failures(&k, &failures);
-                    let h = b
-                        .headers
-                        .get_mut(&k)
-                        .ok_or_else(|| no_header(&chunk.batch_id))?;
-                    h.batch.failed += total;
+                    b.record_failures(&k, failures);
+                    (0, total)
                 }
                 AtomicPlan::Apply {
                     items,
@@ -505,8 +490,24 @@ impl ChunkApplication for MemoryBatchStore {
                     deletions,
                 } => {
                     let cause = chunk_plan::cause(chunk);
-                    self.items.with_tenant(&tenant, |t| {
-                        for (sku, (_, after)) in &items {
+                    let writes: Vec<_> = commit
+                        .levels
+                        .iter()
+                        .map(|w| (w.sku.as_str(), w.level_write(&chunk.request_id, &now)))
+                        .collect();
+                    let committed = self.items.with_tenant(&tenant, |t| {
+                        let items_as_read = items.iter().all(|(sku, (before, _))| {
+                            t.items.get(sku).map(|i| i.version)
+                                == before.as_ref().map(|i| i.version)
+                        });
+                        if !items_as_read
+                            || writes
+                                .iter()
+                                .any(|(sku, w)| t.check_level_of(sku, w, false).is_err())
+                        {
+                            return false;
+                        }
+                        for (sku, (_, after)) in items {
                             match after {
                                 Some(item) => t.put_item(item, &cause),
                                 None => {
@@ -514,22 +515,37 @@ impl ChunkApplication for MemoryBatchStore {
                                 }
                             };
                         }
-                        for m in &movements {
+                        for (sku, w) in &writes {
+                            t.apply_level(w, sku, false);
+                        }
+                        for m in movements {
                             t.append(Some(m));
                         }
+                        true
                     });
-                    h.batch.succeeded += total;
+                    if !committed {
+                        return Ok(AtomicCommitted::Retry);
+                    }
+                    (total, 0)
                 }
-            }
+            };
             let h = b
                 .headers
                 .get_mut(&k)
                 .ok_or_else(|| no_header(&chunk.batch_id))?;
+            h.leave_accepted(BatchStatus::Processing, &now);
+            h.batch.succeeded += succeeded;
+            h.batch.failed += failed;
             h.batch.chunks_done = 1;
             h.batch.updated_at = now.clone();
             b.counted.entry(k.clone()).or_default().insert(chunk.chunk);
-            Ok(())
+            Ok(AtomicCommitted::Committed)
         })
+    }
+
+    /// Everything was written with the claim.
+    async fn finish_atomic_chunk(&self, _: &TenantId, _: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn fail_unreadable_chunk(

@@ -198,7 +198,10 @@ impl Tenant {
     fn level(&self, sku: &str, location: &LocationId) -> StoredLevel {
         if location.is_default() {
             let Some(item) = self.items.get(sku) else {
-                return StoredLevel::empty(location.clone());
+                // As in the table: a deleted item's holds record stays.
+                let mut level = StoredLevel::empty(location.clone());
+                level.holds_version = self.default_holds.get(sku).map_or(0, |h| h.version);
+                return level;
             };
             let held = self.default_holds.get(sku).cloned().unwrap_or_default();
             return StoredLevel {
@@ -577,7 +580,6 @@ impl Tenant {
     /// A level write's conditions, as the DynamoDB transaction's: the
     /// level's versions, the item, the location's tally, the holds.
     fn check_level_write(&self, write: &LevelWrite<'_>) -> Result<String, StoreError> {
-        let before = write.before;
         let Some(sku) = write
             .movements
             .first()
@@ -586,10 +588,28 @@ impl Tenant {
         else {
             return Err(StoreError::Corrupt("a level write names no sku".into()));
         };
+        self.check_level_of(&sku, write, true)?;
+        Ok(sku)
+    }
+
+    /// The conditions of a write of `sku`'s level; with `item_part` false,
+    /// but for the item's (an atomic batch conditions it itself).
+    pub(super) fn check_level_of(
+        &self,
+        sku: &str,
+        write: &LevelWrite<'_>,
+        item_part: bool,
+    ) -> Result<(), StoreError> {
+        let before = write.before;
+        let sku = sku.to_owned();
         let now = self.level(&sku, &before.location);
-        if (now.version, now.holds_version) != (before.version, before.holds_version)
-            || !self.items.contains_key(&sku)
-        {
+        let moved = if item_part {
+            (now.version, now.holds_version) != (before.version, before.holds_version)
+                || !self.items.contains_key(&sku)
+        } else {
+            now.holds_version != before.holds_version
+        };
+        if moved {
             return Err(StoreError::ConditionFailed);
         }
         let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
@@ -612,15 +632,21 @@ impl Tenant {
                 return Err(StoreError::ConditionFailed);
             }
         }
-        Ok(sku)
+        Ok(())
     }
 
     fn apply_level_write(&mut self, write: &LevelWrite<'_>, sku: &str) {
+        self.apply_level(write, sku, true);
+    }
+
+    /// Applies a level write; with `item_part` false, the item is left to
+    /// the caller (an atomic batch writes it once, from its plan).
+    pub(super) fn apply_level(&mut self, write: &LevelWrite<'_>, sku: &str, item_part: bool) {
         let before = write.before;
         let location = before.location.as_str().to_owned();
         if before.location.is_default() {
             let holds_placed = write.raises_item_version();
-            if let Some(mut item) = self.items.get(sku).cloned() {
+            if item_part && let Some(mut item) = self.items.get(sku).cloned() {
                 let moved = item.quantity != write.after.on_hand;
                 // As in the table: a hold placed here raises the item's
                 // version, which every writer of the item is conditioned on.
@@ -651,7 +677,8 @@ impl Tenant {
         } else {
             // As in the table: a level that starts holding anything raises
             // the item's version.
-            if write.raises_item_version()
+            if item_part
+                && write.raises_item_version()
                 && let Some(mut item) = self.items.get(sku).cloned()
             {
                 item.version += 1;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use std::collections::HashMap;
 use stockroom_app::ports::{
-    BatchHeaders, BatchSubmissions, ChunkApplication, ChunkDisposition, GroupCommit,
+    AtomicCommit, AtomicCommitted, BatchHeaders, BatchSubmissions, ChunkApplication, GroupCommit,
     IdempotencyRecord, Page, PageKey, PlannedRecord, SplitTotals, StoreError, UploadSplits,
 };
 use stockroom_domain::batch::{Batch, BatchError, BatchStatus, ChunkMessage, RecordFailure};
@@ -308,13 +308,21 @@ impl ChunkApplication for DynamoBatchStore {
         DynamoBatchStore::count_chunk(self, tenant, batch_id, chunk, applied, failed).await
     }
 
-    async fn apply_atomic_chunk(
+    async fn commit_atomic_chunk(
         &self,
         chunk: &ChunkMessage,
-        disposition: ChunkDisposition,
-    ) -> Result<(), StoreError> {
+        commit: &AtomicCommit,
+    ) -> Result<AtomicCommitted, StoreError> {
         let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
-        chunks::apply_atomic(self, &tenant, chunk, disposition).await
+        chunks::commit_atomic(self, &tenant, chunk, commit).await
+    }
+
+    async fn finish_atomic_chunk(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<(), StoreError> {
+        chunks::finish_atomic(self, tenant, batch_id).await
     }
 
     async fn fail_unreadable_chunk(

@@ -8,10 +8,12 @@
 //! once: the chunk marker (`C#<chunk>`) and the header's counters commit in
 //! one transaction.
 //!
-//! Atomic mode (at most 99 records, one chunk): all item writes and the
-//! header's claim (`chunks_done = 0 -> 1`, with the ledger plan) commit in one
-//! transaction, or, if any record cannot be applied, the header claims the
-//! failure with the failure report and nothing is written to items. Ledger
+//! Atomic mode (at most 99 records, one chunk): all item and level writes
+//! (holds, location tallies) and the header's claim (`chunks_done = 0 -> 1`,
+//! with the ledger plan) commit in one transaction, or, if any record cannot
+//! be applied, the header claims the failure with the failure report and
+//! nothing is written to items or levels (`stockroom_app::atomic_batches`
+//! plans it). Ledger
 //! movements and failure entries are written from the stored plan afterwards,
 //! idempotently, and re-written by a redelivery until `ledger_written`.
 //!
@@ -30,21 +32,13 @@ use aws_sdk_dynamodb::types::{
     ConditionCheck, Delete, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-use stockroom_app::ports::{GroupCommit, ItemsRead, PlannedRecord, StoreError};
+use stockroom_app::ports::{
+    AtomicCommit, AtomicCommitted, GroupCommit, ItemsRead, PlannedRecord, StoreError,
+};
 use stockroom_domain::batch::{ChunkMessage, RecordEffect, RecordFailure};
 use stockroom_domain::change::{ChangeCause, Deletion};
-use stockroom_domain::chunk_plan::{
-    self as chunk_plan, AtomicPlan, ChunkDisposition, distinct_skus, plan_atomic,
-};
+use stockroom_domain::chunk_plan::{self as chunk_plan, AtomicPlan};
 use stockroom_domain::{Item, Movement, TenantId};
-
-const MAX_ROUNDS: u32 = 40;
-
-async fn backoff(round: u32) {
-    let ms = (5u64 << round.min(6)).min(500);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
 
 fn put_action(
     table: &str,
@@ -263,150 +257,148 @@ pub(super) async fn commit_group(
     }
 }
 
-pub(super) async fn apply_atomic(
+/// Commits an atomic chunk's plan with the header's claim, in one
+/// transaction: each item and level conditioned on its version as read.
+pub(super) async fn commit_atomic(
     store: &DynamoBatchStore,
     tenant: &TenantId,
     chunk: &ChunkMessage,
-    disposition: ChunkDisposition,
-) -> Result<(), StoreError> {
+    commit: &AtomicCommit,
+) -> Result<AtomicCommitted, StoreError> {
     let table = store.table.as_str();
     let pk = batch_pk(tenant, &chunk.batch_id);
     let cause = chunk_plan::cause(chunk);
     let total = chunk.records.len() as u64;
-    for round in 0..MAX_ROUNDS {
-        let Some(header) = store.header(tenant, &chunk.batch_id).await? else {
-            return Err(StoreError::Corrupt(format!(
-                "batch {} has no header",
-                chunk.batch_id
-            )));
-        };
-        if header.chunks_done > 0 {
-            write_atomic_side_effects(store, tenant, header).await?;
-            return Ok(());
+    let now = stockroom_app::clock::now_rfc3339();
+    let claim = |succeeded: u64, failed: u64, field: &str, json: String| {
+        aws_sdk_dynamodb::types::Update::builder()
+            .table_name(table)
+            .set_key(Some(DynamoBatchStore::key(pk.clone(), BATCH_SK)))
+            .update_expression(format!("SET succeeded = :s, failed = :f, chunks_done = :one, updated_at = :now, {field} = :plan"))
+            .condition_expression("chunks_done = :zero")
+            .expression_attribute_values(":s", n(succeeded))
+            .expression_attribute_values(":f", n(failed))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", s(&now))
+            .expression_attribute_values(":plan", s(json))
+            .build()
+            .map_err(build_error)
+    };
+    let mut actions = Vec::new();
+    match &commit.plan {
+        AtomicPlan::Reject(failures) => {
+            let json =
+                serde_json::to_string(&failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            actions.push(
+                TransactWriteItem::builder()
+                    .update(claim(0, total, "atomic_failures", json)?)
+                    .build(),
+            );
         }
-        store.mark_processing(tenant, &chunk.batch_id).await?;
-        let skus = distinct_skus(&chunk.records);
-        let read = match disposition {
-            ChunkDisposition::Apply => read_items(store, tenant, &skus).await?,
-            ChunkDisposition::DeadLettered => ItemsRead::default(),
-        };
-        let now = stockroom_app::clock::now_rfc3339();
-        let claim = |succeeded: u64, failed: u64, field: &str, json: String| {
-            aws_sdk_dynamodb::types::Update::builder()
-                .table_name(table)
-                .set_key(Some(DynamoBatchStore::key(pk.clone(), BATCH_SK)))
-                .update_expression(format!("SET succeeded = :s, failed = :f, chunks_done = :one, updated_at = :now, {field} = :plan"))
-                .condition_expression("chunks_done = :zero")
-                .expression_attribute_values(":s", n(succeeded))
-                .expression_attribute_values(":f", n(failed))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":now", s(&now))
-                .expression_attribute_values(":plan", s(json))
-                .build()
-                .map_err(build_error)
-        };
-        let mut actions = Vec::new();
-        let mut rejected: Vec<RecordFailure> = Vec::new();
-        let items_in_tx;
-        match plan_atomic(chunk, &read.items, &read.held, disposition, &now) {
-            AtomicPlan::Reject(failures) => {
-                let json = serde_json::to_string(
-                    &failures.iter().map(|f| (f.index, f)).collect::<Vec<_>>(),
-                )
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                actions.push(
-                    TransactWriteItem::builder()
-                        .update(claim(0, total, "atomic_failures", json)?)
-                        .build(),
-                );
-                items_in_tx = 0;
-                rejected = failures;
+        AtomicPlan::Apply {
+            items,
+            movements,
+            deletions,
+        } => {
+            for (sku, (before, after)) in items {
+                actions.push(item_action(table, tenant, sku, before, after, &cause)?);
             }
-            AtomicPlan::Apply {
-                items,
-                movements,
-                deletions,
-            } => {
-                for (sku, (before, after)) in &items {
-                    let action = match (before, after) {
-                        (None, Some(new)) => put_action(
-                            table,
-                            to_attrs(&ItemRecord::new(tenant, new, &cause))?,
-                            "attribute_not_exists(pk)",
-                            &[],
-                        )?,
-                        (Some(old), Some(new)) => put_action(
-                            table,
-                            to_attrs(&ItemRecord::new(tenant, new, &cause))?,
-                            "version = :v",
-                            &[(":v", n(old.version))],
-                        )?,
-                        (Some(old), None) => TransactWriteItem::builder()
-                            .delete(
-                                Delete::builder()
-                                    .table_name(table)
-                                    .set_key(Some(DynamoBatchStore::key(
-                                        item_pk(tenant, sku),
-                                        ITEM_SK,
-                                    )))
-                                    .condition_expression("version = :v")
-                                    .expression_attribute_values(":v", n(old.version))
-                                    .build()
-                                    .map_err(build_error)?,
-                            )
-                            .build(),
-                        (None, None) => TransactWriteItem::builder()
-                            .condition_check(
-                                ConditionCheck::builder()
-                                    .table_name(table)
-                                    .set_key(Some(DynamoBatchStore::key(
-                                        item_pk(tenant, sku),
-                                        ITEM_SK,
-                                    )))
-                                    .condition_expression("attribute_not_exists(pk)")
-                                    .build()
-                                    .map_err(build_error)?,
-                            )
-                            .build(),
-                    };
-                    actions.push(action);
-                }
-                items_in_tx = actions.len();
-                let json = serde_json::to_string(&AtomicLedger {
-                    movements,
-                    deletions,
-                })
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                actions.push(
-                    TransactWriteItem::builder()
-                        .update(claim(total, 0, "atomic_plan", json)?)
-                        .build(),
-                );
-            }
+            let writes: Vec<_> = commit
+                .levels
+                .iter()
+                .map(|w| (w.sku.as_str(), w.level_write(&chunk.request_id, &now)))
+                .collect();
+            let levels = super::DynamoItemStore::new(store.client.clone(), table);
+            actions.extend(levels.atomic_level_actions(tenant, &writes)?);
+            let json = serde_json::to_string(&AtomicLedger {
+                movements: movements.clone(),
+                deletions: deletions.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            actions.push(
+                TransactWriteItem::builder()
+                    .update(claim(total, 0, "atomic_plan", json)?)
+                    .build(),
+            );
         }
-        match transact(&store.client, actions).await {
-            Ok(()) => stockroom_app::chunks::log_failures(&rejected),
-            // The header claim lost: another delivery decided; finish its side effects.
-            Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, items_in_tx) => {}
-            Err(TransactFailure::Condition(_)) | Err(TransactFailure::Conflict) => {
-                backoff(round + 1).await;
-                continue;
-            }
-            Err(TransactFailure::Store(e)) => return Err(e),
-        }
-        let Some(header) = store.header(tenant, &chunk.batch_id).await? else {
-            return Err(StoreError::Corrupt(format!(
-                "batch {} has no header",
-                chunk.batch_id
-            )));
-        };
-        write_atomic_side_effects(store, tenant, header).await?;
-        return Ok(());
     }
-    Err(StoreError::Unavailable(
-        "gave up applying an atomic batch under contention".into(),
-    ))
+    let claim_at = actions.len() - 1;
+    match transact(&store.client, actions).await {
+        Ok(()) => Ok(AtomicCommitted::Committed),
+        // The header's claim lost: another delivery decided.
+        Err(TransactFailure::Condition(f)) if TransactFailure::failed(&f, claim_at) => {
+            Ok(AtomicCommitted::Decided)
+        }
+        Err(TransactFailure::Condition(_)) | Err(TransactFailure::Conflict) => {
+            Ok(AtomicCommitted::Retry)
+        }
+        Err(TransactFailure::Store(e)) => Err(e),
+    }
+}
+
+/// An item's action in an atomic transaction: created, replaced or
+/// deleted on its version as read, or, absent and left absent, checked so.
+fn item_action(
+    table: &str,
+    tenant: &TenantId,
+    sku: &str,
+    before: &Option<Item>,
+    after: &Option<Item>,
+    cause: &ChangeCause,
+) -> Result<TransactWriteItem, StoreError> {
+    let key = || Some(DynamoBatchStore::key(item_pk(tenant, sku), ITEM_SK));
+    Ok(match (before, after) {
+        (None, Some(new)) => put_action(
+            table,
+            to_attrs(&ItemRecord::new(tenant, new, cause))?,
+            "attribute_not_exists(pk)",
+            &[],
+        )?,
+        (Some(old), Some(new)) => put_action(
+            table,
+            to_attrs(&ItemRecord::new(tenant, new, cause))?,
+            "version = :v",
+            &[(":v", n(old.version))],
+        )?,
+        (Some(old), None) => TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(key())
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(old.version))
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build(),
+        (None, None) => TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name(table)
+                    .set_key(key())
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build(),
+    })
+}
+
+/// Once the claim committed: the ledger, markers and failure report it
+/// holds, written once.
+pub(super) async fn finish_atomic(
+    store: &DynamoBatchStore,
+    tenant: &TenantId,
+    batch_id: &str,
+) -> Result<(), StoreError> {
+    let Some(header) = store.header(tenant, batch_id).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "batch {batch_id} has no header"
+        )));
+    };
+    write_atomic_side_effects(store, tenant, header).await
 }
 
 /// What an atomic batch writes once its transaction committed: the ledger

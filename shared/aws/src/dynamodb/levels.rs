@@ -300,7 +300,12 @@ impl DynamoItemStore {
         }
         Ok(match item {
             Some(item) => default_level_of(item, holds),
-            None => StoredLevel::empty(location),
+            // A deleted item's holds record stays: a write of the level
+            // conditions on its version.
+            None => StoredLevel {
+                holds_version: holds.map_or(0, |h| h.holds_version),
+                ..StoredLevel::empty(location)
+            },
         })
     }
 
@@ -618,6 +623,20 @@ impl LevelStore for DynamoItemStore {
     }
 }
 
+/// A level away from the default location that starts (true) or stops
+/// (false) holding stock: its location and tally shard.
+fn tally_change<'a>(write: &LevelWrite<'a>, sku: &str) -> Option<(&'a str, String, bool)> {
+    let before = write.before;
+    let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
+    (!before.location.is_default() && was != is).then(|| {
+        (
+            before.location.as_str(),
+            tally_sk(feed_shard(sku, LOCATION_SHARDS)),
+            is,
+        )
+    })
+}
+
 impl DynamoItemStore {
     /// A level write's actions, but for its idempotency record (and, with
     /// `item` None, the item's part; Some(raise): whether that part raises
@@ -628,8 +647,6 @@ impl DynamoItemStore {
         write: &LevelWrite<'_>,
         item: Option<bool>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let before = write.before;
-        let location = before.location.as_str();
         let Some(sku) = write.movements.first().map(|m| m.sku.clone()).or_else(|| {
             write
                 .holds
@@ -646,6 +663,82 @@ impl DynamoItemStore {
         if let Some(raise) = item {
             actions.push(self.item_action(tenant, &sku, write, raise)?);
         }
+        actions.extend(self.level_own_actions(tenant, &sku, write)?);
+        if let Some((location, shard, counts)) = tally_change(write, &sku) {
+            actions.push(self.tally_action(
+                tenant,
+                location,
+                &shard,
+                if counts { 1 } else { -1 },
+                counts,
+            )?);
+        }
+        Ok(actions)
+    }
+
+    /// The actions of the levels an atomic batch changes (their items are
+    /// the batch's own): each level's, and each location tally shard once,
+    /// by the net change of its levels holding stock.
+    pub(super) fn atomic_level_actions(
+        &self,
+        tenant: &TenantId,
+        writes: &[(&str, LevelWrite<'_>)],
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut actions = Vec::new();
+        let mut tallies: std::collections::BTreeMap<(&str, String), (i64, bool)> =
+            std::collections::BTreeMap::new();
+        for (sku, write) in writes {
+            actions.extend(self.level_own_actions(tenant, sku, write)?);
+            if let Some((location, shard, counts)) = tally_change(write, sku) {
+                let tally = tallies.entry((location, shard)).or_default();
+                tally.0 += if counts { 1 } else { -1 };
+                tally.1 |= counts;
+            }
+        }
+        for ((location, shard), (delta, needs_open)) in tallies {
+            actions.push(self.tally_action(tenant, location, &shard, delta, needs_open)?);
+        }
+        Ok(actions)
+    }
+
+    /// One location tally shard moves by `delta` levels holding stock; a
+    /// level that starts holding stock needs the shard open (the location
+    /// exists).
+    fn tally_action(
+        &self,
+        tenant: &TenantId,
+        location: &str,
+        shard: &str,
+        delta: i64,
+        needs_open: bool,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let tally = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(tally_pk(tenant, location)))
+            .key("sk", s(shard))
+            .update_expression("ADD stocked :d")
+            .expression_attribute_values(":d", n(delta))
+            .set_condition_expression(needs_open.then(|| "attribute_exists(#open)".to_owned()))
+            .set_expression_attribute_names(
+                needs_open.then(|| HashMap::from([("#open".to_owned(), "open".to_owned())])),
+            )
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().update(tally).build())
+    }
+
+    /// A level write's own actions: its record (or the condition that it
+    /// is unchanged), its movements and its holds.
+    fn level_own_actions(
+        &self,
+        tenant: &TenantId,
+        sku: &str,
+        write: &LevelWrite<'_>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let before = write.before;
+        let location = before.location.as_str();
+        let sku = sku.to_owned();
+        let mut actions = Vec::new();
         // The default location's holds record is written only when its
         // holds change (an adjustment there conditions on it instead).
         let holds_change = !before.location.is_default()
@@ -678,22 +771,6 @@ impl DynamoItemStore {
         }
         for hold in &write.holds {
             actions.extend(self.hold_actions(tenant, hold)?);
-        }
-        let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
-        if !before.location.is_default() && was != is {
-            let tally = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(tally_pk(tenant, location)))
-                .key("sk", s(tally_sk(feed_shard(&sku, LOCATION_SHARDS))))
-                .update_expression("ADD stocked :d")
-                .expression_attribute_values(":d", n(if is { 1 } else { -1 }))
-                .set_condition_expression(is.then(|| "attribute_exists(#open)".to_owned()))
-                .set_expression_attribute_names(
-                    is.then(|| HashMap::from([("#open".to_owned(), "open".to_owned())])),
-                )
-                .build()
-                .map_err(build_error)?;
-            actions.push(TransactWriteItem::builder().update(tally).build());
         }
         Ok(actions)
     }
