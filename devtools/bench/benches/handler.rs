@@ -35,10 +35,15 @@ fn event(name: &str) -> Value {
 
 /// The POST event for a new sku (each iteration creates another item).
 fn create_event(template: &Value, n: u64) -> Vec<u8> {
+    with_sku(template, &format!("BENCH-{n}"))
+}
+
+/// The create event for `sku`.
+fn with_sku(template: &Value, sku: &str) -> Vec<u8> {
     let mut e = template.clone();
     let mut body: Value =
         serde_json::from_str(e["body"].as_str().unwrap_or("{}")).unwrap_or_default();
-    body["sku"] = Value::String(format!("BENCH-{n}"));
+    body["sku"] = Value::String(sku.to_owned());
     e["body"] = Value::String(body.to_string());
     serde_json::to_vec(&e).unwrap_or_default()
 }
@@ -111,10 +116,16 @@ fn handler(c: &mut Criterion) {
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });
-    let get = serde_json::to_vec(&event("get-item")).unwrap_or_default();
+    let get_event = event("get-item");
+    let get = serde_json::to_vec(&get_event).unwrap_or_default();
     let create = event("create-item");
-    // The item the GET reads, created through the handler itself.
-    let first = serde_json::to_vec(&create).unwrap_or_default();
+    // The item the sample GET reads, created through the handler itself.
+    let first = with_sku(
+        &create,
+        get_event["pathParameters"]["sku"]
+            .as_str()
+            .expect("the sample GET names its sku"),
+    );
     assert_eq!(rt.block_on(status(&app, &first)), 201);
     assert_eq!(rt.block_on(status(&app, &get)), 200);
 
