@@ -193,7 +193,8 @@ bench: deps ## Benchmarks, release profile (starts and stops the local stack); m
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" lean-reads; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" load; \
 	  "$$STOCKROOM_BIN_DIR/stockroom-bench" events-latency $${BENCH_ADJUSTMENTS:-500}; \
-	  "$$STOCKROOM_BIN_DIR/stockroom-bench" reservations $${BENCH_RESERVATIONS:-2000}
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" reservations $${BENCH_RESERVATIONS:-2000}; \
+	  "$$STOCKROOM_BIN_DIR/stockroom-bench" heat $${BENCH_HEAT_RECORDS:-100000}
 
 # Parser fuzzing: cargo-fuzz (pinned) with libFuzzer and AddressSanitizer. The
 # machine's one toolchain is stable: RUSTC_BOOTSTRAP lets it take the -Z flags

@@ -49,6 +49,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iam  # noqa: E402  (devtools/iam.py)
+import heat  # noqa: E402  (devtools/heat.py)
 
 
 class FairLock:
@@ -772,6 +773,29 @@ def _live_queue_policies(enforcer: iam.Enforcer) -> None:
     enforcer.live_policy = live_policy
 
 
+class HeatEndpoint:
+    """`/_stockroom/heat`: GET the figures (devtools/heat.py); POST
+    `/start` (clears them) and `/stop` turn recording on and off."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith("/_stockroom/heat"):
+            return self.app(environ, start_response)
+        if path == "/_stockroom/heat/start" and environ.get("REQUEST_METHOD") == "POST":
+            heat.HEAT.start()
+        elif path == "/_stockroom/heat/stop" and environ.get("REQUEST_METHOD") == "POST":
+            heat.HEAT.stop()
+        elif path != "/_stockroom/heat":
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        body = json.dumps(heat.HEAT.report()).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-H", "--host", default="127.0.0.1")
@@ -794,6 +818,7 @@ def main() -> None:
     _fifo_order_after_a_timeout()
     _partition_scoped_query()
     _faithful_streams()
+    heat.install()
     serialised = SerialiseDynamoDB(DomainDispatcherApplication(create_backend_app))
     if args.ttl_sweep_seconds > 0:
         _ttl_sweeper(serialised.lock, args.ttl_sweep_seconds, args.ttl_delete_after)
@@ -806,7 +831,7 @@ def main() -> None:
         _log({"iam": "enforced", "policies": args.iam_policies, "functions": len(enforcer.doc["principals"])})
         for problem in enforcer.check_deliveries():
             _log({"iam": "undeliverable", "message": problem})
-    run_simple(args.host, args.port, app, threaded=True)
+    run_simple(args.host, args.port, HeatEndpoint(app), threaded=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //! docs/performance.md: `cold-start` (cold.rs), `sizes` (artifact.rs),
 //! `pipeline` (pipeline.rs), `load` (load.rs), `events-latency`
 //! (events_latency.rs), `lean-reads` (lean_reads.rs), `reservations`
-//! (reservations.rs),
+//! (reservations.rs), `heat` (heat.rs, partition heat for docs/scaling.md),
 //! `handler-summary` (criterion's medians of benches/handler.rs) and
 //! `split-memory`, here:
 //!
@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 mod artifact;
 mod cold;
 mod events_latency;
+mod heat;
 mod lean_reads;
 mod load;
 mod pipeline;
@@ -304,10 +305,12 @@ async fn main() -> Result<()> {
         ["cold-start", bin_dir, rounds, modes @ ..] => {
             cold::run(bin_dir.into(), rounds.parse()?, cold::Modes::parse(modes)?).await
         }
+        ["heat"] => heat::run(100_000).await,
+        ["heat", records] => heat::run(records.parse()?).await,
         ["pipeline"] => pipeline::run(100_000).await,
         ["pipeline", records] => pipeline::run(records.parse()?).await,
         _ => bail!(
-            "usage: stockroom-bench [split-memory | load | events-latency [adjustments] | lean-reads | reservations [units] | pipeline [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
+            "usage: stockroom-bench [split-memory | load | events-latency [adjustments] | lean-reads | reservations [units] | pipeline [records] | heat [records] | cold-start <bin-dir> [rounds [tls] [warm] [ahead]] | sizes <bin-dir> | handler-summary]"
         ),
     }
 }

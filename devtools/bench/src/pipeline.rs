@@ -133,7 +133,11 @@ pub(crate) fn reports_since(
 }
 
 /// The pipeline end to end; returns seconds.
-async fn through_the_pipeline(http: &reqwest::Client, base: &str, records: u64) -> Result<f64> {
+pub(crate) async fn through_the_pipeline(
+    http: &reqwest::Client,
+    base: &str,
+    records: u64,
+) -> Result<f64> {
     let (_, key) = crate::tenants::tenant().await?;
     let file: Vec<u8> = (1..=records).flat_map(|r| line(r).into_bytes()).collect();
     let started = Instant::now();
