@@ -77,7 +77,7 @@ pub async fn run(records: u64) -> Result<()> {
         .map(|i| format!("HEAT-{i}"))
         .collect();
     for sku in &skus {
-        create_item(&http, &base, &key, sku, 1000).await?;
+        crate::reservations::create_item(&http, &base, &key, sku, 1000).await?;
     }
     recorder(&http, &store, "start").await?;
     let requests = mixed(&http, &base, &key, &skus).await?;
@@ -90,7 +90,7 @@ pub async fn run(records: u64) -> Result<()> {
     );
 
     let sku = format!("SALE-{}", ulid::Ulid::new());
-    create_item(&http, &base, &key, &sku, SALE_UNITS).await?;
+    crate::reservations::create_item(&http, &base, &key, &sku, SALE_UNITS as usize).await?;
     recorder(&http, &store, "start").await?;
     let orders = flash_sale(&http, &base, &key, &sku).await?;
     let sale_heat = recorder(&http, &store, "stop").await?;
@@ -202,25 +202,6 @@ fn print_model(load: &str, keys: &[KeyHeat], ops: f64, (unit, target): (&str, f6
         total_wcu / target,
         unit.trim_end_matches("/s").trim_end_matches('s')
     );
-}
-
-async fn create_item(
-    http: &reqwest::Client,
-    base: &str,
-    key: &str,
-    sku: &str,
-    quantity: i64,
-) -> Result<()> {
-    let resp = http
-        .post(format!("{base}/v1/items"))
-        .bearer_auth(key)
-        .json(&json!({"sku": sku, "name": "Heat", "quantity": quantity}))
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("create {sku}: {}", resp.status());
-    }
-    Ok(())
 }
 
 /// [`MIXED_REQUESTS`] requests between the clients: answered ones counted.

@@ -408,7 +408,7 @@ async fn active_units(http: &reqwest::Client, base: &str, key: &str, sku: &str) 
     }
 }
 
-async fn create_item(
+pub(crate) async fn create_item(
     http: &reqwest::Client,
     base: &str,
     key: &str,

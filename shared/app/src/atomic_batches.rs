@@ -22,16 +22,14 @@ use crate::domain::batch::{BatchRecord, ChunkMessage, LevelRequest};
 use crate::domain::chunk_plan::{
     AtomicPlan, ChunkDisposition, LevelSteps, distinct_skus, plan_atomic,
 };
-use crate::domain::count::COUNT_REASON;
 use crate::domain::level::{Counted, Level, LevelError, transfer};
 use crate::domain::location::{DEFAULT_LOCATION, LocationId};
-use crate::domain::reservation::{PLACE_REASON, ReservationId, ReservationStatus};
-use crate::domain::transfer::TRANSFER_REASON;
+use crate::domain::reservation::PLACE_REASON;
 use crate::domain::{Item, MAX_QUANTITY, Movement, MovementContext, Sku, TenantId};
 use crate::levels::{LevelNow, hold_movement};
 use crate::ports::{
     AtomicCommit, AtomicCommitted, AtomicLevelWrite, ChunkApplication, HoldWrite, StoreError,
-    StoredLevel, StoredReservation,
+    StoredLevel,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -325,18 +323,12 @@ impl AtomicLevels {
                 return Err(overflow());
             }
         };
-        let mut movement = Movement::record(
-            count.sku.as_str(),
-            delta,
-            after.on_hand,
-            COUNT_REASON,
-            count.reference.clone(),
+        let movement = crate::counts::count_movement(
+            count,
+            (delta, after.on_hand, applies),
             &self.context(rec),
             &self.now,
-        )
-        .at(&count.location)
-        .occurred(Some(&count.occurred_at));
-        movement.applies = applies;
+        );
         if applies {
             self.set(
                 (&count.sku, &count.location),
@@ -368,25 +360,12 @@ impl AtomicLevels {
                 return Err(overflow());
             }
         };
-        let reference = new
-            .reference
-            .clone()
-            .or_else(|| Some(format!("tr_{}", ulid::Ulid::new())));
-        let ctx = self.context(rec);
-        let movement = |delta: i64, after: i64, location| {
-            Movement::record(
-                new.sku.as_str(),
-                delta,
-                after,
-                TRANSFER_REASON,
-                reference.clone(),
-                &ctx,
-                &self.now,
-            )
-            .at(location)
-        };
-        let out = movement(-new.quantity, from_after.on_hand, &new.from);
-        let into = movement(new.quantity, to_after.on_hand, &new.to);
+        let (_, out, into) = crate::transfers::transfer_movements(
+            new,
+            (&from_after, &to_after),
+            &self.context(rec),
+            &self.now,
+        );
         let now_ms = self.now_ms;
         self.set(
             (&new.sku, &new.from),
@@ -418,17 +397,7 @@ impl AtomicLevels {
         let expires_at_ms = self
             .now_ms
             .saturating_add(new.expires_in_seconds.unsigned_abs() * 1000);
-        let hold = StoredReservation {
-            id: ReservationId::generate(&new.sku),
-            location: new.location.clone(),
-            quantity: new.quantity,
-            status: ReservationStatus::Active,
-            expires_at_ms,
-            reference: new.reference.clone(),
-            created_at: self.now.clone(),
-            ended_at: None,
-            request_id: self.request_id.clone(),
-        };
+        let hold = crate::reservations::new_hold(new, expires_at_ms, &self.now, &self.request_id);
         let placed = hold_movement(
             &new.sku,
             &new.location,

@@ -97,18 +97,7 @@ impl CountsService {
                         return Err(ApiError::QuantityOverflow);
                     }
                 };
-            let mut movement = Movement::record(
-                count.sku.as_str(),
-                delta,
-                after.on_hand,
-                COUNT_REASON,
-                count.reference.clone(),
-                ctx,
-                &now_s,
-            )
-            .at(&count.location)
-            .occurred(Some(&count.occurred_at));
-            movement.applies = applied;
+            let movement = count_movement(count, (delta, after.on_hand, applied), ctx, &now_s);
             let result = CountResult {
                 sku: count.sku.to_string(),
                 location: count.location.as_str().to_owned(),
@@ -154,6 +143,29 @@ impl CountsService {
             .await?
             .map(|(status, body)| CountOutcome::Replayed { status, body }))
     }
+}
+
+/// A count's movement: (delta, on hand after, whether it set the level;
+/// a superseded count is recorded and moves nothing).
+pub(crate) fn count_movement(
+    count: &NewCount,
+    (delta, on_hand, applies): (i64, i64, bool),
+    ctx: &MovementContext,
+    at: &str,
+) -> Movement {
+    let mut movement = Movement::record(
+        count.sku.as_str(),
+        delta,
+        on_hand,
+        COUNT_REASON,
+        count.reference.clone(),
+        ctx,
+        at,
+    )
+    .at(&count.location)
+    .occurred(Some(&count.occurred_at));
+    movement.applies = applies;
+    movement
 }
 
 /// The deltas applied to the count's level that occurred after it, read

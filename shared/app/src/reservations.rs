@@ -120,17 +120,7 @@ impl ReservationsService {
                 }
             })?;
             let expires_at_ms = now_ms.saturating_add(new.expires_in_seconds.unsigned_abs() * 1000);
-            let hold = StoredReservation {
-                id: ReservationId::generate(&new.sku),
-                location: new.location.clone(),
-                quantity: new.quantity,
-                status: ReservationStatus::Active,
-                expires_at_ms,
-                reference: new.reference.clone(),
-                created_at: now_s.clone(),
-                ended_at: None,
-                request_id: ctx.request_id.clone(),
-            };
+            let hold = new_hold(new, expires_at_ms, &now_s, &ctx.request_id);
             let view = Reservation::of(&hold, now_ms);
             let record = idempotency.map(|i| i.response(201, &view, now));
             let placed = hold_movement(
@@ -466,6 +456,26 @@ fn end_hold_write<'a>(
         ctx,
         at,
     )
+}
+
+/// The record of a hold placed now (`at`), active until `expires_at_ms`.
+pub(crate) fn new_hold(
+    new: &NewReservation,
+    expires_at_ms: u64,
+    at: &str,
+    request_id: &str,
+) -> StoredReservation {
+    StoredReservation {
+        id: ReservationId::generate(&new.sku),
+        location: new.location.clone(),
+        quantity: new.quantity,
+        status: ReservationStatus::Active,
+        expires_at_ms,
+        reference: new.reference.clone(),
+        created_at: at.to_owned(),
+        ended_at: None,
+        request_id: request_id.to_owned(),
+    }
 }
 
 #[cfg(test)]

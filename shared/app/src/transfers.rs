@@ -99,22 +99,8 @@ impl TransfersService {
                     return Err(ApiError::QuantityOverflow);
                 }
             };
-            let transfer_id = format!("tr_{}", ulid::Ulid::new());
-            let reference = new.reference.clone().or_else(|| Some(transfer_id.clone()));
-            let movement = |delta: i64, after: i64, location| {
-                Movement::record(
-                    new.sku.as_str(),
-                    delta,
-                    after,
-                    TRANSFER_REASON,
-                    reference.clone(),
-                    ctx,
-                    &now_s,
-                )
-                .at(location)
-            };
-            let out = movement(-new.quantity, from_after.on_hand, &new.from);
-            let into = movement(new.quantity, to_after.on_hand, &new.to);
+            let (transfer_id, out, into) =
+                transfer_movements(new, (&from_after, &to_after), ctx, &now_s);
             let result = TransferResult {
                 transfer_id,
                 sku: new.sku.to_string(),
@@ -171,6 +157,34 @@ impl TransfersService {
             .await?
             .map(|(status, body)| TransferOutcome::Replayed { status, body }))
     }
+}
+
+/// A transfer's id and its two movements (out of `from`, into `to`), each
+/// with the level's on hand after it; the reference is the client's, else
+/// the transfer's id.
+pub(crate) fn transfer_movements(
+    new: &NewTransfer,
+    (from_after, to_after): (&crate::domain::level::Level, &crate::domain::level::Level),
+    ctx: &MovementContext,
+    at: &str,
+) -> (String, Movement, Movement) {
+    let transfer_id = format!("tr_{}", ulid::Ulid::new());
+    let reference = new.reference.clone().or_else(|| Some(transfer_id.clone()));
+    let movement = |delta: i64, after: i64, location| {
+        Movement::record(
+            new.sku.as_str(),
+            delta,
+            after,
+            TRANSFER_REASON,
+            reference.clone(),
+            ctx,
+            at,
+        )
+        .at(location)
+    };
+    let out = movement(-new.quantity, from_after.on_hand, &new.from);
+    let into = movement(new.quantity, to_after.on_hand, &new.to);
+    (transfer_id, out, into)
 }
 
 #[cfg(test)]
