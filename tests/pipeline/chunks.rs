@@ -178,6 +178,132 @@ async fn a_chunk_delivered_again_after_completion_changes_nothing() -> anyhow::R
     Ok(())
 }
 
+/// The outcome markers of a batch, by partition key, read from the table.
+async fn markers_by_partition(
+    tenant: &str,
+    batch_id: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let ddb = aws_sdk_dynamodb::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
+    let table = std::env::var("STOCK_TABLE")?;
+    let mut found = std::collections::BTreeMap::new();
+    let mut start = None;
+    loop {
+        let out = ddb
+            .scan()
+            .table_name(&table)
+            .filter_expression("begins_with(pk, :batch) AND begins_with(sk, :r)")
+            .expression_attribute_values(
+                ":batch",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant}#B#{batch_id}")),
+            )
+            .expression_attribute_values(
+                ":r",
+                aws_sdk_dynamodb::types::AttributeValue::S("R#".into()),
+            )
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        for item in out.items() {
+            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) = item.get("pk") {
+                *found.entry(pk.clone()).or_default() += 1;
+            }
+        }
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// A batch's outcome markers are spread over 32 partitions by record index
+/// (one partition key would cap an import at ~500 records/s on AWS:
+/// docs/scaling.md); a batch submitted before, whose header does not say
+/// so, keeps them under its own key. Either way every record is applied
+/// once however often its chunk comes, because every marker is found.
+#[tokio::test]
+async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> anyhow::Result<()> {
+    let t = Tenant::new().await?;
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let skus: Vec<String> = (0..10).map(|i| unique_sku(&format!("shard{i}"))).collect();
+    for s in &skus {
+        t.create_item(s, 100).await?;
+    }
+    let store = store().await?;
+    let levels = levels().await?;
+    let ddb = aws_sdk_dynamodb::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
+    for legacy in [false, true] {
+        let records: Vec<Value> = (0..70)
+            .map(|i| json!({"id": format!("r{i}"), "op": "adjust", "sku": skus[i % 10], "delta": -1, "reason": "sale"}))
+            .collect();
+        let body = json!({"mode": "isolated", "records": records});
+        let batch_id = new_batch_id();
+        store
+            .create_batch(&tenant, &header(&batch_id, 70), None)
+            .await?;
+        if legacy {
+            // As a header written before markers were sharded.
+            ddb.update_item()
+                .table_name(std::env::var("STOCK_TABLE")?)
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                        "T#{}#B#{batch_id}",
+                        t.tenant_id
+                    )),
+                )
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("BATCH".into()),
+                )
+                .update_expression("REMOVE markers_sharded")
+                .send()
+                .await?;
+        }
+        // A fresh store: no layout remembered from the header's creation.
+        let store = self::store().await?;
+        let message = ChunkMessage {
+            v: 1,
+            tenant_id: t.tenant_id.clone(),
+            batch_id: batch_id.clone(),
+            mode: BatchMode::Isolated,
+            chunk: 0,
+            request_id: "shards".into(),
+            records: parse_batch(&body)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .valid,
+        };
+        let (a, b) = tokio::join!(
+            stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
+            stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
+        );
+        a?;
+        b?;
+        stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply)
+            .await?;
+        let batch = store
+            .get_batch(&tenant, &batch_id, None)
+            .await?
+            .expect("batch");
+        assert_eq!((batch.succeeded, batch.failed), (70, 0), "legacy {legacy}");
+        let markers = markers_by_partition(&t.tenant_id, &batch_id).await?;
+        assert_eq!(markers.values().sum::<usize>(), 70, "{markers:?}");
+        if legacy {
+            assert_eq!(
+                markers.keys().collect::<Vec<_>>(),
+                [&format!("T#{}#B#{batch_id}", t.tenant_id)]
+            );
+        } else {
+            assert_eq!(markers.len(), 32, "{markers:?}");
+            assert!(markers.values().all(|n| (2..=3).contains(n)), "{markers:?}");
+        }
+    }
+    // Each of the 140 records applied once.
+    for s in &skus {
+        assert_eq!(quantity(&t, s).await?, 100 - 14, "{s}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::Result<()> {
     let t = Tenant::new().await?;

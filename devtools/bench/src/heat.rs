@@ -15,8 +15,9 @@
 //! For each key the units per operation (record, request, order) are scaled
 //! to a target rate: 5,000 records/s for the import, 1,000 requests/s for
 //! the mixed load, 2,000 orders/s for the sale (the targets), and
-//! printed as a fraction of one partition's 1,000 WCU/s and 3,000 RCU/s,
-//! hottest first. Keys are shown as their pattern (`T#<tenant>#I#<sku>`).
+//! printed as a fraction of one partition's 1,000 WCU/s and 3,000 RCU/s:
+//! per key pattern (`T#<tenant>#I#<sku>`), its hottest key and how many keys
+//! it has, hottest first.
 //! No assertion on the figures: docs/scaling.md reads them.
 
 use std::sync::Arc;
@@ -39,6 +40,9 @@ const SALE_CLIENTS: usize = 16;
 const SALE_UNITS: i64 = 400;
 /// Keys printed per load.
 const SHOWN: usize = 8;
+
+/// A key pattern's hottest key (fraction, WCU/s, RCU/s) and its number of keys.
+type PatternHeat = (f64, f64, f64, usize);
 
 /// Units recorded for one key.
 struct KeyHeat {
@@ -157,6 +161,7 @@ pub(crate) fn pattern(pk: &str) -> String {
             "K" => "key",
             "LOC" => "location",
             "W" => "webhook",
+            "R" | "CH" => "shard",
             "U" => "upload",
             _ => "id",
         };
@@ -172,30 +177,42 @@ fn print_model(load: &str, keys: &[KeyHeat], ops: f64, (unit, target): (&str, f6
         println!("   nothing recorded");
         return;
     }
-    // Per key: (fraction, WCU/s, RCU/s).
-    let mut rows: Vec<(f64, f64, f64, &KeyHeat)> = keys
-        .iter()
-        .map(|k| {
-            let wcu = k.wcu / ops * target;
-            let rcu = k.rcu / ops * target;
-            ((wcu / PARTITION_WCU).max(rcu / PARTITION_RCU), wcu, rcu, k)
-        })
-        .collect();
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // Per key pattern (table, index, pattern): the hottest of its keys
+    // (fraction, WCU/s, RCU/s) and how many keys it has.
+    let mut patterns: std::collections::BTreeMap<(String, String, String), PatternHeat> =
+        std::collections::BTreeMap::new();
+    let mut total_wcu = 0.0;
+    for k in keys {
+        let wcu = k.wcu / ops * target;
+        let rcu = k.rcu / ops * target;
+        total_wcu += wcu;
+        let fraction = (wcu / PARTITION_WCU).max(rcu / PARTITION_RCU);
+        let table = k.table.rsplit('-').next().unwrap_or(&k.table).to_owned();
+        let index = if k.index.is_empty() {
+            "-".to_owned()
+        } else {
+            k.index.clone()
+        };
+        let entry = patterns
+            .entry((table, index, pattern(&k.pk)))
+            .or_insert((0.0, 0.0, 0.0, 0));
+        if fraction > entry.0 {
+            (entry.0, entry.1, entry.2) = (fraction, wcu, rcu);
+        }
+        entry.3 += 1;
+    }
+    let mut rows: Vec<_> = patterns.into_iter().collect();
+    rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
     println!(
-        "   {:<8} {:>10} {:>10}  {:<9} partition key (table)",
-        "fraction", "WCU/s", "RCU/s", "index"
+        "   {:<8} {:>10} {:>10} {:>6}  {:<9} partition key pattern (table)",
+        "fraction", "WCU/s", "RCU/s", "keys", "index"
     );
-    for (fraction, wcu, rcu, k) in rows.iter().take(SHOWN) {
-        let index = if k.index.is_empty() { "-" } else { &k.index };
+    for ((table, index, pattern), (fraction, wcu, rcu, count)) in rows.iter().take(SHOWN) {
         println!(
-            "   {fraction:<8.2} {wcu:>10.0} {rcu:>10.0}  {index:<9} {} ({})",
-            pattern(&k.pk),
-            k.table.rsplit('-').next().unwrap_or(&k.table)
+            "   {fraction:<8.2} {wcu:>10.0} {rcu:>10.0} {count:>6}  {index:<9} {pattern} ({table})"
         );
     }
-    let hottest = rows.first().map_or(0.0, |r| r.0);
-    let total_wcu: f64 = rows.iter().map(|r| r.1).sum();
+    let hottest = rows.first().map_or(0.0, |r| r.1.0);
     println!(
         "   hottest key {hottest:.2} of a partition (target <= 0.50: {}); {:.1} WCU per {}",
         if hottest <= 0.5 { "met" } else { "NOT met" },
@@ -365,6 +382,10 @@ mod tests {
         assert_eq!(pattern("T#bench-01j#I#SKU-1"), "T#<tenant>#I#<sku>");
         assert_eq!(pattern("T#acme#B#b_01#F"), "T#<tenant>#B#<batch>#F");
         assert_eq!(pattern("T#acme"), "T#<tenant>");
+        assert_eq!(
+            pattern("T#acme#B#b_01#R#7"),
+            "T#<tenant>#B#<batch>#R#<shard>"
+        );
         assert_eq!(pattern("k_abc"), "<key>");
     }
 }

@@ -25,14 +25,49 @@ pub(super) const FAILURE_STORED: StoredFields = StoredFields::SAME_NAMES;
 pub struct DynamoBatchStore {
     pub(crate) client: Client,
     pub(crate) table: String,
+    /// Whether a batch's markers are sharded, as its header says (it never
+    /// changes): read once per batch and instance.
+    marker_layouts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
 }
+
+/// Batches whose marker layout an instance remembers (a few bytes each).
+const REMEMBERED_LAYOUTS: usize = 4096;
 
 impl DynamoBatchStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
+            marker_layouts: Default::default(),
         }
+    }
+
+    /// Whether `batch_id`'s outcome markers are sharded (`records::outcome_pk`).
+    /// A batch without a header yet is being submitted by this code: sharded.
+    pub(crate) async fn markers_sharded(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = format!("{tenant}/{batch_id}");
+        if let Some(sharded) = self.layouts().get(&key) {
+            return Ok(*sharded);
+        }
+        let Some(header) = self.header(tenant, batch_id).await? else {
+            return Ok(true);
+        };
+        let mut layouts = self.layouts();
+        if layouts.len() >= REMEMBERED_LAYOUTS {
+            layouts.clear();
+        }
+        layouts.insert(key, header.markers_sharded);
+        Ok(header.markers_sharded)
+    }
+
+    fn layouts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, bool>> {
+        self.marker_layouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Builds the client from shared SDK configuration (no network call).
@@ -187,11 +222,12 @@ impl DynamoBatchStore {
         tenant: &TenantId,
         batch_id: &str,
         failures: &[RecordFailure],
+        markers_sharded: bool,
     ) -> Result<Vec<WriteRequest>, StoreError> {
         let mut requests = Vec::with_capacity(failures.len() * 2);
         for f in failures {
             let outcome = OutcomeStored {
-                pk: batch_pk(tenant, batch_id),
+                pk: outcome_pk(tenant, batch_id, f.index, markers_sharded),
                 sk: outcome_sk(f.index),
                 outcome: "failed".into(),
                 record_id: f.record_id.clone(),

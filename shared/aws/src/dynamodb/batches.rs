@@ -45,10 +45,11 @@ impl BatchHeaders for DynamoBatchStore {
     ) -> Result<(), StoreError> {
         // Submission-time outcomes: nothing else writes these records, so
         // unconditional (idempotent) batch writes suffice.
+        let sharded = self.markers_sharded(tenant, batch_id).await?;
         batch_write(
             &self.client,
             &self.table,
-            self.failure_puts(tenant, batch_id, failures)?,
+            self.failure_puts(tenant, batch_id, failures, sharded)?,
         )
         .await
     }
@@ -276,7 +277,7 @@ impl ChunkApplication for DynamoBatchStore {
         batch_id: &str,
         indexes: &[u32],
     ) -> Result<HashMap<u32, bool>, StoreError> {
-        chunks::outcomes(self, &batch_pk(tenant, batch_id), indexes).await
+        chunks::outcomes(self, tenant, batch_id, indexes).await
     }
 
     async fn read_items(

@@ -117,12 +117,19 @@ pub(super) async fn read_items(
 /// Outcome markers of these records: index -> applied?
 pub(super) async fn outcomes(
     store: &DynamoBatchStore,
-    pk: &str,
+    tenant: &TenantId,
+    batch_id: &str,
     indexes: &[u32],
 ) -> Result<HashMap<u32, bool>, StoreError> {
+    let sharded = store.markers_sharded(tenant, batch_id).await?;
     let keys = indexes
         .iter()
-        .map(|index| DynamoBatchStore::key(pk.to_owned(), &outcome_sk(*index)))
+        .map(|index| {
+            DynamoBatchStore::key(
+                outcome_pk(tenant, batch_id, *index, sharded),
+                &outcome_sk(*index),
+            )
+        })
         .collect();
     let mut map = HashMap::new();
     for a in batch_get(&store.client, &store.table, keys).await? {
@@ -169,7 +176,7 @@ pub(super) async fn commit_group(
     group: &[PlannedRecord<'_>],
 ) -> Result<GroupCommit, StoreError> {
     let table = store.table.as_str();
-    let pk = batch_pk(tenant, batch_id);
+    let sharded = store.markers_sharded(tenant, batch_id).await?;
     let mut actions = Vec::new();
     let mut roles: Vec<(usize, Role)> = Vec::new();
     for (i, planned) in group.iter().enumerate() {
@@ -225,7 +232,7 @@ pub(super) async fn commit_group(
             roles.push((i, Role::Other));
         }
         let marker = OutcomeStored {
-            pk: pk.clone(),
+            pk: outcome_pk(tenant, batch_id, rec.index, sharded),
             sk: outcome_sk(rec.index),
             outcome: if plan.applied() { "applied" } else { "failed" }.into(),
             record_id: rec.id.clone(),

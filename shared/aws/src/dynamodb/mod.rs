@@ -11,6 +11,10 @@
 //! | reservation | `T#<tenant>#I#<sku>` | `RSV#<ulid>` | – | – |
 //! | active hold (while the reservation is active) | `T#<tenant>#I#<sku>` | `H#<ulid>` | – | – |
 //! | location's stocked-levels tally (16 shards) | `T#<tenant>#LOC#<location>` | `N#<shard>` | – | – |
+//! | batch header | `T#<tenant>#B#<batch>` | `BATCH` | `T#<tenant>#BATCHES` | created#batch |
+//! | batch chunk counted | `T#<tenant>#B#<batch>` | `C#<chunk>` | – | – |
+//! | record outcome marker (32 shards by index; under the batch's key for batches whose header lacks `markers_sharded`) | `T#<tenant>#B#<batch>#R#<index mod 32>` | `R#<index>` | – | – |
+//! | batch failure entry | `T#<tenant>#B#<batch>#F` | `F#<index>` | – | – |
 //!
 //! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).
 //! The table's stream is the events outbox: `stream.rs` reads its records

@@ -406,6 +406,24 @@ pub(crate) fn outcome_sk(index: u32) -> String {
     format!("{OUTCOME_PREFIX}{index:07}")
 }
 
+/// Partitions a batch's outcome markers are spread over: every record of an
+/// import writes one (2 WCU, in its transaction), far more than one
+/// partition key takes at thousands of records per second
+/// (docs/scaling.md). Markers are only ever read by key, so no read gathers
+/// across them.
+pub(crate) const MARKER_SHARDS: u32 = 32;
+
+/// The partition of record `index`'s outcome marker: its batch's own key for
+/// batches submitted before markers were sharded (`sharded` false: their
+/// header says so), else one of [`MARKER_SHARDS`] by index.
+pub(crate) fn outcome_pk(tenant: &TenantId, batch_id: &str, index: u32, sharded: bool) -> String {
+    if sharded {
+        format!("T#{tenant}#B#{batch_id}#R#{}", index % MARKER_SHARDS)
+    } else {
+        batch_pk(tenant, batch_id)
+    }
+}
+
 pub(crate) fn failure_sk(index: u32) -> String {
     format!("{FAILURE_PREFIX}{index:07}")
 }
@@ -458,6 +476,10 @@ pub(crate) struct BatchStored {
     /// unknown, so it cannot be finalized.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub splitting: bool,
+    /// Its outcome markers are spread over [`MARKER_SHARDS`] partitions
+    /// (absent on batches submitted before: theirs stay under the batch's key).
+    #[serde(default)]
+    pub markers_sharded: bool,
 }
 
 impl BatchStored {
@@ -489,6 +511,7 @@ impl BatchStored {
             upload: b.upload.clone(),
             error: b.error.clone(),
             splitting: b.upload.is_some(),
+            markers_sharded: true,
         }
     }
 }
@@ -522,6 +545,7 @@ impl Unread for BatchStored {
             upload: None,
             error: None,
             splitting: false,
+            markers_sharded: false,
         }
     }
 }
