@@ -9,10 +9,12 @@ code writes is kept. Units as DynamoDB bills them:
 
 - a write: 1 WCU per KB (rounded up) of the larger of the item before and
   after; 2 per KB in a transaction (a `ConditionCheck` included);
-- a GSI: each write of an item carrying the index's partition key writes the
-  index too, 1 WCU per KB of what it projects (transactions reach indexes as
-  standard writes); an item that leaves the index, or moves to another
-  index key, deletes its old entry as well;
+- a GSI: a write that changes an item's index keys or what the index
+  projects writes the index too, 1 WCU per KB of what it projects
+  (transactions reach indexes as standard writes); a write that changes
+  neither (a keys-only index under a quantity change) does not; an item
+  that leaves the index, or moves to another index key, deletes its old
+  entry as well;
 - a read: 1 RCU per 4 KB (rounded up) of each item read by `GetItem` (and
   each of `BatchGetItem`'s), of all items a `Query` page returns; a read is
   counted as strongly consistent (the upper bound);
@@ -99,12 +101,12 @@ def _size(attrs: dict[str, Any]) -> int:
 
 
 class Entry:
-    """What one item holds of a table's partitions: its size, and its
-    (index, partition key, projected size) per GSI it appears in."""
+    """What one item holds of a table's partitions: its size, and per GSI it
+    appears in, (partition key, projected size, what is projected)."""
 
     def __init__(self, table: Any, item: Any | None):
         self.size = item.size() if item is not None else 0
-        self.indexes: dict[str, tuple[str, int]] = {}
+        self.indexes: dict[str, tuple[str, int, dict[str, Any]]] = {}
         if item is None:
             return
         for index in getattr(table, "global_indexes", []) or []:
@@ -113,14 +115,16 @@ class Entry:
                 continue
             projection = (index.projection or {}).get("ProjectionType", "ALL")
             if projection == "ALL":
+                projected = dict(item.attrs)
                 size = self.size
             else:
                 keep = {table.hash_key_attr, table.range_key_attr}
                 keep |= {k["AttributeName"] for k in index.schema}
                 if projection == "INCLUDE":
                     keep |= set((index.projection or {}).get("NonKeyAttributes", []))
-                size = _size({k: v for k, v in item.attrs.items() if k in keep})
-            self.indexes[index.name] = (_value(item.attrs[hash_attr]), size)
+                projected = {k: v for k, v in item.attrs.items() if k in keep}
+                size = _size(projected)
+            self.indexes[index.name] = (_value(item.attrs[hash_attr]), size, projected)
 
 
 def _key_of(table: Any, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -136,10 +140,11 @@ def record_write(table: Any, pk: str, before: Entry, after: Entry | None, transa
     HEAT.add(table.name, "", pk, wcu=units * (2 if transactional else 1))
     if after is None:
         return
-    for index, (index_pk, size) in after.indexes.items():
-        HEAT.add(table.name, index, index_pk, wcu=write_units(size))
-    for index, (index_pk, size) in before.indexes.items():
-        if after.indexes.get(index, (None, 0))[0] != index_pk:
+    for index, (index_pk, size, projected) in after.indexes.items():
+        if before.indexes.get(index, (None, 0, None))[2] != projected:
+            HEAT.add(table.name, index, index_pk, wcu=write_units(size))
+    for index, (index_pk, size, _) in before.indexes.items():
+        if after.indexes.get(index, (None, 0, None))[0] != index_pk:
             HEAT.add(table.name, index, index_pk, wcu=write_units(size))
 
 

@@ -938,6 +938,7 @@ class Provisioner:
         status = "exists"
         while True:
             if name in existing:
+                status = _add_missing_indexes(ddb, name, p) or status
                 break
             status = "created"
             kwargs: dict[str, Any] = {
@@ -1261,6 +1262,24 @@ def _attr(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _add_missing_indexes(ddb: Any, name: str, props: dict[str, Any]) -> str | None:
+    """A template that gained a GSI since the table was made: create it, one
+    per update as CloudFormation does (on-demand tables only here)."""
+    have = {i["IndexName"] for i in ddb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])}
+    added = []
+    for index in props.get("GlobalSecondaryIndexes") or []:
+        if index["IndexName"] in have:
+            continue
+        create = {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
+        ddb.update_table(
+            TableName=name,
+            AttributeDefinitions=props["AttributeDefinitions"],
+            GlobalSecondaryIndexUpdates=[{"Create": create}],
+        )
+        added.append(index["IndexName"])
+    return f"updated (added {', '.join(added)})" if added else None
 
 
 def _throughput(tp: dict[str, Any] | None) -> dict[str, int]:

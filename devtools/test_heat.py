@@ -83,6 +83,32 @@ class HeatTest(unittest.TestCase):
                              UpdateExpression="SET gsi1pk = :g", ExpressionAttributeValues={":g": {"S": "T#2"}})
         self.assertEqual(self.units(), {("", "A"): (2, 0), ("gsi1", "T#1"): (1, 0), ("gsi1", "T#2"): (1, 0)})
 
+    def test_a_keys_only_index_is_not_written_when_its_keys_stay(self) -> None:
+        self.ddb.update_table(
+            TableName="t",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("gsi3pk", "gsi3sk")],
+            GlobalSecondaryIndexUpdates=[{"Create": {
+                "IndexName": "gsi3",
+                "KeySchema": [{"AttributeName": "gsi3pk", "KeyType": "HASH"},
+                              {"AttributeName": "gsi3sk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }}],
+        )
+        entry = item("A", "1", 10, gsi="T#1")
+        entry |= {"gsi3pk": {"S": "T#1#L#3"}, "gsi3sk": {"S": "1"}, "quantity": {"N": "5"}}
+        self.ddb.put_item(TableName="t", Item=entry)
+        self.assertEqual(self.units(), {("", "A"): (1, 0), ("gsi1", "T#1"): (1, 0), ("gsi3", "T#1#L#3"): (1, 0)})
+        heat.HEAT.start()
+        key = {"pk": {"S": "A"}, "sk": {"S": "1"}}
+        for n in ("4", "3"):
+            self.ddb.update_item(TableName="t", Key=key, UpdateExpression="SET quantity = :q",
+                                 ExpressionAttributeValues={":q": {"N": n}})
+        # The all-attributes index is rewritten each time; the keys-only one never.
+        self.assertEqual(self.units(), {("", "A"): (2, 0), ("gsi1", "T#1"): (2, 0)})
+        # The same item put again changes nothing either index projects.
+        self.ddb.put_item(TableName="t", Item=entry | {"quantity": {"N": "3"}})
+        self.assertEqual(self.units(), {("", "A"): (3, 0), ("gsi1", "T#1"): (2, 0)})
+
     def test_reads_bill_per_four_kilobytes_and_nothing_is_kept_when_stopped(self) -> None:
         for sk in ("1", "2", "3"):
             self.ddb.put_item(TableName="t", Item=item("A", sk, 2000, gsi="T#1"))

@@ -105,5 +105,26 @@ class NestedStacks(unittest.TestCase):
             nested_resolver(write(parameters=without_stage))
 
 
+class TableIndexes(unittest.TestCase):
+    def test_an_index_the_template_gained_is_added_to_the_existing_table(self) -> None:
+        import boto3
+        from moto import mock_aws
+
+        keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+        gsi = {"IndexName": "gsi3", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+               "Projection": {"ProjectionType": "KEYS_ONLY"}}
+        attributes = [{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "g")]
+        with mock_aws():
+            ddb = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="test",
+                               aws_secret_access_key="test")
+            ddb.create_table(TableName="t", AttributeDefinitions=attributes[:1], KeySchema=keys,
+                             BillingMode="PAY_PER_REQUEST")
+            props = {"AttributeDefinitions": attributes, "GlobalSecondaryIndexes": [gsi]}
+            self.assertEqual(stack._add_missing_indexes(ddb, "t", props), "updated (added gsi3)")
+            described = ddb.describe_table(TableName="t")["Table"]["GlobalSecondaryIndexes"]
+            self.assertEqual([i["IndexName"] for i in described], ["gsi3"])
+            self.assertIsNone(stack._add_missing_indexes(ddb, "t", props))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -356,7 +356,7 @@ async fn the_feed_resumes_from_its_cursor_after_the_functions_restart() -> anyho
 #[tokio::test]
 async fn the_backfill_puts_movements_from_before_the_feed_into_it() -> anyhow::Result<()> {
     use aws_sdk_dynamodb::types::AttributeValue::S;
-    use stockroom_aws::dynamodb::feed_backfill::ChangeFeedBackfill;
+    use stockroom_aws::dynamodb::backfill::{BackfilledIndex, IndexBackfill};
     let t = Tenant::new().await?;
     let (old, new) = (unique_sku("pre-feed"), unique_sku("post-feed"));
     for sku in [&old, &new] {
@@ -394,7 +394,7 @@ async fn the_backfill_puts_movements_from_before_the_feed_into_it() -> anyhow::R
         before_feed
     );
 
-    let backfill = ChangeFeedBackfill::from_sdk_config(&sdk, &table);
+    let backfill = IndexBackfill::from_sdk_config(&sdk, &table, BackfilledIndex::ChangeFeed);
     let first = backfill.run(4).await?;
     assert!(first.unreadable.is_empty(), "{first:?}");
     assert!(

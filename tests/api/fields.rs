@@ -297,12 +297,18 @@ fn last_body(wire: &DynamoWire) -> Result<Vec<u8>> {
 }
 
 /// Attribute names of the items in a raw DynamoDB response body (`Items`
-/// of a Query, `Item` of a GetItem).
+/// of a Query, `Item` of a GetItem, `Responses` of a BatchGetItem).
 fn raw_attribute_names(body: &[u8]) -> Result<Vec<Vec<String>>> {
     let body: Value = serde_json::from_slice(body)?;
-    let items = match (&body["Items"], &body["Item"]) {
-        (Value::Array(items), _) => items.clone(),
-        (_, Value::Object(_)) => vec![body["Item"].clone()],
+    let items = match (&body["Items"], &body["Item"], &body["Responses"]) {
+        (Value::Array(items), _, _) => items.clone(),
+        (_, Value::Object(_), _) => vec![body["Item"].clone()],
+        (_, _, Value::Object(tables)) => tables
+            .values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .cloned()
+            .collect(),
         _ => anyhow::bail!("no item in {body}"),
     };
     Ok(items
@@ -351,7 +357,8 @@ async fn dynamodb_returns_only_the_projected_attributes() -> Result<()> {
         projected.len(),
         whole.len()
     );
-    // What was read is exact; the cursor came from LastEvaluatedKey, not the items.
+    // What was read is exact (the listing reads its page by key, so the
+    // cursor does not come from the items read).
     for (sparse, full) in page.items.iter().zip(&whole_page.items) {
         assert_eq!((&sparse.sku, sparse.quantity), (&full.sku, full.quantity));
     }

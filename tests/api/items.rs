@@ -251,6 +251,128 @@ async fn listing_pages_through_every_item_in_sku_order() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The listing index spreads a tenant's items over 16 partitions (a first
+/// import creates thousands a second: docs/scaling.md) and still lists
+/// items written before, from their old index key, until
+/// `stockroom-admin backfill-listing` moves them. Every page size reads
+/// them all once in sku order; a cursor given before resumes where it
+/// stopped; the backfill moves each old item once.
+#[tokio::test]
+async fn the_sharded_listing_reads_every_item_once_in_order_across_layouts() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    use stockroom_app::ports::{ItemStore, PageKey};
+    use stockroom_aws::dynamodb::backfill::{BackfilledIndex, IndexBackfill};
+    let t = Tenant::new().await?;
+    let mut skus: Vec<String> = (0..40).map(|i| format!("shard-{i:02}")).collect();
+    for sku in &skus {
+        t.create_item(sku, 1).await?;
+    }
+    skus.sort();
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
+    let table = stockroom_tests::function_env("ItemsApiFunction", "STOCK_TABLE")?;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let key = |sku: &str| {
+        [
+            ("pk".to_owned(), S(format!("T#{}#I#{sku}", t.tenant_id))),
+            ("sk".to_owned(), S("ITEM".into())),
+        ]
+    };
+    let mut partitions = std::collections::BTreeSet::new();
+    for sku in &skus {
+        let item = ddb
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(key(sku).into()))
+            .send()
+            .await?
+            .item
+            .unwrap_or_default();
+        partitions.insert(item.get("gsi3pk").and_then(|v| v.as_s().ok()).cloned());
+    }
+    assert!(!partitions.contains(&None));
+    assert!(partitions.len() >= 12, "{partitions:?}");
+
+    // Every fourth item as written before the listing was sharded.
+    let legacy: Vec<&String> = skus.iter().step_by(4).collect();
+    for sku in &legacy {
+        ddb.update_item()
+            .table_name(&table)
+            .set_key(Some(key(sku).into()))
+            .update_expression("SET gsi1pk = :t, gsi1sk = :s REMOVE gsi3pk, gsi3sk")
+            .expression_attribute_values(":t", S(format!("T#{}", t.tenant_id)))
+            .expression_attribute_values(":s", S((*sku).clone()))
+            .send()
+            .await?;
+    }
+    let listed = |limit: u32| {
+        let t = &t;
+        async move {
+            let items =
+                stockroom_tests::all_pages(t, &format!("/v1/items?limit={limit}"), "items").await?;
+            anyhow::Ok(
+                items
+                    .iter()
+                    .map(|i| i["sku"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    for limit in [1, 3, 7, 40, 100] {
+        assert_eq!(listed(limit).await?, skus, "limit {limit}");
+    }
+
+    // A cursor given before: `gsi1`'s key of the item it stopped at.
+    let store = stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(&sdk, &table);
+    let tenant = stockroom_domain::TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let old_cursor = PageKey::from([
+        ("gsi1pk".to_owned(), format!("T#{}", t.tenant_id)),
+        ("gsi1sk".to_owned(), skus[4].clone()),
+        ("pk".to_owned(), format!("T#{}#I#{}", t.tenant_id, skus[4])),
+        ("sk".to_owned(), "ITEM".to_owned()),
+    ]);
+    let page = store.list_items(&tenant, 3, Some(old_cursor), None).await?;
+    let resumed: Vec<&str> = page.items.iter().map(|i| i.sku.as_str()).collect();
+    assert_eq!(resumed, [&skus[5], &skus[6], &skus[7]]);
+
+    // A deleted item leaves the listing, whichever index lists it.
+    for sku in [legacy[1], &skus[1]] {
+        assert_eq!(
+            t.delete(&format!("/v1/items/{sku}")).send().await?.status(),
+            204
+        );
+    }
+    let remaining: Vec<String> = skus
+        .iter()
+        .filter(|s| *s != legacy[1] && *s != &skus[1])
+        .cloned()
+        .collect();
+    assert_eq!(listed(5).await?, remaining);
+
+    // The backfill moves the old items into the sharded index, once.
+    let backfill = IndexBackfill::from_sdk_config(&sdk, &table, BackfilledIndex::Listing);
+    let first = backfill.run(4).await?;
+    assert!(first.unreadable.is_empty(), "{first:?}");
+    assert!(first.indexed >= legacy.len() as u64 - 1, "{first:?}");
+    for sku in legacy.iter().filter(|s| **s != legacy[1]) {
+        let item = ddb
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(key(sku).into()))
+            .send()
+            .await?
+            .item
+            .unwrap_or_default();
+        assert!(
+            item.contains_key("gsi3pk") && !item.contains_key("gsi1pk"),
+            "{item:?}"
+        );
+    }
+    assert_eq!(listed(6).await?, remaining);
+    let second = backfill.run(2).await?;
+    assert_eq!((second.found, second.indexed), (0, 0), "{second:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn forged_garbled_and_foreign_cursors_are_400() -> anyhow::Result<()> {
     let a = Tenant::new().await?;

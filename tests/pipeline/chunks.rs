@@ -304,6 +304,131 @@ async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> 
     Ok(())
 }
 
+/// A batch's failure entries are spread over 32 partitions by record index,
+/// as its markers are (every record of an import may fail); a chunk that ran
+/// before the change left its entries under the batch's one failures key.
+/// The listing merges both, whole and in record order, page by page, and a
+/// cursor given before the change (the entry's own key) still resumes.
+#[tokio::test]
+async fn failure_entries_are_sharded_and_list_whole_and_in_order() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let t = Tenant::new().await?;
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let known = unique_sku("known");
+    t.create_item(&known, 1_000).await?;
+    // Two records in three adjust a sku that does not exist: 46 failures,
+    // in every one of the 32 partitions.
+    let records: Vec<Value> = (0..70)
+        .map(|i| {
+            let sku = if i % 3 != 0 { format!("{known}-missing") } else { known.clone() };
+            json!({"id": format!("r{i}"), "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"})
+        })
+        .collect();
+    let batch_id = new_batch_id();
+    let store = store().await?;
+    store
+        .create_batch(&tenant, &header(&batch_id, 70), None)
+        .await?;
+    let message = ChunkMessage {
+        v: 1,
+        tenant_id: t.tenant_id.clone(),
+        batch_id: batch_id.clone(),
+        mode: BatchMode::Isolated,
+        chunk: 0,
+        request_id: "failure-shards".into(),
+        records: parse_batch(&json!({"mode": "isolated", "records": records}))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .valid,
+    };
+    stockroom_app::chunks::apply_chunk(
+        &*store,
+        &levels().await?,
+        &message,
+        ChunkDisposition::Apply,
+    )
+    .await?;
+
+    // The entries as written: one partition per index mod 32.
+    let ddb = aws_sdk_dynamodb::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
+    let table = std::env::var("STOCK_TABLE")?;
+    let legacy_pk = format!("T#{}#B#{batch_id}#F", t.tenant_id);
+    let mut written = Vec::new();
+    for shard in 0..32 {
+        let out = ddb
+            .query()
+            .table_name(&table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", S(format!("{legacy_pk}#{shard}")))
+            .send()
+            .await?;
+        written.extend(out.items.unwrap_or_default());
+    }
+    assert_eq!(written.len(), 46);
+    let partitions: std::collections::BTreeSet<String> = written
+        .iter()
+        .filter_map(|e| e.get("pk").and_then(|v| v.as_s().ok()).cloned())
+        .collect();
+    assert_eq!(partitions.len(), 32, "{partitions:?}");
+    // Those of records 0..20 as a chunk before the change wrote them.
+    for entry in &written {
+        let sk = entry
+            .get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        if sk.as_str() >= "F#0000020" {
+            continue;
+        }
+        let mut moved = entry.clone();
+        moved.insert("pk".into(), S(legacy_pk.clone()));
+        ddb.put_item()
+            .table_name(&table)
+            .set_item(Some(moved))
+            .send()
+            .await?;
+        ddb.delete_item()
+            .table_name(&table)
+            .key("pk", entry["pk"].clone())
+            .key("sk", S(sk))
+            .send()
+            .await?;
+    }
+
+    let expected: Vec<String> = (0..70)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("r{i}"))
+        .collect();
+    for limit in [1, 4, 46, 100] {
+        let listed = stockroom_tests::all_pages(
+            &t,
+            &format!("/v1/batches/{batch_id}/failures?limit={limit}"),
+            "failures",
+        )
+        .await?;
+        let ids: Vec<&str> = listed
+            .iter()
+            .filter_map(|f| f["record_id"].as_str())
+            .collect();
+        assert_eq!(ids, expected, "limit {limit}");
+        assert!(
+            listed.iter().all(|f| f["code"] == "item_not_found"),
+            "{listed:?}"
+        );
+    }
+    // A cursor from before: the key of the entry it stopped at.
+    let old_cursor = stockroom_app::ports::PageKey::from([
+        ("pk".to_owned(), legacy_pk.clone()),
+        ("sk".to_owned(), "F#0000010".to_owned()),
+    ]);
+    let page = store
+        .list_failures(&tenant, &batch_id, 3, Some(old_cursor), None)
+        .await?;
+    let indexes: Vec<u32> = page.items.iter().map(|f| f.index).collect();
+    assert_eq!(indexes, [11, 13, 14]);
+    assert!(page.next.is_some());
+    Ok(())
+}
+
 #[tokio::test]
 async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::Result<()> {
     let t = Tenant::new().await?;

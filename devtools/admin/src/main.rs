@@ -2,6 +2,7 @@
 //! `stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial`
 //! `stockroom-admin seed-samples [--events DIR] [--api-key KEY]` (local stack only)
 //! `stockroom-admin [--stack NAME] backfill-feed [--segments N]`
+//! `stockroom-admin [--stack NAME] backfill-listing [--segments N]`
 //!
 //! `--stack NAME` works on a deployed stack: its API keys table comes from
 //! the stack's outputs (CloudFormation DescribeStacks) and the keys it mints
@@ -21,14 +22,16 @@
 //! demo tenant must exist with `--api-key`, the sample key by default):
 //! see `samples.rs`. `backfill-feed` puts movements written before the change
 //! feed existed into its index (docs/operations.md#change-feed-backfill);
-//! it can be stopped and run again, and prints what it did as JSON.
+//! `backfill-listing` moves items written before the listing was sharded
+//! into it (docs/operations.md#listing-backfill). Both can be stopped and
+//! run again, and print what they did as JSON.
 
 use anyhow::{Context, bail};
 use rand::Rng;
 use stockroom_app::auth::generate_api_key;
 use stockroom_app::ports::{ApiKeyLookup, ApiKeyStore};
 use stockroom_aws::dynamodb::DynamoApiKeyStore;
-use stockroom_aws::dynamodb::feed_backfill::ChangeFeedBackfill;
+use stockroom_aws::dynamodb::backfill::{BackfilledIndex, IndexBackfill};
 use stockroom_domain::TenantId;
 use stockroom_domain::key::ALL_SCOPES;
 mod samples;
@@ -39,6 +42,7 @@ const USAGE: &str = "usage: stockroom-admin [--stack NAME] create-tenant --name 
        stockroom-admin [--stack NAME] set-plan --tenant-id ID --plan standard|trial
        stockroom-admin seed-samples [--events DIR] [--api-key KEY]   (local stack only)
        stockroom-admin [--stack NAME] backfill-feed [--segments N]     (N parallel scan segments, 1-64, default 4)
+       stockroom-admin [--stack NAME] backfill-listing [--segments N]
 --stack NAME: a deployed stack (live keys); without it, the stack of .local/env (test keys)";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +50,7 @@ enum Command {
     CreateTenant,
     SetPlan,
     SeedSamples,
-    BackfillFeed,
+    Backfill(BackfilledIndex),
 }
 
 struct Args {
@@ -70,7 +74,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             Some("create-tenant") => break Command::CreateTenant,
             Some("set-plan") => break Command::SetPlan,
             Some("seed-samples") => break Command::SeedSamples,
-            Some("backfill-feed") => break Command::BackfillFeed,
+            Some("backfill-feed") => break Command::Backfill(BackfilledIndex::ChangeFeed),
+            Some("backfill-listing") => break Command::Backfill(BackfilledIndex::Listing),
             _ => bail!(USAGE),
         }
     };
@@ -162,14 +167,14 @@ async fn main() -> anyhow::Result<()> {
         Some(stack) => StackTarget::deployed(&sdk, stack).await?,
         None => StackTarget::from_env()?,
     };
-    if args.command == Command::BackfillFeed {
-        let backfill = ChangeFeedBackfill::from_sdk_config(&sdk, target.stock_table.clone());
+    if let Command::Backfill(index) = args.command {
+        let backfill = IndexBackfill::from_sdk_config(&sdk, target.stock_table.clone(), index);
         let report = backfill
             .run(args.segments)
             .await
-            .context("backfilling the change feed")?;
+            .with_context(|| format!("backfilling {index:?}"))?;
         for key in &report.unreadable {
-            eprintln!("not a readable movement, left as it is: {key}");
+            eprintln!("not readable as an entry of {index:?}, left as it is: {key}");
         }
         println!(
             "{}",
@@ -304,7 +309,15 @@ mod tests {
                 .into_iter(),
         )
         .unwrap();
-        assert_eq!((b.command, b.segments), (Command::BackfillFeed, 8));
+        assert_eq!(
+            (b.command, b.segments),
+            (Command::Backfill(BackfilledIndex::ChangeFeed), 8)
+        );
+        let l = parse_args(["backfill-listing"].map(String::from).into_iter()).unwrap();
+        assert_eq!(
+            (l.command, l.segments),
+            (Command::Backfill(BackfilledIndex::Listing), 4)
+        );
         for bad in ["0", "65", "x"] {
             assert!(
                 parse_args(

@@ -161,7 +161,7 @@ pub(crate) fn pattern(pk: &str) -> String {
             "K" => "key",
             "LOC" => "location",
             "W" => "webhook",
-            "R" | "CH" => "shard",
+            "R" | "CH" | "L" | "F" => "shard",
             "U" => "upload",
             _ => "id",
         };
@@ -381,6 +381,11 @@ mod tests {
     fn a_key_shows_as_its_pattern() {
         assert_eq!(pattern("T#bench-01j#I#SKU-1"), "T#<tenant>#I#<sku>");
         assert_eq!(pattern("T#acme#B#b_01#F"), "T#<tenant>#B#<batch>#F");
+        assert_eq!(
+            pattern("T#acme#B#b_01#F#3"),
+            "T#<tenant>#B#<batch>#F#<shard>"
+        );
+        assert_eq!(pattern("T#acme#L#15"), "T#<tenant>#L#<shard>");
         assert_eq!(pattern("T#acme"), "T#<tenant>");
         assert_eq!(
             pattern("T#acme#B#b_01#R#7"),

@@ -6,8 +6,9 @@ use super::error::{applied, build_error, classify};
 use super::items::{page_key, start_key};
 use super::projection::{Decoder, project_query};
 use super::records::*;
+use super::sharded::{KeyRange, gather};
 use super::tx::{TransactFailure, batch_write, transact};
-use super::{n, query_page, s, to_attrs};
+use super::{n, s, to_attrs};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use std::collections::HashMap;
@@ -221,6 +222,8 @@ impl BatchSubmissions for DynamoBatchStore {
         Ok(Page { items, next })
     }
 
+    /// Scatter-gather over the failure shards and the legacy key (one Query
+    /// each, in parallel), merged in record order.
     async fn list_failures(
         &self,
         tenant: &TenantId,
@@ -231,20 +234,40 @@ impl BatchSubmissions for DynamoBatchStore {
     ) -> Result<Page<RecordFailure>, StoreError> {
         let projection = FAILURE_STORED.projection(fields);
         let decoder = Decoder::<FailureStored>::new(projection.is_some())?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :f)")
-            .expression_attribute_values(":pk", s(failures_pk(tenant, batch_id)))
-            .expression_attribute_values(":f", s(FAILURE_PREFIX))
-            .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start));
-        let out = project_query(query, projection)
-            .send()
-            .await
-            .map_err(classify)?;
-        query_page::<FailureStored, RecordFailure>(out, &decoder)
+        let ranges = (0..MARKER_SHARDS)
+            .map(|shard| failure_shard_pk(tenant, batch_id, shard))
+            .chain([legacy_failures_pk(tenant, batch_id)])
+            .map(|pk| KeyRange {
+                index: None,
+                pk_name: "pk",
+                pk,
+                sk_name: "sk",
+            })
+            .collect();
+        // The cursor's `sk` is the last failure's sort key (as it was when
+        // failures were listed straight from their one partition).
+        let after = start.as_ref().and_then(|k| k.get("sk")).map(String::as_str);
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page = gather(
+            &self.client,
+            &self.table,
+            ranges,
+            after,
+            Some(FAILURE_PREFIX),
+            want,
+            projection,
+        )
+        .await?;
+        let next = match page.entries.last() {
+            Some((sk, _)) if page.more => Some(PageKey::from([("sk".to_owned(), sk.clone())])),
+            _ => None,
+        };
+        let items = page
+            .entries
+            .into_iter()
+            .map(|(_, attrs)| decoder.decode(attrs).map(RecordFailure::from))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
     }
 
     async fn get_idempotency(

@@ -1,7 +1,8 @@
 use super::error::{build_error, classify};
-use super::projection::{Decoder, StoredFields, project_get, project_query};
+use super::projection::{Decoder, Projection, StoredFields, project_get, project_query};
 use super::records::*;
-use super::tx::{TransactFailure, transact};
+use super::sharded::{KeyRange, gather};
+use super::tx::{TransactFailure, batch_get_projected, transact};
 use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -10,7 +11,20 @@ use stockroom_app::ports::{ChangeLog, IdempotencyRecord, ItemStore, Page, PageKe
 use stockroom_domain::change::{ChangeCause, Deletion};
 use stockroom_domain::{Fields, Item, Movement, Sku, TenantId};
 
-const ITEMS_INDEX: &str = "gsi1";
+/// Items by `T#<tenant>#L#<shard>`, then sku; keys only.
+const LISTING_INDEX: &str = "gsi3";
+/// Items written before the listing was sharded: by `T#<tenant>`, then sku.
+const LEGACY_LISTING_INDEX: &str = "gsi1";
+/// The listing cursor's key: the last sku returned.
+const LISTING_CURSOR: &str = "sku";
+
+/// Where a listing cursor resumes: after its sku. Cursors given before the
+/// listing was sharded hold `gsi1`'s key, whose sort key is the sku.
+fn listing_cursor(key: &PageKey) -> Option<&str> {
+    key.get(LISTING_CURSOR)
+        .or_else(|| key.get("gsi1sk"))
+        .map(String::as_str)
+}
 /// The change feed: movements by `T#<tenant>#CH#<shard>`, then id.
 const FEED_INDEX: &str = "gsi2";
 
@@ -194,6 +208,10 @@ impl ItemStore for DynamoItemStore {
         }
     }
 
+    /// Scatter-gather over the listing's shards and the legacy key (one
+    /// keys-only Query each, in parallel), merged in sku order; then the
+    /// page's items, read strongly consistent by key (with `fields`, only
+    /// those and the sku that places each item).
     async fn list_items(
         &self,
         tenant: &TenantId,
@@ -201,22 +219,63 @@ impl ItemStore for DynamoItemStore {
         start: Option<PageKey>,
         fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, StoreError> {
-        let projection = ITEM_STORED.projection(fields);
+        let projection = ITEM_STORED.projection(fields).map(|p| p.including("sku"));
         let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ITEMS_INDEX)
-            .key_condition_expression("gsi1pk = :t")
-            .expression_attribute_values(":t", s(tenant_items_pk(tenant)))
-            .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start));
-        let out = project_query(query, projection)
-            .send()
-            .await
-            .map_err(classify)?;
-        query_page::<ItemRecord, Item>(out, &decoder)
+        let after = start.as_ref().and_then(listing_cursor);
+        let mut ranges: Vec<KeyRange> = (0..LISTING_SHARDS)
+            .map(|shard| KeyRange {
+                index: Some(LISTING_INDEX),
+                pk_name: "gsi3pk",
+                pk: listing_pk(tenant, shard),
+                sk_name: "gsi3sk",
+            })
+            .collect();
+        ranges.push(KeyRange {
+            index: Some(LEGACY_LISTING_INDEX),
+            pk_name: "gsi1pk",
+            pk: legacy_listing_pk(tenant),
+            sk_name: "gsi1sk",
+        });
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let keys_only = Some(Projection::nothing());
+        let page = gather(
+            &self.client,
+            &self.table,
+            ranges,
+            after,
+            None,
+            want,
+            keys_only,
+        )
+        .await?;
+        let keys = page
+            .entries
+            .iter()
+            .map(|(sku, _)| Self::key(item_pk(tenant, sku), ITEM_SK))
+            .collect();
+        let mut found: std::collections::HashMap<String, Item> =
+            batch_get_projected(&self.client, &self.table, keys, projection)
+                .await?
+                .into_iter()
+                .map(|attrs| {
+                    decoder
+                        .decode(attrs)
+                        .map(|r| (r.sku.clone(), Item::from(r)))
+                })
+                .collect::<Result<_, _>>()?;
+        // An entry whose item is gone (the index lags a delete) is skipped.
+        let items = page
+            .entries
+            .iter()
+            .filter_map(|(sku, _)| found.remove(sku))
+            .collect();
+        let next = match page.entries.last() {
+            Some((sku, _)) if page.more => {
+                Some(PageKey::from([(LISTING_CURSOR.to_owned(), sku.clone())]))
+            }
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     async fn record_adjustment(

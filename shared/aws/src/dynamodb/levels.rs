@@ -19,7 +19,8 @@
 
 use super::error::{build_error, classify};
 use super::locations::{LOCATION_SHARDS, location_sk, locations_pk, tally_pk, tally_sk};
-use super::records::{ITEM_SK, IdempotencyStored, feed_shard, item_pk};
+use super::records::{ITEM_SK, IdempotencyStored, item_pk};
+use super::sharded::shard_of;
 use super::tx::{TransactFailure, batch_get};
 use super::{Attrs, DynamoItemStore, from_attrs, n, s, to_attrs};
 use async_trait::async_trait;
@@ -631,7 +632,7 @@ fn tally_change<'a>(write: &LevelWrite<'a>, sku: &str) -> Option<(&'a str, Strin
     (!before.location.is_default() && was != is).then(|| {
         (
             before.location.as_str(),
-            tally_sk(feed_shard(sku, LOCATION_SHARDS)),
+            tally_sk(shard_of(sku, LOCATION_SHARDS)),
             is,
         )
     })

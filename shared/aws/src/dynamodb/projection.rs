@@ -78,6 +78,28 @@ impl Projection {
         query.projection_expression(self.expression)
     }
 
+    /// The projection with `attribute` read too (one the caller needs, such
+    /// as the key that places each item of a `BatchGetItem`).
+    pub fn including(mut self, attribute: &str) -> Self {
+        if !self.names.iter().any(|(_, name)| name == attribute) {
+            let placeholder = format!("#p{}", self.names.len());
+            if !self.expression.is_empty() {
+                self.expression.push_str(", ");
+            }
+            self.expression.push_str(&placeholder);
+            self.names.push((placeholder, attribute.to_owned()));
+        }
+        self
+    }
+
+    /// Nothing yet: what [`Projection::including`] adds.
+    pub fn nothing() -> Self {
+        Self {
+            expression: String::new(),
+            names: Vec::new(),
+        }
+    }
+
     pub fn on_get(self, mut get: GetItemFluentBuilder) -> GetItemFluentBuilder {
         for (placeholder, attribute) in self.names {
             get = get.expression_attribute_names(placeholder, attribute);
@@ -152,6 +174,20 @@ mod tests {
     const WEBHOOK_STORED: StoredFields = StoredFields {
         sources: &[("id", &["webhook_id"])],
     };
+
+    #[test]
+    fn an_attribute_the_caller_needs_is_added_once() {
+        let p = Projection {
+            expression: "#p0".into(),
+            names: vec![("#p0".into(), "quantity".into())],
+        };
+        let with_sku = p.including("sku");
+        assert_eq!(with_sku.expression, "#p0, #p1");
+        assert_eq!(with_sku.names[1], ("#p1".to_owned(), "sku".to_owned()));
+        assert_eq!(with_sku.clone().including("sku"), with_sku);
+        let only_sku = Projection::nothing().including("sku");
+        assert_eq!(only_sku.expression, "#p0");
+    }
 
     #[test]
     fn every_attribute_goes_through_a_placeholder() {

@@ -15,7 +15,21 @@ pub(crate) fn item_pk(tenant: &TenantId, sku: &str) -> String {
     format!("T#{tenant}#I#{sku}")
 }
 
-pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
+/// The listing index (`gsi3`, keys only) spreads a tenant's items over this
+/// many partitions: a first import creates thousands of items a second, one
+/// index write each, more than one partition takes (docs/scaling.md). Only
+/// a create, a replace or a delete writes the index: a quantity change
+/// touches neither its keys nor what it projects.
+pub(crate) const LISTING_SHARDS: u32 = 16;
+
+pub(crate) fn listing_pk(tenant: &TenantId, shard: u32) -> String {
+    format!("T#{tenant}#L#{shard}")
+}
+
+/// Where items written before the listing was sharded are listed (`gsi1`,
+/// all attributes), until written again or backfilled
+/// (`stockroom-admin backfill-listing`).
+pub(crate) fn legacy_listing_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}")
 }
 
@@ -28,16 +42,15 @@ pub(crate) fn tenant_items_pk(tenant: &TenantId) -> String {
 /// `FEED_READ_SHARDS` first, then `FEED_WRITE_SHARDS`. Lowering it means
 /// rewriting `gsi2pk` on every movement (docs/guarantees.md#change-feed).
 pub(crate) const FEED_WRITE_SHARDS: u32 = 8;
-/// What the feed queries; never below `FEED_WRITE_SHARDS`.
-pub(crate) const FEED_READ_SHARDS: u32 = 8;
+/// What the feed queries; never below `FEED_WRITE_SHARDS`. Raised to 16
+/// ahead of the writers (at 5,000 movements/s, 8 write shards take 0.63 of
+/// a partition each: docs/scaling.md); the release after this one writes 16.
+pub(crate) const FEED_READ_SHARDS: u32 = 16;
 
-/// The feed shard of a sku: FNV-1a of its bytes, stable across builds and
-/// platforms (one sku is always in one shard, so its order is exact).
+/// The feed shard of a sku (one sku is always in one shard, so its order is
+/// exact).
 pub(crate) fn feed_shard(sku: &str, shards: u32) -> u32 {
-    let hash = sku.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % shards
+    super::sharded::shard_of(sku, shards)
 }
 
 pub(crate) fn feed_pk(tenant: &TenantId, shard: u32) -> String {
@@ -52,8 +65,11 @@ pub(crate) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
 pub(crate) struct ItemRecord {
     pub pk: String,
     pub sk: String,
-    pub gsi1pk: String,
-    pub gsi1sk: String,
+    /// Listing index keys (`listing_pk`, the sku).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gsi3pk: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gsi3sk: String,
     pub tenant_id: String,
     pub sku: String,
     pub name: String,
@@ -80,8 +96,8 @@ impl ItemRecord {
         Self {
             pk: item_pk(tenant, &item.sku),
             sk: ITEM_SK.into(),
-            gsi1pk: tenant_items_pk(tenant),
-            gsi1sk: item.sku.clone(),
+            gsi3pk: listing_pk(tenant, super::sharded::shard_of(&item.sku, LISTING_SHARDS)),
+            gsi3sk: item.sku.clone(),
             tenant_id: tenant.to_string(),
             sku: item.sku.clone(),
             name: item.name.clone(),
@@ -110,8 +126,8 @@ impl Unread for ItemRecord {
         Self {
             pk: String::new(),
             sk: String::new(),
-            gsi1pk: String::new(),
-            gsi1sk: String::new(),
+            gsi3pk: String::new(),
+            gsi3sk: String::new(),
             tenant_id: String::new(),
             sku: String::new(),
             name: String::new(),
@@ -391,10 +407,21 @@ pub(crate) fn batch_pk(tenant: &TenantId, batch_id: &str) -> String {
     format!("T#{tenant}#B#{batch_id}")
 }
 
-/// A batch's failure report lives in a partition of its own: listing it
-/// never reads through the batch's per-record markers (a million of them
-/// for a large upload).
-pub(crate) fn failures_pk(tenant: &TenantId, batch_id: &str) -> String {
+/// A batch's failure report lives in partitions of its own (listing it
+/// never reads through the batch's per-record markers), spread over
+/// [`MARKER_SHARDS`] by record index as the markers are: when every record
+/// of an import fails, each failure is one more write.
+pub(crate) fn failure_pk(tenant: &TenantId, batch_id: &str, index: u32) -> String {
+    failure_shard_pk(tenant, batch_id, index % MARKER_SHARDS)
+}
+
+pub(crate) fn failure_shard_pk(tenant: &TenantId, batch_id: &str, shard: u32) -> String {
+    format!("T#{tenant}#B#{batch_id}#F#{shard}")
+}
+
+/// Where failures were written before they were sharded: listings still
+/// read it, so reports of batches from before stay whole.
+pub(crate) fn legacy_failures_pk(tenant: &TenantId, batch_id: &str) -> String {
     format!("T#{tenant}#B#{batch_id}#F")
 }
 
@@ -601,7 +628,7 @@ impl FailureStored {
         f: &stockroom_domain::batch::RecordFailure,
     ) -> Self {
         Self {
-            pk: failures_pk(tenant, batch_id),
+            pk: failure_pk(tenant, batch_id, f.index),
             sk: failure_sk(f.index),
             record_id: f.record_id.clone(),
             sku: f.sku.clone(),

@@ -2,6 +2,7 @@
 
 use super::Attrs;
 use super::error::classify;
+use super::projection::Projection;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -77,15 +78,28 @@ pub(crate) async fn batch_get(
     table: &str,
     keys: Vec<Attrs>,
 ) -> Result<Vec<Attrs>, StoreError> {
+    batch_get_projected(client, table, keys, None).await
+}
+
+/// [`batch_get`] reading only what `projection` names.
+pub(crate) async fn batch_get_projected(
+    client: &Client,
+    table: &str,
+    keys: Vec<Attrs>,
+    projection: Option<Projection>,
+) -> Result<Vec<Attrs>, StoreError> {
     let mut found = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(100) {
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(chunk.to_vec()))
-                .consistent_read(true)
-                .build()
-                .map_err(super::error::build_error)?,
-        );
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(chunk.to_vec()))
+            .consistent_read(true);
+        if let Some(p) = &projection {
+            request = request.projection_expression(&p.expression);
+            for (placeholder, attribute) in &p.names {
+                request = request.expression_attribute_names(placeholder, attribute);
+            }
+        }
+        let mut pending = Some(request.build().map_err(super::error::build_error)?);
         let mut round = 0;
         while let Some(request) = pending.take() {
             let out = client
