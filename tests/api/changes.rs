@@ -409,3 +409,59 @@ async fn the_backfill_puts_movements_from_before_the_feed_into_it() -> anyhow::R
     assert_eq!((second.found, second.indexed), (0, 0), "{second:?}");
     Ok(())
 }
+
+/// The test stack writes the feed to 16 shards (`ChangeFeedWriteShards=16`),
+/// the most the readers query: movements land in all of them, shards 8-15
+/// included, and the feed reads every one once, in order. A movement
+/// written to 8 shards before (the parameter's default) is read alongside.
+#[tokio::test]
+async fn the_feed_reads_every_shard_writers_may_use() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let t = Tenant::new().await?;
+    let skus: Vec<String> = (0..48).map(|i| format!("feed-shard-{i:02}")).collect();
+    for sku in &skus {
+        t.create_item(sku, 5).await?;
+    }
+    let everything = ledgers(&t, &skus).await?;
+    assert_eq!(everything.len(), skus.len());
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
+    let table = stockroom_tests::function_env("ItemsApiFunction", "STOCK_TABLE")?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut shards = std::collections::BTreeSet::new();
+    for shard in 0..16 {
+        let out = dynamo
+            .query()
+            .table_name(&table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", S(format!("T#{}#CH#{shard}", t.tenant_id)))
+            .send()
+            .await?;
+        if out.count > 0 {
+            shards.insert(shard);
+        }
+    }
+    assert!(shards.len() >= 14, "{shards:?}");
+    assert!(shards.iter().any(|s| *s >= 8), "{shards:?}");
+    // One sku's movement as a writer at 8 shards put it.
+    let moved = &skus[0];
+    let ledger = ledgers(&t, std::slice::from_ref(moved)).await?;
+    let id = ledger.iter().next().context("a movement")?;
+    let fnv = moved.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    dynamo
+        .update_item()
+        .table_name(&table)
+        .key("pk", S(format!("T#{}#I#{moved}", t.tenant_id)))
+        .key("sk", S(format!("M#{id}")))
+        .update_expression("SET gsi2pk = :pk")
+        .expression_attribute_values(":pk", S(format!("T#{}#CH#{}", t.tenant_id, fnv % 8)))
+        .send()
+        .await?;
+    for query in ["limit=1", "limit=7", "limit=100"] {
+        let (read, _) = read_until(&t, query, None, everything.len()).await?;
+        assert_once_in_order(&read, &everything);
+    }
+    Ok(())
+}

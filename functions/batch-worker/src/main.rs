@@ -8,7 +8,7 @@ use std::sync::Arc;
 use stockroom_app::batch_levels::LevelRecords;
 use stockroom_app::batches::BatchWorker;
 use stockroom_app::config;
-use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoItemStore};
+use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoItemStore, FEED_DEFAULT_WRITE_SHARDS};
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 
@@ -20,13 +20,17 @@ async fn main() -> Result<(), Error> {
     let sdk = sdk::aws_sdk_config().await;
     // Counts, transfers and holds in a batch run the items API's use cases
     // on the same table.
-    let levels = LevelRecords::on(Arc::new(DynamoItemStore::from_sdk_config(
-        &sdk,
-        cfg.stock_table.clone(),
-    )));
+    let feed_shards = config::change_feed_write_shards()?.unwrap_or(FEED_DEFAULT_WRITE_SHARDS);
+    let levels = LevelRecords::on(Arc::new(
+        DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table.clone())
+            .with_feed_write_shards(feed_shards),
+    ));
     let app = handler::App {
         worker: BatchWorker::new(
-            Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
+            Arc::new(
+                DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)
+                    .with_feed_write_shards(feed_shards),
+            ),
             levels,
         ),
         queue: SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url),

@@ -158,6 +158,32 @@ pub enum SettingsError {
     Missing(#[from] ConfigError),
     #[error("{0} must be a whole number of seconds, got {1:?}")]
     Seconds(&'static str, String),
+    #[error("{0} must be one of {1:?}, got {2:?}")]
+    OneOf(&'static str, &'static [u32], String),
+}
+
+/// What `ChangeFeedWriteShards` may be: shard counts the change feed's
+/// readers query all of.
+pub const CHANGE_FEED_WRITE_SHARDS: &[u32] = &[8, 16];
+
+/// `CHANGE_FEED_WRITE_SHARDS` (the stack's `ChangeFeedWriteShards`): over how
+/// many change-feed shards the movements a function writes go. None: the
+/// store's default.
+pub fn change_feed_write_shards() -> Result<Option<u32>, SettingsError> {
+    match env::var("CHANGE_FEED_WRITE_SHARDS") {
+        Ok(raw) if !raw.trim().is_empty() => {
+            one_of("CHANGE_FEED_WRITE_SHARDS", &raw, CHANGE_FEED_WRITE_SHARDS).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn one_of(name: &'static str, raw: &str, allowed: &'static [u32]) -> Result<u32, SettingsError> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| allowed.contains(n))
+        .ok_or_else(|| SettingsError::OneOf(name, allowed, raw.to_owned()))
 }
 
 fn seconds(name: &'static str, raw: &str) -> Result<std::time::Duration, SettingsError> {
@@ -290,5 +316,22 @@ impl AuthorizerConfig {
         let mut r = Reader { missing: vec![] };
         let api_keys_table = r.get("API_KEYS_TABLE");
         r.finish(Self { api_keys_table })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_count_is_one_the_readers_query() {
+        assert_eq!(one_of("N", " 16", CHANGE_FEED_WRITE_SHARDS).ok(), Some(16));
+        for bad in ["12", "32", "0", "x"] {
+            let err = one_of("N", bad, CHANGE_FEED_WRITE_SHARDS).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("N must be one of [8, 16], got {bad:?}")
+            );
+        }
     }
 }

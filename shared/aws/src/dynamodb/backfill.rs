@@ -18,8 +18,8 @@
 
 use super::error::{applied, classify};
 use super::records::{
-    FEED_WRITE_SHARDS, ITEM_SK, LISTING_SHARDS, MOVEMENT_PREFIX, feed_pk, feed_shard, item_pk,
-    listing_pk,
+    FEED_DEFAULT_WRITE_SHARDS, ITEM_SK, LISTING_SHARDS, MOVEMENT_PREFIX, feed_pk, feed_shard,
+    item_pk, listing_pk,
 };
 use super::sharded::shard_of;
 use super::{Attrs, s};
@@ -211,7 +211,7 @@ impl IndexKeys {
                     return None;
                 }
                 Some(Self {
-                    pk: feed_pk(&tenant, feed_shard(sku, FEED_WRITE_SHARDS)),
+                    pk: feed_pk(&tenant, feed_shard(sku, FEED_DEFAULT_WRITE_SHARDS)),
                     sk: movement_id.to_owned(),
                 })
             }
@@ -259,7 +259,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             keys.pk,
-            feed_pk(&tenant, feed_shard("SKU-1", FEED_WRITE_SHARDS))
+            feed_pk(&tenant, feed_shard("SKU-1", FEED_DEFAULT_WRITE_SHARDS))
         );
         assert_eq!(keys.sk, "01HZX");
     }

@@ -28,6 +28,8 @@ pub struct DynamoBatchStore {
     /// Whether a batch's markers are sharded, as its header says (it never
     /// changes): read once per batch and instance.
     marker_layouts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
+    /// Change-feed shards the movements it writes go to.
+    pub(crate) feed_shards: u32,
 }
 
 /// Batches whose marker layout an instance remembers (a few bytes each).
@@ -39,7 +41,15 @@ impl DynamoBatchStore {
             client,
             table: table.into(),
             marker_layouts: Default::default(),
+            feed_shards: FEED_DEFAULT_WRITE_SHARDS,
         }
+    }
+
+    /// Spreads the movements it writes over `shards` change-feed shards
+    /// (1 to [`FEED_READ_SHARDS`]: the feed reads no more).
+    pub fn with_feed_write_shards(mut self, shards: u32) -> Self {
+        self.feed_shards = shards.clamp(1, FEED_READ_SHARDS);
+        self
     }
 
     /// Whether `batch_id`'s outcome markers are sharded (`records::outcome_pk`).
@@ -53,15 +63,31 @@ impl DynamoBatchStore {
         if let Some(sharded) = self.layouts().get(&key) {
             return Ok(*sharded);
         }
-        let Some(header) = self.header(tenant, batch_id).await? else {
+        // Only the flag (and the key, to tell a header without it from none):
+        // an atomic batch's header holds its whole plan.
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(batch_pk(tenant, batch_id), BATCH_SK)))
+            .consistent_read(true)
+            .projection_expression("pk, markers_sharded")
+            .send()
+            .await
+            .map_err(classify)?;
+        let Some(header) = out.item.filter(|attrs| attrs.contains_key("pk")) else {
             return Ok(true);
         };
+        let sharded = matches!(
+            header.get("markers_sharded"),
+            Some(AttributeValue::Bool(true))
+        );
         let mut layouts = self.layouts();
         if layouts.len() >= REMEMBERED_LAYOUTS {
             layouts.clear();
         }
-        layouts.insert(key, header.markers_sharded);
-        Ok(header.markers_sharded)
+        layouts.insert(key, sharded);
+        Ok(sharded)
     }
 
     fn layouts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, bool>> {

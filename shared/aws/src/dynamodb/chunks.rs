@@ -220,7 +220,7 @@ pub(super) async fn commit_group(
         if let Some(movement) = &plan.movement {
             actions.push(plain_put(
                 table,
-                to_attrs(&MovementRecord::new(tenant, movement))?,
+                to_attrs(&MovementRecord::new(tenant, movement, store.feed_shards))?,
             )?);
             roles.push((i, Role::Other));
         }
@@ -454,7 +454,11 @@ async fn write_atomic_side_effects(
             if ledger_rounds.len() <= *round {
                 ledger_rounds.push(Vec::new());
             }
-            ledger_rounds[*round].push(write_request(to_attrs(&MovementRecord::new(tenant, m))?)?);
+            ledger_rounds[*round].push(write_request(to_attrs(&MovementRecord::new(
+                tenant,
+                m,
+                store.feed_shards,
+            ))?)?);
             *round += 1;
         }
         // A deletion's marker after the sku's movements.

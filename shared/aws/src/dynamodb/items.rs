@@ -37,6 +37,8 @@ const MOVEMENT_STORED: StoredFields = StoredFields::SAME_NAMES;
 pub struct DynamoItemStore {
     pub(super) client: Client,
     pub(super) table: String,
+    /// Change-feed shards the movements it writes go to.
+    pub(super) feed_shards: u32,
 }
 
 impl DynamoItemStore {
@@ -44,7 +46,15 @@ impl DynamoItemStore {
         Self {
             client,
             table: table.into(),
+            feed_shards: FEED_DEFAULT_WRITE_SHARDS,
         }
+    }
+
+    /// Spreads the movements it writes over `shards` change-feed shards
+    /// (1 to [`FEED_READ_SHARDS`]: the feed reads no more).
+    pub fn with_feed_write_shards(mut self, shards: u32) -> Self {
+        self.feed_shards = shards.clamp(1, FEED_READ_SHARDS);
+        self
     }
 
     /// Builds the client from shared SDK configuration (no network call).
@@ -69,7 +79,7 @@ impl DynamoItemStore {
     ) -> Result<TransactWriteItem, StoreError> {
         // A movement id is never reused; the condition guards against a replayed write.
         self.put(
-            to_attrs(&MovementRecord::new(tenant, m))?,
+            to_attrs(&MovementRecord::new(tenant, m, self.feed_shards))?,
             Some("attribute_not_exists(pk)"),
         )
     }

@@ -41,6 +41,7 @@ mod webhooks;
 pub use batches::DynamoBatchStore;
 pub use items::DynamoItemStore;
 pub use keys::DynamoApiKeyStore;
+pub use records::{FEED_DEFAULT_WRITE_SHARDS, FEED_READ_SHARDS};
 pub use webhooks::DynamoWebhookStore;
 
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -39,13 +39,15 @@ pub(crate) fn legacy_listing_pk(tenant: &TenantId) -> String {
 /// To raise it: readers must query the new count before any writer uses
 /// it (entries stay in the shard they were written to, and shards `0..n`
 /// of a larger count include those of a smaller one), so deploy
-/// `FEED_READ_SHARDS` first, then `FEED_WRITE_SHARDS`. Lowering it means
-/// rewriting `gsi2pk` on every movement (docs/guarantees.md#change-feed).
-pub(crate) const FEED_WRITE_SHARDS: u32 = 8;
-/// What the feed queries; never below `FEED_WRITE_SHARDS`. Raised to 16
-/// ahead of the writers (at 5,000 movements/s, 8 write shards take 0.63 of
-/// a partition each: docs/scaling.md); the release after this one writes 16.
-pub(crate) const FEED_READ_SHARDS: u32 = 16;
+/// `FEED_READ_SHARDS` first, then the writers' count (the stack's
+/// `ChangeFeedWriteShards`, the stores' `with_feed_write_shards`). Lowering
+/// it means rewriting `gsi2pk` on every movement
+/// (docs/guarantees.md#change-feed).
+pub const FEED_DEFAULT_WRITE_SHARDS: u32 = 8;
+/// What the feed queries: the most shards a writer may use (at 5,000
+/// movements/s, 8 write shards take 0.63 of a partition each, 16 take 0.31:
+/// docs/scaling.md).
+pub const FEED_READ_SHARDS: u32 = 16;
 
 /// The feed shard of a sku (one sku is always in one shard, so its order is
 /// exact).
@@ -201,11 +203,12 @@ pub(crate) struct MovementRecord {
 }
 
 impl MovementRecord {
-    pub fn new(tenant: &TenantId, m: &Movement) -> Self {
+    /// `feed_shards`: the change-feed shards the writer spreads movements over.
+    pub fn new(tenant: &TenantId, m: &Movement, feed_shards: u32) -> Self {
         Self {
             pk: item_pk(tenant, &m.sku),
             sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
-            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, FEED_WRITE_SHARDS))),
+            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, feed_shards))),
             gsi2sk: Some(m.movement_id.clone()),
             tenant_id: tenant.to_string(),
             movement_id: m.movement_id.clone(),
