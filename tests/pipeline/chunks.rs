@@ -82,6 +82,26 @@ fn header(batch_id: &str, total: u64) -> Batch {
     }
 }
 
+/// Chunk 0 of an isolated batch holding every record of `body`.
+fn isolated_chunk(
+    tenant: &str,
+    batch_id: &str,
+    request_id: &str,
+    body: &Value,
+) -> anyhow::Result<ChunkMessage> {
+    Ok(ChunkMessage {
+        v: 1,
+        tenant_id: tenant.to_owned(),
+        batch_id: batch_id.to_owned(),
+        mode: BatchMode::Isolated,
+        chunk: 0,
+        request_id: request_id.into(),
+        records: parse_batch(body)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .valid,
+    })
+}
+
 fn new_batch_id() -> String {
     format!("b_{}", ulid_like())
 }
@@ -119,17 +139,7 @@ async fn a_chunk_delivered_again_after_completion_changes_nothing() -> anyhow::R
     assert_eq!(quantity(&t, &sku).await?, 14);
 
     // The very chunk the API sent, delivered twice more.
-    let message = ChunkMessage {
-        v: 1,
-        tenant_id: t.tenant_id.clone(),
-        batch_id: batch_id.clone(),
-        mode: BatchMode::Isolated,
-        chunk: 0,
-        request_id: "replayed".into(),
-        records: parse_batch(&body)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .valid,
-    };
+    let message = isolated_chunk(&t.tenant_id, &batch_id, "replayed", &body)?;
     let text = serde_json::to_string(&message)?;
     send(&text, &t.tenant_id, &batch_id, 2).await?;
     send(&text, &t.tenant_id, &batch_id, 2).await?;
@@ -261,17 +271,7 @@ async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> 
         }
         // A fresh store: no layout remembered from the header's creation.
         let store = self::store().await?;
-        let message = ChunkMessage {
-            v: 1,
-            tenant_id: t.tenant_id.clone(),
-            batch_id: batch_id.clone(),
-            mode: BatchMode::Isolated,
-            chunk: 0,
-            request_id: "shards".into(),
-            records: parse_batch(&body)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                .valid,
-        };
+        let message = isolated_chunk(&t.tenant_id, &batch_id, "shards", &body)?;
         let (a, b) = tokio::join!(
             stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
             stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),
@@ -329,17 +329,12 @@ async fn failure_entries_are_sharded_and_list_whole_and_in_order() -> anyhow::Re
     store
         .create_batch(&tenant, &header(&batch_id, 70), None)
         .await?;
-    let message = ChunkMessage {
-        v: 1,
-        tenant_id: t.tenant_id.clone(),
-        batch_id: batch_id.clone(),
-        mode: BatchMode::Isolated,
-        chunk: 0,
-        request_id: "failure-shards".into(),
-        records: parse_batch(&json!({"mode": "isolated", "records": records}))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .valid,
-    };
+    let message = isolated_chunk(
+        &t.tenant_id,
+        &batch_id,
+        "failure-shards",
+        &json!({"mode": "isolated", "records": records}),
+    )?;
     stockroom_app::chunks::apply_chunk(
         &*store,
         &levels().await?,
@@ -447,17 +442,7 @@ async fn concurrent_deliveries_of_one_chunk_apply_each_record_once() -> anyhow::
     store
         .create_batch(&tenant, &header(&batch_id, 60), None)
         .await?;
-    let message = ChunkMessage {
-        v: 1,
-        tenant_id: t.tenant_id.clone(),
-        batch_id: batch_id.clone(),
-        mode: BatchMode::Isolated,
-        chunk: 0,
-        request_id: "concurrent".into(),
-        records: parse_batch(&body)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .valid,
-    };
+    let message = isolated_chunk(&t.tenant_id, &batch_id, "concurrent", &body)?;
     let levels = levels().await?;
     let (a, b, c) = tokio::join!(
         stockroom_app::chunks::apply_chunk(&*store, &levels, &message, ChunkDisposition::Apply),

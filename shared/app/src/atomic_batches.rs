@@ -24,9 +24,8 @@ use crate::domain::chunk_plan::{
 };
 use crate::domain::level::{Counted, Level, LevelError, transfer};
 use crate::domain::location::{DEFAULT_LOCATION, LocationId};
-use crate::domain::reservation::PLACE_REASON;
 use crate::domain::{Item, MAX_QUANTITY, Movement, MovementContext, Sku, TenantId};
-use crate::levels::{LevelNow, hold_movement};
+use crate::levels::LevelNow;
 use crate::ports::{
     AtomicCommit, AtomicCommitted, AtomicLevelWrite, ChunkApplication, HoldWrite, StoreError,
     StoredLevel,
@@ -48,11 +47,7 @@ pub async fn apply_atomic(
     let tenant = TenantId::parse(&chunk.tenant_id).map_err(StoreError::Corrupt)?;
     let batch_id = chunk.batch_id.as_str();
     for round in 0..MAX_ROUNDS {
-        let Some(header) = store.get_batch(&tenant, batch_id, None).await? else {
-            return Err(StoreError::Corrupt(format!(
-                "batch {batch_id} has no header"
-            )));
-        };
+        let header = store.delivered_header(&tenant, batch_id).await?;
         if header.chunks_done > 0 {
             return store.finish_atomic_chunk(&tenant, batch_id).await;
         }
@@ -394,19 +389,13 @@ impl AtomicLevels {
                 ),
             )
         })?;
-        let expires_at_ms = self
-            .now_ms
-            .saturating_add(new.expires_in_seconds.unsigned_abs() * 1000);
-        let hold = crate::reservations::new_hold(new, expires_at_ms, &self.now, &self.request_id);
-        let placed = hold_movement(
-            &new.sku,
-            &new.location,
-            (0, after.on_hand),
-            (new.quantity, after.reserved),
-            (PLACE_REASON, &hold.id),
+        let (hold, placed) = crate::reservations::place_hold(
+            new,
+            &after,
+            (&self.now, self.now_ms),
             &self.context(rec),
-            &self.now,
         );
+        let expires_at_ms = hold.expires_at_ms;
         self.set((&new.sku, &new.location), item, after, (self.now_ms, 0))?;
         let state = self.state(&new.sku, &new.location)?;
         state.new_expiry = Some(

@@ -63,15 +63,14 @@ async fn apply_isolated(
     if store.chunk_counted(&tenant, batch_id, chunk.chunk).await? {
         return Ok(());
     }
-    match store.get_batch(&tenant, batch_id, None).await? {
-        None => {
-            return Err(StoreError::Corrupt(format!(
-                "batch {batch_id} has no header"
-            )));
-        }
-        // Aborted at submission (could not be enqueued in full): apply nothing.
-        Some(header) if header.status.is_terminal() => return Ok(()),
-        Some(_) => {}
+    // Aborted at submission (could not be enqueued in full): apply nothing.
+    if store
+        .delivered_header(&tenant, batch_id)
+        .await?
+        .status
+        .is_terminal()
+    {
+        return Ok(());
     }
     store.mark_processing(&tenant, batch_id).await?;
     let indexes: Vec<u32> = chunk.records.iter().map(|r| r.index).collect();

@@ -593,6 +593,18 @@ impl GroupCommit {
 /// (the batch worker's loop, `apply_chunk`, runs over them).
 #[async_trait]
 pub trait ChunkApplication: BatchHeaders {
+    /// The header of a batch whose chunk is delivered: it is written before
+    /// any chunk is enqueued, so none means the message or the table is wrong.
+    async fn delivered_header(
+        &self,
+        tenant: &TenantId,
+        batch_id: &str,
+    ) -> Result<Batch, StoreError> {
+        self.get_batch(tenant, batch_id, None)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id} has no header")))
+    }
+
     /// Whether the chunk was counted into the header already (done).
     async fn chunk_counted(
         &self,

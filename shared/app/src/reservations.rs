@@ -119,19 +119,10 @@ impl ReservationsService {
                     requested: new.quantity,
                 }
             })?;
-            let expires_at_ms = now_ms.saturating_add(new.expires_in_seconds.unsigned_abs() * 1000);
-            let hold = new_hold(new, expires_at_ms, &now_s, &ctx.request_id);
+            let (hold, placed) = place_hold(new, &after, (&now_s, now_ms), ctx);
+            let expires_at_ms = hold.expires_at_ms;
             let view = Reservation::of(&hold, now_ms);
             let record = idempotency.map(|i| i.response(201, &view, now));
-            let placed = hold_movement(
-                &new.sku,
-                &new.location,
-                (0, after.on_hand),
-                (new.quantity, after.reserved),
-                (PLACE_REASON, &hold.id),
-                ctx,
-                &now_s,
-            );
             let write = before.level_write(
                 &after,
                 Some(expires_at_ms),
@@ -458,24 +449,36 @@ fn end_hold_write<'a>(
     )
 }
 
-/// The record of a hold placed now (`at`), active until `expires_at_ms`.
-pub(crate) fn new_hold(
+/// A hold placed now (`at`, `now_ms`) that left the level at `after`: its
+/// record, active for `expires_in_seconds`, and its `reservation_placed`
+/// movement (the route's and an atomic batch's).
+pub(crate) fn place_hold(
     new: &NewReservation,
-    expires_at_ms: u64,
-    at: &str,
-    request_id: &str,
-) -> StoredReservation {
-    StoredReservation {
+    after: &crate::domain::level::Level,
+    (at, now_ms): (&str, u64),
+    ctx: &MovementContext,
+) -> (StoredReservation, crate::domain::Movement) {
+    let hold = StoredReservation {
         id: ReservationId::generate(&new.sku),
         location: new.location.clone(),
         quantity: new.quantity,
         status: ReservationStatus::Active,
-        expires_at_ms,
+        expires_at_ms: now_ms.saturating_add(new.expires_in_seconds.unsigned_abs() * 1000),
         reference: new.reference.clone(),
         created_at: at.to_owned(),
         ended_at: None,
-        request_id: request_id.to_owned(),
-    }
+        request_id: ctx.request_id.clone(),
+    };
+    let placed = hold_movement(
+        &new.sku,
+        &new.location,
+        (0, after.on_hand),
+        (new.quantity, after.reserved),
+        (PLACE_REASON, &hold.id),
+        ctx,
+        at,
+    );
+    (hold, placed)
 }
 
 #[cfg(test)]
