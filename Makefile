@@ -90,9 +90,9 @@ cli: ## Build the command-line client (import with progress, items, webhooks lis
 # The local emulator is one Python process, ~10x slower than DynamoDB: more
 # concurrent batch workers than it keeps up with, or AWS's 30 s worker timeout,
 # only make invocations run out of time and burn receives. The local stack is
-# new at every start, so the change feed is written to 16 shards at once (a
-# deployed stack gets there in two deploys: docs/operations.md#feed-write-shards).
-LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2 BatchWorkerTimeoutSeconds=120 ChangeFeedWriteShards=16
+# new at every start, so it writes the sharded layout at once (a deployed stack
+# gets there in two deploys: docs/operations.md#store-write-layout).
+LOCAL_PARAMETERS := BatchWorkerMaxConcurrency=2 BatchWorkerTimeoutSeconds=120 StoreWriteLayout=sharded
 # The tests revoke keys and wait out the authorizer cache, watch webhook
 # retries and let upload batches expire, and read the change feed without
 # waiting out its settle window: keep all four short there; the

@@ -1266,11 +1266,15 @@ def _attr(v: Any) -> str:
 
 def _add_missing_indexes(ddb: Any, name: str, props: dict[str, Any]) -> str | None:
     """A template that gained a GSI since the table was made: create it, one
-    per update as CloudFormation does (on-demand tables only here)."""
-    have = {i["IndexName"] for i in ddb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])}
+    per update and each once the one before is ACTIVE, as CloudFormation and
+    DynamoDB require (on-demand tables only here)."""
+    def indexes() -> dict[str, str]:
+        table = ddb.describe_table(TableName=name)["Table"]
+        return {i["IndexName"]: i.get("IndexStatus", "ACTIVE") for i in table.get("GlobalSecondaryIndexes", [])}
+
     added = []
     for index in props.get("GlobalSecondaryIndexes") or []:
-        if index["IndexName"] in have:
+        if index["IndexName"] in indexes():
             continue
         create = {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
         ddb.update_table(
@@ -1278,6 +1282,12 @@ def _add_missing_indexes(ddb: Any, name: str, props: dict[str, Any]) -> str | No
             AttributeDefinitions=props["AttributeDefinitions"],
             GlobalSecondaryIndexUpdates=[{"Create": create}],
         )
+        for _ in range(300):
+            if indexes().get(index["IndexName"]) == "ACTIVE":
+                break
+            time.sleep(0.2)
+        else:
+            raise StackError(f"{name}: index {index['IndexName']} did not become ACTIVE")
         added.append(index["IndexName"])
     return f"updated (added {', '.join(added)})" if added else None
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use stockroom_app::ports::{BatchHeaders, BatchSubmissions, ChunkDisposition};
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, WriteLayout};
 use stockroom_domain::TenantId;
 use stockroom_domain::batch::{Batch, BatchMode, BatchStatus, ChunkMessage, parse_batch};
 use stockroom_tests::{Tenant, all_failures, function_env, unique_sku, wait_for_batch};
@@ -23,16 +23,22 @@ async fn levels() -> anyhow::Result<stockroom_app::batch_levels::LevelRecords> {
         stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(
             &stockroom_aws::sdk::aws_sdk_config().await,
             table,
-        ),
+        )
+        .with_write_layout(WriteLayout::Sharded),
     )))
 }
 
+/// The batch store as the test stack's functions write (the sharded layout).
 async fn store() -> anyhow::Result<Arc<DynamoBatchStore>> {
+    store_in(WriteLayout::Sharded).await
+}
+
+async fn store_in(layout: WriteLayout) -> anyhow::Result<Arc<DynamoBatchStore>> {
     let table = std::env::var("STOCK_TABLE")?;
-    Ok(Arc::new(DynamoBatchStore::from_sdk_config(
-        &stockroom_aws::sdk::aws_sdk_config().await,
-        table,
-    )))
+    Ok(Arc::new(
+        DynamoBatchStore::from_sdk_config(&stockroom_aws::sdk::aws_sdk_config().await, table)
+            .with_write_layout(layout),
+    ))
 }
 
 fn attr(v: &str, number: bool) -> MessageAttributeValue {
@@ -225,11 +231,12 @@ async fn markers_by_partition(
     }
 }
 
-/// A batch's outcome markers are spread over 32 partitions by record index
-/// (one partition key would cap an import at ~500 records/s on AWS:
-/// docs/scaling.md); a batch submitted before, whose header does not say
-/// so, keeps them under its own key. Either way every record is applied
-/// once however often its chunk comes, because every marker is found.
+/// A batch submitted in the sharded layout spreads its outcome markers over
+/// 32 partitions by record index (one partition key would cap an import at
+/// ~500 records/s on AWS: docs/scaling.md); one submitted in the compatible
+/// layout, or before, keeps them under its own key, where functions of the
+/// release before look. Whatever the worker's own layout, every record is
+/// applied once however often its chunk comes, because every marker is found.
 #[tokio::test]
 async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> anyhow::Result<()> {
     let t = Tenant::new().await?;
@@ -238,19 +245,25 @@ async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> 
     for s in &skus {
         t.create_item(s, 100).await?;
     }
-    let store = store().await?;
     let levels = levels().await?;
     let ddb = aws_sdk_dynamodb::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
-    for legacy in [false, true] {
+    let cases = [
+        ("sharded", WriteLayout::Sharded, false),
+        ("compatible", WriteLayout::Compatible, false),
+        ("from before", WriteLayout::Sharded, true),
+    ];
+    for (case, layout, from_before) in cases {
+        let legacy = layout == WriteLayout::Compatible || from_before;
         let records: Vec<Value> = (0..70)
             .map(|i| json!({"id": format!("r{i}"), "op": "adjust", "sku": skus[i % 10], "delta": -1, "reason": "sale"}))
             .collect();
         let body = json!({"mode": "isolated", "records": records});
         let batch_id = new_batch_id();
-        store
+        store_in(layout)
+            .await?
             .create_batch(&tenant, &header(&batch_id, 70), None)
             .await?;
-        if legacy {
+        if from_before {
             // As a header written before markers were sharded.
             ddb.update_item()
                 .table_name(std::env::var("STOCK_TABLE")?)
@@ -269,7 +282,8 @@ async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> 
                 .send()
                 .await?;
         }
-        // A fresh store: no layout remembered from the header's creation.
+        // A fresh store: no layout remembered from the header's creation;
+        // it follows the header's, whatever it would write for a new batch.
         let store = self::store().await?;
         let message = isolated_chunk(&t.tenant_id, &batch_id, "shards", &body)?;
         let (a, b) = tokio::join!(
@@ -284,24 +298,51 @@ async fn outcome_markers_are_sharded_and_a_batch_from_before_keeps_its_key() -> 
             .get_batch(&tenant, &batch_id, None)
             .await?
             .expect("batch");
-        assert_eq!((batch.succeeded, batch.failed), (70, 0), "legacy {legacy}");
+        assert_eq!((batch.succeeded, batch.failed), (70, 0), "{case}");
         let markers = markers_by_partition(&t.tenant_id, &batch_id).await?;
-        assert_eq!(markers.values().sum::<usize>(), 70, "{markers:?}");
+        assert_eq!(markers.values().sum::<usize>(), 70, "{case}: {markers:?}");
         if legacy {
             assert_eq!(
                 markers.keys().collect::<Vec<_>>(),
-                [&format!("T#{}#B#{batch_id}", t.tenant_id)]
+                [&format!("T#{}#B#{batch_id}", t.tenant_id)],
+                "{case}"
             );
         } else {
             assert_eq!(markers.len(), 32, "{markers:?}");
             assert!(markers.values().all(|n| (2..=3).contains(n)), "{markers:?}");
         }
     }
-    // Each of the 140 records applied once.
+    // Each of the 210 records applied once.
     for s in &skus {
-        assert_eq!(quantity(&t, s).await?, 100 - 14, "{s}");
+        assert_eq!(quantity(&t, s).await?, 100 - 21, "{s}");
     }
     Ok(())
+}
+
+/// Every failure of a batch, through the API, `limit` a page.
+async fn listed_failures(t: &Tenant, batch_id: &str, limit: u32) -> anyhow::Result<Vec<Value>> {
+    let path = format!("/v1/batches/{batch_id}/failures?limit={limit}");
+    stockroom_tests::all_pages(t, &path, "failures").await
+}
+
+/// A batch of `records` submitted by `submitter` and applied by `worker`
+/// (each store in its own write layout); its id.
+async fn applied_batch(
+    t: &Tenant,
+    submitter: &DynamoBatchStore,
+    worker: &DynamoBatchStore,
+    records: &[Value],
+) -> anyhow::Result<String> {
+    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
+    let batch_id = new_batch_id();
+    submitter
+        .create_batch(&tenant, &header(&batch_id, records.len() as u64), None)
+        .await?;
+    let body = json!({"mode": "isolated", "records": records});
+    let message = isolated_chunk(&t.tenant_id, &batch_id, "failure-shards", &body)?;
+    stockroom_app::chunks::apply_chunk(worker, &levels().await?, &message, ChunkDisposition::Apply)
+        .await?;
+    Ok(batch_id)
 }
 
 /// A batch's failure entries are spread over 32 partitions by record index,
@@ -324,24 +365,8 @@ async fn failure_entries_are_sharded_and_list_whole_and_in_order() -> anyhow::Re
             json!({"id": format!("r{i}"), "op": "adjust", "sku": sku, "delta": -1, "reason": "sale"})
         })
         .collect();
-    let batch_id = new_batch_id();
     let store = store().await?;
-    store
-        .create_batch(&tenant, &header(&batch_id, 70), None)
-        .await?;
-    let message = isolated_chunk(
-        &t.tenant_id,
-        &batch_id,
-        "failure-shards",
-        &json!({"mode": "isolated", "records": records}),
-    )?;
-    stockroom_app::chunks::apply_chunk(
-        &*store,
-        &levels().await?,
-        &message,
-        ChunkDisposition::Apply,
-    )
-    .await?;
+    let batch_id = applied_batch(&t, &store, &store, &records).await?;
 
     // The entries as written: one partition per index mod 32.
     let ddb = aws_sdk_dynamodb::Client::new(&stockroom_aws::sdk::aws_sdk_config().await);
@@ -394,12 +419,7 @@ async fn failure_entries_are_sharded_and_list_whole_and_in_order() -> anyhow::Re
         .map(|i| format!("r{i}"))
         .collect();
     for limit in [1, 4, 46, 100] {
-        let listed = stockroom_tests::all_pages(
-            &t,
-            &format!("/v1/batches/{batch_id}/failures?limit={limit}"),
-            "failures",
-        )
-        .await?;
+        let listed = listed_failures(&t, &batch_id, limit).await?;
         let ids: Vec<&str> = listed
             .iter()
             .filter_map(|f| f["record_id"].as_str())
@@ -421,6 +441,31 @@ async fn failure_entries_are_sharded_and_list_whole_and_in_order() -> anyhow::Re
     let indexes: Vec<u32> = page.items.iter().map(|f| f.index).collect();
     assert_eq!(indexes, [11, 13, 14]);
     assert!(page.next.is_some());
+    // The cursor keeps the shape the release before reads: its key under
+    // the batch's one failures key.
+    assert_eq!(
+        page.next.as_ref().and_then(|k| k.get("pk")),
+        Some(&legacy_pk)
+    );
+
+    // A batch submitted in the compatible layout writes every failure under
+    // that one key, where functions of the release before look.
+    let compatible = store_in(WriteLayout::Compatible).await?;
+    let batch_id = applied_batch(&t, &compatible, &store, &records).await?;
+    let one_key = ddb
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", S(format!("T#{}#B#{batch_id}#F", t.tenant_id)))
+        .send()
+        .await?;
+    assert_eq!(one_key.count, 46);
+    let listed = listed_failures(&t, &batch_id, 10).await?;
+    let ids: Vec<&str> = listed
+        .iter()
+        .filter_map(|f| f["record_id"].as_str())
+        .collect();
+    assert_eq!(ids, expected);
     Ok(())
 }
 

@@ -183,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 "found": report.found,
                 "indexed": report.indexed,
                 "already_indexed": report.already_indexed,
+                "left_legacy_index": report.left_legacy_index,
                 "unreadable": report.unreadable.len(),
             })
         );

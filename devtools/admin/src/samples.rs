@@ -21,7 +21,7 @@ use stockroom_app::config;
 use stockroom_app::ports::{BatchHeaders, DeliveryTracking, WebhookEventQueue};
 use stockroom_app::webhooks::WebhooksService;
 use stockroom_app::webhooks::target::TargetPolicy;
-use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoWebhookStore};
+use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoWebhookStore, WriteLayout};
 use stockroom_aws::kms::KmsSecretCipher;
 use stockroom_aws::s3::S3UploadStore;
 use stockroom_aws::sqs::{SqsChunkQueue, SqsDeliveryQueue, SqsWebhookEventQueue};
@@ -71,10 +71,10 @@ impl Seeder {
             .context("STOCKROOM_API_URL is not set: source .local/env")?;
         let batches_cfg = config::BatchesApiConfig::from_env()?;
         let webhooks_cfg = config::WebhooksApiConfig::from_env()?;
-        let batch_store = Arc::new(DynamoBatchStore::from_sdk_config(
-            sdk,
-            batches_cfg.stock_table.clone(),
-        ));
+        let batch_store = Arc::new(
+            DynamoBatchStore::from_sdk_config(sdk, batches_cfg.stock_table.clone())
+                .with_write_layout(WriteLayout::sharded_if(config::sharded_writes()?)),
+        );
         let publisher_cfg = config::EventsPublisherConfig::from_env()?;
         let batches = BatchesService::new(
             batch_store.clone(),

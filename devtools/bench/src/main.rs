@@ -24,7 +24,7 @@ use stockroom_app::ports::{
     UploadStore,
 };
 use stockroom_app::uploads::{SplitOutcome, UploadSplitter, upload_key};
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, WriteLayout};
 use stockroom_domain::TenantId;
 use stockroom_domain::batch::{Batch, BatchMode, BatchStatus, UploadFormat, UploadInfo};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -175,7 +175,8 @@ fn peak_rss_kb() -> Result<u64> {
 async fn split_once(rows: u64) -> Result<()> {
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
     let sdk = stockroom_aws::sdk::aws_sdk_config().await;
-    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table));
+    let layout = WriteLayout::sharded_if(stockroom_app::config::sharded_writes()?);
+    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table).with_write_layout(layout));
     let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
     let batch_id = format!("b_bench{rows}x{}", std::process::id());
     let uploads = GeneratedUploads { rows };

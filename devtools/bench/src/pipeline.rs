@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use stockroom_app::ports::{
     BatchHeaders, BatchSubmissions, ChunkDisposition, ChunkEnvelope, ChunkQueue, StoreError,
 };
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, WriteLayout};
 use stockroom_domain::TenantId;
 use stockroom_domain::batch::ChunkMessage;
 use tokio::sync::Mutex;
@@ -189,9 +189,13 @@ pub(crate) async fn through_the_pipeline(
 async fn straight_to_the_store(records: u64) -> Result<f64> {
     let table = std::env::var("STOCK_TABLE").context("STOCK_TABLE (source .local/env)")?;
     let sdk = stockroom_aws::sdk::aws_sdk_config().await;
-    let store = Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table.clone()));
+    // Written as the stack's functions write (its `StoreWriteLayout`).
+    let layout = WriteLayout::sharded_if(stockroom_app::config::sharded_writes()?);
+    let store =
+        Arc::new(DynamoBatchStore::from_sdk_config(&sdk, table.clone()).with_write_layout(layout));
     let levels = stockroom_app::batch_levels::LevelRecords::on(Arc::new(
-        stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(&sdk, table),
+        stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(&sdk, table)
+            .with_write_layout(layout),
     ));
     let tenant_id = format!(
         "bench-{}",

@@ -8,7 +8,7 @@ use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 use stockroom_app::config;
 use stockroom_app::uploads::UploadSplitter;
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, WriteLayout};
 use stockroom_aws::s3::S3UploadStore;
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
@@ -21,7 +21,10 @@ async fn main() -> Result<(), Error> {
     let sdk = sdk::aws_sdk_config().await;
     let app = handler::App {
         splitter: UploadSplitter::new(
-            Arc::new(DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)),
+            Arc::new(
+                DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)
+                    .with_write_layout(WriteLayout::sharded_if(config::sharded_writes()?)),
+            ),
             Arc::new(S3UploadStore::from_sdk_config(&sdk, cfg.uploads_bucket)),
             Arc::new(SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url)),
         ),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use stockroom_app::batch_levels::LevelRecords;
 use stockroom_app::batches::BatchWorker;
 use stockroom_app::config;
-use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoItemStore, FEED_DEFAULT_WRITE_SHARDS};
+use stockroom_aws::dynamodb::{DynamoBatchStore, DynamoItemStore, WriteLayout};
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
 
@@ -20,16 +20,14 @@ async fn main() -> Result<(), Error> {
     let sdk = sdk::aws_sdk_config().await;
     // Counts, transfers and holds in a batch run the items API's use cases
     // on the same table.
-    let feed_shards = config::change_feed_write_shards()?.unwrap_or(FEED_DEFAULT_WRITE_SHARDS);
+    let layout = WriteLayout::sharded_if(config::sharded_writes()?);
     let levels = LevelRecords::on(Arc::new(
-        DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table.clone())
-            .with_feed_write_shards(feed_shards),
+        DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table.clone()).with_write_layout(layout),
     ));
     let app = handler::App {
         worker: BatchWorker::new(
             Arc::new(
-                DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)
-                    .with_feed_write_shards(feed_shards),
+                DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table).with_write_layout(layout),
             ),
             levels,
         ),

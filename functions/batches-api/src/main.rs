@@ -5,7 +5,7 @@ use std::sync::Arc;
 use stockroom_app::batches::{BatchesService, UploadSettings};
 use stockroom_app::config;
 use stockroom_app::cursor::CursorCodec;
-use stockroom_aws::dynamodb::DynamoBatchStore;
+use stockroom_aws::dynamodb::{DynamoBatchStore, WriteLayout};
 use stockroom_aws::s3::S3UploadStore;
 use stockroom_aws::sqs::SqsChunkQueue;
 use stockroom_aws::{runtime, sdk};
@@ -17,7 +17,8 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("batches-api")?;
     let cfg = config::BatchesApiConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
-    let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table);
+    let store = DynamoBatchStore::from_sdk_config(&sdk, cfg.stock_table)
+        .with_write_layout(WriteLayout::sharded_if(config::sharded_writes()?));
     let queue = SqsChunkQueue::from_sdk_config(&sdk, cfg.batch_queue_url);
     let state = BatchesState {
         batches: BatchesService::new(Arc::new(store), Arc::new(queue)).with_uploads(

@@ -10,7 +10,7 @@ use stockroom_app::config;
 use stockroom_app::items::LevelStores;
 use stockroom_app::outbox::EventsOutbox;
 use stockroom_app::reservations::ReservationsService;
-use stockroom_aws::dynamodb::{DynamoItemStore, DynamoWebhookStore, FEED_DEFAULT_WRITE_SHARDS};
+use stockroom_aws::dynamodb::{DynamoItemStore, DynamoWebhookStore, WriteLayout};
 use stockroom_aws::sns::SnsEventPublisher;
 use stockroom_aws::sqs::SqsWebhookEventQueue;
 use stockroom_aws::{runtime, sdk};
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("events-publisher")?;
     let cfg = config::EventsPublisherConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
-    let feed_shards = config::change_feed_write_shards()?.unwrap_or(FEED_DEFAULT_WRITE_SHARDS);
+    let layout = WriteLayout::sharded_if(config::sharded_writes()?);
     let app = handler::App {
         outbox: EventsOutbox {
             topic: Arc::new(SnsEventPublisher::from_sdk_config(
@@ -39,8 +39,7 @@ async fn main() -> Result<(), Error> {
         },
         holds: {
             let store = Arc::new(
-                DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table)
-                    .with_feed_write_shards(feed_shards),
+                DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table).with_write_layout(layout),
             );
             let stores = LevelStores {
                 locations: store.clone(),

@@ -10,7 +10,7 @@ use stockroom_app::items::{ItemsService, LevelStores};
 use stockroom_app::locations::LocationsService;
 use stockroom_app::reservations::ReservationsService;
 use stockroom_app::transfers::TransfersService;
-use stockroom_aws::dynamodb::{DynamoItemStore, FEED_DEFAULT_WRITE_SHARDS};
+use stockroom_aws::dynamodb::{DynamoItemStore, WriteLayout};
 use stockroom_aws::{runtime, sdk};
 use stockroom_http::{AppState, router};
 
@@ -20,10 +20,9 @@ async fn main() -> Result<(), Error> {
     let metrics = runtime::metrics("items-api")?;
     let cfg = config::ItemsApiConfig::from_env()?;
     let sdk = sdk::aws_sdk_config().await;
-    let feed_shards = config::change_feed_write_shards()?.unwrap_or(FEED_DEFAULT_WRITE_SHARDS);
-    let store = Arc::new(
-        DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table).with_feed_write_shards(feed_shards),
-    );
+    let layout = WriteLayout::sharded_if(config::sharded_writes()?);
+    let store =
+        Arc::new(DynamoItemStore::from_sdk_config(&sdk, cfg.stock_table).with_write_layout(layout));
     let stores = LevelStores {
         locations: store.clone(),
         levels: store.clone(),

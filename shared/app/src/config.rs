@@ -159,30 +159,33 @@ pub enum SettingsError {
     #[error("{0} must be a whole number of seconds, got {1:?}")]
     Seconds(&'static str, String),
     #[error("{0} must be one of {1:?}, got {2:?}")]
-    OneOf(&'static str, &'static [u32], String),
+    OneOf(&'static str, &'static [&'static str], String),
 }
 
-/// What `ChangeFeedWriteShards` may be: shard counts the change feed's
-/// readers query all of.
-pub const CHANGE_FEED_WRITE_SHARDS: &[u32] = &[8, 16];
+/// What `StoreWriteLayout` may be.
+pub const STORE_WRITE_LAYOUTS: &[&str] = &["compatible", "sharded"];
 
-/// `CHANGE_FEED_WRITE_SHARDS` (the stack's `ChangeFeedWriteShards`): over how
-/// many change-feed shards the movements a function writes go. None: the
-/// store's default.
-pub fn change_feed_write_shards() -> Result<Option<u32>, SettingsError> {
-    match env::var("CHANGE_FEED_WRITE_SHARDS") {
+/// `STORE_WRITE_LAYOUT` (the stack's `StoreWriteLayout`): whether the stores
+/// write the sharded layout, or (`compatible`, also when unset) one the
+/// release before reads too (docs/operations.md#store-write-layout).
+pub fn sharded_writes() -> Result<bool, SettingsError> {
+    match env::var("STORE_WRITE_LAYOUT") {
         Ok(raw) if !raw.trim().is_empty() => {
-            one_of("CHANGE_FEED_WRITE_SHARDS", &raw, CHANGE_FEED_WRITE_SHARDS).map(Some)
+            one_of("STORE_WRITE_LAYOUT", &raw, STORE_WRITE_LAYOUTS).map(|v| v == "sharded")
         }
-        _ => Ok(None),
+        _ => Ok(false),
     }
 }
 
-fn one_of(name: &'static str, raw: &str, allowed: &'static [u32]) -> Result<u32, SettingsError> {
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| allowed.contains(n))
+fn one_of(
+    name: &'static str,
+    raw: &str,
+    allowed: &'static [&'static str],
+) -> Result<&'static str, SettingsError> {
+    allowed
+        .iter()
+        .find(|v| **v == raw.trim())
+        .copied()
         .ok_or_else(|| SettingsError::OneOf(name, allowed, raw.to_owned()))
 }
 
@@ -324,13 +327,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shard_count_is_one_the_readers_query() {
-        assert_eq!(one_of("N", " 16", CHANGE_FEED_WRITE_SHARDS).ok(), Some(16));
-        for bad in ["12", "32", "0", "x"] {
-            let err = one_of("N", bad, CHANGE_FEED_WRITE_SHARDS).unwrap_err();
+    fn a_layout_is_one_of_those_named() {
+        assert_eq!(
+            one_of("L", " sharded", STORE_WRITE_LAYOUTS).ok(),
+            Some("sharded")
+        );
+        for bad in ["Sharded", "16", "x"] {
+            let err = one_of("L", bad, STORE_WRITE_LAYOUTS).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("N must be one of [8, 16], got {bad:?}")
+                format!("L must be one of [\"compatible\", \"sharded\"], got {bad:?}")
             );
         }
     }

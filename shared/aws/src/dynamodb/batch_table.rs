@@ -28,8 +28,8 @@ pub struct DynamoBatchStore {
     /// Whether a batch's markers are sharded, as its header says (it never
     /// changes): read once per batch and instance.
     marker_layouts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
-    /// Change-feed shards the movements it writes go to.
-    pub(crate) feed_shards: u32,
+    /// What it writes where sharding moved things.
+    pub(crate) layout: WriteLayout,
 }
 
 /// Batches whose marker layout an instance remembers (a few bytes each).
@@ -41,19 +41,20 @@ impl DynamoBatchStore {
             client,
             table: table.into(),
             marker_layouts: Default::default(),
-            feed_shards: FEED_DEFAULT_WRITE_SHARDS,
+            layout: WriteLayout::default(),
         }
     }
 
-    /// Spreads the movements it writes over `shards` change-feed shards
-    /// (1 to [`FEED_READ_SHARDS`]: the feed reads no more).
-    pub fn with_feed_write_shards(mut self, shards: u32) -> Self {
-        self.feed_shards = shards.clamp(1, FEED_READ_SHARDS);
+    /// Writes in `layout` (reads are the same in both): new batches' markers
+    /// and failures, and the items and movements their records write.
+    pub fn with_write_layout(mut self, layout: WriteLayout) -> Self {
+        self.layout = layout;
         self
     }
 
-    /// Whether `batch_id`'s outcome markers are sharded (`records::outcome_pk`).
-    /// A batch without a header yet is being submitted by this code: sharded.
+    /// Whether `batch_id`'s outcome markers and failures are sharded
+    /// (`records::outcome_pk`, `records::failure_pk`). A batch without a
+    /// header yet is being submitted by this code: its layout.
     pub(crate) async fn markers_sharded(
         &self,
         tenant: &TenantId,
@@ -76,7 +77,7 @@ impl DynamoBatchStore {
             .await
             .map_err(classify)?;
         let Some(header) = out.item.filter(|attrs| attrs.contains_key("pk")) else {
-            return Ok(true);
+            return Ok(self.layout.sharded());
         };
         let sharded = matches!(
             header.get("markers_sharded"),
@@ -260,7 +261,7 @@ impl DynamoBatchStore {
             };
             for item in [
                 to_attrs(&outcome)?,
-                to_attrs(&FailureStored::new(tenant, batch_id, f))?,
+                to_attrs(&FailureStored::new(tenant, batch_id, f, markers_sharded))?,
             ] {
                 requests.push(
                     WriteRequest::builder()

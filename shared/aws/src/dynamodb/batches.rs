@@ -152,7 +152,11 @@ impl BatchSubmissions for DynamoBatchStore {
     ) -> Result<(), StoreError> {
         let header = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(to_attrs(&BatchStored::new(tenant, batch))?))
+            .set_item(Some(to_attrs(&BatchStored::new(
+                tenant,
+                batch,
+                self.layout,
+            ))?))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(build_error)?;
@@ -259,7 +263,13 @@ impl BatchSubmissions for DynamoBatchStore {
         )
         .await?;
         let next = match page.entries.last() {
-            Some((sk, _)) if page.more => Some(PageKey::from([("sk".to_owned(), sk.clone())])),
+            // The shape the release before gives and reads (the entry's key
+            // under the batch's one failures key): a client holding it may be
+            // served by either during a gradual deploy or after a rollback.
+            Some((sk, _)) if page.more => Some(PageKey::from([
+                ("pk".to_owned(), legacy_failures_pk(tenant, batch_id)),
+                ("sk".to_owned(), sk.clone()),
+            ])),
             _ => None,
         };
         let items = page
@@ -357,7 +367,8 @@ impl ChunkApplication for DynamoBatchStore {
         record_count: u64,
     ) -> Result<(), StoreError> {
         let failure = unreadable_chunk_failure(chunk, record_count);
-        let item = to_attrs(&FailureStored::new(tenant, batch_id, &failure))?;
+        let sharded = self.markers_sharded(tenant, batch_id).await?;
+        let item = to_attrs(&FailureStored::new(tenant, batch_id, &failure, sharded))?;
         batch_write(
             &self.client,
             &self.table,

@@ -184,7 +184,7 @@ pub(super) async fn commit_group(
         let plan = &planned.plan;
         match &plan.effect {
             RecordEffect::Put { item, created, .. } => {
-                let attrs = to_attrs(&ItemRecord::new(tenant, item, cause))?;
+                let attrs = to_attrs(&ItemRecord::new(tenant, item, cause, store.layout))?;
                 let action = match (created, planned.read_version) {
                     (false, Some(version)) => {
                         put_action(table, attrs, "version = :v", &[(":v", n(version))])?
@@ -220,14 +220,14 @@ pub(super) async fn commit_group(
         if let Some(movement) = &plan.movement {
             actions.push(plain_put(
                 table,
-                to_attrs(&MovementRecord::new(tenant, movement, store.feed_shards))?,
+                to_attrs(&MovementRecord::new(tenant, movement, store.layout))?,
             )?);
             roles.push((i, Role::Other));
         }
         if let Some(failure) = &plan.failure {
             actions.push(plain_put(
                 table,
-                to_attrs(&FailureStored::new(tenant, batch_id, failure))?,
+                to_attrs(&FailureStored::new(tenant, batch_id, failure, sharded))?,
             )?);
             roles.push((i, Role::Other));
         }
@@ -310,7 +310,14 @@ pub(super) async fn commit_atomic(
             deletions,
         } => {
             for (sku, (before, after)) in items {
-                actions.push(item_action(table, tenant, sku, before, after, &cause)?);
+                actions.push(item_action(
+                    (table, store.layout),
+                    tenant,
+                    sku,
+                    before,
+                    after,
+                    &cause,
+                )?);
             }
             let writes: Vec<_> = commit
                 .levels
@@ -348,7 +355,7 @@ pub(super) async fn commit_atomic(
 /// An item's action in an atomic transaction: created, replaced or
 /// deleted on its version as read, or, absent and left absent, checked so.
 fn item_action(
-    table: &str,
+    (table, layout): (&str, WriteLayout),
     tenant: &TenantId,
     sku: &str,
     before: &Option<Item>,
@@ -359,13 +366,13 @@ fn item_action(
     Ok(match (before, after) {
         (None, Some(new)) => put_action(
             table,
-            to_attrs(&ItemRecord::new(tenant, new, cause))?,
+            to_attrs(&ItemRecord::new(tenant, new, cause, layout))?,
             "attribute_not_exists(pk)",
             &[],
         )?,
         (Some(old), Some(new)) => put_action(
             table,
-            to_attrs(&ItemRecord::new(tenant, new, cause))?,
+            to_attrs(&ItemRecord::new(tenant, new, cause, layout))?,
             "version = :v",
             &[(":v", n(old.version))],
         )?,
@@ -457,7 +464,7 @@ async fn write_atomic_side_effects(
             ledger_rounds[*round].push(write_request(to_attrs(&MovementRecord::new(
                 tenant,
                 m,
-                store.feed_shards,
+                store.layout,
             ))?)?);
             *round += 1;
         }
@@ -482,6 +489,7 @@ async fn write_atomic_side_effects(
                 tenant,
                 &header.batch_id,
                 &f,
+                header.markers_sharded,
             ))?)?);
         }
     }

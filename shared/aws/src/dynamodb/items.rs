@@ -15,15 +15,21 @@ use stockroom_domain::{Fields, Item, Movement, Sku, TenantId};
 const LISTING_INDEX: &str = "gsi3";
 /// Items written before the listing was sharded: by `T#<tenant>`, then sku.
 const LEGACY_LISTING_INDEX: &str = "gsi1";
-/// The listing cursor's key: the last sku returned.
-const LISTING_CURSOR: &str = "sku";
-
-/// Where a listing cursor resumes: after its sku. Cursors given before the
-/// listing was sharded hold `gsi1`'s key, whose sort key is the sku.
+/// Where a listing cursor resumes: after its sku, `gsi1`'s sort key.
 fn listing_cursor(key: &PageKey) -> Option<&str> {
-    key.get(LISTING_CURSOR)
-        .or_else(|| key.get("gsi1sk"))
-        .map(String::as_str)
+    key.get("gsi1sk").map(String::as_str)
+}
+
+/// The cursor after `sku`, in the shape the release before gives and reads
+/// (`gsi1`'s key of the item): a client holding it may be served by either
+/// during a gradual deploy or after a rollback.
+fn listing_cursor_after(tenant: &TenantId, sku: &str) -> PageKey {
+    PageKey::from([
+        ("gsi1pk".to_owned(), legacy_listing_pk(tenant)),
+        ("gsi1sk".to_owned(), sku.to_owned()),
+        ("pk".to_owned(), item_pk(tenant, sku)),
+        ("sk".to_owned(), ITEM_SK.to_owned()),
+    ])
 }
 /// The change feed: movements by `T#<tenant>#CH#<shard>`, then id.
 const FEED_INDEX: &str = "gsi2";
@@ -37,8 +43,8 @@ const MOVEMENT_STORED: StoredFields = StoredFields::SAME_NAMES;
 pub struct DynamoItemStore {
     pub(super) client: Client,
     pub(super) table: String,
-    /// Change-feed shards the movements it writes go to.
-    pub(super) feed_shards: u32,
+    /// What it writes where sharding moved things.
+    pub(super) layout: WriteLayout,
 }
 
 impl DynamoItemStore {
@@ -46,14 +52,13 @@ impl DynamoItemStore {
         Self {
             client,
             table: table.into(),
-            feed_shards: FEED_DEFAULT_WRITE_SHARDS,
+            layout: WriteLayout::default(),
         }
     }
 
-    /// Spreads the movements it writes over `shards` change-feed shards
-    /// (1 to [`FEED_READ_SHARDS`]: the feed reads no more).
-    pub fn with_feed_write_shards(mut self, shards: u32) -> Self {
-        self.feed_shards = shards.clamp(1, FEED_READ_SHARDS);
+    /// Writes in `layout` (reads are the same in both).
+    pub fn with_write_layout(mut self, layout: WriteLayout) -> Self {
+        self.layout = layout;
         self
     }
 
@@ -79,7 +84,7 @@ impl DynamoItemStore {
     ) -> Result<TransactWriteItem, StoreError> {
         // A movement id is never reused; the condition guards against a replayed write.
         self.put(
-            to_attrs(&MovementRecord::new(tenant, m, self.feed_shards))?,
+            to_attrs(&MovementRecord::new(tenant, m, self.layout))?,
             Some("attribute_not_exists(pk)"),
         )
     }
@@ -141,7 +146,7 @@ impl ItemStore for DynamoItemStore {
         cause: &ChangeCause,
     ) -> Result<(), StoreError> {
         let mut actions = vec![self.put(
-            to_attrs(&ItemRecord::new(tenant, item, cause))?,
+            to_attrs(&ItemRecord::new(tenant, item, cause, self.layout))?,
             Some("attribute_not_exists(pk)"),
         )?];
         if let Some(m) = opening {
@@ -170,7 +175,12 @@ impl ItemStore for DynamoItemStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_attrs(&ItemRecord::new(tenant, item, cause))?))
+            .set_item(Some(to_attrs(&ItemRecord::new(
+                tenant,
+                item,
+                cause,
+                self.layout,
+            ))?))
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(expected_version))
             .send()
@@ -280,9 +290,7 @@ impl ItemStore for DynamoItemStore {
             .filter_map(|(sku, _)| found.remove(sku))
             .collect();
         let next = match page.entries.last() {
-            Some((sku, _)) if page.more => {
-                Some(PageKey::from([(LISTING_CURSOR.to_owned(), sku.clone())]))
-            }
+            Some((sku, _)) if page.more => Some(listing_cursor_after(tenant, sku)),
             _ => None,
         };
         Ok(Page { items, next })

@@ -2,7 +2,7 @@
 //!
 //! | record      | pk                       | sk          | gsi1pk   | gsi1sk |
 //! |-------------|--------------------------|-------------|----------|--------|
-//! | item (listed by `gsi3`, keys only: `gsi3pk` `T#<tenant>#L#<FNV-1a(sku) mod 16>`, `gsi3sk` sku) | `T#<tenant>#I#<sku>` | `ITEM` | – (`T#<tenant>` on items written before `gsi3`, until moved) | (sku) |
+//! | item (listed by `gsi3`, keys only: `gsi3pk` `T#<tenant>#L#<FNV-1a(sku) mod 16>`, `gsi3sk` sku) | `T#<tenant>#I#<sku>` | `ITEM` | `T#<tenant>` on items written before `gsi3` or in the compatible layout (`records::WriteLayout`), until moved | sku (the same) |
 //! | movement    | `T#<tenant>#I#<sku>`     | `M#<mv_ulid>` | –      | –      |
 //! | deletion marker | `T#<tenant>#I#<sku>` | `X#<del_ulid>` | –      | –      |
 //! | idempotency (a batch's count, transfer or hold: key `batch:<batch>:<index>`, 15 days) | `T#<tenant>#K#<key>` | `IDEM` | – | – |
@@ -14,7 +14,7 @@
 //! | batch header | `T#<tenant>#B#<batch>` | `BATCH` | `T#<tenant>#BATCHES` | created#batch |
 //! | batch chunk counted | `T#<tenant>#B#<batch>` | `C#<chunk>` | – | – |
 //! | record outcome marker (32 shards by index; under the batch's key for batches whose header lacks `markers_sharded`) | `T#<tenant>#B#<batch>#R#<index mod 32>` | `R#<index>` | – | – |
-//! | batch failure entry (32 shards by index; `…#F` alone before they were sharded, still listed) | `T#<tenant>#B#<batch>#F#<index mod 32>` | `F#<index>` | – | – |
+//! | batch failure entry (32 shards by index; `…#F` alone for batches whose header lacks `markers_sharded`) | `T#<tenant>#B#<batch>#F#<index mod 32>` | `F#<index>` | – | – |
 //!
 //! Movements also carry `gsi2pk`/`gsi2sk` (the change feed, `records.rs`).
 //! Sharded listings are read back whole and in order by `sharded.rs`.
@@ -41,7 +41,7 @@ mod webhooks;
 pub use batches::DynamoBatchStore;
 pub use items::DynamoItemStore;
 pub use keys::DynamoApiKeyStore;
-pub use records::{FEED_DEFAULT_WRITE_SHARDS, FEED_READ_SHARDS};
+pub use records::WriteLayout;
 pub use webhooks::DynamoWebhookStore;
 
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -26,9 +26,10 @@ pub(crate) fn listing_pk(tenant: &TenantId, shard: u32) -> String {
     format!("T#{tenant}#L#{shard}")
 }
 
-/// Where items written before the listing was sharded are listed (`gsi1`,
-/// all attributes), until written again or backfilled
-/// (`stockroom-admin backfill-listing`).
+/// Where the release before lists items (`gsi1`, all attributes): items
+/// written before the listing was sharded, until written again in the
+/// sharded layout or backfilled (`stockroom-admin backfill-listing`), and
+/// every item written in the compatible layout (also in `gsi3`).
 pub(crate) fn legacy_listing_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}")
 }
@@ -39,15 +40,53 @@ pub(crate) fn legacy_listing_pk(tenant: &TenantId) -> String {
 /// To raise it: readers must query the new count before any writer uses
 /// it (entries stay in the shard they were written to, and shards `0..n`
 /// of a larger count include those of a smaller one), so deploy
-/// `FEED_READ_SHARDS` first, then the writers' count (the stack's
-/// `ChangeFeedWriteShards`, the stores' `with_feed_write_shards`). Lowering
-/// it means rewriting `gsi2pk` on every movement
+/// `FEED_READ_SHARDS` first, then the writers' count ([`WriteLayout`]).
+/// Lowering it means rewriting `gsi2pk` on every movement
 /// (docs/guarantees.md#change-feed).
-pub const FEED_DEFAULT_WRITE_SHARDS: u32 = 8;
+pub(crate) const FEED_COMPATIBLE_WRITE_SHARDS: u32 = 8;
 /// What the feed queries: the most shards a writer may use (at 5,000
 /// movements/s, 8 write shards take 0.63 of a partition each, 16 take 0.31:
 /// docs/scaling.md).
-pub const FEED_READ_SHARDS: u32 = 16;
+pub(crate) const FEED_READ_SHARDS: u32 = 16;
+
+/// Where the stores put what sharding moved (docs/scaling.md). This release
+/// reads both layouts; what it writes is the stack's `StoreWriteLayout`, so
+/// that a function of the release before, still serving during a gradual
+/// deploy or again after a rollback, finds everything this one writes
+/// (docs/operations.md#store-write-layout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteLayout {
+    /// What the release before reads: movements in 8 feed shards, items
+    /// also under the tenant's `gsi1` key, a new batch's markers and
+    /// failures under its own keys.
+    #[default]
+    Compatible,
+    /// 16 feed shards, items in `gsi3` only, markers and failures in 32
+    /// shards.
+    Sharded,
+}
+
+impl WriteLayout {
+    /// `Sharded` when `sharded`, else `Compatible`.
+    pub fn sharded_if(sharded: bool) -> Self {
+        if sharded {
+            Self::Sharded
+        } else {
+            Self::Compatible
+        }
+    }
+
+    pub(crate) fn feed_shards(self) -> u32 {
+        match self {
+            Self::Compatible => FEED_COMPATIBLE_WRITE_SHARDS,
+            Self::Sharded => FEED_READ_SHARDS,
+        }
+    }
+
+    pub(crate) fn sharded(self) -> bool {
+        self == Self::Sharded
+    }
+}
 
 /// The feed shard of a sku (one sku is always in one shard, so its order is
 /// exact).
@@ -67,6 +106,12 @@ pub(crate) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {
 pub(crate) struct ItemRecord {
     pub pk: String,
     pub sk: String,
+    /// The listing of the release before (`legacy_listing_pk`, the sku):
+    /// written in the compatible layout only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1sk: Option<String>,
     /// Listing index keys (`listing_pk`, the sku).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gsi3pk: String,
@@ -94,10 +139,13 @@ pub(crate) struct ItemRecord {
 }
 
 impl ItemRecord {
-    pub fn new(tenant: &TenantId, item: &Item, cause: &ChangeCause) -> Self {
+    pub fn new(tenant: &TenantId, item: &Item, cause: &ChangeCause, layout: WriteLayout) -> Self {
+        let compatible = !layout.sharded();
         Self {
             pk: item_pk(tenant, &item.sku),
             sk: ITEM_SK.into(),
+            gsi1pk: compatible.then(|| legacy_listing_pk(tenant)),
+            gsi1sk: compatible.then(|| item.sku.clone()),
             gsi3pk: listing_pk(tenant, super::sharded::shard_of(&item.sku, LISTING_SHARDS)),
             gsi3sk: item.sku.clone(),
             tenant_id: tenant.to_string(),
@@ -128,6 +176,8 @@ impl Unread for ItemRecord {
         Self {
             pk: String::new(),
             sk: String::new(),
+            gsi1pk: None,
+            gsi1sk: None,
             gsi3pk: String::new(),
             gsi3sk: String::new(),
             tenant_id: String::new(),
@@ -203,12 +253,11 @@ pub(crate) struct MovementRecord {
 }
 
 impl MovementRecord {
-    /// `feed_shards`: the change-feed shards the writer spreads movements over.
-    pub fn new(tenant: &TenantId, m: &Movement, feed_shards: u32) -> Self {
+    pub fn new(tenant: &TenantId, m: &Movement, layout: WriteLayout) -> Self {
         Self {
             pk: item_pk(tenant, &m.sku),
             sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
-            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, feed_shards))),
+            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, layout.feed_shards()))),
             gsi2sk: Some(m.movement_id.clone()),
             tenant_id: tenant.to_string(),
             movement_id: m.movement_id.clone(),
@@ -414,16 +463,20 @@ pub(crate) fn batch_pk(tenant: &TenantId, batch_id: &str) -> String {
 /// never reads through the batch's per-record markers), spread over
 /// [`MARKER_SHARDS`] by record index as the markers are: when every record
 /// of an import fails, each failure is one more write.
-pub(crate) fn failure_pk(tenant: &TenantId, batch_id: &str, index: u32) -> String {
-    failure_shard_pk(tenant, batch_id, index % MARKER_SHARDS)
+pub(crate) fn failure_pk(tenant: &TenantId, batch_id: &str, index: u32, sharded: bool) -> String {
+    if sharded {
+        failure_shard_pk(tenant, batch_id, index % MARKER_SHARDS)
+    } else {
+        legacy_failures_pk(tenant, batch_id)
+    }
 }
 
 pub(crate) fn failure_shard_pk(tenant: &TenantId, batch_id: &str, shard: u32) -> String {
     format!("T#{tenant}#B#{batch_id}#F#{shard}")
 }
 
-/// Where failures were written before they were sharded: listings still
-/// read it, so reports of batches from before stay whole.
+/// Where failures were written before they were sharded, and still are for
+/// batches in the compatible layout: listings read it too.
 pub(crate) fn legacy_failures_pk(tenant: &TenantId, batch_id: &str) -> String {
     format!("T#{tenant}#B#{batch_id}#F")
 }
@@ -506,14 +559,15 @@ pub(crate) struct BatchStored {
     /// unknown, so it cannot be finalized.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub splitting: bool,
-    /// Its outcome markers are spread over [`MARKER_SHARDS`] partitions
-    /// (absent on batches submitted before: theirs stay under the batch's key).
+    /// Its outcome markers and failure entries are spread over
+    /// [`MARKER_SHARDS`] partitions (false, or absent on batches submitted
+    /// before: theirs stay under the batch's keys).
     #[serde(default)]
     pub markers_sharded: bool,
 }
 
 impl BatchStored {
-    pub fn new(tenant: &TenantId, b: &stockroom_domain::batch::Batch) -> Self {
+    pub fn new(tenant: &TenantId, b: &stockroom_domain::batch::Batch, layout: WriteLayout) -> Self {
         Self {
             pk: batch_pk(tenant, &b.batch_id),
             sk: BATCH_SK.into(),
@@ -541,7 +595,7 @@ impl BatchStored {
             upload: b.upload.clone(),
             error: b.error.clone(),
             splitting: b.upload.is_some(),
-            markers_sharded: true,
+            markers_sharded: layout.sharded(),
         }
     }
 }
@@ -625,13 +679,15 @@ pub(crate) struct FailureStored {
 }
 
 impl FailureStored {
+    /// `sharded`: the batch's layout (its header's `markers_sharded`).
     pub fn new(
         tenant: &TenantId,
         batch_id: &str,
         f: &stockroom_domain::batch::RecordFailure,
+        sharded: bool,
     ) -> Self {
         Self {
-            pk: failure_pk(tenant, batch_id, f.index),
+            pk: failure_pk(tenant, batch_id, f.index, sharded),
             sk: failure_sk(f.index),
             record_id: f.record_id.clone(),
             sku: f.sku.clone(),
