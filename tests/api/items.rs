@@ -240,16 +240,19 @@ async fn the_sharded_listing_reads_every_item_once_in_order_across_layouts() -> 
             ("sk".to_owned(), S("ITEM".into())),
         ]
     };
-    let mut partitions = std::collections::BTreeSet::new();
-    for sku in &skus {
-        let item = ddb
+    // The item's record as stored, index keys included.
+    let stored = async |sku: &str| -> anyhow::Result<_> {
+        let out = ddb
             .get_item()
             .table_name(&table)
             .set_key(Some(key(sku).into()))
             .send()
-            .await?
-            .item
-            .unwrap_or_default();
+            .await?;
+        Ok(out.item.unwrap_or_default())
+    };
+    let mut partitions = std::collections::BTreeSet::new();
+    for sku in &skus {
+        let item = stored(sku).await?;
         partitions.insert(item.get("gsi3pk").and_then(|v| v.as_s().ok()).cloned());
     }
     assert!(!partitions.contains(&None));
@@ -276,17 +279,10 @@ async fn the_sharded_listing_reads_every_item_once_in_order_across_layouts() -> 
         };
         let cause = stockroom_domain::change::ChangeCause::request("compatible");
         compatible.create_item(&tenant, &item, None, &cause).await?;
-        let stored = ddb
-            .get_item()
-            .table_name(&table)
-            .set_key(Some(key(&sku).into()))
-            .send()
-            .await?
-            .item
-            .unwrap_or_default();
+        let record = stored(&sku).await?;
         assert!(
-            stored.contains_key("gsi1pk") && stored.contains_key("gsi3pk"),
-            "{stored:?}"
+            record.contains_key("gsi1pk") && record.contains_key("gsi3pk"),
+            "{record:?}"
         );
         both.push(sku);
     }
@@ -373,14 +369,7 @@ async fn the_sharded_listing_reads_every_item_once_in_order_across_layouts() -> 
         .chain(both.iter())
         .collect();
     for sku in moved {
-        let item = ddb
-            .get_item()
-            .table_name(&table)
-            .set_key(Some(key(sku).into()))
-            .send()
-            .await?
-            .item
-            .unwrap_or_default();
+        let item = stored(sku).await?;
         assert!(
             item.contains_key("gsi3pk") && !item.contains_key("gsi1pk"),
             "{item:?}"
