@@ -267,6 +267,8 @@ async fn the_sharded_listing_reads_every_item_once_in_order_across_layouts() -> 
         let sku = format!("shard-compat-{i}");
         let now = stockroom_app::clock::now_rfc3339();
         let item = stockroom_domain::Item {
+            bucket_partitions: 0,
+            stock_buckets: None,
             sku: sku.clone(),
             name: sku.clone(),
             description: None,

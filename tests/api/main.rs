@@ -15,4 +15,5 @@ mod locations;
 mod meta;
 mod reservations;
 mod stock;
+mod stock_split;
 mod watch;

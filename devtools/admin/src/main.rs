@@ -3,6 +3,8 @@
 //! `stockroom-admin seed-samples [--events DIR] [--api-key KEY]` (local stack only)
 //! `stockroom-admin [--stack NAME] backfill-feed [--segments N]`
 //! `stockroom-admin [--stack NAME] backfill-listing [--segments N]`
+//! `stockroom-admin [--stack NAME] split-stock --tenant-id ID --sku SKU --buckets N`
+//! `stockroom-admin [--stack NAME] merge-stock --tenant-id ID --sku SKU`
 //!
 //! `--stack NAME` works on a deployed stack: its API keys table comes from
 //! the stack's outputs (CloudFormation DescribeStacks) and the keys it mints
@@ -24,16 +26,22 @@
 //! feed existed into its index (docs/operations.md#change-feed-backfill);
 //! `backfill-listing` moves items written before the listing was sharded
 //! into it (docs/operations.md#listing-backfill). Both can be stopped and
-//! run again, and print what they did as JSON.
+//! run again, and print what they did as JSON. `split-stock` spreads a
+//! sku's available units over N buckets before a flash sale, so its orders
+//! spread over N partitions; `merge-stock` moves them back once no hold is
+//! left in them (docs/operations.md#flash-sales). Both print the item.
 
 use anyhow::{Context, bail};
 use rand::Rng;
 use stockroom_app::auth::generate_api_key;
+use stockroom_app::items::LevelStores;
 use stockroom_app::ports::{ApiKeyLookup, ApiKeyStore};
-use stockroom_aws::dynamodb::DynamoApiKeyStore;
+use stockroom_app::stock_split::StockSplitService;
 use stockroom_aws::dynamodb::backfill::{BackfilledIndex, IndexBackfill};
+use stockroom_aws::dynamodb::{DynamoApiKeyStore, DynamoItemStore};
 use stockroom_domain::TenantId;
 use stockroom_domain::key::ALL_SCOPES;
+use stockroom_domain::{MovementContext, Sku};
 mod samples;
 
 use stockroom_admin::{PLANS, StackTarget, UsagePlans, key_record};
@@ -43,6 +51,8 @@ const USAGE: &str = "usage: stockroom-admin [--stack NAME] create-tenant --name 
        stockroom-admin seed-samples [--events DIR] [--api-key KEY]   (local stack only)
        stockroom-admin [--stack NAME] backfill-feed [--segments N]     (N parallel scan segments, 1-64, default 4)
        stockroom-admin [--stack NAME] backfill-listing [--segments N]
+       stockroom-admin [--stack NAME] split-stock --tenant-id ID --sku SKU --buckets N   (N: 2-64)
+       stockroom-admin [--stack NAME] merge-stock --tenant-id ID --sku SKU
 --stack NAME: a deployed stack (live keys); without it, the stack of .local/env (test keys)";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -51,6 +61,8 @@ enum Command {
     SetPlan,
     SeedSamples,
     Backfill(BackfilledIndex),
+    SplitStock,
+    MergeStock,
 }
 
 struct Args {
@@ -64,6 +76,8 @@ struct Args {
     scopes: Vec<String>,
     events: Option<String>,
     segments: u32,
+    sku: Option<String>,
+    buckets: Option<u16>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -76,6 +90,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             Some("seed-samples") => break Command::SeedSamples,
             Some("backfill-feed") => break Command::Backfill(BackfilledIndex::ChangeFeed),
             Some("backfill-listing") => break Command::Backfill(BackfilledIndex::Listing),
+            Some("split-stock") => break Command::SplitStock,
+            Some("merge-stock") => break Command::MergeStock,
             _ => bail!(USAGE),
         }
     };
@@ -89,6 +105,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
         events: None,
         segments: 4,
+        sku: None,
+        buckets: None,
     };
     while let Some(flag) = argv.next() {
         let value = argv
@@ -110,6 +128,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                     .with_context(|| format!("--segments takes 1 to 64, not {value:?}"))?
             }
             "--scopes" => args.scopes = value.split(',').map(|s| s.trim().to_owned()).collect(),
+            "--sku" => args.sku = Some(value),
+            "--buckets" => {
+                let n: i64 = value
+                    .parse()
+                    .with_context(|| format!("--buckets takes a number, not {value:?}"))?;
+                args.buckets = Some(
+                    stockroom_domain::stock_split::bucket_count(n)
+                        .map_err(|e| anyhow::anyhow!("--buckets {e}"))?,
+                );
+            }
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
@@ -121,6 +149,14 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     }
     if args.command == Command::SetPlan && args.tenant_id.is_none() {
         bail!("--tenant-id is required\n{USAGE}");
+    }
+    if matches!(args.command, Command::SplitStock | Command::MergeStock)
+        && (args.tenant_id.is_none() || args.sku.is_none())
+    {
+        bail!("--tenant-id and --sku are required\n{USAGE}");
+    }
+    if args.command == Command::SplitStock && args.buckets.is_none() {
+        bail!("--buckets is required\n{USAGE}");
     }
     if !PLANS.contains(&args.plan.as_str()) {
         bail!("unknown plan {}; known: {}", args.plan, PLANS.join(", "));
@@ -190,6 +226,38 @@ async fn main() -> anyhow::Result<()> {
         if !report.unreadable.is_empty() {
             bail!("{} entries could not be read", report.unreadable.len());
         }
+        return Ok(());
+    }
+    if matches!(args.command, Command::SplitStock | Command::MergeStock) {
+        let tenant = TenantId::parse(args.tenant_id.as_deref().unwrap_or_default())
+            .map_err(anyhow::Error::msg)?;
+        let sku =
+            Sku::parse(args.sku.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
+        let store = std::sync::Arc::new(DynamoItemStore::from_sdk_config(
+            &sdk,
+            target.stock_table.clone(),
+        ));
+        let splits = StockSplitService::new(
+            store.clone(),
+            LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store,
+            },
+        );
+        let ctx = MovementContext {
+            request_id: format!("admin-{}", ulid::Ulid::new()),
+            key_id: None,
+            batch_record: None,
+        };
+        let item = match args.buckets {
+            Some(buckets) if args.command == Command::SplitStock => {
+                splits.split(&tenant, &sku, buckets, &ctx).await
+            }
+            _ => splits.merge(&tenant, &sku, &ctx).await,
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", serde_json::to_string(&item)?);
         return Ok(());
     }
     let plans = UsagePlans::new(&sdk, target.stack_name.clone());

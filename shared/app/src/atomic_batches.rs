@@ -394,6 +394,7 @@ impl AtomicLevels {
             &after,
             (&self.now, self.now_ms),
             &self.context(rec),
+            None,
         );
         let expires_at_ms = hold.expires_at_ms;
         self.set((&new.sku, &new.location), item, after, (self.now_ms, 0))?;
@@ -483,6 +484,18 @@ impl LevelSteps for AtomicLevels {
         let Some(current) = item.as_mut() else {
             return Err(("item_not_found", format!("no item with sku {}", rec.sku)));
         };
+        // A split sku's default-location units are in its buckets, which an
+        // atomic batch's one transaction does not take from.
+        if let Some(buckets) = current.stock_buckets {
+            let touches_default = match &request {
+                LevelRequest::Count(c) => c.location.is_default(),
+                LevelRequest::Transfer(t) => t.from.is_default() || t.to.is_default(),
+                LevelRequest::Reserve(r) => r.location.is_default(),
+            };
+            if touches_default {
+                return Err(crate::domain::batch::stock_split_refusal(buckets));
+            }
+        }
         let mut changed = current.clone();
         let made = match &request {
             LevelRequest::Count(count) => self.count(rec, &mut changed, count)?,

@@ -268,6 +268,7 @@ fn refusal(e: ApiError) -> Result<(&'static str, String), StoreError> {
             "quantity_overflow",
             format!("the quantity would exceed {}", crate::domain::MAX_QUANTITY),
         ),
+        ApiError::StockSplit { buckets } => crate::domain::batch::stock_split_refusal(buckets),
         other => {
             return Err(StoreError::Unavailable(
                 format!("a batch record could not be applied now: {other}").into(),

@@ -82,6 +82,11 @@ impl CountsService {
                 now_ms,
             )
             .await?;
+            // Units of a split sku are in its buckets, which are not
+            // counted: a count sets the sku once merged back.
+            if let Some(buckets) = before.stored.split {
+                return Err(ApiError::StockSplit { buckets });
+            }
             let applied_after = applied_after(self.items.as_ref(), tenant, count).await?;
             let (after, delta, applied) =
                 match before
@@ -182,11 +187,16 @@ pub(crate) async fn applied_after(
         .unix_ms()
         .saturating_sub(u64::try_from(CLOCK_SKEW_MS).unwrap_or(0));
     let location = (!count.location.is_default()).then(|| count.location.as_str());
+    // A sku once split keeps its buckets' movements in their partitions.
+    let partitions = items
+        .get_item(tenant, &count.sku, None)
+        .await?
+        .map_or(0, |item| item.bucket_partitions);
     let mut sum = 0i64;
     let mut start = None;
     loop {
         let page = items
-            .list_movements(tenant, &count.sku, 100, start, None)
+            .list_movements(tenant, &count.sku, partitions, 100, start, None)
             .await?;
         for m in &page.items {
             let minted = MovementId::minted_ms(&m.movement_id).unwrap_or(0);

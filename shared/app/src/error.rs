@@ -43,6 +43,8 @@ pub enum ApiError {
     ItemReserved { holds: usize },
     #[error("the item has stock at other locations: {locations:?}")]
     ItemStockedElsewhere { locations: Vec<String> },
+    #[error("the sku's stock is split into {buckets} buckets")]
+    StockSplit { buckets: u16 },
     #[error("the count is below the {reserved} units reserved")]
     CountBelowReserved { reserved: i64 },
     #[error("reservation not found")]

@@ -11,14 +11,12 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::levels::LevelNow;
-use crate::ports::{
-    IdempotencyRecord, ItemStore, LevelStore, LocationStore, Page, PageKey, ReservationStore,
-    StoreError,
-};
-use rand::Rng;
+pub use crate::levels::LevelStores;
+pub(crate) use crate::levels::backoff;
+use crate::ports::{IdempotencyRecord, ItemStore, Page, PageKey, StoreError};
+use crate::stock_split::{self, OrderSource};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How long a stored idempotent response is replayed.
 pub const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
@@ -49,8 +47,14 @@ pub struct AdjustmentResult {
     /// The location adjusted; absent: the default location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    /// Quantity after the adjustment (on hand at the location).
+    /// Quantity after the adjustment (on hand at the location, or in the
+    /// stock bucket when `stock_bucket` is present).
     pub quantity: i64,
+    /// Present when the units moved in one of a split sku's stock buckets
+    /// (`Item::stock_buckets`): `quantity` is then the bucket's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 63)]
+    pub stock_bucket: Option<u16>,
     pub movement_id: String,
     /// Present and false when the adjustment occurred before the level's last
     /// physical count, which already includes it: recorded, nothing moved.
@@ -192,34 +196,13 @@ pub struct ItemsService {
     locations: Option<LevelStores>,
 }
 
-/// The stores of levels per location and of the reservations holding them.
-#[derive(Clone)]
-pub struct LevelStores {
-    pub locations: Arc<dyn LocationStore>,
-    pub levels: Arc<dyn LevelStore>,
-    pub holds: Arc<dyn ReservationStore>,
-}
-
-impl LevelStores {
-    /// 404 `item_not_found` or `location_not_found` unless both exist.
-    pub(crate) async fn item_and_location(
-        &self,
-        items: &dyn ItemStore,
-        tenant: &TenantId,
-        sku: &Sku,
-        locations: &[&LocationId],
-    ) -> Result<(), ApiError> {
-        items
-            .get_item(tenant, sku, Some(&Fields::identifier()))
-            .await?
-            .ok_or(ApiError::ItemNotFound)?;
-        for location in locations.iter().filter(|l| !l.is_default()) {
-            self.locations
-                .get_location(tenant, location, Some(&Fields::identifier()))
-                .await?
-                .ok_or(ApiError::LocationNotFound)?;
-        }
-        Ok(())
+/// A field set that reads the quantity also reads whether the sku is split
+/// (its quantity is then a sum).
+fn with_split(fields: &Fields<Item>) -> Fields<Item> {
+    if fields.contains("quantity") {
+        fields.and(&["stock_buckets"])
+    } else {
+        fields.and(&[])
     }
 }
 
@@ -284,11 +267,30 @@ impl ItemsService {
         sku: &Sku,
         fields: Option<&Fields<Item>>,
     ) -> Result<Item, ApiError> {
-        let read = fields.map(|f| f.and(ETAG_FIELDS));
+        let read = fields.map(|f| with_split(&f.and(ETAG_FIELDS)));
+        let item = self.stored(tenant, sku, read.as_ref()).await?;
+        self.shown(tenant, item).await
+    }
+
+    /// The item as stored: a split sku's `quantity` is its own part.
+    async fn stored(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Item, ApiError> {
         self.store
-            .get_item(tenant, sku, read.as_ref())
+            .get_item(tenant, sku, fields)
             .await?
             .ok_or(ApiError::ItemNotFound)
+    }
+
+    /// The item as clients see it: a split sku's quantity is the sum.
+    async fn shown(&self, tenant: &TenantId, item: Item) -> Result<Item, ApiError> {
+        match &self.locations {
+            Some(stores) => stock_split::shown_item(stores, tenant, item).await,
+            None => Ok(item),
+        }
     }
 
     pub async fn replace(
@@ -300,14 +302,14 @@ impl ItemsService {
         ctx: &MovementContext,
     ) -> Result<Replaced, ApiError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku, None).await?;
+            let current = self.stored(tenant, sku, None).await?;
             if let Some(cond) = if_match
                 && !cond.matches(&current.etag())
             {
                 return Err(ApiError::PreconditionFailed);
             }
             let Some(next) = current.replaced(fields.clone(), &clock::now_rfc3339()) else {
-                return Ok(Replaced::Unchanged(current));
+                return Ok(Replaced::Unchanged(self.shown(tenant, current).await?));
             };
             match self
                 .store
@@ -319,7 +321,7 @@ impl ItemsService {
                 )
                 .await
             {
-                Ok(()) => return Ok(Replaced::Changed(next)),
+                Ok(()) => return Ok(Replaced::Changed(self.shown(tenant, next).await?)),
                 // With an explicit If-Match the client's version is gone: 412.
                 Err(StoreError::ConditionFailed) if if_match.is_some() => {
                     return Err(ApiError::PreconditionFailed);
@@ -339,11 +341,15 @@ impl ItemsService {
         ctx: &MovementContext,
     ) -> Result<(), ApiError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku, None).await?;
+            let current = self.stored(tenant, sku, None).await?;
             if let Some(cond) = if_match
                 && !cond.matches(&current.etag())
             {
                 return Err(ApiError::PreconditionFailed);
+            }
+            // A split sku's stock is in its buckets: merged back first.
+            if let Some(buckets) = current.stock_buckets {
+                return Err(ApiError::StockSplit { buckets });
             }
             // Holds that still count would outlive the item (and weigh on
             // one re-created under its sku): they end first.
@@ -351,7 +357,7 @@ impl ItemsService {
                 let now_ms = clock::unix_ms(clock::now());
                 let live = stores
                     .holds
-                    .active_holds(tenant, sku, None)
+                    .active_holds(tenant, sku, None, None)
                     .await?
                     .iter()
                     .filter(|h| h.expires_at_ms > now_ms)
@@ -413,7 +419,17 @@ impl ItemsService {
         start: Option<PageKey>,
         fields: Option<&Fields<Item>>,
     ) -> Result<Page<Item>, ApiError> {
-        Ok(self.store.list_items(tenant, limit, start, fields).await?)
+        let read = fields.map(with_split);
+        let mut page = self
+            .store
+            .list_items(tenant, limit, start, read.as_ref())
+            .await?;
+        for item in &mut page.items {
+            if item.stock_buckets.is_some() {
+                *item = self.shown(tenant, item.clone()).await?;
+            }
+        }
+        Ok(page)
     }
 
     /// Newest first. A sku with neither ledger nor item is not found (a
@@ -427,12 +443,15 @@ impl ItemsService {
         fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, ApiError> {
         let first_page = start.is_none();
+        // A sku once split has movements in its buckets' partitions too.
+        let item = self.store.get_item(tenant, sku, None).await?;
+        let partitions = item.as_ref().map_or(0, |i| i.bucket_partitions);
         let page = self
             .store
-            .list_movements(tenant, sku, limit, start, fields)
+            .list_movements(tenant, sku, partitions, limit, start, fields)
             .await?;
-        if first_page && page.items.is_empty() {
-            self.get(tenant, sku, Some(&Fields::identifier())).await?;
+        if first_page && page.items.is_empty() && item.is_none() {
+            return Err(ApiError::ItemNotFound);
         }
         Ok(page)
     }
@@ -462,7 +481,7 @@ impl ItemsService {
                 .await;
         }
         for attempt in 0..MAX_ATTEMPTS {
-            let current = self.get(tenant, sku, None).await?;
+            let current = self.stored(tenant, sku, None).await?;
             let quantity = match apply_delta(current.quantity, adjustment.delta) {
                 StockCheck::Ok(q) => q,
                 StockCheck::Insufficient { available } => {
@@ -485,6 +504,7 @@ impl ItemsService {
                 &now_s,
             );
             let result = AdjustmentResult {
+                stock_bucket: None,
                 sku: current.sku.clone(),
                 location: None,
                 quantity,
@@ -527,8 +547,21 @@ impl ItemsService {
             return Err(ApiError::LocationNotFound);
         };
         let location = &adjustment.location;
+        // A split sku's orders go to its buckets (a change stated to have
+        // occurred earlier goes to its own level, the one a count sets).
+        let by_bucket = location.is_default() && adjustment.occurred_at.is_none();
+        if by_bucket
+            && let Some(outcome) = self
+                .adjust_split(stores, tenant, sku, None, adjustment, ctx, idempotency)
+                .await?
+        {
+            return Ok(outcome);
+        }
+        let mut tried_buckets = false;
         for attempt in 0..MAX_ATTEMPTS {
-            let item = self.get(tenant, sku, Some(&Fields::identifier())).await?;
+            let item = self
+                .stored(tenant, sku, Some(&Fields::identifier()))
+                .await?;
             if !location.is_default()
                 && stores
                     .locations
@@ -567,6 +600,29 @@ impl ItemsService {
                 // The last count already includes it: recorded, nothing moves.
                 Ok(Adjusted::BeforeCount { .. }) => (before.level.clone(), false),
                 Err(LevelError::InsufficientAvailable { available }) => {
+                    // Split meanwhile (the routing read is a hint): the
+                    // units may be in the buckets.
+                    if let Some(buckets) = before.stored.split
+                        && by_bucket
+                        && !tried_buckets
+                    {
+                        tried_buckets = true;
+                        match self
+                            .adjust_split(
+                                stores,
+                                tenant,
+                                sku,
+                                Some(buckets),
+                                adjustment,
+                                ctx,
+                                idempotency,
+                            )
+                            .await?
+                        {
+                            Some(outcome) => return Ok(outcome),
+                            None => continue,
+                        }
+                    }
                     return Err(ApiError::InsufficientStock {
                         available,
                         delta: adjustment.delta,
@@ -589,6 +645,7 @@ impl ItemsService {
             .occurred(adjustment.occurred_at.as_ref());
             movement.applies = applied;
             let result = AdjustmentResult {
+                stock_bucket: None,
                 sku: item.sku.clone(),
                 location: (!location.is_default()).then(|| location.as_str().to_owned()),
                 quantity: after.on_hand,
@@ -617,10 +674,112 @@ impl ItemsService {
         Err(ApiError::ConcurrentUpdate)
     }
 
+    /// An adjustment at the default location of a split sku (`split`: into
+    /// how many buckets, when known; else read as a hint): applied in one
+    /// bucket, with its movement and idempotency record there. None: the
+    /// sku is not split, or its own level is where the units are.
+    #[allow(clippy::too_many_arguments)]
+    async fn adjust_split(
+        &self,
+        stores: &LevelStores,
+        tenant: &TenantId,
+        sku: &Sku,
+        split: Option<u16>,
+        adjustment: &Adjustment,
+        ctx: &MovementContext,
+        idempotency: Option<&IdempotencyRequest>,
+    ) -> Result<Option<AdjustOutcome>, ApiError> {
+        let buckets = match split {
+            Some(n) => n,
+            None => match self
+                .store
+                .get_item_hint(
+                    tenant,
+                    sku,
+                    Some(&Fields::identifier().and(&["stock_buckets"])),
+                )
+                .await?
+                .and_then(|item| item.stock_buckets)
+            {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+        };
+        let order = stock_split::Order {
+            tenant,
+            sku,
+            buckets,
+            need: (-adjustment.delta).max(0),
+            delta: adjustment.delta,
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            let now = clock::now();
+            let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
+            let before =
+                match stock_split::order_source(stores, &order, attempt, ctx, (&now_s, now_ms))
+                    .await?
+                {
+                    OrderSource::Own => return Ok(None),
+                    OrderSource::Moved => continue,
+                    OrderSource::Bucket(bucket) => *bucket,
+                };
+            let after = match before
+                .level
+                .adjust(adjustment.delta, &OccurredAt::from_unix_ms(now_ms))
+            {
+                Ok(Adjusted::Applied(after)) => after,
+                // A bucket is never counted; short of units: lost a race.
+                Ok(Adjusted::BeforeCount { .. })
+                | Err(LevelError::InsufficientAvailable { .. }) => {
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(LevelError::Overflow | LevelError::CountBelowReserved { .. }) => {
+                    return Err(ApiError::QuantityOverflow);
+                }
+            };
+            let movement = Movement::record(
+                sku.as_str(),
+                adjustment.delta,
+                after.on_hand,
+                &adjustment.reason,
+                adjustment.reference.clone(),
+                ctx,
+                &now_s,
+            )
+            .in_bucket(before.stored.bucket);
+            let result = AdjustmentResult {
+                sku: sku.to_string(),
+                location: None,
+                quantity: after.on_hand,
+                stock_bucket: before.stored.bucket,
+                movement_id: movement.movement_id.clone(),
+                applied: true,
+            };
+            let record = idempotency.map(|idem| idem.record(&result, now));
+            let write = before.level_write(
+                &after,
+                None,
+                (vec![movement], Vec::new()),
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
+            let written = stores.levels.record_level_change(tenant, &write).await;
+            if let Some(outcome) = self
+                .settle(tenant, idempotency, attempt, written, result)
+                .await?
+            {
+                return Ok(Some(outcome));
+            }
+        }
+        Err(ApiError::ConcurrentUpdate)
+    }
+
     /// The sku's stock per location: the default location's (the item's
     /// quantity) first, then the others' in location id order.
     pub async fn levels(&self, tenant: &TenantId, sku: &Sku) -> Result<ItemLevels, ApiError> {
-        let item = self.get(tenant, sku, None).await?;
+        let item = self.stored(tenant, sku, None).await?;
         let Some(stores) = &self.locations else {
             let level = Level {
                 on_hand: item.quantity,
@@ -643,7 +802,8 @@ impl ItemsService {
         for level in stored {
             // Holds that expired unswept stop counting now.
             let now = LevelNow::of(level, stores.holds.as_ref(), tenant, sku, now_ms).await?;
-            levels.push(LevelView::of(now.stored.location, &now.level));
+            let shown = stock_split::shown_level(stores, tenant, sku, &now, now_ms).await?;
+            levels.push(LevelView::of(now.stored.location, &shown));
         }
         Ok(ItemLevels {
             sku: item.sku,
@@ -676,9 +836,10 @@ impl ItemsService {
                 continue;
             };
             let now = LevelNow::of(level, stores.holds.as_ref(), tenant, sku, now_ms).await?;
+            let shown = stock_split::shown_level(stores, tenant, sku, &now, now_ms).await?;
             out.levels.push(SkuLevel {
                 sku: sku.to_string(),
-                level: LevelView::of(location.clone(), &now.level),
+                level: LevelView::of(location.clone(), &shown),
             });
         }
         Ok(out)
@@ -738,13 +899,6 @@ pub(crate) async fn stored_response(
         Some(rec) if rec.request_hash == idem.request_hash => Ok(Some((rec.status, rec.body))),
         Some(_) => Err(ApiError::IdempotencyKeyReused),
     }
-}
-
-/// Jittered exponential backoff between optimistic-concurrency attempts.
-pub(crate) async fn backoff(attempt: u32) {
-    let cap_ms = (4u64 << attempt.min(5)).min(100);
-    let ms = rand::rng().random_range(1..=cap_ms);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// The items use cases on the in-memory store: the stock rules, optimistic

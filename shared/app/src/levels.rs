@@ -6,10 +6,15 @@
 use crate::domain::level::Level;
 use crate::domain::location::LocationId;
 use crate::domain::reservation::{EXPIRE_REASON, ReservationId, ReservationStatus};
-use crate::domain::{Movement, MovementContext, Sku, TenantId};
+use crate::domain::{Fields, Movement, MovementContext, Sku, TenantId};
+use crate::error::ApiError;
 use crate::ports::{
-    HoldWrite, IdempotencyRecord, LevelStore, LevelWrite, ReservationStore, StoreError, StoredLevel,
+    HoldWrite, IdempotencyRecord, ItemStore, LevelStore, LevelWrite, LocationStore,
+    ReservationStore, StoreError, StoredLevel,
 };
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Expired holds one write ends for good: each is three actions (its
 /// reservation, its active-hold record, its movement), and a transfer's
@@ -52,6 +57,33 @@ impl LevelNow {
         Self::of(stored, holds, tenant, sku, now_ms).await
     }
 
+    /// A split sku's bucket that is not open yet: empty, nothing held.
+    pub fn empty_bucket(sku: &Sku, bucket: u16) -> Self {
+        Self {
+            sku: sku.clone(),
+            stored: StoredLevel::empty_bucket(bucket),
+            level: Level::default(),
+            expired: Vec::new(),
+            next_expiry: None,
+        }
+    }
+
+    /// The level a hold is in: its bucket's, or its location's.
+    pub async fn of_hold(
+        levels: &dyn LevelStore,
+        holds: &dyn ReservationStore,
+        tenant: &TenantId,
+        id: &ReservationId,
+        location: &LocationId,
+        now_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let stored = match id.bucket() {
+            Some(b) => levels.bucket_level(tenant, id.sku(), b).await?,
+            None => levels.level(tenant, id.sku(), location).await?,
+        };
+        Self::of(stored, holds, tenant, id.sku(), now_ms).await
+    }
+
     /// A level already read (`stored`) as it stands at `now_ms`: its
     /// holds are read only when one of them may have expired.
     pub async fn of(
@@ -72,7 +104,9 @@ impl LevelNow {
                 expired: Vec::new(),
             });
         }
-        let mut active = holds.active_holds(tenant, sku, Some(location)).await?;
+        let mut active = holds
+            .active_holds(tenant, sku, stored.bucket, Some(location))
+            .await?;
         active.sort_by(|a, b| a.id.cmp(&b.id));
         let (expired, live): (Vec<_>, Vec<_>) = active
             .into_iter()
@@ -189,6 +223,7 @@ impl LevelNow {
                         ctx,
                         ended_at,
                     )
+                    .in_bucket(self.stored.bucket)
                 })
                 .collect(),
         }
@@ -217,6 +252,44 @@ pub fn hold_movement(
     )
     .at(location)
     .holding(reserved_delta, reserved)
+}
+
+/// The stores of levels per location and of the reservations holding them.
+#[derive(Clone)]
+pub struct LevelStores {
+    pub locations: Arc<dyn LocationStore>,
+    pub levels: Arc<dyn LevelStore>,
+    pub holds: Arc<dyn ReservationStore>,
+}
+
+impl LevelStores {
+    /// 404 `item_not_found` or `location_not_found` unless both exist.
+    pub(crate) async fn item_and_location(
+        &self,
+        items: &dyn ItemStore,
+        tenant: &TenantId,
+        sku: &Sku,
+        locations: &[&LocationId],
+    ) -> Result<(), ApiError> {
+        items
+            .get_item(tenant, sku, Some(&Fields::identifier()))
+            .await?
+            .ok_or(ApiError::ItemNotFound)?;
+        for location in locations.iter().filter(|l| !l.is_default()) {
+            self.locations
+                .get_location(tenant, location, Some(&Fields::identifier()))
+                .await?
+                .ok_or(ApiError::LocationNotFound)?;
+        }
+        Ok(())
+    }
+}
+
+/// Jittered exponential backoff between optimistic-concurrency attempts.
+pub(crate) async fn backoff(attempt: u32) {
+    let cap_ms = (4u64 << attempt.min(5)).min(100);
+    let ms = rand::rng().random_range(1..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod memory;
 pub mod outbox;
 pub mod ports;
 pub mod reservations;
+pub mod stock_split;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

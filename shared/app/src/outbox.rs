@@ -263,6 +263,8 @@ mod tests {
             tenant: "acme".into(),
             before: None,
             after: crate::domain::Item {
+                bucket_partitions: 0,
+                stock_buckets: None,
                 sku: "S".into(),
                 name: "n".into(),
                 description: None,

@@ -99,6 +99,13 @@ pub trait LocationStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredLevel {
     pub location: LocationId,
+    /// One of a split sku's stock buckets (at the default location), a
+    /// level of its own partition; None: the sku's own level.
+    pub bucket: Option<u16>,
+    /// Read with the sku's own default-location level: into how many
+    /// buckets the sku's stock is split (its `level` is then the item's
+    /// part only; clients see the sum).
+    pub split: Option<u16>,
     pub level: Level,
     pub version: u64,
     /// The version of the record holding the level's holds: at the default
@@ -112,9 +119,25 @@ pub struct StoredLevel {
 }
 
 impl StoredLevel {
+    /// An empty bucket `bucket` (none stored yet).
+    pub fn empty_bucket(bucket: u16) -> Self {
+        Self {
+            bucket: Some(bucket),
+            ..Self::empty(LocationId::default_location())
+        }
+    }
+
+    /// Whether the item's record holds this level's on hand (the sku's
+    /// own level at the default location).
+    pub fn on_hand_in_item(&self) -> bool {
+        self.location.is_default() && self.bucket.is_none()
+    }
+
     pub fn empty(location: LocationId) -> Self {
         Self {
             location,
+            bucket: None,
+            split: None,
             level: Level::default(),
             version: 0,
             holds_version: 0,
@@ -184,6 +207,11 @@ impl LevelWrite<'_> {
     /// of the item, conditioned on its version, must see it).
     pub fn raises_item_version(&self) -> bool {
         let before = &self.before.level;
+        // A bucket's writes leave the item alone: that is their point (a
+        // split sku's item is not deleted, nor written by batches).
+        if self.before.bucket.is_some() {
+            return false;
+        }
         if self.before.location.is_default() {
             self.holds.iter().any(|h| matches!(h, HoldWrite::Create(_)))
         } else {
@@ -245,6 +273,37 @@ pub trait LevelStore: Send + Sync {
         from: &LevelWrite<'_>,
         to: &LevelWrite<'_>,
     ) -> Result<(), StoreError>;
+
+    /// One stock bucket of a split sku, read strongly consistent (empty,
+    /// version 0, when none is stored).
+    async fn bucket_level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        bucket: u16,
+    ) -> Result<StoredLevel, StoreError>;
+
+    /// Buckets `0..count` of a sku, strongly consistent, in bucket order.
+    async fn bucket_levels(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        count: u16,
+    ) -> Result<Vec<StoredLevel>, StoreError>;
+
+    /// Moves units between a sku's own default-location level and its
+    /// buckets, or between buckets, all or nothing: each level on the
+    /// conditions of [`LevelStore::record_level_change`] (the sku's own
+    /// level also on the item's version), without movements, since the
+    /// sku's stock does not change. `split`: the item's `stock_buckets`
+    /// becomes it in the same transaction (Some(None): no longer split).
+    async fn move_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        writes: &[LevelWrite<'_>],
+        split: Option<Option<u16>>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Reservations, read strongly consistent (they live with their item).
@@ -256,23 +315,26 @@ pub trait ReservationStore: Send + Sync {
         id: &ReservationId,
     ) -> Result<Option<StoredReservation>, StoreError>;
 
-    /// A sku's reservations in id (creation) order, from after `start`.
+    /// A sku's reservations in id (creation) order, from after `start`,
+    /// from the item's collection and its first `partitions` buckets'.
     async fn list_reservations(
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        partitions: u16,
         status: Option<ReservationStatus>,
         limit: u32,
         start: Option<PageKey>,
     ) -> Result<Page<StoredReservation>, StoreError>;
 
-    /// The holds of a sku stored as active (some may have expired), at one
-    /// location or all. Only active holds are read, however long the sku's
-    /// history of ended ones.
+    /// The holds of a sku stored as active (some may have expired), in its
+    /// own collection or one bucket's, at one location or all. Only active
+    /// holds are read, however long the sku's history of ended ones.
     async fn active_holds(
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        bucket: Option<u16>,
         location: Option<&LocationId>,
     ) -> Result<Vec<ActiveHold>, StoreError>;
 }
@@ -286,6 +348,18 @@ pub trait ItemStore: Send + Sync {
         sku: &Sku,
         fields: Option<&Fields<Item>>,
     ) -> Result<Option<Item>, StoreError>;
+
+    /// [`ItemStore::get_item`] read eventually consistent (half the read
+    /// units): a hint, never a condition (a split sku's orders are routed
+    /// by it, and every write they make is conditioned on what it reads).
+    async fn get_item_hint(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
+        self.get_item(tenant, sku, fields).await
+    }
 
     /// Creates the item (and its opening movement) unless the sku exists.
     async fn create_item(
@@ -336,11 +410,13 @@ pub trait ItemStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Newest first, read strongly consistent (a count sums what applied
-    /// after it from here).
+    /// after it from here), from the item's collection and its first
+    /// `partitions` buckets' (`Item::bucket_partitions`).
     async fn list_movements(
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        partitions: u16,
         limit: u32,
         start: Option<PageKey>,
         fields: Option<&Fields<Movement>>,

@@ -16,6 +16,7 @@ use crate::levels::{LevelNow, hold_movement};
 use crate::ports::{
     HoldWrite, ItemStore, LevelWrite, Page, PageKey, StoreError, StoredReservation,
 };
+use crate::stock_split::{self, OrderSource};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -106,6 +107,15 @@ impl ReservationsService {
         if let Some(outcome) = self.replay(tenant, idempotency).await? {
             return Ok(outcome);
         }
+        // A split sku's holds go to its buckets.
+        if new.location.is_default()
+            && let Some(outcome) = self
+                .reserve_split(tenant, new, None, ctx, idempotency)
+                .await?
+        {
+            return Ok(outcome);
+        }
+        let mut tried_buckets = false;
         for attempt in 0..MAX_ATTEMPTS {
             self.stores
                 .item_and_location(self.items.as_ref(), tenant, &new.sku, &[&new.location])
@@ -113,13 +123,28 @@ impl ReservationsService {
             let now = clock::now();
             let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
             let before = self.level(tenant, &new.sku, &new.location, now_ms).await?;
-            let after = before.level.reserve(new.quantity).map_err(|_| {
-                ApiError::InsufficientAvailable {
+            let Ok(after) = before.level.reserve(new.quantity) else {
+                // Split meanwhile (the routing read is a hint): the units
+                // may be in the buckets.
+                if let Some(buckets) = before.stored.split
+                    && new.location.is_default()
+                    && !tried_buckets
+                {
+                    tried_buckets = true;
+                    match self
+                        .reserve_split(tenant, new, Some(buckets), ctx, idempotency)
+                        .await?
+                    {
+                        Some(outcome) => return Ok(outcome),
+                        None => continue,
+                    }
+                }
+                return Err(ApiError::InsufficientAvailable {
                     available: before.level.available().max(0),
                     requested: new.quantity,
-                }
-            })?;
-            let (hold, placed) = place_hold(new, &after, (&now_s, now_ms), ctx);
+                });
+            };
+            let (hold, placed) = place_hold(new, &after, (&now_s, now_ms), ctx, None);
             let expires_at_ms = hold.expires_at_ms;
             let view = Reservation::of(&hold, now_ms);
             let record = idempotency.map(|i| i.response(201, &view, now));
@@ -137,6 +162,90 @@ impl ReservationsService {
                 .await?
             {
                 return Ok(outcome);
+            }
+        }
+        Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// A hold at the default location of a split sku (`split`: into how
+    /// many buckets, when known; else read as a hint), placed in one bucket
+    /// (its id names it). None: the sku is not split, or its own level is
+    /// where the units are.
+    async fn reserve_split(
+        &self,
+        tenant: &TenantId,
+        new: &NewReservation,
+        split: Option<u16>,
+        ctx: &MovementContext,
+        idempotency: Option<&IdempotencyRequest>,
+    ) -> Result<Option<ReservationOutcome>, ApiError> {
+        let buckets = match split {
+            Some(n) => n,
+            None => match self
+                .items
+                .get_item_hint(
+                    tenant,
+                    &new.sku,
+                    Some(&Fields::identifier().and(&["stock_buckets"])),
+                )
+                .await?
+            {
+                None => return Err(ApiError::ItemNotFound),
+                Some(item) => match item.stock_buckets {
+                    Some(n) => n,
+                    None => return Ok(None),
+                },
+            },
+        };
+        let order = stock_split::Order {
+            tenant,
+            sku: &new.sku,
+            buckets,
+            need: new.quantity,
+            delta: -new.quantity,
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            let now = clock::now();
+            let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
+            let source =
+                stock_split::order_source(&self.stores, &order, attempt, ctx, (&now_s, now_ms))
+                    .await;
+            let before = match source {
+                Ok(OrderSource::Own) => return Ok(None),
+                Ok(OrderSource::Moved) => continue,
+                Ok(OrderSource::Bucket(bucket)) => *bucket,
+                Err(ApiError::InsufficientStock { available, .. }) => {
+                    return Err(ApiError::InsufficientAvailable {
+                        available,
+                        requested: new.quantity,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let Ok(after) = before.level.reserve(new.quantity) else {
+                // Short of units: lost a race.
+                backoff(attempt).await;
+                continue;
+            };
+            let (hold, placed) =
+                place_hold(new, &after, (&now_s, now_ms), ctx, before.stored.bucket);
+            let expires_at_ms = hold.expires_at_ms;
+            let view = Reservation::of(&hold, now_ms);
+            let record = idempotency.map(|i| i.response(201, &view, now));
+            let write = before.level_write(
+                &after,
+                Some(expires_at_ms),
+                (vec![placed], vec![HoldWrite::Create(hold)]),
+                record.as_ref(),
+                ctx,
+                &now_s,
+            );
+            let written = self.stores.levels.record_level_change(tenant, &write).await;
+            if let Some(outcome) = self
+                .settle(tenant, idempotency, attempt, written, view)
+                .await?
+            {
+                return Ok(Some(outcome));
             }
         }
         Err(ApiError::ConcurrentUpdate)
@@ -175,19 +284,21 @@ impl ReservationsService {
                 }
             }
             // The item was deleted (only once no hold counted): the hold
-            // can only have expired.
-            if self
-                .items
-                .get_item(tenant, id.sku(), Some(&Fields::identifier()))
-                .await?
-                .is_none()
+            // can only have expired. (A split sku's item is not deleted:
+            // its buckets' holds leave the item's partition alone.)
+            if id.bucket().is_none()
+                && self
+                    .items
+                    .get_item(tenant, id.sku(), Some(&Fields::identifier()))
+                    .await?
+                    .is_none()
             {
                 return match ending {
                     Ending::Release => Ok(ReservationOutcome::Done(Reservation::of(&hold, now_ms))),
                     Ending::Commit => Err(ApiError::ItemNotFound),
                 };
             }
-            let mut before = self.level(tenant, id.sku(), &hold.location, now_ms).await?;
+            let mut before = self.hold_level(tenant, id, &hold.location, now_ms).await?;
             // Releasing a hold that expired unswept ends it as expired: it
             // stopped counting at its expiry, and `before.level` knows that.
             let expired = before.forget_expired(id);
@@ -218,7 +329,8 @@ impl ReservationsService {
                 (reason, id),
                 ctx,
                 &now_s,
-            );
+            )
+            .in_bucket(id.bucket());
             let ended = StoredReservation {
                 status,
                 ended_at: Some(now_s.clone()),
@@ -278,6 +390,12 @@ impl ReservationsService {
             other => other,
         };
         let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        // A sku once split keeps its buckets' holds in their partitions.
+        let partitions = self
+            .items
+            .get_item(tenant, sku, None)
+            .await?
+            .map_or(0, |item| item.bucket_partitions);
         let mut items = Vec::new();
         let mut start = start;
         loop {
@@ -286,7 +404,7 @@ impl ReservationsService {
             let page = self
                 .stores
                 .holds
-                .list_reservations(tenant, sku, stored_filter, room, start)
+                .list_reservations(tenant, sku, partitions, stored_filter, room, start)
                 .await?;
             for r in &page.items {
                 let shown = Reservation::of(r, now_ms);
@@ -332,15 +450,16 @@ impl ReservationsService {
             let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
             if hold.status.holds(hold.expires_at_ms, now_ms)
                 || hold.status != ReservationStatus::Active
-                || self
-                    .items
-                    .get_item(tenant, id.sku(), Some(&Fields::identifier()))
-                    .await?
-                    .is_none()
+                || (id.bucket().is_none()
+                    && self
+                        .items
+                        .get_item(tenant, id.sku(), Some(&Fields::identifier()))
+                        .await?
+                        .is_none())
             {
                 return Ok(());
             }
-            let mut before = self.level(tenant, id.sku(), &hold.location, now_ms).await?;
+            let mut before = self.hold_level(tenant, id, &hold.location, now_ms).await?;
             before.forget_expired(id);
             let after = before.level.clone();
             let lapsed = hold_movement(
@@ -351,7 +470,8 @@ impl ReservationsService {
                 (EXPIRE_REASON, id),
                 ctx,
                 &now_s,
-            );
+            )
+            .in_bucket(id.bucket());
             let write = end_hold_write(
                 &before,
                 &after,
@@ -382,6 +502,25 @@ impl ReservationsService {
             self.stores.holds.as_ref(),
             tenant,
             sku,
+            location,
+            now_ms,
+        )
+        .await?)
+    }
+
+    /// The level hold `id` is in: its bucket's, or its location's.
+    async fn hold_level(
+        &self,
+        tenant: &TenantId,
+        id: &ReservationId,
+        location: &LocationId,
+        now_ms: u64,
+    ) -> Result<LevelNow, ApiError> {
+        Ok(LevelNow::of_hold(
+            self.stores.levels.as_ref(),
+            self.stores.holds.as_ref(),
+            tenant,
+            id,
             location,
             now_ms,
         )
@@ -457,9 +596,10 @@ pub(crate) fn place_hold(
     after: &crate::domain::level::Level,
     (at, now_ms): (&str, u64),
     ctx: &MovementContext,
+    bucket: Option<u16>,
 ) -> (StoredReservation, crate::domain::Movement) {
     let hold = StoredReservation {
-        id: ReservationId::generate(&new.sku),
+        id: ReservationId::generate_in(&new.sku, bucket),
         location: new.location.clone(),
         quantity: new.quantity,
         status: ReservationStatus::Active,
@@ -477,7 +617,8 @@ pub(crate) fn place_hold(
         (PLACE_REASON, &hold.id),
         ctx,
         at,
-    );
+    )
+    .in_bucket(bucket);
     (hold, placed)
 }
 

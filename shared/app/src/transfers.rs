@@ -87,6 +87,10 @@ impl TransfersService {
                 )
             };
             let (from, to) = tokio::try_join!(read(&new.from), read(&new.to))?;
+            // A split sku's default-location units are in its buckets.
+            if let Some(buckets) = from.stored.split.or(to.stored.split) {
+                return Err(ApiError::StockSplit { buckets });
+            }
             let (from_after, to_after) = match transfer(&from.level, &to.level, new.quantity) {
                 Ok(levels) => levels,
                 Err(LevelError::InsufficientAvailable { available }) => {

@@ -678,11 +678,27 @@ pub enum RecordEffect {
     Recorded,
 }
 
+/// A record on a split sku's stock: its units are in buckets that only
+/// real-time orders take from (`stock_split`); a batch writes the sku again
+/// once it is merged back.
+pub fn stock_split_refusal(buckets: u16) -> (&'static str, String) {
+    (
+        "stock_split",
+        format!(
+            "the sku's stock is split into {buckets} buckets for concurrent orders: merge it back (stockroom-admin merge-stock) before a batch changes it"
+        ),
+    )
+}
+
 impl BatchRecord {
     /// What this record does to `current` (None: the item does not exist),
     /// of which `held` units are held by reservations at the default
     /// location: a record may not take on hand below them.
     pub fn effect(&self, current: Option<&Item>, held: i64, now: &str) -> RecordEffect {
+        if let Some(buckets) = current.and_then(|c| c.stock_buckets) {
+            let (code, message) = stock_split_refusal(buckets);
+            return RecordEffect::Fail { code, message };
+        }
         if let Some(fail) = self.breaks_holds(current, held) {
             return fail;
         }

@@ -157,6 +157,8 @@ mod tests {
 
     fn item(quantity: i64, version: u64) -> Item {
         Item {
+            bucket_partitions: 0,
+            stock_buckets: None,
             sku: "SKU-1".into(),
             name: "n".into(),
             description: None,

@@ -306,6 +306,11 @@ impl Event {
         if !m.applies {
             data["applies"] = json!(false);
         }
+        // In one of a split sku's buckets: `quantity` (and `reserved`) are
+        // the bucket's; a mirror applies `delta` to the sku.
+        if let Some(bucket) = m.stock_bucket {
+            data["stock_bucket"] = json!(bucket);
+        }
         // A hold placed, committed, released or expired: what reservations
         // hold there now (`available` = `quantity` − `reserved`).
         if let Some(after) = m.reserved_after {
@@ -401,6 +406,8 @@ mod tests {
 
     fn item(quantity: i64, threshold: Option<i64>) -> Item {
         Item {
+            bucket_partitions: 0,
+            stock_buckets: None,
             sku: "S".into(),
             name: "n".into(),
             description: None,

@@ -15,6 +15,7 @@ pub const ITEM_FIELDS: &[&str] = &[
     "quantity",
     "low_stock_threshold",
     "attributes",
+    "stock_buckets",
     "version",
     "created_at",
     "updated_at",
@@ -34,7 +35,18 @@ pub struct Item {
     /// At or below this quantity the item counts as low on stock.
     pub low_stock_threshold: Option<i64>,
     pub attributes: BTreeMap<String, String>,
-    /// Increases by one on every change (descriptive or stock).
+    /// Present while the sku's stock is split into this many buckets, so
+    /// that many concurrent orders (a flash sale) spread over them:
+    /// `quantity` is the sum of the item's own stock and its buckets'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 2, maximum = 64)]
+    pub stock_buckets: Option<u16>,
+    /// How many bucket partitions hold the sku's movements and holds: the
+    /// most it was ever split into (not shown; kept once the split ends).
+    #[serde(skip)]
+    pub bucket_partitions: u16,
+    /// Increases by one on every change (descriptive or stock), but for
+    /// the orders taken in a split sku's buckets (see `stock_buckets`).
     pub version: u64,
     /// RFC 3339 UTC timestamp.
     pub created_at: String,
@@ -170,6 +182,8 @@ impl Item {
 
     pub fn new(new: NewItem, now: &str) -> Item {
         Item {
+            bucket_partitions: 0,
+            stock_buckets: None,
             sku: new.sku.as_str().to_owned(),
             name: new.fields.name,
             description: new.fields.description,
@@ -303,6 +317,8 @@ mod tests {
     #[test]
     fn item_fields_name_every_field_of_the_representation() {
         crate::fields::assert_names_every_field(&Item {
+            bucket_partitions: 0,
+            stock_buckets: Some(2),
             sku: "A".into(),
             name: "Mug".into(),
             description: Some("tall".into()),

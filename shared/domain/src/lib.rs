@@ -14,6 +14,7 @@ pub mod level;
 pub mod location;
 mod movement;
 pub mod reservation;
+pub mod stock_split;
 pub mod transfer;
 pub mod upload;
 pub mod validation;

@@ -102,6 +102,7 @@ pub const MOVEMENT_FIELDS: &[&str] = &[
     "movement_id",
     "sku",
     "location",
+    "stock_bucket",
     "delta",
     "quantity_after",
     "reason",
@@ -130,6 +131,13 @@ pub struct Movement {
     /// The location whose stock moved; absent: the default location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Present when the units moved in one of a split sku's stock buckets
+    /// (a flash sale spreads its orders over them): `quantity_after` and
+    /// `reserved_after` are then the bucket's. The deltas of all of a
+    /// sku's movements still sum to its stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 63)]
+    pub stock_bucket: Option<u16>,
     /// Signed change of the quantity (on hand at the location).
     pub delta: i64,
     /// Quantity (on hand at the location) right after this movement.
@@ -195,6 +203,7 @@ impl Movement {
             movement_id: MovementId::generate().0,
             sku: sku.to_owned(),
             location: None,
+            stock_bucket: None,
             delta,
             quantity_after,
             reason: reason.to_owned(),
@@ -222,6 +231,12 @@ impl Movement {
     /// The movement of stock at `location` (none recorded for the default one).
     pub fn at(mut self, location: &LocationId) -> Self {
         self.location = (!location.is_default()).then(|| location.as_str().to_owned());
+        self
+    }
+
+    /// The movement of one of a split sku's stock buckets (None: its own level).
+    pub fn in_bucket(mut self, bucket: Option<u16>) -> Self {
+        self.stock_bucket = bucket;
         self
     }
 
@@ -280,6 +295,7 @@ mod tests {
         )
         .in_batch("b_1", "row-1")
         .at(&LocationId::parse("paris-1").unwrap())
+        .in_bucket(Some(3))
         .occurred(Some(&crate::level::OccurredAt::from_unix_ms(0)));
         // `applies` shows only when false, the holds only when they changed.
         let movement = Movement {

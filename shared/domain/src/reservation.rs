@@ -19,15 +19,17 @@ pub const RELEASE_REASON: &str = "reservation_released";
 pub const EXPIRE_REASON: &str = "reservation_expired";
 pub const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
 
-/// A reservation's id: `rsv_<ULID>_<sku>`. It names the sku so a
-/// reservation is read with its item, strongly consistent, by key (an
-/// index would be eventually consistent: a commit right after the hold
-/// could miss it). Ids sort by creation time (to the millisecond) within a
-/// sku.
+/// A reservation's id: `rsv_<ULID>_<sku>`, or `rsv_<ULID>.<bucket>_<sku>`
+/// for a hold placed in one of a split sku's stock buckets
+/// (`stock_split`). It names the sku (and the bucket) so a reservation is
+/// read with its level, strongly consistent, by key (an index would be
+/// eventually consistent: a commit right after the hold could miss it).
+/// Ids sort by creation time (to the millisecond) within a sku.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReservationId {
     raw: String,
     sku: Sku,
+    bucket: Option<u16>,
 }
 
 const ID_PREFIX: &str = "rsv_";
@@ -35,9 +37,20 @@ const ULID_LEN: usize = 26;
 
 impl ReservationId {
     pub fn generate(sku: &Sku) -> Self {
+        Self::generate_in(sku, None)
+    }
+
+    /// A new id of a hold in `bucket` of the sku's stock (None: unsplit).
+    pub fn generate_in(sku: &Sku, bucket: Option<u16>) -> Self {
+        let ulid = ulid::Ulid::new();
+        let raw = match bucket {
+            Some(b) => format!("{ID_PREFIX}{ulid}.{b}_{sku}"),
+            None => format!("{ID_PREFIX}{ulid}_{sku}"),
+        };
         Self {
-            raw: format!("{ID_PREFIX}{}_{sku}", ulid::Ulid::new()),
+            raw,
             sku: sku.clone(),
+            bucket,
         }
     }
 
@@ -45,8 +58,23 @@ impl ReservationId {
         let invalid = || "is not a reservation id".to_owned();
         let rest = raw.strip_prefix(ID_PREFIX).ok_or_else(invalid)?;
         let (ulid, sku) = (rest.get(..ULID_LEN), rest.get(ULID_LEN..));
-        let (Some(ulid), Some(sku)) = (ulid, sku.and_then(|s| s.strip_prefix('_'))) else {
+        let (Some(ulid), Some(rest)) = (ulid, sku) else {
             return Err(invalid());
+        };
+        // `.<bucket>` before the sku: a hold in a split sku's bucket.
+        let (bucket, sku) = match rest.strip_prefix('.') {
+            Some(tail) => {
+                let (digits, sku) = tail.split_once('_').ok_or_else(invalid)?;
+                let canonical = !digits.is_empty()
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && (digits == "0" || !digits.starts_with('0'));
+                let bucket: u16 = digits.parse().map_err(|_| invalid())?;
+                if !canonical || bucket >= crate::stock_split::MAX_BUCKETS {
+                    return Err(invalid());
+                }
+                (Some(bucket), sku)
+            }
+            None => (None, rest.strip_prefix('_').ok_or_else(invalid)?),
         };
         ulid::Ulid::from_string(ulid).map_err(|_| invalid())?;
         if ulid.chars().any(|c| c.is_ascii_lowercase()) {
@@ -56,11 +84,17 @@ impl ReservationId {
         Ok(Self {
             raw: raw.to_owned(),
             sku,
+            bucket,
         })
     }
 
     pub fn sku(&self) -> &Sku {
         &self.sku
+    }
+
+    /// The stock bucket the hold is in (None: the sku's own level).
+    pub fn bucket(&self) -> Option<u16> {
+        self.bucket
     }
 
     /// The ULID part: its key within the item's collection.
@@ -269,9 +303,27 @@ mod tests {
             "rsv_01jd8x3b6q5w3z2y1x0v9t8s7r_A",
             "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7RA_B",
             "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R_a b",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R._A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R.07_A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R.+7_A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R.64_A",
+            "rsv_01JD8X3B6Q5W3Z2Y1X0V9T8S7R.7A",
         ] {
             assert!(ReservationId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hold_in_a_stock_bucket_names_the_bucket_and_its_sku() {
+        let sku = Sku::parse("MUG_1.b").unwrap();
+        for bucket in [0, 7, 63] {
+            let id = ReservationId::generate_in(&sku, Some(bucket));
+            assert!(id.as_str().contains(&format!(".{bucket}_MUG_1.b")), "{id}");
+            let parsed = ReservationId::parse(id.as_str()).unwrap();
+            assert_eq!((parsed.sku(), parsed.bucket()), (&sku, Some(bucket)));
+            assert_eq!(parsed.ulid(), id.ulid());
+        }
+        assert_eq!(ReservationId::generate(&sku).bucket(), None);
     }
 
     #[test]

@@ -201,6 +201,11 @@ fn catalogue() -> Vec<ProblemEntry> {
             "Other locations keep stock of the item; transfer it or count it to zero there before deleting the item (the default location's stock goes with it).",
         ),
         entry(
+            ApiError::StockSplit { buckets: 64 },
+            On(&["DELETE /v1/items/{sku}", COUNT, TRANSFER]),
+            "The sku's stock is split into buckets for a sale (`stock_buckets` on the item): adjustments and holds spread over them; counts, transfers at the default location and deletes wait until an operator merges it back (`stockroom-admin merge-stock`). Nothing changed.",
+        ),
+        entry(
             ApiError::CountBelowReserved { reserved: 4 },
             On(&[COUNT]),
             "Fewer units were counted than active holds keep at the location; commit or release holds, then send the count again (nothing changed).",

@@ -182,6 +182,8 @@ mod tests {
 
     fn item() -> Item {
         Item {
+            bucket_partitions: 0,
+            stock_buckets: None,
             sku: "A".into(),
             name: "Mug".into(),
             description: None,

@@ -368,7 +368,7 @@ pub async fn replace_item(
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`item_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`item_reserved`, `item_stocked_elsewhere` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`item_reserved`, `item_stocked_elsewhere`, `stock_split` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`precondition_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]

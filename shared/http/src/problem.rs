@@ -105,6 +105,7 @@ fn classify(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "item_stocked_elsewhere",
             "Item stocked at other locations",
         ),
+        StockSplit { .. } => (StatusCode::CONFLICT, "stock_split", "Stock split"),
         CountBelowReserved { .. } => (
             StatusCode::CONFLICT,
             "count_below_reserved",
@@ -254,6 +255,9 @@ fn detail(e: &ApiError) -> String {
         ItemStockedElsewhere { locations } => format!(
             "Stock of this item is kept at {}; transfer it or count it to zero there before deleting the item.",
             locations.join(", ")
+        ),
+        StockSplit { buckets } => format!(
+            "The sku's stock is split into {buckets} buckets for concurrent orders (a sale): adjust and reserve it as usual, or merge it back (stockroom-admin merge-stock) to count, transfer or delete it."
         ),
         CountBelowReserved { reserved } => format!(
             "The count is below the {reserved} units active reservations hold there; commit or release them, then send the count again."

@@ -52,7 +52,7 @@ pub struct TransferRequest {
         (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope items:write", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`item_not_found` or `location_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`insufficient_stock` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock`, `stock_split` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, `quantity_overflow` or `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),

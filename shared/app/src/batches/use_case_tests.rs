@@ -396,7 +396,7 @@ async fn ledger_of(w: &World, sku: &str) -> Vec<(String, String, i64, i64)> {
     use crate::ports::ItemStore;
     let mut ledger: Vec<(String, String, i64, i64)> = w
         .items
-        .list_movements(&w.tenant, &Sku::parse(sku).unwrap(), 100, None, None)
+        .list_movements(&w.tenant, &Sku::parse(sku).unwrap(), 0, 100, None, None)
         .await
         .unwrap()
         .items
@@ -498,7 +498,7 @@ async fn an_atomic_batch_applies_counts_transfers_and_holds_with_its_items_all_o
     let holds = {
         use crate::ports::ReservationStore;
         w.items
-            .active_holds(&w.tenant, &Sku::parse("MUG-1").unwrap(), None)
+            .active_holds(&w.tenant, &Sku::parse("MUG-1").unwrap(), None, None)
             .await
             .unwrap()
     };
@@ -590,7 +590,7 @@ async fn counts_transfers_and_holds_in_a_batch_apply_once_with_their_routes_rule
     let ledger = {
         use crate::ports::ItemStore;
         w.items
-            .list_movements(&w.tenant, &Sku::parse("MUG-1").unwrap(), 100, None, None)
+            .list_movements(&w.tenant, &Sku::parse("MUG-1").unwrap(), 0, 100, None, None)
             .await
             .unwrap()
             .items

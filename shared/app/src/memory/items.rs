@@ -26,6 +26,8 @@ pub(super) struct Tenant {
     levels: BTreeMap<(String, String), HeldLevel>,
     /// Holds at the default location, whose on hand is the item's quantity.
     default_holds: HashMap<String, HeldLevel>,
+    /// A split sku's open stock buckets, by (sku, bucket).
+    buckets: BTreeMap<(String, u16), HeldLevel>,
     /// By id (ids sort by creation time within a sku).
     reservations: BTreeMap<String, StoredReservation>,
     /// Per location, how many of its levels hold stock.
@@ -46,6 +48,8 @@ impl HeldLevel {
     fn stored(&self, location: LocationId) -> StoredLevel {
         StoredLevel {
             location,
+            bucket: None,
+            split: None,
             level: self.level.clone(),
             version: self.version,
             holds_version: self.version,
@@ -206,6 +210,8 @@ impl Tenant {
             let held = self.default_holds.get(sku).cloned().unwrap_or_default();
             return StoredLevel {
                 location: location.clone(),
+                bucket: None,
+                split: item.stock_buckets,
                 level: Level {
                     on_hand: item.quantity,
                     ..held.level
@@ -222,6 +228,25 @@ impl Tenant {
                 || StoredLevel::empty(location.clone()),
                 |h| h.stored(location.clone()),
             )
+    }
+
+    /// A split sku's bucket (empty, version 0, when not open).
+    fn bucket(&self, sku: &str, bucket: u16) -> StoredLevel {
+        self.buckets.get(&(sku.to_owned(), bucket)).map_or_else(
+            || StoredLevel::empty_bucket(bucket),
+            |h| StoredLevel {
+                bucket: Some(bucket),
+                ..h.stored(LocationId::default_location())
+            },
+        )
+    }
+
+    /// The level a write is of, as it is now.
+    fn level_of(&self, sku: &str, stored: &StoredLevel) -> StoredLevel {
+        match stored.bucket {
+            Some(b) => self.bucket(sku, b),
+            None => self.level(sku, &stored.location),
+        }
     }
 
     pub(super) fn put_item(&mut self, item: &Item, cause: &ChangeCause) {
@@ -369,6 +394,7 @@ impl ItemStore for MemoryItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        _partitions: u16,
         limit: u32,
         start: Option<PageKey>,
         _fields: Option<&Fields<Movement>>,
@@ -574,6 +600,72 @@ impl LevelStore for MemoryItemStore {
             Ok(())
         })
     }
+
+    async fn bucket_level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        bucket: u16,
+    ) -> Result<StoredLevel, StoreError> {
+        Ok(self.with_tenant(tenant, |t| t.bucket(sku.as_str(), bucket)))
+    }
+
+    async fn bucket_levels(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        count: u16,
+    ) -> Result<Vec<StoredLevel>, StoreError> {
+        Ok(self.with_tenant(tenant, |t| {
+            (0..count).map(|b| t.bucket(sku.as_str(), b)).collect()
+        }))
+    }
+
+    async fn move_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        writes: &[LevelWrite<'_>],
+        split: Option<Option<u16>>,
+    ) -> Result<(), StoreError> {
+        self.with_tenant(tenant, |t| {
+            let sku = sku.as_str();
+            for write in writes {
+                t.check_level_of(sku, write, true)?;
+                if write.before.bucket.is_some()
+                    && split == Some(None)
+                    && (write.after.on_hand, write.after.reserved) != (0, 0)
+                {
+                    return Err(StoreError::Corrupt(
+                        "closing a bucket that holds stock".into(),
+                    ));
+                }
+            }
+            for write in writes {
+                match write.before.bucket {
+                    Some(b) if split == Some(None) => {
+                        t.buckets.remove(&(sku.to_owned(), b));
+                    }
+                    Some(_) => t.apply_level(write, sku, false),
+                    None => {
+                        let Some(mut item) = t.items.get(sku).cloned() else {
+                            return Err(StoreError::ConditionFailed);
+                        };
+                        item.quantity = write.after.on_hand;
+                        item.version += 1;
+                        item.updated_at = write.at.to_owned();
+                        if let Some(split) = split {
+                            item.stock_buckets = split;
+                            item.bucket_partitions = item.bucket_partitions.max(split.unwrap_or(0));
+                        }
+                        t.put_item(&item, &ChangeCause::request(write.request_id));
+                        t.apply_level(write, sku, false);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Tenant {
@@ -602,8 +694,10 @@ impl Tenant {
     ) -> Result<(), StoreError> {
         let before = write.before;
         let sku = sku.to_owned();
-        let now = self.level(&sku, &before.location);
-        let moved = if item_part {
+        let now = self.level_of(&sku, before);
+        let moved = if before.bucket.is_some() {
+            now.holds_version != before.holds_version
+        } else if item_part {
             (now.version, now.holds_version) != (before.version, before.holds_version)
                 || !self.items.contains_key(&sku)
         } else {
@@ -644,7 +738,17 @@ impl Tenant {
     pub(super) fn apply_level(&mut self, write: &LevelWrite<'_>, sku: &str, item_part: bool) {
         let before = write.before;
         let location = before.location.as_str().to_owned();
-        if before.location.is_default() {
+        if let Some(bucket) = before.bucket {
+            // As in the table: a bucket's write leaves the item alone.
+            self.buckets.insert(
+                (sku.to_owned(), bucket),
+                HeldLevel {
+                    level: write.after.clone(),
+                    version: before.holds_version + 1,
+                    holds_check_at: write.holds_check_at,
+                },
+            );
+        } else if before.location.is_default() {
             let holds_placed = write.raises_item_version();
             if item_part && let Some(mut item) = self.items.get(sku).cloned() {
                 let moved = item.quantity != write.after.on_hand;
@@ -738,6 +842,7 @@ impl ReservationStore for MemoryItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        _partitions: u16,
         status: Option<ReservationStatus>,
         limit: u32,
         start: Option<PageKey>,
@@ -766,12 +871,14 @@ impl ReservationStore for MemoryItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        bucket: Option<u16>,
         location: Option<&LocationId>,
     ) -> Result<Vec<ActiveHold>, StoreError> {
         Ok(self.with_tenant(tenant, |t| {
             t.reservations
                 .values()
-                .filter(|r| r.id.sku() == sku && location.is_none_or(|l| &r.location == l))
+                .filter(|r| r.id.sku() == sku && r.id.bucket() == bucket)
+                .filter(|r| location.is_none_or(|l| &r.location == l))
                 .filter(|r| r.status == ReservationStatus::Active)
                 .map(|r| ActiveHold {
                     id: r.id.clone(),

@@ -1,9 +1,9 @@
 use super::error::{build_error, classify};
 use super::projection::{Decoder, Projection, StoredFields, project_get, project_query};
 use super::records::*;
-use super::sharded::{KeyRange, gather};
+use super::sharded::{KeyRange, Reading, gather, gather_with};
 use super::tx::{TransactFailure, batch_get_projected, transact};
-use super::{Attrs, from_attrs, n, query_page, s, to_attrs};
+use super::{Attrs, from_attrs, n, s, to_attrs};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
@@ -101,6 +101,46 @@ impl DynamoItemStore {
     }
 }
 
+impl DynamoItemStore {
+    async fn read_item(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
+        let projection = ITEM_STORED.projection(fields);
+        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
+        let get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
+            .consistent_read(consistent);
+        let out = project_get(get, projection)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item
+            .map(|attrs| decoder.decode(attrs).map(Item::from))
+            .transpose()
+    }
+}
+
+/// A sku's collection and its first `partitions` buckets': where its
+/// movements and holds are.
+pub(crate) fn collection_ranges(tenant: &TenantId, sku: &Sku, partitions: u16) -> Vec<KeyRange> {
+    std::iter::once(item_pk(tenant, sku.as_str()))
+        .chain((0..partitions).map(|b| bucket_pk(tenant, sku.as_str(), b)))
+        .map(|pk| KeyRange {
+            index: None,
+            pk_name: "pk",
+            pk,
+            sk_name: "sk",
+        })
+        .collect()
+}
+
 pub(crate) fn page_key(attrs: Option<&Attrs>) -> Option<PageKey> {
     attrs.map(|m| {
         m.iter()
@@ -121,21 +161,16 @@ impl ItemStore for DynamoItemStore {
         sku: &Sku,
         fields: Option<&Fields<Item>>,
     ) -> Result<Option<Item>, StoreError> {
-        let projection = ITEM_STORED.projection(fields);
-        let decoder = Decoder::<ItemRecord>::new(projection.is_some())?;
-        let get = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(item_pk(tenant, sku.as_str()), ITEM_SK)))
-            .consistent_read(true);
-        let out = project_get(get, projection)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item
-            .map(|attrs| decoder.decode(attrs).map(Item::from))
-            .transpose()
+        self.read_item(tenant, sku, fields, true).await
+    }
+
+    async fn get_item_hint(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        fields: Option<&Fields<Item>>,
+    ) -> Result<Option<Item>, StoreError> {
+        self.read_item(tenant, sku, fields, false).await
     }
 
     async fn create_item(
@@ -339,30 +374,48 @@ impl ItemStore for DynamoItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        partitions: u16,
         limit: u32,
         start: Option<PageKey>,
         fields: Option<&Fields<Movement>>,
     ) -> Result<Page<Movement>, StoreError> {
         let projection = MOVEMENT_STORED.projection(fields);
         let decoder = Decoder::<MovementRecord>::new(projection.is_some())?;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-            .expression_attribute_values(":pk", s(item_pk(tenant, sku.as_str())))
-            .expression_attribute_values(":m", s(MOVEMENT_PREFIX))
-            // Strongly consistent: a count reads what applied after it here,
-            // and a client reads its own writes.
-            .consistent_read(true)
-            .scan_index_forward(false)
-            .limit(limit as i32)
-            .set_exclusive_start_key(start_key(start));
-        let out = project_query(query, projection)
-            .send()
-            .await
-            .map_err(classify)?;
-        query_page::<MovementRecord, Movement>(out, &decoder)
+        let reading = Reading {
+            // The cursor is the last movement's key in the item's collection
+            // (the shape the release before gives and reads); its sort key
+            // orders the buckets' movements too.
+            after: start.as_ref().and_then(|k| k.get("sk")).cloned(),
+            prefix: Some(MOVEMENT_PREFIX),
+            descending: true,
+            // A count reads what applied after it here, and a client reads
+            // its own writes.
+            consistent: true,
+            only: None,
+            projection,
+        };
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page = gather_with(
+            &self.client,
+            &self.table,
+            collection_ranges(tenant, sku, partitions),
+            want,
+            reading,
+        )
+        .await?;
+        let next = match page.entries.last() {
+            Some((sk, _)) if page.more => Some(PageKey::from([
+                ("pk".to_owned(), item_pk(tenant, sku.as_str())),
+                ("sk".to_owned(), sk.clone()),
+            ])),
+            _ => None,
+        };
+        let items = page
+            .entries
+            .into_iter()
+            .map(|(_, attrs)| decoder.decode(attrs).map(Movement::from))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
     }
 
     async fn get_idempotency(
@@ -496,13 +549,23 @@ impl ChangeLog for DynamoItemStore {
     ) -> Result<Vec<Movement>, StoreError> {
         let want = usize::try_from(limit).unwrap_or(usize::MAX);
         let ranges: Vec<MovementRange> = match sku {
-            Some(sku) => vec![MovementRange {
-                index: None,
-                pk_name: "pk",
-                pk: item_pk(tenant, sku.as_str()),
-                sk_name: "sk",
-                sk_prefix: MOVEMENT_PREFIX,
-            }],
+            // The sku's ledger, with its buckets' if it was ever split.
+            Some(sku) => {
+                let partitions = self
+                    .read_item(tenant, sku, None, true)
+                    .await?
+                    .map_or(0, |item| item.bucket_partitions);
+                collection_ranges(tenant, sku, partitions)
+                    .into_iter()
+                    .map(|range| MovementRange {
+                        index: None,
+                        pk_name: "pk",
+                        pk: range.pk,
+                        sk_name: "sk",
+                        sk_prefix: MOVEMENT_PREFIX,
+                    })
+                    .collect()
+            }
             None => (0..FEED_READ_SHARDS)
                 .map(|shard| MovementRange {
                     index: Some(FEED_INDEX),

@@ -18,9 +18,10 @@
 //! deleted location, and a location holding stock is never deleted.
 
 use super::error::{build_error, classify};
+use super::items::collection_ranges;
 use super::locations::{LOCATION_SHARDS, location_sk, locations_pk, tally_pk, tally_sk};
-use super::records::{ITEM_SK, IdempotencyStored, item_pk};
-use super::sharded::shard_of;
+use super::records::{ITEM_SK, IdempotencyStored, bucket_pk, collection_pk, item_pk};
+use super::sharded::{Reading, gather_with, shard_of};
 use super::tx::{TransactFailure, batch_get};
 use super::{Attrs, DynamoItemStore, from_attrs, n, s, to_attrs};
 use async_trait::async_trait;
@@ -32,7 +33,7 @@ use stockroom_app::ports::{
     StoredLevel, StoredReservation,
 };
 use stockroom_domain::level::{Level, OccurredAt};
-use stockroom_domain::location::LocationId;
+use stockroom_domain::location::{DEFAULT_LOCATION, LocationId};
 use stockroom_domain::reservation::{ReservationId, ReservationStatus};
 use stockroom_domain::{Sku, TenantId};
 
@@ -49,8 +50,11 @@ pub(crate) struct LevelStored {
     pub tenant_id: String,
     pub sku: String,
     pub location: String,
+    /// A split sku's stock bucket (`bucket_pk`): its on hand is here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<u16>,
     /// At the default location the item's quantity is on hand: this record
-    /// holds only the holds (`on_hand` stays 0).
+    /// holds only the holds (`on_hand` stays 0), but in a bucket.
     pub on_hand: i64,
     pub reserved: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +70,8 @@ impl LevelStored {
     fn into_stored(self) -> Result<StoredLevel, StoreError> {
         Ok(StoredLevel {
             location: LocationId::parse(&self.location).map_err(StoreError::Corrupt)?,
+            bucket: self.bucket,
+            split: None,
             level: Level {
                 on_hand: self.on_hand,
                 reserved: self.reserved,
@@ -83,6 +89,8 @@ impl LevelStored {
 struct ItemOnHand {
     quantity: i64,
     version: u64,
+    #[serde(default)]
+    stock_buckets: Option<u16>,
 }
 
 /// The default location's level: on hand from the item, the rest from its
@@ -91,6 +99,7 @@ fn default_level_of(item: ItemOnHand, holds: Option<StoredLevel>) -> StoredLevel
     let mut level = StoredLevel::empty(LocationId::default_location());
     level.level.on_hand = item.quantity;
     level.version = item.version;
+    level.split = item.stock_buckets;
     if let Some(holds) = holds {
         level.level.reserved = holds.level.reserved;
         level.level.counted_at = holds.level.counted_at;
@@ -178,7 +187,7 @@ pub(crate) fn reservation_sk(id: &ReservationId) -> String {
 impl ReservationStored {
     fn new(tenant: &TenantId, r: &StoredReservation) -> Self {
         Self {
-            pk: item_pk(tenant, r.id.sku().as_str()),
+            pk: collection_pk(tenant, r.id.sku().as_str(), r.id.bucket()),
             sk: reservation_sk(&r.id),
             tenant_id: tenant.to_string(),
             id: r.id.as_str().to_owned(),
@@ -319,7 +328,7 @@ impl DynamoItemStore {
         Ok(match hold {
             HoldWrite::Create(r) => {
                 let active = ActiveHoldStored {
-                    pk: item_pk(tenant, r.id.sku().as_str()),
+                    pk: collection_pk(tenant, r.id.sku().as_str(), r.id.bucket()),
                     sk: active_hold_sk(&r.id),
                     tenant_id: tenant.to_string(),
                     id: r.id.as_str().to_owned(),
@@ -347,7 +356,7 @@ impl DynamoItemStore {
                 status,
                 ended_at,
             } => {
-                let pk = item_pk(tenant, id.sku().as_str());
+                let pk = collection_pk(tenant, id.sku().as_str(), id.bucket());
                 let update = Update::builder()
                     .table_name(&self.table)
                     .key("pk", s(pk.clone()))
@@ -385,14 +394,18 @@ impl DynamoItemStore {
     ) -> Result<TransactWriteItem, StoreError> {
         let before = write.before;
         let location = before.location.as_str();
-        let default = before.location.is_default();
         let stored = LevelStored {
-            pk: item_pk(tenant, sku),
+            pk: collection_pk(tenant, sku, before.bucket),
             sk: level_sk(location),
             tenant_id: tenant.to_string(),
             sku: sku.to_owned(),
             location: location.to_owned(),
-            on_hand: if default { 0 } else { write.after.on_hand },
+            bucket: before.bucket,
+            on_hand: if before.on_hand_in_item() {
+                0
+            } else {
+                write.after.on_hand
+            },
             reserved: write.after.reserved,
             counted_at: write
                 .after
@@ -538,7 +551,13 @@ impl LevelStore for DynamoItemStore {
         tenant: &TenantId,
         write: &LevelWrite<'_>,
     ) -> Result<(), StoreError> {
-        let actions = self.level_actions(tenant, write, Some(write.raises_item_version()))?;
+        // A bucket's write leaves the item alone (see `stock_split`).
+        let item = write
+            .before
+            .bucket
+            .is_none()
+            .then(|| write.raises_item_version());
+        let actions = self.level_actions(tenant, write, item)?;
         self.transact_levels(tenant, actions, write.idempotency)
             .await
     }
@@ -622,6 +641,156 @@ impl LevelStore for DynamoItemStore {
         self.transact_levels(tenant, actions, from.idempotency)
             .await
     }
+
+    async fn bucket_level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        bucket: u16,
+    ) -> Result<StoredLevel, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(bucket_pk(tenant, sku.as_str(), bucket)))
+            .key("sk", s(level_sk(DEFAULT_LOCATION)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        match out.item {
+            Some(attrs) => from_attrs::<LevelStored>(attrs)?.into_stored(),
+            None => Ok(StoredLevel::empty_bucket(bucket)),
+        }
+    }
+
+    async fn bucket_levels(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        count: u16,
+    ) -> Result<Vec<StoredLevel>, StoreError> {
+        let keys = (0..count)
+            .map(|b| {
+                Attrs::from([
+                    ("pk".to_owned(), s(bucket_pk(tenant, sku.as_str(), b))),
+                    ("sk".to_owned(), s(level_sk(DEFAULT_LOCATION))),
+                ])
+            })
+            .collect();
+        let mut levels: Vec<StoredLevel> = (0..count).map(StoredLevel::empty_bucket).collect();
+        for attrs in batch_get(&self.client, &self.table, keys).await? {
+            let level = from_attrs::<LevelStored>(attrs)?.into_stored()?;
+            let slot = level
+                .bucket
+                .and_then(|b| levels.get_mut(usize::from(b)))
+                .ok_or_else(|| StoreError::Corrupt("a bucket level without its bucket".into()))?;
+            *slot = level;
+        }
+        Ok(levels)
+    }
+
+    async fn move_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        writes: &[LevelWrite<'_>],
+        split: Option<Option<u16>>,
+    ) -> Result<(), StoreError> {
+        let mut actions = Vec::new();
+        for write in writes {
+            let before = write.before;
+            if before.bucket.is_none() {
+                if !before.location.is_default() {
+                    return Err(StoreError::Corrupt(
+                        "stock moves between the default location and its buckets".into(),
+                    ));
+                }
+                actions.push(self.split_item_update(tenant, sku, write, split)?);
+                actions.extend(self.level_own_actions(tenant, sku.as_str(), write)?);
+            } else if split == Some(None) {
+                // Closing the split: a bucket is open while its level record
+                // exists, so it goes, on the condition it is as read.
+                actions.push(self.bucket_close(tenant, sku, write)?);
+            } else {
+                actions.extend(self.level_own_actions(tenant, sku.as_str(), write)?);
+            }
+        }
+        self.transact_levels(tenant, actions, None).await
+    }
+}
+
+impl DynamoItemStore {
+    /// The item's part of a stock move: its quantity (its own level's on
+    /// hand), on its version, and its split when that changes.
+    fn split_item_update(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        write: &LevelWrite<'_>,
+        split: Option<Option<u16>>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let before = write.before;
+        let mut expression =
+            "SET quantity = :q, version = :nv, updated_at = :u, changed_by_request = :r".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(item_pk(tenant, sku.as_str())))
+            .key("sk", s(ITEM_SK))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":q", n(write.after.on_hand))
+            .expression_attribute_values(":nv", n(before.version + 1))
+            .expression_attribute_values(":u", s(write.at))
+            .expression_attribute_values(":r", s(write.request_id))
+            .expression_attribute_values(":v", n(before.version));
+        match split {
+            Some(Some(buckets)) => {
+                // `bucket_partitions`: how many a listing of the sku's
+                // movements and holds reads, kept once the split ends.
+                expression.push_str(", stock_buckets = :b, bucket_partitions = :b");
+                update = update.expression_attribute_values(":b", n(u64::from(buckets)));
+            }
+            Some(None) => expression.push_str(" REMOVE stock_buckets, changed_by_batch"),
+            None => expression.push_str(" REMOVE changed_by_batch"),
+        }
+        Ok(TransactWriteItem::builder()
+            .update(
+                update
+                    .update_expression(expression)
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build())
+    }
+
+    /// A bucket's level record deleted as the split closes, on its version.
+    fn bucket_close(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        write: &LevelWrite<'_>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let before = write.before;
+        let Some(bucket) = before.bucket else {
+            return Err(StoreError::Corrupt(
+                "closing a level that is no bucket".into(),
+            ));
+        };
+        if write.after.on_hand != 0 || write.after.reserved != 0 {
+            return Err(StoreError::Corrupt(
+                "closing a bucket that holds stock".into(),
+            ));
+        }
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(bucket_pk(tenant, sku.as_str(), bucket)))
+            .key("sk", s(level_sk(DEFAULT_LOCATION)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(before.holds_version))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
 }
 
 /// A level away from the default location that starts (true) or stops
@@ -629,7 +798,7 @@ impl LevelStore for DynamoItemStore {
 fn tally_change<'a>(write: &LevelWrite<'a>, sku: &str) -> Option<(&'a str, String, bool)> {
     let before = write.before;
     let (was, is) = (before.level.on_hand > 0, write.after.on_hand > 0);
-    (!before.location.is_default() && was != is).then(|| {
+    (!before.location.is_default() && before.bucket.is_none() && was != is).then(|| {
         (
             before.location.as_str(),
             tally_sk(shard_of(sku, LOCATION_SHARDS)),
@@ -742,7 +911,7 @@ impl DynamoItemStore {
         let mut actions = Vec::new();
         // The default location's holds record is written only when its
         // holds change (an adjustment there conditions on it instead).
-        let holds_change = !before.location.is_default()
+        let holds_change = !before.on_hand_in_item()
             || write.after.reserved != before.level.reserved
             || write.after.counted_at != before.level.counted_at
             || write.holds_check_at != before.holds_check_at
@@ -752,7 +921,7 @@ impl DynamoItemStore {
         } else {
             let check = ConditionCheck::builder()
                 .table_name(&self.table)
-                .key("pk", s(item_pk(tenant, &sku)))
+                .key("pk", s(collection_pk(tenant, &sku, before.bucket)))
                 .key("sk", s(level_sk(location)));
             let check = if before.holds_version == 0 {
                 check.condition_expression("attribute_not_exists(pk)")
@@ -810,7 +979,10 @@ impl ReservationStore for DynamoItemStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(item_pk(tenant, id.sku().as_str())))
+            .key(
+                "pk",
+                s(collection_pk(tenant, id.sku().as_str(), id.bucket())),
+            )
             .key("sk", s(reservation_sk(id)))
             .consistent_read(true)
             .send()
@@ -825,78 +997,60 @@ impl ReservationStore for DynamoItemStore {
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        partitions: u16,
         status: Option<ReservationStatus>,
         limit: u32,
         start: Option<PageKey>,
     ) -> Result<Page<StoredReservation>, StoreError> {
         let want = usize::try_from(limit).unwrap_or(usize::MAX);
-        let pk = item_pk(tenant, sku.as_str());
-        // Positions are reservation ULIDs (`{"id": ...}`), as in memory.
-        let mut start: Option<Attrs> = start.and_then(|k| k.get("id").cloned()).map(|ulid| {
-            Attrs::from([
-                ("pk".to_owned(), s(pk.clone())),
-                ("sk".to_owned(), s(format!("{RESERVATION_PREFIX}{ulid}"))),
-            ])
-        });
-        let mut found = Vec::new();
-        // A status filter may leave a Query page short: read on until the
-        // page is full or the sku's reservations end.
-        loop {
-            let query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":r", s(RESERVATION_PREFIX))
-                .consistent_read(true)
-                .limit(i32::try_from(want - found.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            let query = match status {
-                Some(st) => query
-                    .filter_expression("#st = :st")
-                    .expression_attribute_names("#st", "status")
-                    .expression_attribute_values(":st", s(st.as_str())),
-                None => query,
-            };
-            let out = query.send().await.map_err(classify)?;
-            for attrs in out.items.unwrap_or_default() {
-                found.push(from_attrs::<ReservationStored>(attrs)?.into_stored()?);
-            }
-            let last = out.last_evaluated_key.filter(|k| !k.is_empty());
-            match last {
-                Some(key) if found.len() < want => start = Some(key),
-                Some(key) => {
-                    let ulid = match key.get("sk") {
-                        Some(AttributeValue::S(sk)) => {
-                            sk.strip_prefix(RESERVATION_PREFIX).unwrap_or(sk).to_owned()
-                        }
-                        _ => return Err(StoreError::Corrupt("a page key without sk".into())),
-                    };
-                    return Ok(Page {
-                        items: found,
-                        next: Some(PageKey::from([("id".to_owned(), ulid)])),
-                    });
-                }
-                None => {
-                    return Ok(Page {
-                        items: found,
-                        next: None,
-                    });
-                }
-            }
-        }
+        // Positions are reservation ULIDs (`{"id": ...}`), as in memory:
+        // their sort keys order the buckets' holds too.
+        let reading = Reading {
+            after: start
+                .and_then(|k| k.get("id").cloned())
+                .map(|ulid| format!("{RESERVATION_PREFIX}{ulid}")),
+            prefix: Some(RESERVATION_PREFIX),
+            descending: false,
+            consistent: true,
+            only: status.map(|st| ("status", st.as_str().to_owned())),
+            projection: None,
+        };
+        let page = gather_with(
+            &self.client,
+            &self.table,
+            collection_ranges(tenant, sku, partitions),
+            want,
+            reading,
+        )
+        .await?;
+        let next = match page.entries.last() {
+            Some((sk, _)) if page.more => Some(PageKey::from([(
+                "id".to_owned(),
+                sk.strip_prefix(RESERVATION_PREFIX).unwrap_or(sk).to_owned(),
+            )])),
+            _ => None,
+        };
+        let items = page
+            .entries
+            .into_iter()
+            .map(|(_, attrs)| from_attrs::<ReservationStored>(attrs)?.into_stored())
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
     }
 
     async fn active_holds(
         &self,
         tenant: &TenantId,
         sku: &Sku,
+        bucket: Option<u16>,
         location: Option<&LocationId>,
     ) -> Result<Vec<ActiveHold>, StoreError> {
         let mut holds = Vec::new();
         for attrs in self
-            .collection(item_pk(tenant, sku.as_str()), ACTIVE_HOLD_PREFIX)
+            .collection(
+                collection_pk(tenant, sku.as_str(), bucket),
+                ACTIVE_HOLD_PREFIX,
+            )
             .await?
         {
             let hold = from_attrs::<ActiveHoldStored>(attrs)?.into_hold()?;

@@ -11,8 +11,28 @@ pub(crate) const ITEM_SK: &str = "ITEM";
 pub(crate) const IDEM_SK: &str = "IDEM";
 pub(crate) const MOVEMENT_PREFIX: &str = "M#";
 
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
 pub(crate) fn item_pk(tenant: &TenantId, sku: &str) -> String {
     format!("T#{tenant}#I#{sku}")
+}
+
+/// A split sku's stock bucket: a collection of its own (the bucket's level
+/// `L#default`, its holds and its movements), in a partition of its own so
+/// a flash sale's orders spread over the buckets (`stock_split`). A sku
+/// never holds `#`, so no item's key is a bucket's.
+pub(crate) fn bucket_pk(tenant: &TenantId, sku: &str, bucket: u16) -> String {
+    format!("T#{tenant}#I#{sku}#S#{bucket}")
+}
+
+/// Where a level's records live: the item's collection, or its bucket's.
+pub(crate) fn collection_pk(tenant: &TenantId, sku: &str, bucket: Option<u16>) -> String {
+    match bucket {
+        Some(b) => bucket_pk(tenant, sku, b),
+        None => item_pk(tenant, sku),
+    }
 }
 
 /// The listing index (`gsi3`, keys only) spreads a tenant's items over this
@@ -127,6 +147,14 @@ pub(crate) struct ItemRecord {
     pub low_stock_threshold: Option<i64>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// While the sku's stock is split: into how many buckets
+    /// (`bucket_pk`); `quantity` is then the item's own part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_buckets: Option<u16>,
+    /// The most buckets it was ever split into: where its movements and
+    /// holds are, kept once the split ends.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bucket_partitions: u16,
     pub version: u64,
     pub created_at: String,
     pub updated_at: String,
@@ -155,6 +183,8 @@ impl ItemRecord {
             quantity: item.quantity,
             low_stock_threshold: item.low_stock_threshold,
             attributes: item.attributes.clone(),
+            stock_buckets: item.stock_buckets,
+            bucket_partitions: item.bucket_partitions,
             version: item.version,
             created_at: item.created_at.clone(),
             updated_at: item.updated_at.clone(),
@@ -187,6 +217,8 @@ impl Unread for ItemRecord {
             quantity: 0,
             low_stock_threshold: None,
             attributes: BTreeMap::new(),
+            stock_buckets: None,
+            bucket_partitions: 0,
             version: 0,
             created_at: String::new(),
             updated_at: String::new(),
@@ -205,6 +237,8 @@ impl From<ItemRecord> for Item {
             quantity: r.quantity,
             low_stock_threshold: r.low_stock_threshold,
             attributes: r.attributes,
+            stock_buckets: r.stock_buckets,
+            bucket_partitions: r.bucket_partitions,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -227,6 +261,8 @@ pub(crate) struct MovementRecord {
     pub sku: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_bucket: Option<u16>,
     pub delta: i64,
     pub quantity_after: i64,
     pub reason: String,
@@ -254,15 +290,22 @@ pub(crate) struct MovementRecord {
 
 impl MovementRecord {
     pub fn new(tenant: &TenantId, m: &Movement, layout: WriteLayout) -> Self {
+        // A bucket's movements spread over the feed's shards too: a split
+        // sku's orders would otherwise all write one feed shard.
+        let feed_key = match m.stock_bucket {
+            Some(b) => format!("{}#S#{b}", m.sku),
+            None => m.sku.clone(),
+        };
         Self {
-            pk: item_pk(tenant, &m.sku),
+            pk: collection_pk(tenant, &m.sku, m.stock_bucket),
             sk: format!("{MOVEMENT_PREFIX}{}", m.movement_id),
-            gsi2pk: Some(feed_pk(tenant, feed_shard(&m.sku, layout.feed_shards()))),
+            gsi2pk: Some(feed_pk(tenant, feed_shard(&feed_key, layout.feed_shards()))),
             gsi2sk: Some(m.movement_id.clone()),
             tenant_id: tenant.to_string(),
             movement_id: m.movement_id.clone(),
             sku: m.sku.clone(),
             location: m.location.clone(),
+            stock_bucket: m.stock_bucket,
             delta: m.delta,
             quantity_after: m.quantity_after,
             reason: m.reason.clone(),
@@ -291,6 +334,7 @@ impl Unread for MovementRecord {
             movement_id: String::new(),
             sku: String::new(),
             location: None,
+            stock_bucket: None,
             delta: 0,
             quantity_after: 0,
             reason: String::new(),
@@ -314,6 +358,7 @@ impl From<MovementRecord> for Movement {
             movement_id: r.movement_id,
             sku: r.sku,
             location: r.location,
+            stock_bucket: r.stock_bucket,
             delta: r.delta,
             quantity_after: r.quantity_after,
             reason: r.reason,

@@ -34,6 +34,24 @@ pub(crate) struct Gathered {
     pub more: bool,
 }
 
+/// How a gather reads each of its ranges.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Reading {
+    /// Entries past this sort key, in the reading's order (exclusive).
+    pub after: Option<String>,
+    /// Only sort keys that begin with this (a kind of record among others
+    /// in its partition).
+    pub prefix: Option<&'static str>,
+    /// Newest (highest sort key) first.
+    pub descending: bool,
+    /// Strongly consistent (the table's own ranges only).
+    pub consistent: bool,
+    /// Only entries whose attribute (name) has this string value.
+    pub only: Option<(&'static str, String)>,
+    /// What to read of each entry, its sort key always included (none: all).
+    pub projection: Option<Projection>,
+}
+
 /// Up to `want` entries with a sort key above `after` (above `floor` when
 /// there is no cursor), from every range, in sort-key order. `projection`:
 /// what to read of each entry, its sort key always included (none: all).
@@ -46,16 +64,30 @@ pub(crate) async fn gather(
     want: usize,
     projection: Option<Projection>,
 ) -> Result<Gathered, StoreError> {
-    let low = after.or(floor).map(str::to_owned);
+    let reading = Reading {
+        after: after.or(floor).map(str::to_owned),
+        projection,
+        ..Reading::default()
+    };
+    gather_with(client, table, ranges, want, reading).await
+}
+
+/// Up to `want` entries of every range, as `reading` says, in its order.
+pub(crate) async fn gather_with(
+    client: &Client,
+    table: &str,
+    ranges: Vec<KeyRange>,
+    want: usize,
+    reading: Reading,
+) -> Result<Gathered, StoreError> {
     let mut reads = tokio::task::JoinSet::new();
     for range in ranges {
         reads.spawn(read_range(
             client.clone(),
             table.to_owned(),
             range,
-            low.clone(),
+            reading.clone(),
             want,
-            projection.clone(),
         ));
     }
     let mut gathered = Gathered::default();
@@ -65,6 +97,9 @@ pub(crate) async fn gather(
         gathered.more |= more;
     }
     gathered.entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if reading.descending {
+        gathered.entries.reverse();
+    }
     gathered.entries.dedup_by(|a, b| a.0 == b.0);
     if gathered.entries.len() > want {
         gathered.entries.truncate(want);
@@ -73,19 +108,25 @@ pub(crate) async fn gather(
     Ok(gathered)
 }
 
-/// One range's first `want` entries above `low`, and whether it has more.
+/// Above every sort key that begins with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}{}", char::MAX)
+}
+
+/// One range's first `want` entries past `reading.after`, and whether it
+/// has more.
 async fn read_range(
     client: Client,
     table: String,
     range: KeyRange,
-    low: Option<String>,
+    reading: Reading,
     want: usize,
-    projection: Option<Projection>,
 ) -> Result<(Vec<(String, Attrs)>, bool), StoreError> {
-    let projection = projection.map(|p| p.including(range.sk_name));
+    let projection = reading.projection.map(|p| p.including(range.sk_name));
     if want == 0 {
         return Ok((Vec::new(), true));
     }
+    let after = reading.after.as_deref();
     let mut found = Vec::new();
     let mut start = None;
     loop {
@@ -95,15 +136,40 @@ async fn read_range(
             .set_index_name(range.index.map(str::to_owned))
             .expression_attribute_names("#pk", range.pk_name)
             .expression_attribute_values(":pk", s(&range.pk))
+            .scan_index_forward(!reading.descending)
+            .set_consistent_read(reading.consistent.then_some(true))
             .limit(i32::try_from(want - found.len()).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start);
-        query = match &low {
-            Some(low) => query
-                .key_condition_expression("#pk = :pk AND #sk > :low")
-                .expression_attribute_names("#sk", range.sk_name)
-                .expression_attribute_values(":low", s(low)),
-            None => query.key_condition_expression("#pk = :pk"),
+        // BETWEEN is inclusive: the entry at `after` itself is dropped below.
+        query = match (after, reading.prefix, reading.descending) {
+            (None, None, _) => query.key_condition_expression("#pk = :pk"),
+            (None, Some(prefix), _) => query
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                .expression_attribute_values(":p", s(prefix)),
+            (Some(after), None, false) => query
+                .key_condition_expression("#pk = :pk AND #sk > :a")
+                .expression_attribute_values(":a", s(after)),
+            (Some(after), None, true) => query
+                .key_condition_expression("#pk = :pk AND #sk < :a")
+                .expression_attribute_values(":a", s(after)),
+            (Some(after), Some(prefix), false) => query
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :a AND :z")
+                .expression_attribute_values(":a", s(after))
+                .expression_attribute_values(":z", s(prefix_end(prefix))),
+            (Some(after), Some(prefix), true) => query
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :p AND :a")
+                .expression_attribute_values(":p", s(prefix))
+                .expression_attribute_values(":a", s(after)),
         };
+        if after.is_some() || reading.prefix.is_some() {
+            query = query.expression_attribute_names("#sk", range.sk_name);
+        }
+        if let Some((name, value)) = &reading.only {
+            query = query
+                .filter_expression("#only = :only")
+                .expression_attribute_names("#only", *name)
+                .expression_attribute_values(":only", s(value));
+        }
         let out = project_query(query, projection.clone())
             .send()
             .await
@@ -116,6 +182,9 @@ async fn read_range(
                     range.pk, range.sk_name
                 )));
             };
+            if Some(sort.as_str()) == after {
+                continue;
+            }
             found.push((sort.clone(), attrs));
         }
         if found.len() >= want || start.is_none() {
