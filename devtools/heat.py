@@ -16,8 +16,10 @@ code writes is kept. Units as DynamoDB bills them:
   that leaves the index, or moves to another index key, deletes its old
   entry as well;
 - a read: 1 RCU per 4 KB (rounded up) of each item read by `GetItem` (and
-  each of `BatchGetItem`'s), of all items a `Query` page returns; a read is
-  counted as strongly consistent (the upper bound);
+  each of `BatchGetItem`'s), of all items a `Query` page returns; half
+  that for a `GetItem` or `BatchGetItem` that asks no `ConsistentRead`
+  (eventually consistent, as DynamoDB bills it); a `Query` is counted as
+  strongly consistent (the upper bound);
 - a write refused by its condition consumes what it would have written, as
   DynamoDB charges; so does a cancelled transaction (an upper bound).
 
@@ -225,19 +227,22 @@ def install() -> None:
     handle_get = DynamoHandler.get_item
     handle_batch_get = DynamoHandler.batch_get_item
 
-    def read_keys(handler: Any, table_name: str, keys: list[dict[str, Any]]) -> None:
+    def read_keys(handler: Any, table_name: str, keys: list[dict[str, Any]],
+                  consistent: bool) -> None:
         backend = handler.dynamodb_backend
         table = backend.get_table(table_name)
+        share = 1.0 if consistent else 0.5
         for key in keys:
             found = get_item(backend, table_name, key)
             HEAT.add(table_name, "", _value(key[table.hash_key_attr]),
-                     rcu=read_units(found.size() if found is not None else 0))
+                     rcu=share * read_units(found.size() if found is not None else 0))
 
     def handler_get(self: Any) -> Any:
         result = handle_get(self)
         if HEAT.recording:
             body = self.body if isinstance(self.body, dict) else json.loads(self.body)
-            read_keys(self, body["TableName"], [body["Key"]])
+            read_keys(self, body["TableName"], [body["Key"]],
+                      bool(body.get("ConsistentRead")))
         return result
 
     def handler_batch_get(self: Any) -> Any:
@@ -247,7 +252,8 @@ def install() -> None:
             # returned by the local table).
             body = self.body if isinstance(self.body, dict) else json.loads(self.body)
             for table_name, request in body["RequestItems"].items():
-                read_keys(self, table_name, request["Keys"])
+                read_keys(self, table_name, request["Keys"],
+                          bool(request.get("ConsistentRead")))
         return result
 
     DynamoHandler.get_item = handler_get

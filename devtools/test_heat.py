@@ -118,6 +118,11 @@ class HeatTest(unittest.TestCase):
                        ExpressionAttributeValues={":p": {"S": "T#1"}})
         # One item of 2 KB: 1 RCU; a page of three: 6 KB, 2 RCU.
         self.assertEqual(self.units(), {("", "A"): (0, 1), ("gsi1", "T#1"): (0, 2)})
+        # Eventually consistent reads by key: half as much.
+        self.ddb.get_item(TableName="t", Key={"pk": {"S": "A"}, "sk": {"S": "2"}})
+        self.ddb.batch_get_item(RequestItems={"t": {"Keys": [
+            {"pk": {"S": "A"}, "sk": {"S": "3"}}]}})
+        self.assertEqual(self.units()[("", "A")], (0, 2))
         heat.HEAT.stop()
         self.ddb.put_item(TableName="t", Item=item("C", "1", 10))
         self.assertNotIn(("", "C"), self.units())

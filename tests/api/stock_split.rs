@@ -239,6 +239,29 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         "stock_split",
     )
     .await?;
+    // A batch's records of the sku fail, each with the reason; the others apply.
+    let other = unique_sku("cool");
+    t.create_item(&other, 3).await?;
+    let records = json!([
+        {"id": "adjust", "op": "adjust", "sku": sku, "delta": 5, "reason": "restock"},
+        {"id": "upsert", "op": "upsert", "sku": sku, "name": "n", "quantity": 9},
+        {"id": "count", "op": "count", "sku": sku, "on_hand": 1, "occurred_at": stockroom_app::clock::now_rfc3339()},
+        {"id": "other", "op": "adjust", "sku": other, "delta": 1, "reason": "restock"},
+    ]);
+    let (batch_id, batch) = stockroom_tests::run_isolated_batch(&t, records).await?;
+    assert_eq!(batch["status"], "completed_with_errors", "{batch}");
+    let mut failures = stockroom_tests::all_failures(&t, &batch_id).await?;
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            ("adjust".to_owned(), "stock_split".to_owned()),
+            ("count".to_owned(), "stock_split".to_owned()),
+            ("upsert".to_owned(), "stock_split".to_owned()),
+        ]
+    );
+    assert_eq!(item(&t, &sku).await?["quantity"].as_i64(), Some(2));
+    assert_eq!(item(&t, &other).await?["quantity"].as_i64(), Some(4));
 
     // Merged back once no hold counts in a bucket; the early hold's units
     // then sell from the item's own level.

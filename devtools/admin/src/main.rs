@@ -387,6 +387,59 @@ mod tests {
             (l.command, l.segments),
             (Command::Backfill(BackfilledIndex::Listing), 4)
         );
+        let split = parse_args(
+            [
+                "split-stock",
+                "--tenant-id",
+                "acme",
+                "--sku",
+                "MUG-1",
+                "--buckets",
+                "64",
+            ]
+            .map(String::from)
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            (split.command, split.buckets),
+            (Command::SplitStock, Some(64))
+        );
+        let merge = parse_args(
+            ["merge-stock", "--tenant-id", "acme", "--sku", "MUG-1"]
+                .map(String::from)
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(merge.command, Command::MergeStock);
+        for bad in [
+            &["split-stock", "--tenant-id", "acme", "--sku", "MUG-1"][..],
+            &[
+                "split-stock",
+                "--tenant-id",
+                "acme",
+                "--sku",
+                "MUG-1",
+                "--buckets",
+                "65",
+            ],
+            &[
+                "split-stock",
+                "--tenant-id",
+                "acme",
+                "--sku",
+                "MUG-1",
+                "--buckets",
+                "1",
+            ],
+            &["merge-stock", "--sku", "MUG-1"],
+            &["merge-stock", "--tenant-id", "acme"],
+        ] {
+            assert!(
+                parse_args(bad.iter().map(|s| s.to_string())).is_err(),
+                "{bad:?}"
+            );
+        }
         for bad in ["0", "65", "x"] {
             assert!(
                 parse_args(

@@ -10,7 +10,10 @@
 //!    adjustments, each on items of its own;
 //! 3. a flash sale on ONE sku: [`SALE_CLIENTS`] clients, half selling one
 //!    unit at a time (adjustment -1), half holding one unit and committing
-//!    it, until [`SALE_UNITS`] units are gone; then the oversell check.
+//!    it, until [`SALE_UNITS`] units are gone; then the oversell check. It
+//!    runs twice: on the sku as it is, then on a sku whose stock is split
+//!    into [`SALE_BUCKETS`] buckets (`stockroom-admin split-stock`), with
+//!    [`SPLIT_SALE_UNITS`] units so most orders find units in their bucket.
 //!
 //! For each key the units per operation (record, request, order) are scaled
 //! to a target rate: 5,000 records/s for the import, 1,000 requests/s for
@@ -38,6 +41,8 @@ const MIXED_CLIENTS: usize = 8;
 const MIXED_REQUESTS: usize = 2000;
 const SALE_CLIENTS: usize = 16;
 const SALE_UNITS: i64 = 400;
+const SALE_BUCKETS: u16 = 64;
+const SPLIT_SALE_UNITS: i64 = 1280;
 /// Keys printed per load.
 const SHOWN: usize = 8;
 
@@ -76,7 +81,7 @@ pub async fn run(records: u64) -> Result<()> {
         ("records/s", IMPORT_TARGET),
     );
 
-    let (_, key) = tenant().await?;
+    let (tenant_id, key) = tenant().await?;
     let skus: Vec<String> = (0..MIXED_CLIENTS * 4)
         .map(|i| format!("HEAT-{i}"))
         .collect();
@@ -93,29 +98,93 @@ pub async fn run(records: u64) -> Result<()> {
         ("requests/s", MIXED_TARGET),
     );
 
-    let sku = format!("SALE-{}", ulid::Ulid::new());
-    crate::reservations::create_item(&http, &base, &key, &sku, SALE_UNITS as usize).await?;
-    recorder(&http, &store, "start").await?;
-    let orders = flash_sale(&http, &base, &key, &sku).await?;
-    let sale_heat = recorder(&http, &store, "stop").await?;
-    print_model(
-        &format!("flash sale on one sku ({orders} orders: sales and committed holds)"),
-        &sale_heat,
-        orders as f64,
-        ("orders/s", SALE_TARGET),
-    );
-    let level = on_hand(&http, &base, &key, &sku).await?;
-    println!(
-        "oversell check: {SALE_UNITS} units, {orders} orders, {level} left on hand: {}",
-        if level == SALE_UNITS - orders as i64 && level >= 0 {
-            "consistent"
-        } else {
-            "INCONSISTENT"
+    let sale = Sale {
+        http: &http,
+        base: &base,
+        store: &store,
+        key: &key,
+    };
+    sale.run(SALE_UNITS, None).await?;
+    sale.run(SPLIT_SALE_UNITS, Some((&tenant_id, SALE_BUCKETS)))
+        .await?;
+    Ok(())
+}
+
+/// A flash sale on one new sku, recorded and checked for oversell.
+struct Sale<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    store: &'a str,
+    key: &'a str,
+}
+
+impl Sale<'_> {
+    /// `split`: the tenant, and the buckets the sku's stock is split into
+    /// first (as `stockroom-admin split-stock` does).
+    async fn run(&self, units: i64, split: Option<(&str, u16)>) -> Result<()> {
+        let (http, base, key) = (self.http, self.base, self.key);
+        let sku = format!("SALE-{}", ulid::Ulid::new());
+        crate::reservations::create_item(http, base, key, &sku, units as usize).await?;
+        let label = match split {
+            Some((tenant, buckets)) => {
+                split_stock(tenant, &sku, buckets).await?;
+                format!("split into {buckets} buckets")
+            }
+            None => "not split".to_owned(),
+        };
+        recorder(http, self.store, "start").await?;
+        let orders = flash_sale(http, base, key, &sku).await?;
+        let sale_heat = recorder(http, self.store, "stop").await?;
+        print_model(
+            &format!("flash sale on one sku, {label} ({orders} orders: sales and committed holds)"),
+            &sale_heat,
+            orders as f64,
+            ("orders/s", SALE_TARGET),
+        );
+        let level = on_hand(http, base, key, &sku).await?;
+        println!(
+            "oversell check: {units} units, {orders} orders, {level} left on hand: {}",
+            if level == units - orders as i64 && level >= 0 {
+                "consistent"
+            } else {
+                "INCONSISTENT"
+            }
+        );
+        if level != units - orders as i64 || level < 0 {
+            bail!("the flash sale's level does not match its orders");
         }
-    );
-    if level != SALE_UNITS - orders as i64 || level < 0 {
-        bail!("the flash sale's level does not match its orders");
+        Ok(())
     }
+}
+
+/// What `stockroom-admin split-stock` runs, on the local stack's table.
+async fn split_stock(tenant: &str, sku: &str, buckets: u16) -> Result<()> {
+    use stockroom_app::items::LevelStores;
+    use stockroom_app::stock_split::StockSplitService;
+    let sdk = stockroom_aws::sdk::aws_sdk_config().await;
+    let table = stockroom_tests::function_env("ItemsApiFunction", "STOCK_TABLE")?;
+    let store = Arc::new(stockroom_aws::dynamodb::DynamoItemStore::from_sdk_config(
+        &sdk, table,
+    ));
+    let splits = StockSplitService::new(
+        store.clone(),
+        LevelStores {
+            locations: store.clone(),
+            levels: store.clone(),
+            holds: store,
+        },
+    );
+    let ctx = stockroom_domain::MovementContext {
+        request_id: "bench-split".into(),
+        key_id: None,
+        batch_record: None,
+    };
+    let tenant = stockroom_domain::TenantId::parse(tenant).map_err(anyhow::Error::msg)?;
+    let sku = stockroom_domain::Sku::parse(sku).map_err(anyhow::Error::msg)?;
+    splits
+        .split(&tenant, &sku, buckets, &ctx)
+        .await
+        .map_err(|e| anyhow::anyhow!("splitting {sku}: {e}"))?;
     Ok(())
 }
 
@@ -162,6 +231,7 @@ pub(crate) fn pattern(pk: &str) -> String {
             "LOC" => "location",
             "W" => "webhook",
             "R" | "CH" | "L" | "F" => "shard",
+            "S" => "bucket",
             "U" => "upload",
             _ => "id",
         };
@@ -390,6 +460,10 @@ mod tests {
         assert_eq!(
             pattern("T#acme#B#b_01#R#7"),
             "T#<tenant>#B#<batch>#R#<shard>"
+        );
+        assert_eq!(
+            pattern("T#acme#I#SKU-1#S#63"),
+            "T#<tenant>#I#<sku>#S#<bucket>"
         );
         assert_eq!(pattern("k_abc"), "<key>");
     }

@@ -10,8 +10,7 @@ use crate::domain::location::LocationId;
 use crate::domain::stock_split::{self, MAX_BUCKETS};
 use crate::domain::{Item, MovementContext, Sku, TenantId};
 use crate::error::ApiError;
-use crate::items::{LevelStores, backoff};
-use crate::levels::LevelNow;
+use crate::levels::{LevelNow, LevelStores, backoff};
 use crate::ports::{ItemStore, LevelWrite, StoreError, StoredLevel};
 use std::sync::Arc;
 

@@ -335,12 +335,17 @@ impl Event {
 
     /// What the event must stay in order with: a receiver sees the events
     /// of one key in the order they were committed. Item events are ordered
-    /// per sku, batch events per batch, webhook events per webhook.
+    /// per sku (a split sku's movements per bucket: each bucket commits in
+    /// its own partition, and a sale's events flow over all of them at
+    /// once), batch events per batch, webhook events per webhook.
     pub fn ordering_key(&self) -> String {
         let field = |name: &str| self.data.get(name).and_then(|v| v.as_str()).unwrap_or("");
         match self.kind {
             EventType::StockChanged | EventType::ItemLowStock | EventType::ItemDeleted => {
-                format!("{}#I#{}", self.tenant_id, field("sku"))
+                match self.data.get("stock_bucket").and_then(|b| b.as_u64()) {
+                    Some(bucket) => format!("{}#I#{}#S#{bucket}", self.tenant_id, field("sku")),
+                    None => format!("{}#I#{}", self.tenant_id, field("sku")),
+                }
             }
             EventType::BatchCompleted
             | EventType::BatchCompletedWithErrors
@@ -457,6 +462,21 @@ mod tests {
         let event = Event::stock_changed("acme", &late);
         assert_eq!(event.data["applies"], false);
         assert_eq!(event.data["occurred_at"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_split_skus_movements_are_ordered_per_bucket_and_say_which() {
+        let ctx = crate::MovementContext::default();
+        let own = Movement::record("S", -1, 4, "sale", None, &ctx, "t");
+        let bucketed = own.clone().in_bucket(Some(7));
+        let (own, bucketed) = (
+            Event::stock_changed("acme", &own),
+            Event::stock_changed("acme", &bucketed),
+        );
+        assert_eq!(own.ordering_key(), "acme#I#S");
+        assert!(own.data.get("stock_bucket").is_none());
+        assert_eq!(bucketed.ordering_key(), "acme#I#S#S#7");
+        assert_eq!(bucketed.data["stock_bucket"], 7);
     }
 
     #[test]
