@@ -127,6 +127,35 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
     );
     assert_eq!(default_level(&t, &sku).await?, (40, 2, 38));
 
+    // Exactly once in a bucket too: a retry with the same Idempotency-Key,
+    // sent 8 times at once, gets the first answer back and moves nothing.
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = t
+            .post_json(
+                &format!("/v1/items/{sku}/adjustments"),
+                &json!({"delta": -3, "reason": "sale"}),
+            )
+            .header("idempotency-key", &key);
+        sends.spawn(async move {
+            let resp = request.send().await?;
+            ensure!(resp.status() == 200, "{}", resp.status());
+            anyhow::Ok(resp.json::<Value>().await?)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = sends.join_next().await {
+        answers.push(answer??);
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert!(
+        answers[0]["stock_bucket"].as_u64().is_some(),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(default_level(&t, &sku).await?, (37, 2, 35));
+
     // 12 clients sell, or hold and commit, one unit at a time until none is left.
     let mut clients = tokio::task::JoinSet::new();
     for client in 0..12 {
@@ -146,7 +175,7 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
     while let Some(n) = clients.join_next().await {
         sold += n??;
     }
-    assert_eq!(sold, 38, "every free unit sold once, and no more");
+    assert_eq!(sold, 35, "every free unit sold once, and no more");
     assert_eq!(default_level(&t, &sku).await?, (2, 2, 0));
     assert_eq!(item(&t, &sku).await?["quantity"].as_i64(), Some(2));
     // The listing sums too.
@@ -179,6 +208,8 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
     }
     let sum: i64 = ledger.iter().filter_map(|m| m["delta"].as_i64()).sum();
     assert_eq!(sum, 2, "the ledger sums to the quantity");
+    let retried = ledger.iter().filter(|m| m["delta"] == -3).count();
+    assert_eq!(retried, 1, "the idempotent sale moved once");
     let buckets: BTreeSet<i64> = ledger
         .iter()
         .filter_map(|m| m["stock_bucket"].as_i64())
@@ -247,6 +278,8 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         {"id": "upsert", "op": "upsert", "sku": sku, "name": "n", "quantity": 9},
         {"id": "count", "op": "count", "sku": sku, "on_hand": 1, "occurred_at": stockroom_app::clock::now_rfc3339()},
         {"id": "other", "op": "adjust", "sku": other, "delta": 1, "reason": "restock"},
+        // A hold goes to the buckets, as its route's does: none has a unit left.
+        {"id": "hold", "op": "reserve", "sku": sku, "quantity": 1, "expires_in": 600},
     ]);
     let (batch_id, batch) = stockroom_tests::run_isolated_batch(&t, records).await?;
     assert_eq!(batch["status"], "completed_with_errors", "{batch}");
@@ -257,6 +290,7 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         [
             ("adjust".to_owned(), "stock_split".to_owned()),
             ("count".to_owned(), "stock_split".to_owned()),
+            ("hold".to_owned(), "insufficient_available".to_owned()),
             ("upsert".to_owned(), "stock_split".to_owned()),
         ]
     );
