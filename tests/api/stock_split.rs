@@ -85,20 +85,17 @@ async fn order(t: &Tenant, sku: &str, by_hold: bool) -> Result<bool> {
     Ok(true)
 }
 
+/// A GET that must answer 200: its body.
+async fn read(t: &Tenant, path: &str) -> Result<Value> {
+    Ok(t.get(path).send().await?.error_for_status()?.json().await?)
+}
+
 async fn item(t: &Tenant, sku: &str) -> Result<Value> {
-    let resp = t.get(&format!("/v1/items/{sku}")).send().await?;
-    ensure!(resp.status() == 200, "{}", resp.status());
-    Ok(resp.json().await?)
+    read(t, &format!("/v1/items/{sku}")).await
 }
 
 async fn default_level(t: &Tenant, sku: &str) -> Result<(i64, i64, i64)> {
-    let levels: Value = t
-        .get(&format!("/v1/items/{sku}/levels"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let levels: Value = read(t, &format!("/v1/items/{sku}/levels")).await?;
     let l = &levels["levels"][0];
     Ok((
         l["on_hand"].as_i64().context("on_hand")?,
@@ -220,13 +217,7 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
     );
     // One sku's feed holds the same movements, in id order.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let feed: Value = t
-        .get(&format!("/v1/changes?sku={sku}&limit=100"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let feed: Value = read(&t, &format!("/v1/changes?sku={sku}&limit=100")).await?;
     let fed: Vec<&str> = feed["movements"]
         .as_array()
         .context("movements")?
@@ -375,13 +366,7 @@ async fn a_hold_that_expires_in_a_bucket_is_ended_for_good_there() -> Result<()>
         );
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
-    let shown: Value = t
-        .get(&format!("/v1/reservations/{id}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let shown: Value = read(&t, &format!("/v1/reservations/{id}")).await?;
     assert_eq!(shown["status"], "expired");
     // With nothing held in its buckets, the split merges back whole.
     let merged = splits().await?.merge(&tenant, &parsed, &admin()).await?;

@@ -196,6 +196,15 @@ pub struct ItemsService {
     locations: Option<LevelStores>,
 }
 
+/// An adjustment of one level: from `before` to `after`, with its movement
+/// and the answer it gives.
+struct LevelChange<'a> {
+    before: &'a LevelNow,
+    after: &'a Level,
+    movement: Movement,
+    result: AdjustmentResult,
+}
+
 /// A field set that reads the quantity also reads whether the sku is split
 /// (its quantity is then a sum).
 fn with_split(fields: &Fields<Item>) -> Fields<Item> {
@@ -652,20 +661,14 @@ impl ItemsService {
                 movement_id: movement.movement_id.clone(),
                 applied,
             };
-            let record = idempotency.map(|idem| idem.record(&result, now));
-            let write = before.level_write(
-                &after,
-                None,
-                (vec![movement], Vec::new()),
-                record.as_ref(),
-                ctx,
-                &now_s,
-            );
-            // A failed condition: the level, the item or the location
-            // changed; `settle` reads again.
-            let written = stores.levels.record_level_change(tenant, &write).await;
+            let change = LevelChange {
+                before: &before,
+                after: &after,
+                movement,
+                result,
+            };
             if let Some(outcome) = self
-                .settle(tenant, idempotency, attempt, written, result)
+                .write_adjustment(stores, tenant, change, ctx, idempotency, (now, attempt))
                 .await?
             {
                 return Ok(outcome);
@@ -756,24 +759,47 @@ impl ItemsService {
                 movement_id: movement.movement_id.clone(),
                 applied: true,
             };
-            let record = idempotency.map(|idem| idem.record(&result, now));
-            let write = before.level_write(
-                &after,
-                None,
-                (vec![movement], Vec::new()),
-                record.as_ref(),
-                ctx,
-                &now_s,
-            );
-            let written = stores.levels.record_level_change(tenant, &write).await;
+            let change = LevelChange {
+                before: &before,
+                after: &after,
+                movement,
+                result,
+            };
             if let Some(outcome) = self
-                .settle(tenant, idempotency, attempt, written, result)
+                .write_adjustment(stores, tenant, change, ctx, idempotency, (now, attempt))
                 .await?
             {
                 return Ok(Some(outcome));
             }
         }
         Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// Writes an adjustment of a level with its movement and idempotency
+    /// record, all or nothing: the outcome, or None to read again (a failed
+    /// condition: the level, the item or the location changed).
+    async fn write_adjustment(
+        &self,
+        stores: &LevelStores,
+        tenant: &TenantId,
+        change: LevelChange<'_>,
+        ctx: &MovementContext,
+        idempotency: Option<&IdempotencyRequest>,
+        (now, attempt): (time::OffsetDateTime, u32),
+    ) -> Result<Option<AdjustOutcome>, ApiError> {
+        let at = clock::format(now);
+        let record = idempotency.map(|idem| idem.record(&change.result, now));
+        let write = change.before.level_write(
+            change.after,
+            None,
+            (vec![change.movement], Vec::new()),
+            record.as_ref(),
+            ctx,
+            &at,
+        );
+        let written = stores.levels.record_level_change(tenant, &write).await;
+        self.settle(tenant, idempotency, attempt, written, change.result)
+            .await
     }
 
     /// The sku's stock per location: the default location's (the item's

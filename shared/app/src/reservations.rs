@@ -121,7 +121,7 @@ impl ReservationsService {
                 .item_and_location(self.items.as_ref(), tenant, &new.sku, &[&new.location])
                 .await?;
             let now = clock::now();
-            let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
+            let now_ms = clock::unix_ms(now);
             let before = self.level(tenant, &new.sku, &new.location, now_ms).await?;
             let Ok(after) = before.level.reserve(new.quantity) else {
                 // Split meanwhile (the routing read is a hint): the units
@@ -144,21 +144,15 @@ impl ReservationsService {
                     requested: new.quantity,
                 });
             };
-            let (hold, placed) = place_hold(new, &after, (&now_s, now_ms), ctx, None);
-            let expires_at_ms = hold.expires_at_ms;
-            let view = Reservation::of(&hold, now_ms);
-            let record = idempotency.map(|i| i.response(201, &view, now));
-            let write = before.level_write(
-                &after,
-                Some(expires_at_ms),
-                (vec![placed], vec![HoldWrite::Create(hold)]),
-                record.as_ref(),
-                ctx,
-                &now_s,
-            );
-            let written = self.stores.levels.record_level_change(tenant, &write).await;
             if let Some(outcome) = self
-                .settle(tenant, idempotency, attempt, written, view)
+                .write_hold(
+                    tenant,
+                    new,
+                    (&before, &after),
+                    ctx,
+                    idempotency,
+                    (now, attempt),
+                )
                 .await?
             {
                 return Ok(outcome);
@@ -227,28 +221,51 @@ impl ReservationsService {
                 backoff(attempt).await;
                 continue;
             };
-            let (hold, placed) =
-                place_hold(new, &after, (&now_s, now_ms), ctx, before.stored.bucket);
-            let expires_at_ms = hold.expires_at_ms;
-            let view = Reservation::of(&hold, now_ms);
-            let record = idempotency.map(|i| i.response(201, &view, now));
-            let write = before.level_write(
-                &after,
-                Some(expires_at_ms),
-                (vec![placed], vec![HoldWrite::Create(hold)]),
-                record.as_ref(),
-                ctx,
-                &now_s,
-            );
-            let written = self.stores.levels.record_level_change(tenant, &write).await;
             if let Some(outcome) = self
-                .settle(tenant, idempotency, attempt, written, view)
+                .write_hold(
+                    tenant,
+                    new,
+                    (&before, &after),
+                    ctx,
+                    idempotency,
+                    (now, attempt),
+                )
                 .await?
             {
                 return Ok(Some(outcome));
             }
         }
         Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// Places hold `new` at `before`'s level (in its bucket, if it is one),
+    /// which becomes `after`, with its movement and idempotency record, all
+    /// or nothing: the outcome, or None to read again.
+    async fn write_hold(
+        &self,
+        tenant: &TenantId,
+        new: &NewReservation,
+        (before, after): (&LevelNow, &crate::domain::level::Level),
+        ctx: &MovementContext,
+        idempotency: Option<&IdempotencyRequest>,
+        (now, attempt): (time::OffsetDateTime, u32),
+    ) -> Result<Option<ReservationOutcome>, ApiError> {
+        let (now_s, now_ms) = (clock::format(now), clock::unix_ms(now));
+        let (hold, placed) = place_hold(new, after, (&now_s, now_ms), ctx, before.stored.bucket);
+        let expires_at_ms = hold.expires_at_ms;
+        let view = Reservation::of(&hold, now_ms);
+        let record = idempotency.map(|i| i.response(201, &view, now));
+        let write = before.level_write(
+            after,
+            Some(expires_at_ms),
+            (vec![placed], vec![HoldWrite::Create(hold)]),
+            record.as_ref(),
+            ctx,
+            &now_s,
+        );
+        let written = self.stores.levels.record_level_change(tenant, &write).await;
+        self.settle(tenant, idempotency, attempt, written, view)
+            .await
     }
 
     /// Commits (the units leave on hand, with a movement in the ledger) or

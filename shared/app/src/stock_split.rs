@@ -217,18 +217,7 @@ impl StockSplitService {
         for attempt in 0..MAX_ATTEMPTS {
             let now = crate::clock::now();
             let (at, now_ms) = (crate::clock::format(now), crate::clock::unix_ms(now));
-            let own = LevelNow::read(
-                self.stores.levels.as_ref(),
-                self.stores.holds.as_ref(),
-                tenant,
-                sku,
-                &LocationId::default_location(),
-                now_ms,
-            )
-            .await?;
-            if own.stored.version == 0 {
-                return Err(ApiError::ItemNotFound);
-            }
+            let own = self.own_level(tenant, sku, now_ms).await?;
             match own.stored.split {
                 Some(n) if n == buckets => return self.shown(tenant, sku).await,
                 Some(n) => return Err(ApiError::StockSplit { buckets: n }),
@@ -268,18 +257,7 @@ impl StockSplitService {
         for attempt in 0..MAX_ATTEMPTS {
             let now = crate::clock::now();
             let (at, now_ms) = (crate::clock::format(now), crate::clock::unix_ms(now));
-            let own = LevelNow::read(
-                self.stores.levels.as_ref(),
-                self.stores.holds.as_ref(),
-                tenant,
-                sku,
-                &LocationId::default_location(),
-                now_ms,
-            )
-            .await?;
-            if own.stored.version == 0 {
-                return Err(ApiError::ItemNotFound);
-            }
+            let own = self.own_level(tenant, sku, now_ms).await?;
             let Some(buckets) = own.stored.split else {
                 return self.shown(tenant, sku).await;
             };
@@ -332,6 +310,28 @@ impl StockSplitService {
             }
         }
         Err(ApiError::ConcurrentUpdate)
+    }
+
+    /// The sku's own level at the default location (404 without the item).
+    async fn own_level(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        now_ms: u64,
+    ) -> Result<LevelNow, ApiError> {
+        let own = LevelNow::read(
+            self.stores.levels.as_ref(),
+            self.stores.holds.as_ref(),
+            tenant,
+            sku,
+            &LocationId::default_location(),
+            now_ms,
+        )
+        .await?;
+        if own.stored.version == 0 {
+            return Err(ApiError::ItemNotFound);
+        }
+        Ok(own)
     }
 
     async fn live_holds(
