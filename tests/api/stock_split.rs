@@ -112,11 +112,43 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
     // A hold placed before the split stays with the item's own level.
     let early: Value = hold(&t, &sku, 2).await?.json().await?;
     let early = early["id"].as_str().context("hold id")?.to_owned();
-    let tenant = TenantId::parse(&t.tenant_id).map_err(anyhow::Error::msg)?;
-    let parsed = Sku::parse(&sku).map_err(anyhow::Error::msg)?;
-    let splits = splits().await?;
-    let split = splits.split(&tenant, &parsed, 8, &admin()).await?;
-    assert_eq!((split.quantity, split.stock_buckets), (40, Some(8)));
+    let path = format!("/v1/items/{sku}/stock-split");
+    // Bad input, a key without items:write, a sku that does not exist:
+    // refused, nothing split.
+    for bad in [
+        json!({"buckets": 1}),
+        json!({"buckets": 65}),
+        json!({"buckets": 8, "x": 1}),
+    ] {
+        let refused = t.put_json(&path, &bad).send().await?;
+        expect_problem(refused, 422, "validation_failed").await?;
+    }
+    let reader = t.another_key(&["items:read"]).await?;
+    let refused = reader
+        .put_json(&path, &json!({"buckets": 8}))
+        .send()
+        .await?;
+    expect_problem(refused, 403, "insufficient_scope").await?;
+    let nowhere = format!("/v1/items/{}/stock-split", unique_sku("none"));
+    let refused = t.put_json(&nowhere, &json!({"buckets": 8})).send().await?;
+    expect_problem(refused, 404, "item_not_found").await?;
+    assert!(item(&t, &sku).await?.get("stock_buckets").is_none());
+    let split: Value = t
+        .put_json(&path, &json!({"buckets": 8}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(
+        (split["quantity"].as_i64(), split["stock_buckets"].as_i64()),
+        (Some(40), Some(8))
+    );
+    // Again into as many: the same; into another count: refused.
+    let again = t.put_json(&path, &json!({"buckets": 8})).send().await?;
+    ensure!(again.status() == 200, "{}", again.status());
+    let other_count = t.put_json(&path, &json!({"buckets": 4})).send().await?;
+    expect_problem(other_count, 409, "stock_split").await?;
     let shown = item(&t, &sku).await?;
     assert_eq!(
         (shown["quantity"].as_i64(), shown["stock_buckets"].as_i64()),
@@ -298,8 +330,15 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         .send()
         .await?;
     ensure!(released.status() == 200, "{}", released.status());
-    let merged = splits.merge(&tenant, &parsed, &admin()).await?;
-    assert_eq!((merged.quantity, merged.stock_buckets), (2, None));
+    let merged: Value = t
+        .delete(&path)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(merged["quantity"].as_i64(), Some(2), "{merged}");
+    assert!(merged.get("stock_buckets").is_none(), "{merged}");
     let shown = item(&t, &sku).await?;
     assert_eq!(shown["quantity"].as_i64(), Some(2));
     assert!(shown.get("stock_buckets").is_none(), "{shown}");
@@ -346,6 +385,12 @@ async fn a_hold_that_expires_in_a_bucket_is_ended_for_good_there() -> Result<()>
     let placed: Value = resp.json().await?;
     let id = placed["id"].as_str().context("id")?.to_owned();
     assert_eq!(default_level(&t, &sku).await?, (6, 2, 4));
+    // The merge waits for the hold in its bucket.
+    let held = t
+        .delete(&format!("/v1/items/{sku}/stock-split"))
+        .send()
+        .await?;
+    expect_problem(held, 409, "item_reserved").await?;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // It stops counting at its expiry, before anything ends it.
     assert_eq!(default_level(&t, &sku).await?, (6, 0, 6));

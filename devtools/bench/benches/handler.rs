@@ -113,6 +113,14 @@ fn handler(c: &mut Criterion) {
                 holds: store.clone(),
             },
         ),
+        stock_splits: stockroom_app::stock_split::StockSplitService::new(
+            store.clone(),
+            stockroom_app::items::LevelStores {
+                locations: store.clone(),
+                levels: store.clone(),
+                holds: store.clone(),
+            },
+        ),
         cursors: CursorCodec::new(vec![7u8; 64]),
         function: "items-api-bench".into(),
     });

@@ -9,6 +9,7 @@ use stockroom_app::cursor::CursorCodec;
 use stockroom_app::items::{ItemsService, LevelStores};
 use stockroom_app::locations::LocationsService;
 use stockroom_app::reservations::ReservationsService;
+use stockroom_app::stock_split::StockSplitService;
 use stockroom_app::transfers::TransfersService;
 use stockroom_aws::dynamodb::{DynamoItemStore, WriteLayout};
 use stockroom_aws::{runtime, sdk};
@@ -34,7 +35,8 @@ async fn main() -> Result<(), Error> {
         items: ItemsService::new(store.clone()).with_locations(stores.clone()),
         reservations: ReservationsService::new(store.clone(), stores.clone()),
         transfers: TransfersService::new(store.clone(), stores.clone()),
-        counts: CountsService::new(store.clone(), stores),
+        counts: CountsService::new(store.clone(), stores.clone()),
+        stock_splits: StockSplitService::new(store.clone(), stores),
         cursors: CursorCodec::new(cfg.cursor_signing_key),
         function: config::function_name("items-api"),
     };

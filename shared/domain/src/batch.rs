@@ -685,7 +685,7 @@ pub fn stock_split_refusal(buckets: u16) -> (&'static str, String) {
     (
         "stock_split",
         format!(
-            "the sku's stock is split into {buckets} buckets for concurrent orders: merge it back (stockroom-admin merge-stock) before a batch changes it"
+            "the sku's stock is split into {buckets} buckets for concurrent orders: merge it back (DELETE /v1/items/{{sku}}/stock-split) before a batch changes it"
         ),
     )
 }

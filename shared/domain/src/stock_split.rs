@@ -10,6 +10,7 @@
 //! a rebalance, the merge) is one transaction that leaves the sum alone.
 
 use super::level::Level;
+use super::validation::{FieldErrors, ObjectReader};
 
 /// Most buckets a sku's stock splits into: at 2,000 orders/s, 64 buckets
 /// keep each partition near 0.3 of its write limit (docs/scaling.md).
@@ -23,6 +24,22 @@ pub fn bucket_count(n: i64) -> Result<u16, String> {
         .ok()
         .filter(|n| (MIN_BUCKETS..=MAX_BUCKETS).contains(n))
         .ok_or_else(|| format!("must be from {MIN_BUCKETS} to {MAX_BUCKETS}"))
+}
+
+/// A validated `PUT /v1/items/{sku}/stock-split` body: how many buckets.
+pub fn buckets_from_json(body: &serde_json::Value) -> Result<u16, FieldErrors> {
+    let mut r = ObjectReader::new(body)?;
+    r.deny_unknown(&["buckets"]);
+    let buckets = r.int(
+        "buckets",
+        true,
+        i64::from(MIN_BUCKETS),
+        i64::from(MAX_BUCKETS),
+    );
+    match buckets.map(bucket_count) {
+        Some(Ok(n)) if r.errors.is_empty() => Ok(n),
+        _ => Err(r.errors),
+    }
 }
 
 /// `units` spread over `buckets` as evenly as can be (the first ones get
@@ -98,6 +115,26 @@ mod tests {
         for bad in [-1, 0, 1, 65, i64::MAX] {
             assert!(bucket_count(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_split_body_names_its_buckets_and_nothing_else() {
+        use serde_json::json;
+        assert_eq!(buckets_from_json(&json!({"buckets": 64})), Ok(64));
+        for (body, field) in [
+            (json!({"buckets": 1}), "buckets"),
+            (json!({"buckets": 65}), "buckets"),
+            (json!({"buckets": "8"}), "buckets"),
+            (json!({}), "buckets"),
+            (json!({"buckets": 8, "sku": "A"}), "sku"),
+        ] {
+            let errors = buckets_from_json(&body).unwrap_err();
+            assert!(
+                errors.0.iter().any(|e| e.field == field),
+                "{body}: {errors:?}"
+            );
+        }
+        assert!(buckets_from_json(&json!([8])).is_err());
     }
 
     #[test]

@@ -87,6 +87,8 @@ const CREATE_BATCH: &str = "POST /v1/batches";
 const RESERVE: &str = "POST /v1/reservations";
 const TRANSFER: &str = "POST /v1/transfers";
 const COUNT: &str = "POST /v1/counts";
+const SPLIT: &str = "PUT /v1/items/{sku}/stock-split";
+const MERGE: &str = "DELETE /v1/items/{sku}/stock-split";
 const COMMIT: &str = "POST /v1/reservations/{reservation_id}/commit";
 const RELEASE: &str = "POST /v1/reservations/{reservation_id}/release";
 const CREATE_WEBHOOK: &str = "POST /v1/webhooks";
@@ -190,7 +192,7 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::ItemReserved { holds: 2 },
-            On(&["DELETE /v1/items/{sku}"]),
+            On(&["DELETE /v1/items/{sku}", MERGE]),
             "Active reservations hold the item; commit or release them (or let them expire) before deleting it.",
         ),
         entry(
@@ -202,8 +204,8 @@ fn catalogue() -> Vec<ProblemEntry> {
         ),
         entry(
             ApiError::StockSplit { buckets: 64 },
-            On(&["DELETE /v1/items/{sku}", COUNT, TRANSFER]),
-            "The sku's stock is split into buckets for a sale (`stock_buckets` on the item): adjustments and holds spread over them; counts, transfers at the default location and deletes wait until an operator merges it back (`stockroom-admin merge-stock`). Nothing changed.",
+            On(&["DELETE /v1/items/{sku}", COUNT, TRANSFER, SPLIT]),
+            "The sku's stock is split into buckets for a sale (`stock_buckets` on the item): adjustments and holds spread over them; counts, transfers at the default location and deletes wait until it is merged back (`DELETE /v1/items/{sku}/stock-split`); a split into another count waits for the merge too. Nothing changed.",
         ),
         entry(
             ApiError::CountBelowReserved { reserved: 4 },
@@ -560,6 +562,32 @@ fn success_examples() -> Vec<RouteExamples> {
                     {"location": "default", "on_hand": 10, "reserved": 0, "available": 10},
                     {"location": "paris-1", "on_hand": 4, "reserved": 1, "available": 3}
                 ]}),
+            )],
+        ),
+        (
+            SPLIT,
+            Some(json!({"buckets": 64})),
+            vec![(
+                "200",
+                json!({
+                    "sku": "SKU-1001", "name": "Blue mug", "description": "Stoneware, 350 ml",
+                    "quantity": 5000, "low_stock_threshold": 5, "attributes": {"colour": "blue"},
+                    "stock_buckets": 64, "version": 4,
+                    "created_at": "2026-12-01T09:00:00.000Z", "updated_at": "2026-12-04T07:00:00.000Z"
+                }),
+            )],
+        ),
+        (
+            MERGE,
+            None,
+            vec![(
+                "200",
+                json!({
+                    "sku": "SKU-1001", "name": "Blue mug", "description": "Stoneware, 350 ml",
+                    "quantity": 12, "low_stock_threshold": 5, "attributes": {"colour": "blue"},
+                    "version": 5,
+                    "created_at": "2026-12-01T09:00:00.000Z", "updated_at": "2026-12-04T21:00:00.000Z"
+                }),
             )],
         ),
         (

@@ -16,6 +16,7 @@ mod openapi;
 pub mod problem;
 mod request_rules;
 mod reservations;
+mod stock_split;
 mod transfers;
 pub use extract::{idempotency_request, parse_json_body};
 mod webhooks;
@@ -31,7 +32,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use problem::HttpError;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub reservations: stockroom_app::reservations::ReservationsService,
     pub transfers: stockroom_app::transfers::TransfersService,
     pub counts: stockroom_app::counts::CountsService,
+    /// `PUT` and `DELETE /v1/items/{sku}/stock-split`.
+    pub stock_splits: stockroom_app::stock_split::StockSplitService,
     pub cursors: CursorCodec,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for log lines.
     pub function: String,
@@ -78,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/items/{sku}/movements", get(items::list_movements))
         .route("/v1/items/{sku}/levels", get(items::get_levels))
+        .route(
+            "/v1/items/{sku}/stock-split",
+            put(stock_split::split_stock).delete(stock_split::merge_stock),
+        )
         .route("/v1/changes", get(changes::list_changes))
         .route("/v1/transfers", post(transfers::create_transfer))
         .route("/v1/counts", post(counts::create_count))

@@ -2,7 +2,8 @@
 
 use super::problem::Problem;
 use super::{
-    batches, changes, counts, docs, items, keys, locations, reservations, transfers, webhooks,
+    batches, changes, counts, docs, items, keys, locations, reservations, stock_split, transfers,
+    webhooks,
 };
 use axum::Json;
 use stockroom_app::batches::BatchAccepted;
@@ -45,6 +46,8 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         items::adjust_stock,
         items::list_movements,
         items::get_levels,
+        stock_split::split_stock,
+        stock_split::merge_stock,
         changes::list_changes,
         locations::create_location,
         locations::list_locations,
@@ -90,6 +93,7 @@ response carries `x-request-id` (send your own to correlate). Input limits: JSON
         reservations::ReservationPage, reservations::CreateReservationRequest,
         transfers::TransferRequest, stockroom_app::transfers::TransferResult,
         counts::CountRequest, stockroom_app::counts::CountResult,
+        stock_split::StockSplitRequest,
         items::BatchLevelsRequest, items::LevelPairRequest,
         stockroom_app::items::BatchLevels, stockroom_app::items::SkuLevel,
         stockroom_app::items::LevelPair,

@@ -257,7 +257,7 @@ fn detail(e: &ApiError) -> String {
             locations.join(", ")
         ),
         StockSplit { buckets } => format!(
-            "The sku's stock is split into {buckets} buckets for concurrent orders (a sale): adjust and reserve it as usual, or merge it back (stockroom-admin merge-stock) to count, transfer or delete it."
+            "The sku's stock is split into {buckets} buckets for concurrent orders (a sale): adjust and reserve it as usual, or merge it back (DELETE /v1/items/{{sku}}/stock-split) to count, transfer or delete it."
         ),
         CountBelowReserved { reserved } => format!(
             "The count is below the {reserved} units active reservations hold there; commit or release them, then send the count again."

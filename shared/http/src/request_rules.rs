@@ -359,6 +359,7 @@ pub(super) fn annotate(doc: &mut Value) {
             ("reference", text(MAX_REFERENCE)),
         ],
     );
+    constrain(schemas, "StockSplitRequest", &[]);
     constrain(
         schemas,
         "TransferRequest",
@@ -603,6 +604,12 @@ mod tests {
                     "occurred_at",
                     "must not be in the future (the server's clock)",
                 )],
+            },
+            Body {
+                schema: "StockSplitRequest",
+                valid: json!({"buckets": 64}),
+                server_accepts: |b| stockroom_domain::stock_split::buckets_from_json(b).is_ok(),
+                skip: &[],
             },
             Body {
                 schema: "TransferRequest",
