@@ -363,6 +363,37 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         .send()
         .await?;
     ensure!(count.status().is_success(), "{}", count.status());
+    // Split again into fewer buckets: the ledger still reads every bucket
+    // the first split used.
+    let resplit: Value = t
+        .put_json(&path, &json!({"buckets": 2}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(resplit["quantity"].as_i64(), Some(5), "{resplit}");
+    let ledger = all_pages(
+        &t,
+        &format!("/v1/items/{sku}/movements?limit=9"),
+        "movements",
+    )
+    .await?;
+    let sum: i64 = ledger.iter().filter_map(|m| m["delta"].as_i64()).sum();
+    let past: BTreeSet<i64> = ledger
+        .iter()
+        .filter_map(|m| m["stock_bucket"].as_i64())
+        .filter(|b| *b >= 2)
+        .collect();
+    assert!(
+        !past.is_empty(),
+        "the first split's buckets 2-7 stay listed"
+    );
+    assert_eq!(
+        sum, 5,
+        "the ledger, every bucket's included, sums to the quantity"
+    );
+    t.delete(&path).send().await?.error_for_status()?;
     Ok(())
 }
 

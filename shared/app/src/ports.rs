@@ -222,6 +222,17 @@ impl LevelWrite<'_> {
     }
 }
 
+/// How a stock move changes a sku's split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitChange {
+    /// Split into `buckets`; the item's `bucket_partitions` becomes
+    /// `partitions` (the most it was ever split into, so its listings read
+    /// every bucket that holds its history).
+    Open { buckets: u16, partitions: u16 },
+    /// No longer split.
+    Close,
+}
+
 /// Stock levels of a sku per location. The default location's level is the
 /// item's own record (its `quantity` is on hand there).
 #[async_trait]
@@ -295,14 +306,14 @@ pub trait LevelStore: Send + Sync {
     /// buckets, or between buckets, all or nothing: each level on the
     /// conditions of [`LevelStore::record_level_change`] (the sku's own
     /// level also on the item's version), without movements, since the
-    /// sku's stock does not change. `split`: the item's `stock_buckets`
-    /// becomes it in the same transaction (Some(None): no longer split).
+    /// sku's stock does not change. `split`: the item's split changes in
+    /// the same transaction (closing it deletes the buckets' records).
     async fn move_stock(
         &self,
         tenant: &TenantId,
         sku: &Sku,
         writes: &[LevelWrite<'_>],
-        split: Option<Option<u16>>,
+        split: Option<SplitChange>,
     ) -> Result<(), StoreError>;
 }
 

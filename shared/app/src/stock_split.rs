@@ -11,7 +11,7 @@ use crate::domain::stock_split::{self, MAX_BUCKETS};
 use crate::domain::{Item, MovementContext, Sku, TenantId};
 use crate::error::ApiError;
 use crate::levels::{LevelNow, LevelStores, backoff};
-use crate::ports::{ItemStore, LevelWrite, StoreError, StoredLevel};
+use crate::ports::{ItemStore, LevelWrite, SplitChange, StoreError, StoredLevel};
 use std::sync::Arc;
 
 const MAX_ATTEMPTS: u32 = 12;
@@ -217,7 +217,19 @@ impl StockSplitService {
         for attempt in 0..MAX_ATTEMPTS {
             let now = crate::clock::now();
             let (at, now_ms) = (crate::clock::format(now), crate::clock::unix_ms(now));
+            // The buckets of an earlier split keep its history: the listings
+            // go on reading as many as it ever had.
+            let earlier = self
+                .items
+                .get_item(tenant, sku, None)
+                .await?
+                .ok_or(ApiError::ItemNotFound)?;
             let own = self.own_level(tenant, sku, now_ms).await?;
+            if own.stored.version != earlier.version {
+                // Changed between the two reads: read again.
+                backoff(attempt).await;
+                continue;
+            }
             match own.stored.split {
                 Some(n) if n == buckets => return self.shown(tenant, sku).await,
                 Some(n) => return Err(ApiError::StockSplit { buckets: n }),
@@ -234,7 +246,15 @@ impl StockSplitService {
             match self
                 .stores
                 .levels
-                .move_stock(tenant, sku, &writes, Some(Some(buckets)))
+                .move_stock(
+                    tenant,
+                    sku,
+                    &writes,
+                    Some(SplitChange::Open {
+                        buckets,
+                        partitions: buckets.max(earlier.bucket_partitions),
+                    }),
+                )
                 .await
             {
                 Ok(()) => return self.shown(tenant, sku).await,
@@ -301,7 +321,7 @@ impl StockSplitService {
             match self
                 .stores
                 .levels
-                .move_stock(tenant, sku, &writes, Some(None))
+                .move_stock(tenant, sku, &writes, Some(SplitChange::Close))
                 .await
             {
                 Ok(()) => return self.shown(tenant, sku).await,

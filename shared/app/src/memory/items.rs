@@ -6,7 +6,8 @@ use crate::domain::reservation::{ReservationId, ReservationStatus};
 use crate::domain::{Fields, Item, Movement, Sku, TenantId};
 use crate::ports::{
     ActiveHold, ChangeLog, HoldWrite, IdempotencyRecord, ItemStore, LevelStore, LevelWrite,
-    LocationStore, Page, PageKey, ReservationStore, StoreError, StoredLevel, StoredReservation,
+    LocationStore, Page, PageKey, ReservationStore, SplitChange, StoreError, StoredLevel,
+    StoredReservation,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -626,14 +627,14 @@ impl LevelStore for MemoryItemStore {
         tenant: &TenantId,
         sku: &Sku,
         writes: &[LevelWrite<'_>],
-        split: Option<Option<u16>>,
+        split: Option<SplitChange>,
     ) -> Result<(), StoreError> {
         self.with_tenant(tenant, |t| {
             let sku = sku.as_str();
             for write in writes {
                 t.check_level_of(sku, write, true)?;
                 if write.before.bucket.is_some()
-                    && split == Some(None)
+                    && split == Some(SplitChange::Close)
                     && (write.after.on_hand, write.after.reserved) != (0, 0)
                 {
                     return Err(StoreError::Corrupt(
@@ -643,7 +644,7 @@ impl LevelStore for MemoryItemStore {
             }
             for write in writes {
                 match write.before.bucket {
-                    Some(b) if split == Some(None) => {
+                    Some(b) if split == Some(SplitChange::Close) => {
                         t.buckets.remove(&(sku.to_owned(), b));
                     }
                     Some(_) => t.apply_level(write, sku, false),
@@ -654,9 +655,16 @@ impl LevelStore for MemoryItemStore {
                         item.quantity = write.after.on_hand;
                         item.version += 1;
                         item.updated_at = write.at.to_owned();
-                        if let Some(split) = split {
-                            item.stock_buckets = split;
-                            item.bucket_partitions = item.bucket_partitions.max(split.unwrap_or(0));
+                        match split {
+                            Some(SplitChange::Open {
+                                buckets,
+                                partitions,
+                            }) => {
+                                item.stock_buckets = Some(buckets);
+                                item.bucket_partitions = partitions;
+                            }
+                            Some(SplitChange::Close) => item.stock_buckets = None,
+                            None => {}
                         }
                         t.put_item(&item, &ChangeCause::request(write.request_id));
                         t.apply_level(write, sku, false);

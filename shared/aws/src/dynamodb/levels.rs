@@ -29,8 +29,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWrite
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use stockroom_app::ports::{
-    ActiveHold, HoldWrite, LevelStore, LevelWrite, Page, PageKey, ReservationStore, StoreError,
-    StoredLevel, StoredReservation,
+    ActiveHold, HoldWrite, LevelStore, LevelWrite, Page, PageKey, ReservationStore, SplitChange,
+    StoreError, StoredLevel, StoredReservation,
 };
 use stockroom_domain::level::{Level, OccurredAt};
 use stockroom_domain::location::{DEFAULT_LOCATION, LocationId};
@@ -695,7 +695,7 @@ impl LevelStore for DynamoItemStore {
         tenant: &TenantId,
         sku: &Sku,
         writes: &[LevelWrite<'_>],
-        split: Option<Option<u16>>,
+        split: Option<SplitChange>,
     ) -> Result<(), StoreError> {
         let mut actions = Vec::new();
         for write in writes {
@@ -708,7 +708,7 @@ impl LevelStore for DynamoItemStore {
                 }
                 actions.push(self.split_item_update(tenant, sku, write, split)?);
                 actions.extend(self.level_own_actions(tenant, sku.as_str(), write)?);
-            } else if split == Some(None) {
+            } else if split == Some(SplitChange::Close) {
                 // Closing the split: a bucket is open while its level record
                 // exists, so it goes, on the condition it is as read.
                 actions.push(self.bucket_close(tenant, sku, write)?);
@@ -728,7 +728,7 @@ impl DynamoItemStore {
         tenant: &TenantId,
         sku: &Sku,
         write: &LevelWrite<'_>,
-        split: Option<Option<u16>>,
+        split: Option<SplitChange>,
     ) -> Result<TransactWriteItem, StoreError> {
         let before = write.before;
         let mut expression =
@@ -744,13 +744,20 @@ impl DynamoItemStore {
             .expression_attribute_values(":r", s(write.request_id))
             .expression_attribute_values(":v", n(before.version));
         match split {
-            Some(Some(buckets)) => {
+            Some(SplitChange::Open {
+                buckets,
+                partitions,
+            }) => {
                 // `bucket_partitions`: how many a listing of the sku's
                 // movements and holds reads, kept once the split ends.
-                expression.push_str(", stock_buckets = :b, bucket_partitions = :b");
-                update = update.expression_attribute_values(":b", n(u64::from(buckets)));
+                expression.push_str(", stock_buckets = :b, bucket_partitions = :p");
+                update = update
+                    .expression_attribute_values(":b", n(u64::from(buckets)))
+                    .expression_attribute_values(":p", n(u64::from(partitions)));
             }
-            Some(None) => expression.push_str(" REMOVE stock_buckets, changed_by_batch"),
+            Some(SplitChange::Close) => {
+                expression.push_str(" REMOVE stock_buckets, changed_by_batch")
+            }
             None => expression.push_str(" REMOVE changed_by_batch"),
         }
         Ok(TransactWriteItem::builder()
