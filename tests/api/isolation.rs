@@ -11,6 +11,7 @@ fn body_for(method: &str, path: &str, sku: &str) -> Option<Value> {
         ("POST", "/v1/items") => Some(json!({"sku": unique_sku("b"), "name": "B's"})),
         ("PUT", "/v1/items/{sku}") => Some(json!({"name": "hijacked"})),
         ("POST", "/v1/items/{sku}/adjustments") => Some(json!({"delta": -1, "reason": "theft"})),
+        ("PUT", "/v1/items/{sku}/stock-split") => Some(json!({"buckets": 2})),
         ("POST", "/v1/batches") => Some(json!({"mode": "isolated", "records": [
             {"id": "1", "op": "adjust", "sku": sku, "delta": -1, "reason": "theft"}]})),
         ("POST", "/v1/keys") => Some(json!({"name": "b", "scopes": ["items:read"]})),

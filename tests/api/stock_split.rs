@@ -144,6 +144,65 @@ async fn a_split_sku_sells_every_unit_once_across_its_buckets_and_reads_whole() 
         (split["quantity"].as_i64(), split["stock_buckets"].as_i64()),
         (Some(40), Some(8))
     );
+    // An order in a bucket changes the item's version and tag: a cached
+    // copy is not "not modified", and If-Match names what was shown.
+    let item_path = format!("/v1/items/{sku}");
+    let tag = |resp: &reqwest::Response| -> Result<String> {
+        Ok(resp
+            .headers()
+            .get("etag")
+            .context("etag")?
+            .to_str()?
+            .to_owned())
+    };
+    let before = t.get(&item_path).send().await?;
+    let old_tag = tag(&before)?;
+    let sale = t
+        .post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": -1, "reason": "sale"}),
+        )
+        .send()
+        .await?;
+    ensure!(sale.status() == 200, "{}", sale.status());
+    let after = t
+        .get(&item_path)
+        .header("if-none-match", &old_tag)
+        .send()
+        .await?;
+    assert_eq!(after.status(), 200, "not 304: the quantity changed");
+    let new_tag = tag(&after)?;
+    assert_ne!(new_tag, old_tag);
+    let shown: Value = after.json().await?;
+    assert_eq!(shown["quantity"].as_i64(), Some(39));
+    let stale = t
+        .put_json(&item_path, &json!({"name": "Hot mug"}))
+        .header("if-match", &old_tag)
+        .send()
+        .await?;
+    expect_problem(stale, 412, "precondition_failed").await?;
+    let renamed = t
+        .put_json(&item_path, &json!({"name": "Hot mug"}))
+        .header("if-match", &new_tag)
+        .send()
+        .await?;
+    assert_eq!(renamed.status(), 200);
+    let renamed: Value = renamed.json().await?;
+    assert_eq!(
+        (
+            renamed["quantity"].as_i64(),
+            renamed["stock_buckets"].as_i64()
+        ),
+        (Some(39), Some(8))
+    );
+    let restock = t
+        .post_json(
+            &format!("/v1/items/{sku}/adjustments"),
+            &json!({"delta": 1, "reason": "return"}),
+        )
+        .send()
+        .await?;
+    ensure!(restock.status() == 200, "{}", restock.status());
     // Again into as many: the same; into another count: refused.
     let again = t.put_json(&path, &json!({"buckets": 8})).send().await?;
     ensure!(again.status() == 200, "{}", again.status());

@@ -205,10 +205,10 @@ struct LevelChange<'a> {
     result: AdjustmentResult,
 }
 
-/// A field set that reads the quantity also reads whether the sku is split
-/// (its quantity is then a sum).
+/// A field set that reads the quantity or the version also reads whether
+/// the sku is split (they are then sums).
 fn with_split(fields: &Fields<Item>) -> Fields<Item> {
-    if fields.contains("quantity") {
+    if fields.contains("quantity") || fields.contains("version") {
         fields.and(&["stock_buckets"])
     } else {
         fields.and(&[])
@@ -294,12 +294,22 @@ impl ItemsService {
             .ok_or(ApiError::ItemNotFound)
     }
 
-    /// The item as clients see it: a split sku's quantity is the sum.
+    /// The item as clients see it: a split sku's quantity (and version)
+    /// is the sum.
     async fn shown(&self, tenant: &TenantId, item: Item) -> Result<Item, ApiError> {
         match &self.locations {
             Some(stores) => stock_split::shown_item(stores, tenant, item).await,
             None => Ok(item),
         }
+    }
+
+    /// The entity tag clients were shown for `stored` (what `If-Match`
+    /// names).
+    async fn shown_tag(&self, tenant: &TenantId, stored: &Item) -> Result<String, ApiError> {
+        if stored.stock_buckets.is_none() {
+            return Ok(stored.etag());
+        }
+        Ok(self.shown(tenant, stored.clone()).await?.etag())
     }
 
     pub async fn replace(
@@ -313,7 +323,7 @@ impl ItemsService {
         for attempt in 0..MAX_ATTEMPTS {
             let current = self.stored(tenant, sku, None).await?;
             if let Some(cond) = if_match
-                && !cond.matches(&current.etag())
+                && !cond.matches(&self.shown_tag(tenant, &current).await?)
             {
                 return Err(ApiError::PreconditionFailed);
             }
@@ -352,7 +362,7 @@ impl ItemsService {
         for attempt in 0..MAX_ATTEMPTS {
             let current = self.stored(tenant, sku, None).await?;
             if let Some(cond) = if_match
-                && !cond.matches(&current.etag())
+                && !cond.matches(&self.shown_tag(tenant, &current).await?)
             {
                 return Err(ApiError::PreconditionFailed);
             }

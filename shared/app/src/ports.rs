@@ -229,8 +229,10 @@ pub enum SplitChange {
     /// `partitions` (the most it was ever split into, so its listings read
     /// every bucket that holds its history).
     Open { buckets: u16, partitions: u16 },
-    /// No longer split.
-    Close,
+    /// No longer split; `versions`, the sum of the closed buckets'
+    /// versions, is added to the item's (so the version clients see, the
+    /// item's plus its buckets', never goes back).
+    Close { versions: u64 },
 }
 
 /// Stock levels of a sku per location. The default location's level is the

@@ -321,7 +321,14 @@ impl StockSplitService {
             match self
                 .stores
                 .levels
-                .move_stock(tenant, sku, &writes, Some(SplitChange::Close))
+                .move_stock(
+                    tenant,
+                    sku,
+                    &writes,
+                    Some(SplitChange::Close {
+                        versions: parts.iter().map(|p| p.stored.holds_version).sum(),
+                    }),
+                )
                 .await
             {
                 Ok(()) => return self.shown(tenant, sku).await,
@@ -386,7 +393,9 @@ impl StockSplitService {
 }
 
 /// The item as clients see it: a split sku's quantity is the sum of its
-/// own and its buckets' on hand.
+/// own and its buckets' on hand, and its version the sum of theirs (so it
+/// still rises by one with every change, an order in a bucket included, and
+/// the entity tag with it; the merge adds the buckets' to the item's).
 pub(crate) async fn shown_item(
     stores: &LevelStores,
     tenant: &TenantId,
@@ -396,6 +405,7 @@ pub(crate) async fn shown_item(
         let sku = Sku::parse(&item.sku).map_err(|e| ApiError::Internal(e.into()))?;
         let levels = stores.levels.bucket_levels(tenant, &sku, buckets).await?;
         item.quantity += levels.iter().map(|l| l.level.on_hand).sum::<i64>();
+        item.version += levels.iter().map(|l| l.holds_version).sum::<u64>();
     }
     Ok(item)
 }
@@ -551,6 +561,17 @@ mod tests {
         let held = w.hold(3).await.unwrap();
         let item = w.splits.split(&w.tenant, &w.sku, 8, &ctx()).await.unwrap();
         assert_eq!((item.quantity, item.stock_buckets), (100, Some(8)));
+        // The version seen is the sum: an order in a bucket raises it by one.
+        let version = item.version;
+        w.sell(1).await.unwrap();
+        let sold = w.items.get(&w.tenant, &w.sku, None).await.unwrap();
+        assert_eq!((sold.quantity, sold.version), (99, version + 1));
+        assert_ne!(sold.etag(), item.etag());
+        let restock = Adjustment::from_json(&json!({"delta": 1, "reason": "return"})).unwrap();
+        w.items
+            .adjust(&w.tenant, &w.sku, &restock, &ctx(), None)
+            .await
+            .unwrap();
         // Held units stay with their hold, on the sku's own level.
         assert_eq!(w.level().await, (100, 3, 97));
         // A second split into as many changes nothing; into another, refused.
@@ -661,8 +682,10 @@ mod tests {
             Err(ApiError::ItemReserved { holds: 1 })
         ));
         w.end(&id, Ending::Commit).await.unwrap();
+        let before = w.items.get(&w.tenant, &w.sku, None).await.unwrap().version;
         let merged = w.splits.merge(&w.tenant, &w.sku, &ctx()).await.unwrap();
         assert_eq!((merged.quantity, merged.stock_buckets), (7, None));
+        assert_eq!(merged.version, before + 1, "the merge is one more change");
         assert_eq!(w.level().await, (7, 0, 7));
         // Merged, the sku's own level holds it all: orders, counts and the
         // ledger (with its buckets' movements) as before the split.

@@ -45,8 +45,9 @@ pub struct Item {
     /// most it was ever split into (not shown; kept once the split ends).
     #[serde(skip)]
     pub bucket_partitions: u16,
-    /// Increases by one on every change (descriptive or stock), but for
-    /// the orders taken in a split sku's buckets (see `stock_buckets`).
+    /// Increases by one on every change (descriptive or stock); a split
+    /// sku's is the sum of the item's and its buckets' (see
+    /// `stock_buckets`), so orders taken in a bucket raise it too.
     pub version: u64,
     /// RFC 3339 UTC timestamp.
     pub created_at: String,

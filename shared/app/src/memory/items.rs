@@ -634,7 +634,7 @@ impl LevelStore for MemoryItemStore {
             for write in writes {
                 t.check_level_of(sku, write, true)?;
                 if write.before.bucket.is_some()
-                    && split == Some(SplitChange::Close)
+                    && matches!(split, Some(SplitChange::Close { .. }))
                     && (write.after.on_hand, write.after.reserved) != (0, 0)
                 {
                     return Err(StoreError::Corrupt(
@@ -644,7 +644,7 @@ impl LevelStore for MemoryItemStore {
             }
             for write in writes {
                 match write.before.bucket {
-                    Some(b) if split == Some(SplitChange::Close) => {
+                    Some(b) if matches!(split, Some(SplitChange::Close { .. })) => {
                         t.buckets.remove(&(sku.to_owned(), b));
                     }
                     Some(_) => t.apply_level(write, sku, false),
@@ -655,6 +655,9 @@ impl LevelStore for MemoryItemStore {
                         item.quantity = write.after.on_hand;
                         item.version += 1;
                         item.updated_at = write.at.to_owned();
+                        if let Some(SplitChange::Close { versions }) = split {
+                            item.version += versions;
+                        }
                         match split {
                             Some(SplitChange::Open {
                                 buckets,
@@ -663,7 +666,7 @@ impl LevelStore for MemoryItemStore {
                                 item.stock_buckets = Some(buckets);
                                 item.bucket_partitions = partitions;
                             }
-                            Some(SplitChange::Close) => item.stock_buckets = None,
+                            Some(SplitChange::Close { .. }) => item.stock_buckets = None,
                             None => {}
                         }
                         t.put_item(&item, &ChangeCause::request(write.request_id));

@@ -708,7 +708,7 @@ impl LevelStore for DynamoItemStore {
                 }
                 actions.push(self.split_item_update(tenant, sku, write, split)?);
                 actions.extend(self.level_own_actions(tenant, sku.as_str(), write)?);
-            } else if split == Some(SplitChange::Close) {
+            } else if matches!(split, Some(SplitChange::Close { .. })) {
                 // Closing the split: a bucket is open while its level record
                 // exists, so it goes, on the condition it is as read.
                 actions.push(self.bucket_close(tenant, sku, write)?);
@@ -731,6 +731,11 @@ impl DynamoItemStore {
         split: Option<SplitChange>,
     ) -> Result<TransactWriteItem, StoreError> {
         let before = write.before;
+        // Closing: the buckets' versions join the item's (see `SplitChange`).
+        let closed_versions = match split {
+            Some(SplitChange::Close { versions }) => versions,
+            _ => 0,
+        };
         let mut expression =
             "SET quantity = :q, version = :nv, updated_at = :u, changed_by_request = :r".to_owned();
         let mut update = Update::builder()
@@ -739,7 +744,7 @@ impl DynamoItemStore {
             .key("sk", s(ITEM_SK))
             .condition_expression("version = :v")
             .expression_attribute_values(":q", n(write.after.on_hand))
-            .expression_attribute_values(":nv", n(before.version + 1))
+            .expression_attribute_values(":nv", n(before.version + 1 + closed_versions))
             .expression_attribute_values(":u", s(write.at))
             .expression_attribute_values(":r", s(write.request_id))
             .expression_attribute_values(":v", n(before.version));
@@ -755,7 +760,7 @@ impl DynamoItemStore {
                     .expression_attribute_values(":b", n(u64::from(buckets)))
                     .expression_attribute_values(":p", n(u64::from(partitions)));
             }
-            Some(SplitChange::Close) => {
+            Some(SplitChange::Close { .. }) => {
                 expression.push_str(" REMOVE stock_buckets, changed_by_batch")
             }
             None => expression.push_str(" REMOVE changed_by_batch"),
